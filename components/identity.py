@@ -240,7 +240,7 @@ class Identity(pulumi.ComponentResource):
                 first_name=user["first_name"],
                 last_name=user["last_name"],
                 initial_password=keycloak.UserInitialPasswordArgs(
-                    value=password.result, temporary=False
+                    value=pulumi.Output.secret(password.result), temporary=False
                 ),
                 opts=kc,
             )

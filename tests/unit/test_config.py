@@ -1,0 +1,307 @@
+"""The config model: defaults, every validation rule (each names its key), and generated
+app lists (hypothesis) for the domain-coverage rules."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from components.config import (
+    ConfigError,
+    format_duration,
+    host_matches,
+    load,
+    parse_duration,
+    path_overlaps_oauth2,
+)
+
+ALL_SECRETS = {"keycloakAdminPassword", "keycloakAdminClientSecret", "externalRedisPassword"}
+
+
+def base() -> dict:
+    return {
+        "domain": "example.test",
+        "apps": [
+            {"name": "one", "host": "one.example.test", "service": {"name": "one", "port": 80}},
+        ],
+        "keycloak": {"url": "https://sso.example.test"},
+    }
+
+
+def problems(raw: dict, secrets=frozenset({"keycloakAdminPassword"})) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as e:
+        load(raw, secrets)
+    return e.value.problems
+
+
+def keys(raw: dict, **kw) -> list[str]:
+    return [k for k, _ in problems(raw, **kw)]
+
+
+def with_(path: str, value, raw: dict | None = None) -> dict:
+    """Set a dotted path (list indices as numbers) in a copy of the base config."""
+    out = copy.deepcopy(raw or base())
+    node = out
+    parts = path.split(".")
+    for p in parts[:-1]:
+        node = node[int(p)] if p.isdigit() else node.setdefault(p, {})
+    last = parts[-1]
+    if last.isdigit():
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return out
+
+
+def test_minimal_config_gets_safe_defaults():
+    cfg = load(base(), {"keycloakAdminPassword"})
+    assert cfg.auth_hostname == "auth.example.test"
+    assert cfg.redirect_url == "https://auth.example.test/oauth2/callback"
+    assert cfg.keycloak.realm_mode == "create"
+    assert cfg.keycloak.issuer == "https://sso.example.test/realms/authproxy"
+    assert cfg.session.cookie_refresh < cfg.session.access_token_lifespan < cfg.session.cookie_expire
+    assert cfg.istio.ext_authz_mode == "extension-provider"
+    assert cfg.redis.mode == "standalone"
+    assert cfg.proxy.image.tag.startswith("v7.15.")
+    assert cfg.pdb_min_available == 0  # one replica: the PDB never blocks a drain
+    assert cfg.gateway_hosts == ("auth.example.test", "one.example.test")
+
+
+def test_durations_round_trip():
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("45s") == 45
+    assert parse_duration(0) == 0
+    assert format_duration(5400) == "1h30m"
+    with pytest.raises(ValueError):
+        parse_duration("5 minutes")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key"),
+    [
+        # malformed hostnames
+        ("domain", "Example.TEST", "authproxy:domain"),
+        ("apps.0.host", "one_example.test", "authproxy:apps[0].host"),
+        ("apps.0.host", "https://one.example.test", "authproxy:apps[0].host"),
+        ("authHost", "auth.example.test:443", "authproxy:authHost"),
+        # unknown enum values
+        ("keycloak.realmMode", "maybe", "authproxy:keycloak.realmMode"),
+        ("redis.mode", "cluster", "authproxy:redis.mode"),
+        ("istio.extAuthzMode", "lua", "authproxy:istio.extAuthzMode"),
+        ("apps.0.authorizeAt", "edge", "authproxy:apps[0].authorizeAt"),
+        ("keycloak.admin.auth", "token", "authproxy:keycloak.admin.auth"),
+        # public paths that would cover /oauth2/
+        ("apps.0.publicPaths", ["/*"], "authproxy:apps[0].publicPaths"),
+        ("apps.0.publicPaths", ["/oauth2/*"], "authproxy:apps[0].publicPaths"),
+        ("apps.0.publicPaths", ["/oa*"], "authproxy:apps[0].publicPaths"),
+        ("apps.0.publicPaths", ["/oauth2"], "authproxy:apps[0].publicPaths"),
+        ("apps.0.publicPaths", ["/OAuth2/sign_in"], "authproxy:apps[0].publicPaths"),
+        ("apps.0.publicPaths", ["/static/../oauth2/*"], "authproxy:apps[0].publicPaths"),
+        ("apps.0.publicPaths", ["/%6Fauth2/*"], "authproxy:apps[0].publicPaths"),
+        ("apps.0.publicPaths", ["healthz"], "authproxy:apps[0].publicPaths"),
+        # misc shape errors
+        ("keycloak.url", "https://sso.example.test/auth", "authproxy:keycloak.url"),
+        ("keycloak.url", "http://sso.example.test", "authproxy:keycloak.url"),
+        ("apps.0.service.port", 70000, "authproxy:apps[0].service.port"),
+        ("proxy.image.tag", "latest", "authproxy:proxy.image.tag"),
+        ("redis.image.tag", "latest", "authproxy:redis.image.tag"),
+        ("redis.chart.version", "latest", "authproxy:redis.chart.version"),
+        ("session.cookieExpire", "soon", "authproxy:session.cookieExpire"),
+        ("apps.0.apiPaths", ["api/"], "authproxy:apps[0].apiPaths"),
+        ("apps.0.groups", ["admins", "admins"], "authproxy:apps[0].groups"),
+    ],
+)
+def test_field_rules_name_the_key(path, value, key):
+    found = problems(with_(path, value))
+    assert key in [k for k, _ in found], found
+    assert all(msg for _, msg in found)
+
+
+def test_error_message_says_nothing_was_created_and_lists_each_problem():
+    raw = with_("domain", "BAD")
+    raw["apps"][0]["host"] = "x"
+    with pytest.raises(ConfigError) as e:
+        load(raw, {"keycloakAdminPassword"})
+    text = str(e.value)
+    assert "nothing was created" in text
+    assert "authproxy:domain" in text and "authproxy:apps[0].host" in text
+
+
+def test_unknown_keys_are_rejected_by_name():
+    raw = base()
+    raw["sesion"] = {}
+    raw["keycloak"]["relm"] = "x"
+    ks = keys(raw)
+    assert "authproxy:sesion" in ks
+    assert "authproxy:keycloak.relm" in ks
+
+
+def test_empty_app_list():
+    assert keys(with_("apps", [])) == ["authproxy:apps"]
+
+
+def test_missing_required_keys():
+    raw = base()
+    del raw["keycloak"]
+    del raw["domain"]
+    ks = keys(raw)
+    assert "authproxy:keycloak" in ks and "authproxy:domain" in ks
+
+
+def test_app_host_not_under_cookie_domain():
+    found = problems(with_("apps.0.host", "one.other.test"))
+    assert found[0][0] == "authproxy:apps[0].host"
+    assert "cookie domain" in found[0][1]
+
+
+def test_host_that_merely_ends_with_the_domain_text_is_not_under_it():
+    assert keys(with_("apps.0.host", "evilexample.test")) == ["authproxy:apps[0].host"]
+
+
+def test_auth_host_not_under_cookie_domain():
+    assert "authproxy:authHost" in keys(with_("authHost", "auth.other.test"))
+
+
+def test_duplicate_hosts():
+    raw = base()
+    raw["apps"].append({"name": "two", "host": "one.example.test", "service": {"name": "t", "port": 1}})
+    found = problems(raw)
+    assert found == [("authproxy:apps[1].host", found[0][1])]
+    assert "apps[0]" in found[0][1]
+
+
+def test_duplicate_app_names():
+    raw = base()
+    raw["apps"].append({"name": "one", "host": "two.example.test", "service": {"name": "t", "port": 1}})
+    assert keys(raw) == ["authproxy:apps[1].name"]
+
+
+def test_auth_host_reused_as_app_host():
+    found = problems(with_("apps.0.host", "auth.example.test"))
+    assert found[0][0] == "authproxy:apps[0].host" and "auth host" in found[0][1]
+
+
+def test_missing_admin_password_secret():
+    found = problems(base(), secrets=frozenset())
+    assert found[0][0] == "authproxy:keycloakAdminPassword"
+    assert "pulumi config set --secret authproxy:keycloakAdminPassword" in found[0][1]
+
+
+def test_missing_admin_client_secret_for_client_credentials():
+    raw = with_("keycloak.admin", {"auth": "client-credentials", "clientId": "svc"})
+    assert keys(raw) == ["authproxy:keycloakAdminClientSecret"]
+    load(raw, {"keycloakAdminClientSecret"})
+
+
+def test_missing_external_redis_password():
+    raw = with_("redis", {"mode": "external", "external": {"url": "rediss://redis.example.test:6380"}})
+    assert keys(raw) == ["authproxy:externalRedisPassword"]
+    load(raw, {"keycloakAdminPassword", "externalRedisPassword"})
+
+
+def test_session_longer_than_token_without_refresh():
+    raw = with_("session", {"cookieExpire": "8h", "cookieRefresh": 0, "accessTokenLifespan": "5m"})
+    found = problems(raw)
+    assert found[0][0] == "authproxy:session.cookieExpire"
+    assert "cookieRefresh" in found[0][1]
+
+
+def test_session_within_token_lifetime_needs_no_refresh():
+    raw = with_("session", {"cookieExpire": "5m", "cookieRefresh": 0, "accessTokenLifespan": "5m"})
+    assert load(raw, {"keycloakAdminPassword"}).session.cookie_refresh == 0
+
+
+def test_refresh_must_come_before_token_expiry():
+    raw = with_("session", {"cookieRefresh": "10m", "accessTokenLifespan": "5m"})
+    assert "authproxy:session.cookieRefresh" in keys(raw)
+
+
+def test_cookie_outliving_sso_session():
+    raw = with_("session", {"cookieExpire": "24h", "ssoSessionMaxLifespan": "10h"})
+    assert keys(raw) == ["authproxy:session.cookieExpire"]
+
+
+def test_gateway_authorization_needs_extension_provider_mode():
+    raw = with_("apps.0.authorizeAt", "gateway")
+    raw["istio"] = {"extAuthzMode": "envoy-filter"}
+    assert keys(raw) == ["authproxy:apps[0].authorizeAt"]
+    raw["istio"]["extAuthzMode"] = "extension-provider"
+    load(raw, {"keycloakAdminPassword"})
+
+
+def test_app_host_outside_explicit_gateway_hosts():
+    raw = with_("istio", {"gateway": {"hosts": ["auth.example.test", "*.apps.example.test"]}})
+    assert keys(raw) == ["authproxy:apps[0].host"]
+    raw["apps"][0]["host"] = "one.apps.example.test"
+    load(raw, {"keycloakAdminPassword"})
+
+
+def test_demo_user_in_unknown_group():
+    raw = with_("keycloak.demoUsers", [{"username": "alice", "groups": ["nobody"]}])
+    assert keys(raw) == ["authproxy:keycloak.demoUsers[0].groups"]
+
+
+def test_pdb_that_blocks_every_eviction():
+    raw = with_("proxy", {"replicas": 2, "pdbMinAvailable": 2})
+    assert keys(raw) == ["authproxy:proxy.pdbMinAvailable"]
+
+
+def test_path_matching_helpers():
+    assert path_overlaps_oauth2("/*")
+    assert path_overlaps_oauth2("/oauth2/start")
+    assert not path_overlaps_oauth2("/static/*")
+    assert not path_overlaps_oauth2("/oauth")  # exact path, does not cover /oauth2/
+    assert host_matches("*.example.test", "a.b.example.test")
+    assert not host_matches("*.example.test", "example.test")
+
+
+# ---- property-based: the domain-coverage rules over generated app lists ---------------------
+
+label = st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)
+domains = st.sampled_from(["example.test", "corp.example.com", "a.b.c.test"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(domain=domains, labels=st.lists(label, min_size=1, max_size=6), foreign=st.booleans(),
+       dup=st.booleans(), data=st.data())
+def test_domain_coverage_rules_over_generated_apps(domain, labels, foreign, dup, data):
+    apps = [
+        {"name": f"app{i}", "host": f"{lab}{i}.{domain}", "service": {"name": f"s{i}", "port": 80}}
+        for i, lab in enumerate(labels)
+    ]
+    expected: set[str] = set()
+    if foreign:
+        i = data.draw(st.integers(0, len(apps) - 1))
+        apps[i]["host"] = f"x{i}.elsewhere.test"
+        expected.add(f"authproxy:apps[{i}].host")
+    if dup and len(apps) > 1:
+        j = data.draw(st.integers(1, len(apps) - 1))
+        apps[j]["host"] = apps[0]["host"]
+        expected.add(f"authproxy:apps[{j}].host")
+    raw = {"domain": domain, "apps": apps, "keycloak": {"url": f"https://sso.{domain}"}}
+    if expected:
+        got = set(keys(raw))
+        assert expected <= got
+        assert all(k.startswith("authproxy:apps[") for k in got)
+    else:
+        cfg = load(raw, {"keycloakAdminPassword"})
+        assert all(a.host.endswith("." + domain) for a in cfg.apps)
+        assert set(cfg.gateway_hosts) == {f"auth.{domain}", *(a["host"] for a in apps)}
+
+
+@settings(max_examples=60, deadline=None)
+@given(path=st.from_regex(r"/[a-zA-Z0-9/_.*-]{0,12}", fullmatch=True))
+def test_no_accepted_public_path_covers_oauth2(path):
+    raw = with_("apps.0.publicPaths", [path])
+    try:
+        cfg = load(raw, {"keycloakAdminPassword"})
+    except ConfigError:
+        return
+    (accepted,) = cfg.apps[0].public_paths
+    from components.config import public_path_covers
+
+    for target in ("/oauth2/", "/oauth2/start", "/oauth2/callback", "/oauth2/sign_out", "/oauth2"):
+        assert not public_path_covers(accepted, target)

@@ -1,0 +1,210 @@
+"""Keycloak realm, client, mappers, groups and demo users, and the generated secrets, as the
+program registers them under Pulumi mocks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from authproxy_local.mockrun import MOCK_SECRET_PREFIX, Run, is_secret, run_program
+from components.secrets import urlsafe_b64
+
+CLIENT = "keycloak:openid/client:Client"
+AUDIENCE = "keycloak:openid/audienceProtocolMapper:AudienceProtocolMapper"
+GROUPS = "keycloak:openid/groupMembershipProtocolMapper:GroupMembershipProtocolMapper"
+REALM = "keycloak:index/realm:Realm"
+GROUP = "keycloak:index/group:Group"
+USER = "keycloak:index/user:User"
+
+
+@pytest.fixture(scope="module")
+def dev() -> Run:
+    return run_program("dev")
+
+
+@pytest.fixture(scope="module")
+def prod() -> Run:
+    return run_program("prod")
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_exactly_one_https_redirect_uri(stack, dev, prod):
+    run = {"dev": dev, "prod": prod}[stack]
+    client = run.one(CLIENT).inputs
+    auth = run.plain_output("authHost")
+    assert client["validRedirectUris"] == [f"https://{auth}/oauth2/callback"]
+    assert all("*" not in u for u in client["validPostLogoutRedirectUris"])
+    assert all(u.startswith("https://") for u in client["validPostLogoutRedirectUris"])
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_client_is_confidential_code_flow_with_pkce(stack, dev, prod):
+    c = {"dev": dev, "prod": prod}[stack].one(CLIENT).inputs
+    assert c["accessType"] == "CONFIDENTIAL"
+    assert c["standardFlowEnabled"] is True
+    assert c["implicitFlowEnabled"] is False
+    assert c["directAccessGrantsEnabled"] is False
+    assert c["serviceAccountsEnabled"] is False
+    assert c["pkceCodeChallengeMethod"] == "S256"
+
+
+def test_client_secret_is_generated_and_secret(dev):
+    wire = dev.one(CLIENT).wire_inputs
+    assert is_secret(wire["clientSecret"])
+    assert wire["clientSecret"]["value"] == MOCK_SECRET_PREFIX + "secrets-client-secret"
+
+
+def test_client_lifetimes_follow_session_config():
+    run = run_program("dev", overrides={"session": {"accessTokenLifespan": "10m", "cookieRefresh": "9m"}})
+    c = run.one(CLIENT).inputs
+    assert c["accessTokenLifespan"] == "600"
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_audience_and_groups_mappers(stack, dev, prod):
+    run = {"dev": dev, "prod": prod}[stack]
+    client = run.one(CLIENT).inputs
+    aud = run.one(AUDIENCE).inputs
+    assert aud["includedClientAudience"] == client["clientId"]
+    assert aud["addToIdToken"] is True and aud["addToAccessToken"] is True
+    assert aud["clientId"] == f"mock-uuid-identity-client"  # attached to our client
+    grp = run.one(GROUPS).inputs
+    assert grp["claimName"] == "groups"
+    assert grp["fullPath"] is False
+    assert grp["addToIdToken"] is True and grp["addToAccessToken"] is True
+    assert grp["clientId"] == "mock-uuid-identity-client"
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_groups_match_the_apps(stack, dev, prod):
+    run = {"dev": dev, "prod": prod}[stack]
+    from authproxy_local.mockrun import stack_config
+
+    apps = stack_config(stack)["authproxy:apps"]
+    wanted = sorted({g for a in apps for g in a.get("groups", [])})
+    assert sorted(g.inputs["name"] for g in run.of_type(GROUP)) == wanted
+
+
+def test_groups_looked_up_when_not_managed():
+    run = run_program("prod", overrides={"keycloak": {"manageGroups": False}})
+    assert run.of_type(GROUP) == []
+    looked = [i.args["name"] for i in run.invocations if i.token == "keycloak:index/getGroup:getGroup"]
+    assert looked == ["sre"]
+
+
+def test_realm_created_in_dev_looked_up_in_prod(dev, prod):
+    realm = dev.one(REALM).inputs
+    assert realm["realm"] == "authproxy"
+    assert realm["sslRequired"] == "external"
+    assert realm["registrationAllowed"] is False
+    assert prod.of_type(REALM) == []
+    assert [i.args["realm"] for i in prod.invocations if i.token.endswith("getRealm")] == ["corp"]
+    assert prod.one(CLIENT).inputs["realmId"] == "corp"
+
+
+def test_demo_users_only_when_asked(dev, prod):
+    users = {u.inputs["username"]: u for u in dev.of_type(USER)}
+    assert set(users) == {"alice", "bob"}
+    pw = users["alice"].wire_inputs["initialPassword"]
+    assert is_secret(pw["value"]) or is_secret(pw)
+    assert prod.of_type(USER) == []
+    memberships = dev.of_type("keycloak:index/userGroups:UserGroups")
+    assert len(memberships) == 1 and memberships[0].inputs["groupIds"] == ["identity-group-admins-id"]
+
+
+def test_demo_passwords_are_secret_outputs(dev, prod):
+    out = dev.outputs["demoUserPasswords"]
+    assert is_secret(out)
+    assert set(out["value"]) == {"alice", "bob"}
+    assert prod.plain_output("demoUserPasswords") == {}
+
+
+def test_provider_is_explicit_and_uses_secret_credentials(dev, prod):
+    p = dev.one("pulumi:providers:keycloak").wire_inputs
+    assert p["url"] == "https://keycloak.authproxy.test"
+    assert is_secret(p["password"])
+    assert "clientSecret" not in p
+    q = prod.one("pulumi:providers:keycloak").wire_inputs
+    assert is_secret(q["clientSecret"]) and "password" not in q
+    assert q["clientId"] == "authproxy-admin" and q["realm"] == "corp"
+    # every Keycloak resource uses that provider, never an ambient default one
+    for r in dev.resources:
+        if r.type.startswith("keycloak:") and r.custom:
+            assert "identity-keycloak" in r.provider, r.name
+
+
+def _walk_strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _walk_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk_strings(v)
+
+
+def _plain_parts(value):
+    """Everything in a wire value that is not under a secret marker."""
+    if is_secret(value):
+        return
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _plain_parts(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _plain_parts(v)
+    else:
+        yield value
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_no_secret_in_plain_outputs_or_inputs(stack, dev, prod):
+    run = {"dev": dev, "prod": prod}[stack]
+    plain_outputs = [v for v in _plain_parts(run.outputs) if isinstance(v, str)]
+    assert not [v for v in plain_outputs if MOCK_SECRET_PREFIX in v]
+    for r in run.resources:
+        leaked = [v for v in _plain_parts(r.wire_inputs) if isinstance(v, str) and MOCK_SECRET_PREFIX in v]
+        # a secret may only travel inside a secret-marked value
+        assert not leaked, (r.type, r.name, leaked)
+    assert json.dumps(run.outputs).count(MOCK_SECRET_PREFIX) == (2 if stack == "dev" else 0)
+
+
+def test_secrets_are_random_with_rotation_keepers(dev):
+    byts = dev.one("random:index/randomBytes:RandomBytes").inputs
+    assert byts["length"] == 32
+    assert byts["keepers"] == {"rotation": "1"}
+    names = {r.name: r.inputs for r in dev.of_type("random:index/randomPassword:RandomPassword")}
+    assert names["secrets-client-secret"]["length"] >= 32
+    assert names["secrets-redis-password"]["length"] >= 32
+    rotated = run_program("dev", overrides={"rotation": {"clientSecret": "2"}})
+    again = {r.name: r.inputs for r in rotated.of_type("random:index/randomPassword:RandomPassword")}
+    assert again["secrets-client-secret"]["keepers"] == {"rotation": "2"}
+    assert again["secrets-redis-password"]["keepers"] == {"rotation": "1"}
+
+
+def test_cookie_secret_form_is_accepted_by_oauth2_proxy():
+    import base64
+    import os
+
+    for _ in range(50):
+        raw = os.urandom(32)
+        std = base64.b64encode(raw).decode()
+        safe = urlsafe_b64(std)
+        assert "+" not in safe and "/" not in safe
+        assert base64.urlsafe_b64decode(safe) == raw  # decodes to 32 bytes: AES-256
+
+
+def test_stack_outputs(dev):
+    assert dev.plain_output("issuerUrl") == "https://keycloak.authproxy.test/realms/authproxy"
+    assert dev.plain_output("clientId") == "oauth2-proxy"
+    assert dev.plain_output("protectedUrls") == ["https://echo.authproxy.test/", "https://admin.authproxy.test/"]
+
+
+def test_invalid_config_creates_nothing():
+    from components.config import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        run_program("dev", overrides={"apps": []})
+    assert "authproxy:apps" in str(e.value)
