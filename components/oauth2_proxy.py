@@ -1,0 +1,427 @@
+"""oauth2-proxy as a hardened workload: Secret, ServiceAccount, Deployment, Service,
+PodDisruptionBudget, optional HorizontalPodAutoscaler, NetworkPolicies, optional ServiceMonitor.
+
+The flag set comes from components/proxy_settings.py; every object spec comes from a pure function
+here, so tests read the same decisions the component applies.
+
+Network: only the ingress gateway's pods and pods of this namespace reach port 4180; oauth2-proxy
+itself may reach only DNS, its Redis and Keycloak. Pods run without an Istio sidecar (see
+docs/session-store.md, "Namespace").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, TypedDict
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.proxy_settings import (
+    CLIENT_SECRET_KEY,
+    COOKIE_SECRET_KEY,
+    HTTP_PORT,
+    METRICS_PORT,
+    REDIS_PASSWORD_KEY,
+    ProxySettings,
+    proxy_command,
+)
+
+CONTAINER = "oauth2-proxy"
+RUN_AS = 65532
+"""The distroless `nonroot` user of the official image."""
+ANY_IPV4 = "0.0.0.0/0"
+ANY_IPV6 = "::/0"
+NODELOCAL_DNS = "169.254.20.10/32"
+"""NodeLocal DNSCache's conventional address (clusters that run it answer DNS there)."""
+
+
+class Autoscaling(TypedDict):
+    enabled: bool
+    min_replicas: int
+    max_replicas: int
+    target_cpu_utilization: int
+
+
+class PodPeer(TypedDict):
+    """Pods in another (or this) namespace, and the container port they listen on."""
+
+    namespace: str
+    pod_labels: dict[str, str]
+    port: int
+
+
+class GatewayPeer(TypedDict):
+    namespace: str
+    selector: dict[str, str]
+
+
+class RedisEgress(TypedDict):
+    """Where oauth2-proxy's Redis traffic goes: the chart's pods, or anywhere on these ports."""
+
+    pod_labels: dict[str, str] | None
+    """Redis pods in this namespace (chart modes); None for an external Redis."""
+    ports: list[int]
+
+
+class OAuth2ProxyArgs(TypedDict):
+    """Inputs of the oauth2-proxy component (plain values, except the secrets)."""
+
+    name: str
+    """Name of the Deployment, Service, Secret, ServiceAccount."""
+    namespace: str
+    image: str
+    settings: ProxySettings
+    replicas: int
+    autoscaling: Autoscaling
+    pdb_min_available: int
+    resources: dict[str, dict[str, str]]
+    service_monitor: bool
+    gateway: GatewayPeer
+    keycloak_in_cluster: PodPeer | None
+    keycloak_port: int
+    redis_egress: RedisEgress
+    cookie_secret: pulumi.Input[str]
+    client_secret: pulumi.Input[str]
+    redis_password: pulumi.Input[str]
+
+
+def proxy_labels(name: str) -> dict[str, str]:
+    """Selector labels of the oauth2-proxy pods."""
+    return {"app.kubernetes.io/name": "oauth2-proxy", "app.kubernetes.io/instance": name}
+
+
+def object_labels(name: str) -> dict[str, str]:
+    return {
+        **proxy_labels(name),
+        "app.kubernetes.io/component": "authentication",
+        "app.kubernetes.io/part-of": "authproxy",
+        "app.kubernetes.io/managed-by": "pulumi",
+    }
+
+
+def service_fqdn(name: str, namespace: str, cluster_domain: str = "cluster.local") -> str:
+    """The Service's name as Istio's registry knows it (for meshConfig extension providers)."""
+    return f"{name}.{namespace}.svc.{cluster_domain}"
+
+
+def secrets_checksum(values: Mapping[str, str]) -> str:
+    """Hash of the Secret's values for the pod annotation, so a rotation rolls the pods.
+
+    The input always includes the 32 random bytes of the cookie secret, so the hash cannot be
+    brute-forced even when another value (an external Redis password) is weak.
+    """
+    if COOKIE_SECRET_KEY not in values:
+        raise ValueError("the checksum must cover the cookie secret")
+    canonical = json.dumps(dict(sorted(values.items())), separators=(",", ":"))
+    return hashlib.sha256(b"authproxy/oauth2-proxy\0" + canonical.encode()).hexdigest()
+
+
+def _probe(path: str, **timing: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, **timing}
+
+
+def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
+    """The pod spec (without the checksum annotation, which is an Output)."""
+    name = args["name"]
+    cmd_args, env = proxy_command(args["settings"])
+    selector = proxy_labels(name)
+    ports = [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}]
+    if args["settings"].metrics_address:
+        ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
+    return {
+        "serviceAccountName": name,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        # Spread replicas over zones and nodes; soft, so a small cluster still schedules them.
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": key,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector},
+            }
+            for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+        ],
+        "affinity": {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [{
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "labelSelector": {"matchLabels": selector},
+                        "topologyKey": "kubernetes.io/hostname",
+                    },
+                }],
+            },
+        },
+        "containers": [{
+            "name": CONTAINER,
+            "image": args["image"],
+            "imagePullPolicy": "IfNotPresent",
+            "args": cmd_args,
+            "env": env,
+            "ports": ports,
+            "readinessProbe": _probe(
+                "/ready", periodSeconds=10, timeoutSeconds=2, failureThreshold=3
+            ),
+            "livenessProbe": _probe(
+                "/ping", initialDelaySeconds=5, periodSeconds=10, timeoutSeconds=2,
+                failureThreshold=3,
+            ),
+            "resources": {
+                "requests": dict(args["resources"]["requests"]),
+                "limits": dict(args["resources"]["limits"]),
+            },
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUN_AS,
+                "runAsGroup": RUN_AS,
+                "readOnlyRootFilesystem": True,
+                "allowPrivilegeEscalation": False,
+                "privileged": False,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+        }],
+    }
+
+
+def deployment_spec(args: OAuth2ProxyArgs, checksum: pulumi.Input[str] | str) -> dict[str, Any]:
+    """apps/v1 Deployment spec. With autoscaling the HPA owns the replica count."""
+    name = args["name"]
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": proxy_labels(name)},
+        "revisionHistoryLimit": 5,
+        # Never below the current capacity during a rollout.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {
+            "metadata": {
+                # No Istio sidecar (the label is Istio's current per-pod switch).
+                "labels": {**object_labels(name), "sidecar.istio.io/inject": "false"},
+                "annotations": {"checksum/secret": checksum},
+            },
+            "spec": pod_spec(args),
+        },
+    }
+    if not args["autoscaling"]["enabled"]:
+        spec["replicas"] = args["replicas"]
+    return spec
+
+
+def service_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
+    ports = [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP",
+              "appProtocol": "http"}]
+    if args["settings"].metrics_address:
+        ports.append({"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics",
+                      "protocol": "TCP", "appProtocol": "http"})
+    return {"type": "ClusterIP", "selector": proxy_labels(args["name"]), "ports": ports}
+
+
+def pdb_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
+    """policy/v1 PodDisruptionBudget spec: minAvailable below the replica floor (validated)."""
+    return {
+        "minAvailable": args["pdb_min_available"],
+        "selector": {"matchLabels": proxy_labels(args["name"])},
+        # A pod that is not ready anyway may always be evicted, so a crash loop cannot hang drains.
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
+
+
+def hpa_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
+    a = args["autoscaling"]
+    return {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": args["name"]},
+        "minReplicas": a["min_replicas"],
+        "maxReplicas": a["max_replicas"],
+        "metrics": [{
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": a["target_cpu_utilization"]},
+            },
+        }],
+    }
+
+
+def _ns_selector(namespace: str) -> dict[str, Any]:
+    return {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+
+
+def _anywhere(ports: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"to": [{"ipBlock": {"cidr": ANY_IPV4}}, {"ipBlock": {"cidr": ANY_IPV6}}], "ports": ports}
+
+
+def ingress_policy_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
+    """Who reaches oauth2-proxy: the ingress gateway (4180) and this namespace (4180, metrics);
+    with a ServiceMonitor, Prometheus from any namespace (metrics port only)."""
+    gw = args["gateway"]
+    http = {"protocol": "TCP", "port": HTTP_PORT}
+    metrics = {"protocol": "TCP", "port": METRICS_PORT}
+    has_metrics = bool(args["settings"].metrics_address)
+    rules: list[dict[str, Any]] = [
+        {
+            "from": [{
+                "namespaceSelector": _ns_selector(gw["namespace"]),
+                "podSelector": {"matchLabels": dict(gw["selector"])},
+            }],
+            "ports": [http],
+        },
+        {"from": [{"podSelector": {}}], "ports": [http, metrics] if has_metrics else [http]},
+    ]
+    if has_metrics and args["service_monitor"]:
+        rules.append({"from": [{"namespaceSelector": {}}], "ports": [metrics]})
+    return {
+        "podSelector": {"matchLabels": proxy_labels(args["name"])},
+        "policyTypes": ["Ingress"],
+        "ingress": rules,
+    }
+
+
+def egress_policy_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
+    """Where oauth2-proxy may connect: cluster DNS, its Redis, Keycloak. Nothing else.
+
+    Keycloak outside the cluster (or behind an address unknown here) gets the URL's port on any
+    address: the cluster's pod and service ranges are not known, and excluding them would break a
+    Keycloak URL that hairpins through an in-cluster load balancer. `keycloak.inCluster` narrows
+    it to the pods that actually receive the connection.
+    """
+    dns_ports = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    rules: list[dict[str, Any]] = [
+        {
+            "to": [
+                {
+                    "namespaceSelector": _ns_selector("kube-system"),
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                },
+                {"ipBlock": {"cidr": NODELOCAL_DNS}},
+            ],
+            "ports": dns_ports,
+        },
+    ]
+    r = args["redis_egress"]
+    redis_ports = [{"protocol": "TCP", "port": p} for p in r["ports"]]
+    if r["pod_labels"]:
+        rules.append({"to": [{"podSelector": {"matchLabels": dict(r["pod_labels"])}}],
+                      "ports": redis_ports})
+    else:
+        rules.append(_anywhere(redis_ports))
+    kc = args["keycloak_in_cluster"]
+    if kc:
+        rules.append({
+            "to": [{
+                "namespaceSelector": _ns_selector(kc["namespace"]),
+                "podSelector": {"matchLabels": dict(kc["pod_labels"])},
+            }],
+            "ports": [{"protocol": "TCP", "port": kc["port"]}],
+        })
+    else:
+        rules.append(_anywhere([{"protocol": "TCP", "port": args["keycloak_port"]}]))
+    return {
+        "podSelector": {"matchLabels": proxy_labels(args["name"])},
+        "policyTypes": ["Egress"],
+        "egress": rules,
+    }
+
+
+def service_monitor_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
+    return {
+        "selector": {"matchLabels": proxy_labels(args["name"])},
+        "namespaceSelector": {"matchNames": [args["namespace"]]},
+        "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "30s",
+                       "scrapeTimeout": "10s"}],
+    }
+
+
+class OAuth2Proxy(pulumi.ComponentResource):
+    """oauth2-proxy in front of Keycloak, behind the ingress gateway's ext_authz.
+
+    Outputs:
+      service: {name, namespace, host (FQDN), port (4180), metrics_port}
+    """
+
+    service: pulumi.Output[dict[str, Any]]
+
+    def __init__(
+        self, name: str, args: OAuth2ProxyArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("authproxy:oauth2_proxy:OAuth2Proxy", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        obj, ns = args["name"], args["namespace"]
+        if args["settings"].secret_name != obj:
+            raise ValueError("settings.secret_name must name this component's Secret")
+
+        def meta(suffix: str = "") -> dict[str, Any]:
+            return {"name": obj + suffix, "namespace": ns, "labels": object_labels(obj)}
+
+        cookie = pulumi.Output.secret(args["cookie_secret"])
+        client = pulumi.Output.secret(args["client_secret"])
+        redis = pulumi.Output.secret(args["redis_password"])
+        secret = k8s.core.v1.Secret(
+            f"{name}-secret",
+            metadata=meta(),
+            type="Opaque",
+            string_data={COOKIE_SECRET_KEY: cookie, CLIENT_SECRET_KEY: client,
+                         REDIS_PASSWORD_KEY: redis},
+            opts=child,
+        )
+        # The hash is of secrets, so Pulumi marks it secret; it reveals nothing (it includes 32
+        # random bytes), and left secret it would hide the whole Deployment spec in diffs.
+        checksum = pulumi.Output.unsecret(
+            pulumi.Output.all(cookie, client, redis).apply(
+                lambda v: secrets_checksum({COOKIE_SECRET_KEY: v[0], CLIENT_SECRET_KEY: v[1],
+                                            REDIS_PASSWORD_KEY: v[2]})
+            )
+        )
+        sa = k8s.core.v1.ServiceAccount(
+            f"{name}-sa", metadata=meta(), automount_service_account_token=False, opts=child
+        )
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=meta(),
+            spec=deployment_spec(args, checksum),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[secret, sa]),
+        )
+        svc = k8s.core.v1.Service(f"{name}-service", metadata=meta(), spec=service_spec(args),
+                                  opts=child)
+        k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=meta(), spec=pdb_spec(args),
+                                          opts=child)
+        if args["autoscaling"]["enabled"]:
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                f"{name}-hpa", metadata=meta(), spec=hpa_spec(args),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
+            )
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-ingress", metadata=meta("-ingress"), spec=ingress_policy_spec(args), opts=child
+        )
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-egress", metadata=meta("-egress"), spec=egress_policy_spec(args), opts=child
+        )
+        if args["service_monitor"] and args["settings"].metrics_address:
+            k8s.apiextensions.CustomResource(
+                f"{name}-servicemonitor",
+                api_version="monitoring.coreos.com/v1",
+                kind="ServiceMonitor",
+                metadata=meta(),
+                spec=service_monitor_spec(args),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[svc]),
+            )
+        self.deployment = deployment
+        # Derived from the Service's outputs, so whoever uses it (mesh config, routes) waits for it.
+        self.service = pulumi.Output.all(svc.metadata.name, svc.metadata.namespace).apply(
+            lambda v: {
+                "name": v[0],
+                "namespace": v[1],
+                "host": service_fqdn(v[0], v[1]),
+                "port": HTTP_PORT,
+                "metrics_port": METRICS_PORT,
+            }
+        )
+        self.register_outputs({"service": self.service})
