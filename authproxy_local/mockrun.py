@@ -9,6 +9,7 @@ placeholders).
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import runpy
@@ -17,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import yaml
 from google.protobuf import json_format
-
-import pulumi
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime import rpc
 
@@ -46,12 +46,19 @@ class Registered:
     parent: str
     provider: str
     custom: bool
+    urn: str = ""
+    id: str = ""
+    """The id the mocks gave the resource (``<name>-id`` unless a computed value sets it)."""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """The state the mocks answered with: inputs plus provider-computed values (plain)."""
 
 
 @dataclass
 class Invocation:
     token: str
     args: dict[str, Any]
+    result: dict[str, Any] | None = None
+    """What the mocks answered (plain)."""
 
 
 @dataclass
@@ -94,14 +101,27 @@ def unwrap_secrets(value: Any) -> Any:
     return value
 
 
+def mock_random_bytes(name: str, length: int) -> bytes:
+    """The mock value of a RandomBytes resource: traceable to its name, with '+' and '/' in its
+    standard base64 so the URL-safe conversion is exercised.
+
+    The first bytes spell ``mock-secret-<name>`` (truncated, padded with '-') so the base64 decodes
+    to something recognisable; then 0xfb 0xef 0xff, which encodes to ``++//`` on a 3-byte
+    boundary; then zero bytes up to ``length``.
+    """
+    head_len = max(0, ((length - 3) // 3) * 3)
+    head = f"{MOCK_SECRET_PREFIX}{name}".encode()[:head_len].ljust(head_len, b"-")
+    return (head + b"\xfb\xef\xff" + b"\x00" * length)[:length]
+
+
 def _computed(args: pmocks.MockResourceArgs) -> dict[str, Any]:
     """Provider-computed values the program reads back."""
     t, n, i = args.typ, args.name, args.inputs
     if t == "random:index/randomPassword:RandomPassword":
-        return {"result": f"{MOCK_SECRET_PREFIX}{n}", "bcryptHash": "mock-hash"}
+        return {"result": f"{MOCK_SECRET_PREFIX}{n}", "bcryptHash": f"mock-bcrypt-{n}"}
     if t == "random:index/randomBytes:RandomBytes":
-        # 32 bytes in standard base64 with '+' and '/' so the URL-safe conversion is exercised.
-        return {"base64": "bW9jay1zZWNyZXQt+/8AAAAAAAAAAAAAAAAAAAAAAAA=", "hex": "00" * int(i.get("length", 32))}
+        raw = mock_random_bytes(n, int(i.get("length", 32)))
+        return {"base64": base64.b64encode(raw).decode(), "hex": raw.hex()}
     if t == "keycloak:index/realm:Realm":
         return {"id": i.get("realm", n), "internalId": f"mock-uuid-{n}"}
     if t == "keycloak:openid/client:Client":
@@ -119,7 +139,13 @@ class _Mocks(pulumi.runtime.Mocks):
         return rid, state
 
     def call(self, args: pmocks.MockCallArgs):  # type: ignore[override]
-        self.run.invocations.append(Invocation(args.token, dict(args.args)))
+        invocation = Invocation(args.token, dict(args.args))
+        self.run.invocations.append(invocation)
+        invocation.result = self._answer(args)
+        return invocation.result
+
+    @staticmethod
+    def _answer(args: pmocks.MockCallArgs) -> dict[str, Any]:
         a = args.args
         if args.token == "keycloak:index/getRealm:getRealm":
             return {"id": a.get("realm"), "realm": a.get("realm"), "enabled": True}
@@ -136,7 +162,7 @@ class _Monitor(pmocks.MockMonitor):
         self.run = run
         self.stack_urn: str | None = None
 
-    def RegisterResource(self, request):  # noqa: N802 - gRPC method name
+    def RegisterResource(self, request):
         response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             self.stack_urn = response.urn
@@ -151,11 +177,14 @@ class _Monitor(pmocks.MockMonitor):
                 parent=request.parent,
                 provider=request.provider,
                 custom=bool(request.custom),
+                urn=response.urn,
+                id=response.id,
+                outputs=unwrap_secrets(json_format.MessageToDict(response.object)),
             )
         )
         return response
 
-    def RegisterResourceOutputs(self, request):  # noqa: N802
+    def RegisterResourceOutputs(self, request):
         if request.urn == self.stack_urn or request.urn.endswith("::" + f"{PROJECT}-{self._stack}"):
             self.run.outputs.update(json_format.MessageToDict(request.outputs))
         return super().RegisterResourceOutputs(request)
