@@ -39,5 +39,9 @@ pulumi.export("clientId", stack.client_id)
 pulumi.export("authHost", stack.auth_host)
 pulumi.export("protectedUrls", stack.protected_urls)
 pulumi.export("demoUserPasswords", stack.demo_user_passwords)
+pulumi.export("namespace", stack.namespace)
+pulumi.export("proxyService", stack.proxy_service)
+pulumi.export("meshConfig", stack.mesh_config)
+pulumi.export("gateway", stack.gateway)
 
 __all__ = ["ConfigError"]

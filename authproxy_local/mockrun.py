@@ -196,6 +196,13 @@ def stack_config(stack: str, root: Path = ROOT) -> dict[str, Any]:
     return dict(data.get("config") or {})
 
 
+def project_config(stack: str, root: Path = ROOT) -> dict[str, Any]:
+    """The stack file's `authproxy:*` values, keys without the namespace (other namespaces, such
+    as the CI workflow's `ci:*` markers, are not the program's)."""
+    prefix = PROJECT + ":"
+    return {k[len(prefix):]: v for k, v in stack_config(stack, root).items() if k.startswith(prefix)}
+
+
 def deep_merge(base: Any, override: Any) -> Any:
     """Merge ``override`` into ``base`` (dicts recursively; lists and scalars replace)."""
     if isinstance(base, dict) and isinstance(override, dict):
@@ -227,7 +234,7 @@ def run_program(
     set to a mock value.
     """
     if config is None:
-        base = {k.split(":", 1)[1]: v for k, v in stack_config(stack).items() if k.startswith(PROJECT + ":")}
+        base = project_config(stack)
     else:
         base = dict(config)
     values = deep_merge(base, overrides or {})

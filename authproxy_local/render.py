@@ -395,10 +395,7 @@ class RenderResult:
 def stack_values(stack: str, overrides: Mapping[str, Any] | None = None,
                  mode: str | None = None) -> dict[str, Any]:
     """The stack's config values (keys without namespace) with overrides and mode applied."""
-    base = {
-        k.split(":", 1)[1]: v for k, v in mockrun.stack_config(stack).items()
-        if k.startswith(mockrun.PROJECT + ":")
-    }
+    base = mockrun.project_config(stack)
     values = mockrun.deep_merge(base, dict(overrides or {}))
     if mode is not None:
         if mode not in MODES:

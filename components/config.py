@@ -415,19 +415,64 @@ class Session(_Model):
 # Redis (session store)
 # --------------------------------------------------------------------------------------------
 
+_QUANTITY_RE = re.compile(r"^(\d+(\.\d+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
+_QUANTITY_FACTORS = {
+    None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60,
+}
+
+
+def parse_quantity(value: str) -> float:
+    """A Kubernetes resource quantity ('100m', '1', '1.5', '64Mi', '2Gi') as a number."""
+    m = _QUANTITY_RE.match(value) if isinstance(value, str) else None
+    if not m:
+        raise ValueError(
+            f"{value!r} is not a Kubernetes quantity; write it like '100m' or '1' (CPU) or "
+            "'64Mi', '2Gi' (memory, storage)"
+        )
+    return float(m.group(1)) * _QUANTITY_FACTORS[m.group(3)]
+
+
+def _quantity(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    parse_quantity(value)
+    return value
+
+
+Quantity = Annotated[str, BeforeValidator(_quantity)]
+
+_REDIS_URL_RE = re.compile(r"^rediss?://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
+
 
 class Persistence(_Model):
     """Persistent volume for the session store (always on)."""
 
-    size: str = Field("1Gi", description="PersistentVolumeClaim size.")
+    size: Quantity = Field("1Gi", description="PersistentVolumeClaim size per Redis server.")
     storage_class: str | None = Field(None, description="StorageClass; unset uses the default.")
 
 
 class Sentinel(_Model):
     """Replication + sentinel settings (redis.mode=ha)."""
 
-    master_name: str = Field("authproxy", description="Sentinel master set name.")
-    replicas: int = Field(3, ge=3, le=9, description="Redis servers (one master), each with a sentinel.")
+    master_name: str = Field(
+        "authproxy",
+        description="Sentinel master set name (letters, digits, '_', '-', '.'); oauth2-proxy "
+        "asks the sentinels for this master.",
+    )
+    replicas: int = Field(
+        3, ge=3, le=9, description="Redis servers (one master), each with a sentinel; at least 3 "
+        "so a quorum survives losing one."
+    )
+
+    @field_validator("master_name")
+    @classmethod
+    def _master_name(cls, v: str) -> str:
+        if v and not re.match(r"^[A-Za-z0-9_.-]{1,64}$", v):
+            raise ValueError(
+                f"{v!r} is not a valid sentinel master name; use letters, digits, '_', '-' or '.'"
+            )
+        return v
 
 
 class ExternalRedis(_Model):
@@ -442,13 +487,35 @@ class ExternalRedis(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if v and not re.match(r"^rediss?://[A-Za-z0-9.-]+(:\d{1,5})?/?$", v):
+        if v and not _REDIS_URL_RE.match(v):
             raise ValueError(f"{v!r} is not a Redis URL; use redis://HOST:PORT or rediss://HOST:PORT")
         return v
 
+    @field_validator("sentinel_urls")
+    @classmethod
+    def _sentinel_urls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for u in v:
+            if not _REDIS_URL_RE.match(u):
+                raise ValueError(
+                    f"{u!r} is not a sentinel URL; use redis://HOST:PORT (usually port 26379)"
+                )
+        if len(set(v)) != len(v):
+            raise ValueError("lists a sentinel URL twice; remove the duplicate")
+        return v
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """TCP ports oauth2-proxy connects to (for its egress NetworkPolicy)."""
+        urls = self.sentinel_urls or ((self.url,) if self.url else ())
+        out: set[int] = set()
+        for u in urls:
+            hostport = u.split("://", 1)[1].rstrip("/")
+            out.add(int(hostport.rsplit(":", 1)[1]) if ":" in hostport else 6379)
+        return tuple(sorted(out))
+
 
 class Redis(_Model):
-    """The session store."""
+    """The session store (see docs/session-store.md for the chart choice)."""
 
     mode: Literal["standalone", "ha", "external"] = Field(
         "standalone",
@@ -457,17 +524,27 @@ class Redis(_Model):
     )
     chart: HelmChart = Field(
         default_factory=lambda: HelmChart(
-            repository="https://dandydeveloper.github.io/charts", name="redis-ha", version="4.35.5"
+            repository="https://dandydeveloper.github.io/charts", name="redis-ha", version="4.39.0"
         ),
-        description="Helm chart (pinned).",
+        description="Helm chart (pinned): dandydeveloper/redis-ha, or a mirror of it.",
     )
     image: Image = Field(
-        default_factory=lambda: Image(repository="docker.io/library/redis", tag="8.2.3-alpine"),
-        description="Redis image (official image, pinned).",
+        default_factory=lambda: Image(
+            repository="public.ecr.aws/docker/library/redis", tag="8.8.0-alpine"
+        ),
+        description="Redis image (the official Docker library image, pinned).",
+    )
+    exporter_image: Image = Field(
+        default_factory=lambda: Image(repository="quay.io/oliver006/redis_exporter", tag="v1.86.0"),
+        description="Redis metrics exporter image (pinned; used when `metrics` is true).",
     )
     persistence: Persistence = Field(default_factory=Persistence, description="Persistence.")
     sentinel: Sentinel = Field(default_factory=Sentinel, description="HA settings (mode=ha).")
-    metrics: bool = Field(False, description="Deploy the Redis metrics exporter.")
+    metrics: bool = Field(
+        False,
+        description="Deploy the Redis metrics exporter (a ServiceMonitor for it too when "
+        "proxy.serviceMonitor is true).",
+    )
     external: ExternalRedis | None = Field(None, description="External Redis (mode=external).")
 
 
@@ -479,8 +556,8 @@ class Redis(_Model):
 class ResourceList(_Model):
     """CPU and memory quantities."""
 
-    cpu: str = Field(description="CPU quantity.")
-    memory: str = Field(description="Memory quantity.")
+    cpu: Quantity = Field(description="CPU quantity.")
+    memory: Quantity = Field(description="Memory quantity.")
 
 
 class Resources(_Model):
@@ -507,10 +584,13 @@ class Proxy(_Model):
     """The oauth2-proxy workload."""
 
     image: Image = Field(
-        default_factory=lambda: Image(repository="quay.io/oauth2-proxy/oauth2-proxy", tag="v7.15.2"),
+        default_factory=lambda: Image(repository="quay.io/oauth2-proxy/oauth2-proxy", tag="v7.15.3"),
         description="oauth2-proxy image (pinned v7.15.x).",
     )
-    replicas: int = Field(1, ge=1, le=50, description="Replicas (2+ recommended in prod).")
+    replicas: int = Field(
+        1, ge=1, le=50,
+        description="Replicas (2+ recommended in prod); ignored while autoscaling is enabled.",
+    )
     pdb_min_available: int | None = Field(
         None,
         ge=0,
@@ -519,11 +599,25 @@ class Proxy(_Model):
     )
     autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="HPA settings.")
     resources: Resources = Field(default_factory=Resources, description="Requests and limits.")
-    email_domains: tuple[str, ...] = Field(("*",), description="Allowed e-mail domains.")
+    email_domains: tuple[str, ...] = Field(
+        ("*",), description="Allowed e-mail domains (`*` = any verified e-mail)."
+    )
     service_monitor: bool = Field(False, description="Create a Prometheus-operator ServiceMonitor.")
     go_max_procs: int | None = Field(
         None, ge=1, le=64, description="GOMAXPROCS for oauth2-proxy; unset = the CPU limit."
     )
+
+    @field_validator("email_domains")
+    @classmethod
+    def _email_domains(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("is empty, so nobody could sign in; use ['*'] or list domains")
+        for d in v:
+            if d != "*" and not is_hostname(d):
+                raise ValueError(
+                    f"{d!r} is not an e-mail domain; use '*' or a domain such as 'example.com'"
+                )
+        return v
 
 
 # --------------------------------------------------------------------------------------------
@@ -538,7 +632,8 @@ class Gateway(_Model):
     namespace: DnsLabel = Field("istio-ingress", description="Namespace of the gateway pods.")
     selector: dict[str, str] = Field(
         default_factory=lambda: {"istio": "ingressgateway"},
-        description="Labels of the ingress gateway pods.",
+        description="Labels of the ingress gateway pods (never empty: the gateway's policies and "
+        "EnvoyFilters select by them).",
     )
     tls_credential_name: DnsLabel = Field(
         "authproxy-tls", description="TLS Secret (in the gateway namespace) for the HTTPS server."
@@ -548,6 +643,38 @@ class Gateway(_Model):
         description="Hosts the gateway serves (`*.example.com` allowed); default: the auth host "
         "and every app host.",
     )
+    target_ports: tuple[Port, ...] = Field(
+        (80, 443, 8080, 8443),
+        description="Container ports the gateway pods serve HTTP/HTTPS on (the Service's "
+        "targetPorts: 80/443 for the gateway chart, 8080/8443 for the legacy "
+        "istio-ingressgateway). The gateway's DENY policies are scoped to them, so they never "
+        "touch raw TCP servers of a shared gateway.",
+    )
+
+    @field_validator("target_ports")
+    @classmethod
+    def _target_ports(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("is empty; list the ports the gateway pods serve HTTP/HTTPS on")
+        if len(set(v)) != len(v):
+            raise ValueError("lists a port twice; remove the duplicate")
+        return v
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v:
+            raise ValueError(
+                "is empty; policies and EnvoyFilters without a selector would apply to every "
+                "workload of the namespace (or the whole mesh). Set the gateway pods' labels, "
+                "e.g. {istio: ingressgateway}"
+            )
+        for key, value in v.items():
+            if not re.match(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$", key) or (
+                value and not re.match(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$", value)
+            ):
+                raise ValueError(f"{key!r}: {value!r} is not a valid Kubernetes label")
+        return v
 
     @field_validator("hosts")
     @classmethod
@@ -571,11 +698,24 @@ class CertManager(_Model):
 class IstioInstall(_Model):
     """Optional Istio install through Helm (dev clusters)."""
 
-    enabled: bool = Field(False, description="Install Istio base, istiod and gateway charts.")
-    repository: str = Field(
-        "https://istio-release.storage.googleapis.com/charts", description="Istio chart repository."
+    enabled: bool = Field(
+        False,
+        description="Install Istio base, istiod (with the ext_authz provider in its meshConfig) "
+        "and gateway charts.",
     )
-    version: str = Field("1.28.3", description="Istio chart version (pinned).")
+    repository: str = Field(
+        "https://blob.istio.io/istio-release/charts",
+        description="Istio chart repository (Istio publishes charts here since 1.31; "
+        "`oci://ghcr.io/istio/release/charts` also works).",
+    )
+    version: str = Field("1.31.0", description="Istio chart version (pinned, exact).")
+
+    @field_validator("version")
+    @classmethod
+    def _exact_version(cls, v: str) -> str:
+        if not re.match(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$", v):
+            raise ValueError(f"{v!r} is not an exact Istio version; pin one such as '1.31.0'")
+        return v
 
 
 class Istio(_Model):
@@ -809,16 +949,28 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
 
     r = cfg.redis
     if r.mode == "external":
-        if r.external is None or not (r.external.url or r.external.sentinel_urls):
+        ext = r.external
+        if ext is None or not (ext.url or ext.sentinel_urls):
             p.append((
                 k + "redis.external",
                 "redis.mode=external needs redis.external.url (or sentinelUrls with "
                 "sentinelMasterName)",
             ))
-        elif r.external.sentinel_urls and not r.external.sentinel_master_name:
+        elif ext.url and ext.sentinel_urls:
+            p.append((
+                k + "redis.external.sentinelUrls",
+                "set either redis.external.url (one server) or sentinelUrls (sentinel), not both",
+            ))
+        elif ext.sentinel_urls and not ext.sentinel_master_name:
             p.append((
                 k + "redis.external.sentinelMasterName",
                 "sentinel URLs need the sentinel master name; set it",
+            ))
+        elif ext.sentinel_master_name and not ext.sentinel_urls:
+            p.append((
+                k + "redis.external.sentinelUrls",
+                "a sentinel master name needs the sentinels' URLs (redis://HOST:26379); set "
+                "them, or remove sentinelMasterName to use redis.external.url",
             ))
         if "externalRedisPassword" not in cfg.secrets_set:
             p.append((
@@ -832,21 +984,34 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
             f"is only used with redis.mode=external (mode is {r.mode!r}); remove it or change the mode",
         ))
     if r.mode == "ha" and not r.sentinel.master_name:
-        p.append((k + "redis.sentinel.masterName", "redis.mode=ha needs a sentinel master name"))
+        p.append((
+            k + "redis.sentinel.masterName",
+            "redis.mode=ha needs a sentinel master name; set one such as 'authproxy'",
+        ))
 
     px = cfg.proxy
     floor = px.autoscaling.min_replicas if px.autoscaling.enabled else px.replicas
     if px.pdb_min_available is not None and px.pdb_min_available >= floor:
+        raise_key = "proxy.autoscaling.minReplicas" if px.autoscaling.enabled else "proxy.replicas"
         p.append((
             k + "proxy.pdbMinAvailable",
             f"{px.pdb_min_available} with {floor} replica(s) would block every voluntary eviction "
-            "(node drains hang); set it below the replica count or raise proxy.replicas",
+            f"(node drains hang); set it below the replica count or raise {raise_key}",
         ))
     if px.autoscaling.enabled and px.autoscaling.max_replicas < px.autoscaling.min_replicas:
         p.append((
             k + "proxy.autoscaling.maxReplicas",
             "must be at least proxy.autoscaling.minReplicas",
         ))
+    for res in ("cpu", "memory"):
+        req = getattr(px.resources.requests, res)
+        lim = getattr(px.resources.limits, res)
+        if parse_quantity(req) > parse_quantity(lim):
+            p.append((
+                f"{k}proxy.resources.requests.{res}",
+                f"{req!r} is above the limit {lim!r}; Kubernetes rejects such a pod. Lower the "
+                f"request or raise proxy.resources.limits.{res}",
+            ))
     return p
 
 
@@ -922,7 +1087,12 @@ def load(raw: Mapping[str, Any], secrets_set: Iterable[str] = ()) -> StackConfig
 # --------------------------------------------------------------------------------------------
 
 
-_VALIDATOR_TYPES = {"_hostname": "hostname", "_dns_label": "name", "parse_duration": "duration"}
+_VALIDATOR_TYPES = {
+    "_hostname": "hostname",
+    "_dns_label": "name",
+    "parse_duration": "duration",
+    "_quantity": "quantity",
+}
 
 
 def _type_name(field: Any) -> str:

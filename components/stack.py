@@ -6,10 +6,30 @@ from __future__ import annotations
 from typing import TypedDict
 
 import pulumi
+import pulumi_kubernetes as k8s
 
+from components.authz import Authz, AuthzArgs, ProviderArgs, mesh_config
 from components.config import StackConfig
 from components.identity import DemoUserSpec, Identity, IdentityArgs
+from components.ingress import Ingress, IngressArgs
+from components.istio_install import IstioInstall, IstioInstallArgs
+from components.oauth2_proxy import OAuth2Proxy, OAuth2ProxyArgs, proxy_labels, service_fqdn
+from components.proxy_settings import HTTP_PORT as PROXY_PORT
+from components.proxy_settings import (
+    ProxySettings,
+    RedisConnection,
+    cookie_domain,
+    whitelist_domain,
+)
 from components.secrets import Secrets
+from components.session_store import (
+    REDIS_PORT,
+    SENTINEL_PORT,
+    SessionStore,
+    SessionStoreArgs,
+    redis_connection,
+    redis_pod_labels,
+)
 
 
 class StackSecrets(TypedDict, total=False):
@@ -69,11 +89,233 @@ def identity_args(cfg: StackConfig, secrets: StackSecrets, client_secret: pulumi
     )
 
 
+PROXY_NAME = "oauth2-proxy"
+"""Name of oauth2-proxy's Deployment, Service, Secret and ServiceAccount."""
+REDIS_RELEASE = "authproxy-redis"
+"""Helm release name of the session store (prefix of the chart's objects)."""
+
+
+def namespace_labels() -> dict[str, str]:
+    """Labels of the namespace that holds oauth2-proxy and Redis.
+
+    No Istio sidecars there (`istio-injection: disabled`, also set per pod): the redis-ha init
+    container and sentinels talk to their peers before a sidecar would be ready, oauth2-proxy's
+    egress NetworkPolicy would need istiod's address, and nothing in the mesh authorizes against
+    these pods. NetworkPolicies carry the isolation instead (docs/session-store.md).
+    """
+    return {
+        "istio-injection": "disabled",
+        "app.kubernetes.io/part-of": "authproxy",
+        "app.kubernetes.io/managed-by": "pulumi",
+    }
+
+
+def session_store_args(cfg: StackConfig, password: pulumi.Input[str]) -> SessionStoreArgs:
+    """Map the stack config onto the session store's arguments.
+
+    ``password``: the generated Redis password, or `externalRedisPassword` in external mode.
+    """
+    r = cfg.redis
+    ext = r.external
+    return SessionStoreArgs(
+        mode=r.mode,
+        namespace=cfg.namespace,
+        release_name=REDIS_RELEASE,
+        chart={"repository": r.chart.repository, "name": r.chart.name, "version": r.chart.version},
+        image={"repository": r.image.repository, "tag": r.image.tag},
+        exporter_image={"repository": r.exporter_image.repository, "tag": r.exporter_image.tag},
+        persistence_size=r.persistence.size,
+        storage_class=r.persistence.storage_class,
+        master_name=r.sentinel.master_name,
+        replicas=r.sentinel.replicas,
+        metrics=r.metrics,
+        service_monitor=cfg.proxy.service_monitor,
+        client_pod_labels=proxy_labels(PROXY_NAME),
+        external=(
+            {
+                "url": ext.url,
+                "sentinel_urls": list(ext.sentinel_urls),
+                "sentinel_master_name": ext.sentinel_master_name or "",
+            }
+            if r.mode == "external" and ext is not None
+            else None
+        ),
+        password=password,
+    )
+
+
+def proxy_settings(cfg: StackConfig, redis: RedisConnection) -> ProxySettings:
+    """oauth2-proxy's settings from the stack config (the local harness builds its own from the
+    same config with a local Redis)."""
+    s = cfg.session
+    return ProxySettings(
+        issuer_url=cfg.keycloak.issuer,
+        client_id=cfg.keycloak.client_id,
+        redirect_url=cfg.redirect_url,
+        cookie_domains=(cookie_domain(cfg.domain),),
+        whitelist_domains=(whitelist_domain(cfg.domain),),
+        redis=redis,
+        cookie_expire=s.cookie_expire,
+        cookie_refresh=s.cookie_refresh,
+        email_domains=cfg.proxy.email_domains,
+        cookie_name=s.cookie_name,
+        api_routes=tuple(p for a in cfg.apps for p in a.api_paths),
+        go_max_procs=cfg.proxy.go_max_procs,
+        secret_name=PROXY_NAME,
+    )
+
+
+def oauth2_proxy_args(
+    cfg: StackConfig,
+    store: SessionStoreArgs,
+    cookie_secret: pulumi.Input[str],
+    client_secret: pulumi.Input[str],
+    redis_password: pulumi.Input[str],
+) -> OAuth2ProxyArgs:
+    """Map the stack config (and the session store's connection) onto oauth2-proxy's arguments."""
+    px = cfg.proxy
+    conn = redis_connection(store)
+    kc = cfg.keycloak
+    if cfg.redis.mode == "external":
+        ext = cfg.redis.external
+        redis_egress = {"pod_labels": None, "ports": list(ext.ports) if ext else []}
+    else:
+        ports = [REDIS_PORT, SENTINEL_PORT] if cfg.redis.mode == "ha" else [REDIS_PORT]
+        redis_egress = {"pod_labels": redis_pod_labels(store), "ports": ports}
+    return OAuth2ProxyArgs(
+        name=PROXY_NAME,
+        namespace=cfg.namespace,
+        image=px.image.ref,
+        settings=proxy_settings(cfg, conn),
+        replicas=px.replicas,
+        autoscaling={
+            "enabled": px.autoscaling.enabled,
+            "min_replicas": px.autoscaling.min_replicas,
+            "max_replicas": px.autoscaling.max_replicas,
+            "target_cpu_utilization": px.autoscaling.target_cpu_utilization,
+        },
+        pdb_min_available=cfg.pdb_min_available,
+        resources={
+            "requests": {"cpu": px.resources.requests.cpu, "memory": px.resources.requests.memory},
+            "limits": {"cpu": px.resources.limits.cpu, "memory": px.resources.limits.memory},
+        },
+        service_monitor=px.service_monitor,
+        gateway={
+            "namespace": cfg.istio.gateway.namespace,
+            "selector": dict(cfg.istio.gateway.selector),
+        },
+        keycloak_in_cluster=(
+            {
+                "namespace": kc.in_cluster.namespace,
+                "pod_labels": dict(kc.in_cluster.pod_labels),
+                "port": kc.in_cluster.port,
+            }
+            if kc.in_cluster
+            else None
+        ),
+        keycloak_port=kc.port,
+        redis_egress=redis_egress,  # type: ignore[typeddict-item]
+        cookie_secret=cookie_secret,
+        client_secret=client_secret,
+        redis_password=redis_password,
+    )
+
+
+def provider_args(cfg: StackConfig) -> ProviderArgs:
+    """oauth2-proxy's Service as the ext_authz provider."""
+    return ProviderArgs(
+        name=cfg.istio.provider_name,
+        service_host=service_fqdn(PROXY_NAME, cfg.namespace),
+        port=PROXY_PORT,
+        timeout_seconds=cfg.istio.ext_authz_timeout,
+    )
+
+
+def ingress_args(cfg: StackConfig) -> IngressArgs:
+    """Map the stack config onto the ingress component's arguments."""
+    gw = cfg.istio.gateway
+    cm = cfg.istio.cert_manager
+    return IngressArgs(
+        gateway={
+            "name": gw.name,
+            "namespace": gw.namespace,
+            "selector": dict(gw.selector),
+            "tls_credential_name": gw.tls_credential_name,
+            "hosts": list(cfg.gateway_hosts),
+        },
+        auth_host=cfg.auth_hostname,
+        proxy={"host": service_fqdn(PROXY_NAME, cfg.namespace), "port": PROXY_PORT},
+        apps=[
+            {
+                "name": a.name,
+                "host": a.host,
+                "backend": {
+                    "host": service_fqdn(a.service.name, a.service.namespace),
+                    "port": a.service.port,
+                },
+                "public_paths": list(a.public_paths),
+                "api_clients": a.api_clients,
+            }
+            for a in cfg.apps
+        ],
+        certificate=(
+            {"issuer": cm.issuer, "issuer_kind": cm.issuer_kind} if cm.issuer else None
+        ),
+    )
+
+
+def authz_args(cfg: StackConfig) -> AuthzArgs:
+    """Map the stack config onto the authorization component's arguments."""
+    gw = cfg.istio.gateway
+    kc = cfg.keycloak
+    return AuthzArgs(
+        mode=cfg.istio.ext_authz_mode,
+        provider=provider_args(cfg),
+        gateway={
+            "name": gw.name,
+            "namespace": gw.namespace,
+            "selector": dict(gw.selector),
+            "target_ports": list(gw.target_ports),
+        },
+        auth_host=cfg.auth_hostname,
+        jwt={"issuer": kc.issuer, "jwks_uri": kc.jwks_uri, "audiences": [kc.client_id]},
+        apps=[
+            {
+                "name": a.name,
+                "host": a.host,
+                "namespace": a.service.namespace,
+                "selector": a.selector_labels,
+                "groups": list(a.groups),
+                "public_paths": list(a.public_paths),
+                "api_clients": a.api_clients,
+                "authorize_at": a.authorize_at,
+            }
+            for a in cfg.apps
+        ],
+    )
+
+
+def istio_install_args(cfg: StackConfig) -> IstioInstallArgs:
+    """The optional Istio install; istiod gets the same mesh config the stack exports."""
+    inst = cfg.istio.install
+    return IstioInstallArgs(
+        repository=inst.repository,
+        version=inst.version,
+        mesh_config=mesh_config(cfg.istio.ext_authz_mode, provider_args(cfg)),
+        gateway_namespace=cfg.istio.gateway.namespace,
+        gateway_labels=dict(cfg.istio.gateway.selector),
+    )
+
+
 class AuthProxy(pulumi.ComponentResource):
     """The whole authenticated ingress.
 
     Outputs:
-      issuer_url, client_id, auth_host, protected_urls (list), demo_user_passwords (secret).
+      issuer_url, client_id, auth_host, protected_urls (list), demo_user_passwords (secret),
+      namespace (of oauth2-proxy and Redis),
+      proxy_service: {name, namespace, host (FQDN), port (4180), metrics_port} of oauth2-proxy.
+      mesh_config: YAML to merge into istiod's meshConfig (ext_authz provider, path normalization).
+      gateway: "<namespace>/<name>" of the Istio Gateway.
     """
 
     issuer_url: pulumi.Output[str]
@@ -81,6 +323,10 @@ class AuthProxy(pulumi.ComponentResource):
     auth_host: pulumi.Output[str]
     protected_urls: pulumi.Output[list[str]]
     demo_user_passwords: pulumi.Output[dict[str, str]]
+    namespace: pulumi.Output[str]
+    proxy_service: pulumi.Output[dict[str, object]]
+    mesh_config: pulumi.Output[str]
+    gateway: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: AuthProxyArgs, opts: pulumi.ResourceOptions | None = None
@@ -104,11 +350,52 @@ class AuthProxy(pulumi.ComponentResource):
         self.secrets = secrets
         self.identity = identity
 
+        # oauth2-proxy and Redis share one namespace.
+        namespace = k8s.core.v1.Namespace(
+            "namespace",
+            metadata={"name": cfg.namespace, "labels": namespace_labels()},
+            opts=child,
+        )
+        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+        redis_password = (
+            args["secrets"]["externalRedisPassword"]
+            if cfg.redis.mode == "external"
+            else secrets.redis_password
+        )
+        store_args = session_store_args(cfg, redis_password)
+        session_store = SessionStore("session-store", store_args, opts=in_namespace)
+        proxy = OAuth2Proxy(
+            "oauth2-proxy",
+            oauth2_proxy_args(
+                cfg, store_args, secrets.cookie_secret, secrets.client_secret, redis_password
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[namespace, identity, session_store]
+            ),
+        )
+        self.session_store = session_store
+        self.oauth2_proxy = proxy
+
+        # Istio: optional install (dev), then the gateway, routes and policies.
+        istio_ready: list[pulumi.Resource] = []
+        if cfg.istio.install.enabled:
+            install = IstioInstall("istio", istio_install_args(cfg), opts=child)
+            istio_ready = install.ready
+        after_istio = pulumi.ResourceOptions(parent=self, depends_on=istio_ready)
+        ingress = Ingress("ingress", ingress_args(cfg), opts=after_istio)
+        authz = Authz("authz", authz_args(cfg), opts=after_istio)
+        self.ingress = ingress
+        self.authz = authz
+        self.mesh_config = authz.mesh_config
+        self.gateway = ingress.gateway
+
         self.issuer_url = identity.issuer_url
         self.client_id = identity.client_id
         self.auth_host = pulumi.Output.from_input(cfg.auth_hostname)
         self.protected_urls = pulumi.Output.from_input([a.url for a in cfg.apps])
         self.demo_user_passwords = identity.demo_user_passwords
+        self.namespace = namespace.metadata.name
+        self.proxy_service = proxy.service
         self.register_outputs(
             {
                 "issuer_url": self.issuer_url,
@@ -116,5 +403,9 @@ class AuthProxy(pulumi.ComponentResource):
                 "auth_host": self.auth_host,
                 "protected_urls": self.protected_urls,
                 "demo_user_passwords": self.demo_user_passwords,
+                "namespace": self.namespace,
+                "proxy_service": self.proxy_service,
+                "mesh_config": self.mesh_config,
+                "gateway": self.gateway,
             }
         )

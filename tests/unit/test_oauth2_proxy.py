@@ -14,8 +14,8 @@ from authproxy_local.mockrun import (
     DEFAULT_TEST_SECRETS,
     MOCK_SECRET_PREFIX,
     is_secret,
+    project_config,
     run_program,
-    stack_config,
 )
 from components import config as C
 from components.oauth2_proxy import (
@@ -69,7 +69,7 @@ EXTERNAL_SENTINEL = {"mode": "external", "external": {
 
 
 def raw(stack: str) -> dict[str, Any]:
-    return {k.split(":", 1)[1]: v for k, v in stack_config(stack).items()}
+    return project_config(stack)
 
 
 def load(stack: str = "dev", **overrides: Any) -> C.StackConfig:

@@ -1,0 +1,514 @@
+"""Authorization at the ingress gateway and at the apps' sidecars.
+
+**ext_authz through oauth2-proxy, two modes with the same behaviour** (``istio.extAuthzMode``):
+
+``extension-provider`` (default)
+    The mesh config registers oauth2-proxy as an ``envoyExtAuthzHttp`` extension provider
+    (:func:`mesh_config`: exported as the stack output ``meshConfig`` and, when the stack installs
+    Istio, put into istiod's Helm values by the same function). An AuthorizationPolicy with
+    ``action: CUSTOM`` selects the ingress gateway and has one rule per app: the app's host (and
+    ``host:*``, since the gateway ignores the port when it picks a route but a policy's ``hosts``
+    match the literal authority), every path except ``/oauth2/*`` and the app's public paths.
+``envoy-filter``
+    For meshes whose config cannot be changed: an EnvoyFilter (v1alpha3, ``workloadSelector`` +
+    ``configPatches``) inserts the typed ext_authz v3 filter before the router of the gateway's
+    HTTP connection managers, built from the *same* provider entry by :func:`ext_authz_filter_config`
+    (the translation Istio itself applies), and disables it per route
+    (``ExtAuthzPerRoute{disabled: true}``) on the exempt routes that components/ingress.py names:
+    ``auth-host``, ``<app>-oauth2``, ``<app>-public-N``, ``<app>-bearer``. The filter runs on every
+    route of the selected gateway: give protected hosts their own gateway if it is shared. The
+    filter sits after Istio's jwt_authn and RBAC filters, which is why gateway-level group checks
+    (``authorizeAt`` gateway/both) need extension-provider mode.
+
+Both fail closed: ``failOpen``/``failure_mode_allow`` false, and an unreachable or failing
+oauth2-proxy (timeout ``istio.extAuthzTimeout``, 5xx) answers 503 (``statusOnError``) instead of
+letting the request through. A CUSTOM policy naming an unknown provider makes Istio deny every
+request on the gateway. Which headers flow where is components/headers.py.
+
+**Gateway hardening (both modes)**: an EnvoyFilter merges into the gateway's HTTP connection
+managers (a) the early header mutation that strips client-sent identity headers before any filter
+runs and (b) path normalization equal to the mesh's ``DECODE_AND_MERGE_SLASHES``: ``normalize_path``
+(dot segments), ``merge_slashes`` and ``path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD``.
+Exemptions are path prefixes (``/oauth2/*``, ``/static/*``); without decoding ``%2F``/``%5C`` a path
+such as ``/static/..%2Fadmin`` would match the exemption at the gateway and reach an app that
+decodes it as ``/admin``. Case tricks only narrow a match (paths match case-sensitively), so they
+send a request *through* the check, never around it. The exported mesh config carries the same
+``pathNormalization`` so sidecars (public paths allowed without a token) normalize alike; it is a
+mesh-wide setting that rejects nothing but rewrites encoded slashes for every workload.
+
+**API clients** (``apps[].apiClients``): a request with ``Authorization: Bearer ...`` skips the
+browser flow and is verified at the gateway, identically in both modes: in extension-provider mode
+the app's CUSTOM rule has ``when: request.headers[authorization] notValues ["Bearer *"]``; in
+envoy-filter mode the ``<app>-bearer`` route (same header prefix) has ext_authz disabled. The
+gateway then checks the token itself: a RequestAuthentication for the realm (issuer, JWKS, audience
+= the client id, ``forwardOriginalToken`` so sidecars see it too) rejects forged, expired or
+wrong-audience tokens with 401, and a DENY policy refuses any such bearer request to those hosts
+whose token did not yield a principal of our issuer (a token from another issuer is otherwise
+treated like no token). DENY, not ALLOW: an ALLOW policy on a shared gateway would deny every
+request it does not list. Gateway DENY rules name the gateway's HTTP listener ports
+(``istio.gateway.targetPorts``); without ports Istio would apply an HTTP-only DENY rule to raw TCP
+servers of the same gateway as "deny everything".
+
+**Per application**, at the app's sidecar (``authorizeAt`` sidecar/both): a RequestAuthentication
+(issuer and JWKS of the realm, audiences = the client id, ``forwardOriginalToken: true``) and an
+ALLOW AuthorizationPolicy: requests carrying a principal of our issuer (and, if the app lists
+groups, a ``groups`` claim among them) plus the app's public paths without a principal; nothing
+else reaches the pods. At the gateway (``authorizeAt`` gateway/both, extension-provider mode only:
+Istio runs CUSTOM before jwt_authn and RBAC, so the token oauth2-proxy returns is checked in the
+same proxy): a DENY policy scoped to the app's host and non-exempt paths that refuses requests
+without our principal or without one of the app's groups.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+
+from components.config import OAUTH2_PREFIX, format_duration
+from components.headers import HEADERS, HeaderFlow, early_header_mutation, list_matcher
+from components.ingress import (
+    AUTH_ROUTE,
+    BEARER_PREFIX,
+    RoutedApp,
+    app_routes,
+    vhost_name,
+)
+
+Mode = Literal["extension-provider", "envoy-filter"]
+AuthorizeAt = Literal["sidecar", "gateway", "both"]
+
+EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+EXT_AUTHZ_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+EXT_AUTHZ_PER_ROUTE_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
+)
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+HCM_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+    "HttpConnectionManager"
+)
+ROUTER_FILTER = "envoy.filters.http.router"
+EXT_AUTHZ_PRIORITY = 10
+STATUS_ON_ERROR = 503
+"""Answer when oauth2-proxy cannot be asked (down, timeout, 5xx): fail closed, and say so
+truthfully instead of Envoy's default 403."""
+PATH_NORMALIZATION = "DECODE_AND_MERGE_SLASHES"
+OAUTH2_PATHS = OAUTH2_PREFIX + "*"
+GROUPS_CLAIM = "request.auth.claims[groups]"
+AUTHORIZATION_KEY = "request.headers[authorization]"
+
+
+class ProviderArgs(TypedDict):
+    """oauth2-proxy as the ext_authz service."""
+
+    name: str
+    """Extension provider name (istio.providerName)."""
+    service_host: str
+    """Cluster DNS name of oauth2-proxy's Service."""
+    port: int
+    timeout_seconds: int
+
+
+class GatewayRef(TypedDict):
+    name: str
+    namespace: str
+    selector: dict[str, str]
+    target_ports: list[int]
+    """Container ports of the gateway's HTTP/HTTPS listeners (scope of its DENY policies)."""
+
+
+class JwtArgs(TypedDict):
+    issuer: str
+    jwks_uri: str
+    audiences: list[str]
+
+
+class AppAuthzArgs(RoutedApp):
+    host: str
+    namespace: str
+    """The app's namespace (its pods and sidecar policies)."""
+    selector: dict[str, str]
+    """Labels of the app's pods."""
+    groups: list[str]
+    authorize_at: AuthorizeAt
+
+
+class AuthzArgs(TypedDict):
+    mode: Mode
+    provider: ProviderArgs
+    gateway: GatewayRef
+    auth_host: str
+    jwt: JwtArgs
+    apps: list[AppAuthzArgs]
+
+
+# --------------------------------------------------------------------------------------------
+# The extension provider and its Envoy form
+# --------------------------------------------------------------------------------------------
+
+
+def extension_provider(p: ProviderArgs, flow: HeaderFlow = HEADERS) -> dict[str, Any]:
+    """The mesh config ``extensionProviders`` entry that registers oauth2-proxy."""
+    return {
+        "name": p["name"],
+        "envoyExtAuthzHttp": {
+            "service": p["service_host"],
+            "port": p["port"],
+            "timeout": format_duration(p["timeout_seconds"]),
+            "failOpen": False,
+            "statusOnError": str(STATUS_ON_ERROR),
+            "includeRequestHeadersInCheck": list(flow.check_request),
+            "includeAdditionalHeadersInCheck": dict(flow.check_additional),
+            "headersToUpstreamOnAllow": list(flow.upstream_on_allow),
+            "headersToDownstreamOnAllow": list(flow.downstream_on_allow),
+            "headersToDownstreamOnDeny": list(flow.downstream_on_deny),
+        },
+    }
+
+
+def mesh_config(mode: Mode, p: ProviderArgs) -> dict[str, Any]:
+    """What to merge into istiod's ``meshConfig``: the provider (extension-provider mode) and the
+    path normalization the exemptions rely on (both modes)."""
+    out: dict[str, Any] = {}
+    if mode == "extension-provider":
+        out["extensionProviders"] = [extension_provider(p)]
+    out["pathNormalization"] = {"normalization": PATH_NORMALIZATION}
+    return out
+
+
+def mesh_config_yaml(mode: Mode, p: ProviderArgs) -> str:
+    """:func:`mesh_config` as YAML with a short how-to comment (the ``meshConfig`` stack output)."""
+    if mode == "extension-provider":
+        head = (
+            "# Merge into istiod's meshConfig (Helm value `meshConfig`, or the `mesh` key of the\n"
+            "# istio ConfigMap): append the entry to an existing extensionProviders list.\n"
+        )
+    else:
+        head = (
+            "# istio.extAuthzMode=envoy-filter: no extension provider is needed (an EnvoyFilter\n"
+            "# configures the gateway). Recommended: the same path normalization for sidecars.\n"
+        )
+    return head + yaml.safe_dump(mesh_config(mode, p), sort_keys=False, default_flow_style=False)
+
+
+def outbound_cluster(host: str, port: int) -> str:
+    """Istio's name for the Envoy cluster of a Service port."""
+    return f"outbound|{port}||{host}"
+
+
+def ext_authz_filter_config(provider: dict[str, Any], cluster: str) -> dict[str, Any]:
+    """The typed Envoy ext_authz v3 config for a mesh ``envoyExtAuthzHttp`` entry, field by field
+    as istiod translates it (pilot/pkg/security/authz/builder/extauthz.go), so both modes send
+    the same check and pass the same headers."""
+    h = provider["envoyExtAuthzHttp"]
+    return {
+        "@type": EXT_AUTHZ_TYPE,
+        "transport_api_version": "V3",
+        "failure_mode_allow": bool(h["failOpen"]),
+        "status_on_error": {"code": int(h["statusOnError"])},
+        "allowed_headers": list_matcher(h["includeRequestHeadersInCheck"]),
+        "http_service": {
+            "server_uri": {
+                "uri": f"http://{h['service']}",
+                "cluster": cluster,
+                "timeout": h["timeout"],
+            },
+            "authorization_request": {
+                "headers_to_add": [
+                    {"key": k, "value": v}
+                    for k, v in sorted(h["includeAdditionalHeadersInCheck"].items())
+                ]
+            },
+            "authorization_response": {
+                "allowed_upstream_headers": list_matcher(h["headersToUpstreamOnAllow"]),
+                "allowed_client_headers": list_matcher(h["headersToDownstreamOnDeny"]),
+                "allowed_client_headers_on_success": list_matcher(h["headersToDownstreamOnAllow"]),
+            },
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Gateway: ext_authz coverage
+# --------------------------------------------------------------------------------------------
+
+
+def host_patterns(host: str) -> list[str]:
+    """A host as policy ``hosts`` entries: bare and with any port."""
+    return [host, f"{host}:*"]
+
+
+def exempt_paths(app: AppAuthzArgs) -> list[str]:
+    """Paths of an app host that never go through ext_authz."""
+    return [OAUTH2_PATHS, *app["public_paths"]]
+
+
+def principal(jwt: JwtArgs) -> str:
+    """Request principals of our issuer (``iss/sub``)."""
+    return f"{jwt['issuer']}/*"
+
+
+def _selector(gw: GatewayRef) -> dict[str, Any]:
+    return {"matchLabels": dict(gw["selector"])}
+
+
+def custom_policy_spec(args: AuthzArgs) -> dict[str, Any]:
+    """The CUSTOM AuthorizationPolicy (extension-provider mode): one rule per protected app."""
+    rules = []
+    for app in args["apps"]:
+        rule: dict[str, Any] = {
+            "to": [{"operation": {"hosts": host_patterns(app["host"]), "notPaths": exempt_paths(app)}}]
+        }
+        if app["api_clients"]:
+            rule["when"] = [{"key": AUTHORIZATION_KEY, "notValues": [BEARER_PREFIX + "*"]}]
+        rules.append(rule)
+    return {
+        "selector": _selector(args["gateway"]),
+        "action": "CUSTOM",
+        "provider": {"name": args["provider"]["name"]},
+        "rules": rules,
+    }
+
+
+def _route_disable_patch(host: str, route: str) -> dict[str, Any]:
+    return {
+        "applyTo": "HTTP_ROUTE",
+        "match": {
+            "context": "GATEWAY",
+            "routeConfiguration": {"vhost": {"name": vhost_name(host), "route": {"name": route}}},
+        },
+        "patch": {
+            "operation": "MERGE",
+            "value": {
+                "typed_per_filter_config": {
+                    EXT_AUTHZ_FILTER: {"@type": EXT_AUTHZ_PER_ROUTE_TYPE, "disabled": True}
+                }
+            },
+        },
+    }
+
+
+def exempt_routes(args: AuthzArgs) -> list[tuple[str, str]]:
+    """(host, route name) of every gateway route where ext_authz must not run."""
+    out = [(args["auth_host"], AUTH_ROUTE)]
+    for app in args["apps"]:
+        out += [(app["host"], r.name) for r in app_routes(app) if not r.ext_authz]
+    return out
+
+
+def ext_authz_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
+    """The EnvoyFilter of envoy-filter mode: the ext_authz HTTP filter before the router, and
+    per-route exemptions."""
+    p = args["provider"]
+    typed = ext_authz_filter_config(
+        extension_provider(p), outbound_cluster(p["service_host"], p["port"])
+    )
+    patches: list[dict[str, Any]] = [
+        {
+            "applyTo": "HTTP_FILTER",
+            "match": {
+                "context": "GATEWAY",
+                "listener": {
+                    "filterChain": {"filter": {"name": HCM_FILTER, "subFilter": {"name": ROUTER_FILTER}}}
+                },
+            },
+            "patch": {
+                "operation": "INSERT_BEFORE",
+                "value": {"name": EXT_AUTHZ_FILTER, "typed_config": typed},
+            },
+        }
+    ]
+    patches += [_route_disable_patch(host, route) for host, route in exempt_routes(args)]
+    return {
+        "workloadSelector": {"labels": dict(args["gateway"]["selector"])},
+        # INSERT_BEFORE is relative; an explicit priority orders it against other EnvoyFilters
+        # (the router it anchors on always exists).
+        "priority": EXT_AUTHZ_PRIORITY,
+        "configPatches": patches,
+    }
+
+
+def gateway_hardening_envoy_filter_spec(gw: GatewayRef) -> dict[str, Any]:
+    """Both modes: strip client identity headers before any filter, normalize paths."""
+    return {
+        "workloadSelector": {"labels": dict(gw["selector"])},
+        "configPatches": [
+            {
+                "applyTo": "NETWORK_FILTER",
+                "match": {"context": "GATEWAY", "listener": {"filterChain": {"filter": {"name": HCM_FILTER}}}},
+                "patch": {
+                    "operation": "MERGE",
+                    "value": {
+                        "typed_config": {
+                            "@type": HCM_TYPE,
+                            "normalize_path": True,
+                            "merge_slashes": True,
+                            "path_with_escaped_slashes_action": "UNESCAPE_AND_FORWARD",
+                            "early_header_mutation_extensions": [early_header_mutation()],
+                        }
+                    },
+                },
+            }
+        ],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# JWT and group policies
+# --------------------------------------------------------------------------------------------
+
+
+def jwt_rule(jwt: JwtArgs) -> dict[str, Any]:
+    return {
+        "issuer": jwt["issuer"],
+        "jwksUri": jwt["jwks_uri"],
+        "audiences": list(jwt["audiences"]),
+        "forwardOriginalToken": True,
+    }
+
+
+def at_gateway(app: AppAuthzArgs) -> bool:
+    return app["authorize_at"] in ("gateway", "both")
+
+
+def at_sidecar(app: AppAuthzArgs) -> bool:
+    return app["authorize_at"] in ("sidecar", "both")
+
+
+def needs_gateway_jwt(args: AuthzArgs) -> bool:
+    """The gateway verifies tokens when an app takes bearer tokens or is authorized there."""
+    return any(a["api_clients"] or at_gateway(a) for a in args["apps"])
+
+
+def gateway_request_authentication_spec(args: AuthzArgs) -> dict[str, Any]:
+    return {"selector": _selector(args["gateway"]), "jwtRules": [jwt_rule(args["jwt"])]}
+
+
+def _operation(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:
+    """A DENY rule's target: the app's host on the gateway's HTTP ports, minus exempt paths. The
+    ports keep Istio from turning the HTTP-only rule into "deny everything" on raw TCP servers."""
+    return {
+        "operation": {
+            "hosts": host_patterns(app["host"]),
+            "ports": [str(p) for p in args["gateway"]["target_ports"]],
+            "notPaths": exempt_paths(app),
+        }
+    }
+
+
+def bearer_deny_policy_spec(args: AuthzArgs) -> dict[str, Any] | None:
+    """DENY bearer requests to API-client apps whose token gave no principal of our issuer."""
+    apps = [a for a in args["apps"] if a["api_clients"]]
+    if not apps:
+        return None
+    return {
+        "selector": _selector(args["gateway"]),
+        "action": "DENY",
+        "rules": [
+            {
+                "from": [{"source": {"notRequestPrincipals": [principal(args["jwt"])]}}],
+                "to": [_operation(args, a)],
+                "when": [{"key": AUTHORIZATION_KEY, "values": [BEARER_PREFIX + "*"]}],
+            }
+            for a in apps
+        ],
+    }
+
+
+def gateway_app_policy_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:
+    """DENY at the gateway (authorizeAt gateway/both): no principal of our issuer, or (if the app
+    lists groups) no `groups` claim among them."""
+    rules: list[dict[str, Any]] = [
+        {"from": [{"source": {"notRequestPrincipals": [principal(args["jwt"])]}}],
+         "to": [_operation(args, app)]}
+    ]
+    if app["groups"]:
+        rules.append(
+            {"to": [_operation(args, app)],
+             "when": [{"key": GROUPS_CLAIM, "notValues": list(app["groups"])}]}
+        )
+    return {"selector": _selector(args["gateway"]), "action": "DENY", "rules": rules}
+
+
+def app_request_authentication_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:
+    return {"selector": {"matchLabels": dict(app["selector"])}, "jwtRules": [jwt_rule(args["jwt"])]}
+
+
+def app_authorization_policy_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:
+    """ALLOW at the app's sidecar: our principal (and groups), or a public path."""
+    signed_in: dict[str, Any] = {"from": [{"source": {"requestPrincipals": [principal(args["jwt"])]}}]}
+    if app["groups"]:
+        signed_in["when"] = [{"key": GROUPS_CLAIM, "values": list(app["groups"])}]
+    rules = [signed_in]
+    if app["public_paths"]:
+        rules.append({"to": [{"operation": {"paths": list(app["public_paths"])}}]})
+    return {"selector": {"matchLabels": dict(app["selector"])}, "action": "ALLOW", "rules": rules}
+
+
+def object_labels() -> dict[str, str]:
+    return {"app.kubernetes.io/part-of": "authproxy", "app.kubernetes.io/managed-by": "pulumi"}
+
+
+class Authz(pulumi.ComponentResource):
+    """ext_authz (either mode), gateway hardening, and the JWT and group policies.
+
+    Outputs:
+      mesh_config: the YAML to merge into istiod's meshConfig (see :func:`mesh_config_yaml`).
+      provider_name: the extension provider the CUSTOM policy names.
+    """
+
+    mesh_config: pulumi.Output[str]
+    provider_name: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: AuthzArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("authproxy:authz:Authz", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        gw = args["gateway"]
+        prefix = gw["name"]
+
+        def cr(logical: str, api: str, kind: str, obj: str, ns: str, spec: dict[str, Any]) -> None:
+            k8s.apiextensions.CustomResource(
+                f"{name}-{logical}",
+                api_version=api,
+                kind=kind,
+                metadata={"name": obj, "namespace": ns, "labels": object_labels()},
+                spec=spec,
+                opts=child,
+            )
+
+        sec, net = "security.istio.io/v1", "networking.istio.io/v1alpha3"
+        gns = gw["namespace"]
+        cr("hardening", net, "EnvoyFilter", f"{prefix}-gateway-hardening", gns,
+           gateway_hardening_envoy_filter_spec(gw))
+        if args["mode"] == "extension-provider":
+            cr("ext-authz", sec, "AuthorizationPolicy", f"{prefix}-ext-authz", gns,
+               custom_policy_spec(args))
+        else:
+            cr("ext-authz", net, "EnvoyFilter", f"{prefix}-ext-authz", gns,
+               ext_authz_envoy_filter_spec(args))
+        if needs_gateway_jwt(args):
+            cr("gateway-jwt", sec, "RequestAuthentication", f"{prefix}-jwt", gns,
+               gateway_request_authentication_spec(args))
+        bearer = bearer_deny_policy_spec(args)
+        if bearer is not None:
+            cr("bearer-deny", sec, "AuthorizationPolicy", f"{prefix}-bearer-requires-jwt", gns, bearer)
+        for app in args["apps"]:
+            a = app["name"]
+            if at_gateway(app):
+                cr(f"gateway-{a}", sec, "AuthorizationPolicy", f"{prefix}-{a}-gateway-authz", gns,
+                   gateway_app_policy_spec(args, app))
+            if at_sidecar(app):
+                ans = app["namespace"]
+                cr(f"app-{a}-jwt", sec, "RequestAuthentication", f"{prefix}-{a}-jwt", ans,
+                   app_request_authentication_spec(args, app))
+                cr(f"app-{a}-allow", sec, "AuthorizationPolicy", f"{prefix}-{a}-require-jwt", ans,
+                   app_authorization_policy_spec(args, app))
+
+        self.mesh_config = pulumi.Output.from_input(mesh_config_yaml(args["mode"], args["provider"]))
+        self.provider_name = pulumi.Output.from_input(args["provider"]["name"])
+        self.register_outputs({"mesh_config": self.mesh_config, "provider_name": self.provider_name})

@@ -1,0 +1,285 @@
+"""The ingress: an Istio Gateway (HTTP -> HTTPS redirect, HTTPS with a TLS credential), the
+VirtualServices of the auth host and of every protected app, and optionally a cert-manager
+Certificate for all gateway hosts.
+
+Routes are planned by a pure function (:func:`app_routes`) that names every HTTP route
+deterministically; components/authz.py reads the same plan, so in ``envoy-filter`` mode its
+per-route ext_authz exemptions match these route names exactly. Per app host, in order:
+
+``<app>-oauth2``    ``/oauth2/*`` -> oauth2-proxy (sign-in / sign-out links on the app host)
+``<app>-public-N``  each public path -> the app, no sign-in
+``<app>-bearer``    (apps with ``apiClients``) ``Authorization: Bearer ...`` -> the app; the token
+                    is verified by the gateway's RequestAuthentication instead of the browser flow
+``<app>-default``   everything else -> the app, behind ext_authz
+
+The auth host has one route, ``auth-host``, to oauth2-proxy.
+
+VirtualServices live in the gateway's namespace and the Gateway's hosts are written ``./host``, so
+only VirtualServices of that namespace can bind routes to these hosts (another namespace cannot
+attach a route that skips the checks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.config import OAUTH2_PREFIX
+from components.headers import identity_headers, never_upstream
+
+HTTP_PORT = 80
+HTTPS_PORT = 443
+BEARER_PREFIX = "Bearer "
+"""Requests whose Authorization header starts with this (case-sensitive, like Istio's header
+matchers) take the API-client path on apps with ``apiClients``."""
+AUTH_ROUTE = "auth-host"
+
+
+class GatewayArgs(TypedDict):
+    name: str
+    namespace: str
+    selector: dict[str, str]
+    tls_credential_name: str
+    hosts: list[str]
+    """Hosts the gateway serves (wildcards allowed)."""
+
+
+class Backend(TypedDict):
+    host: str
+    """Cluster DNS name of the Service."""
+    port: int
+
+
+class RoutedApp(TypedDict):
+    """What the route plan of an app host depends on."""
+
+    name: str
+    public_paths: list[str]
+    api_clients: bool
+
+
+class AppRouteArgs(RoutedApp):
+    host: str
+    backend: Backend
+
+
+class CertificateArgs(TypedDict):
+    issuer: str
+    issuer_kind: str
+
+
+class IngressArgs(TypedDict):
+    gateway: GatewayArgs
+    auth_host: str
+    proxy: Backend
+    """oauth2-proxy's Service."""
+    apps: list[AppRouteArgs]
+    certificate: CertificateArgs | None
+
+
+@dataclass(frozen=True)
+class Route:
+    """One named VirtualService HTTP route."""
+
+    name: str
+    match: tuple[dict[str, Any], ...]
+    """HTTPMatchRequest list; empty = every request."""
+    backend: Literal["app", "proxy"]
+    ext_authz: bool
+    """Whether the request must pass oauth2-proxy's check on this route."""
+    remove: tuple[str, ...] = field(default=())
+    """Request headers removed before the request goes upstream."""
+
+
+def gateway_ref(gw: GatewayArgs) -> str:
+    return f"{gw['namespace']}/{gw['name']}"
+
+
+def vhost_name(host: str) -> str:
+    """Envoy virtual host name Istio gives a VirtualService host on the HTTPS server."""
+    return f"{host}:{HTTPS_PORT}"
+
+
+def public_path_match(path: str) -> dict[str, Any]:
+    """The VirtualService URI match equivalent to an AuthorizationPolicy path (exact or
+    prefix ending in ``*``)."""
+    if path.endswith("*"):
+        return {"uri": {"prefix": path[:-1]}}
+    return {"uri": {"exact": path}}
+
+
+def app_routes(app: RoutedApp) -> list[Route]:
+    """The routes of one protected app host, most specific first."""
+    n = app["name"]
+    routes = [
+        Route(f"{n}-oauth2", ({"uri": {"prefix": OAUTH2_PREFIX}},), "proxy", ext_authz=False),
+    ]
+    for i, path in enumerate(app["public_paths"]):
+        routes.append(
+            Route(f"{n}-public-{i}", (public_path_match(path),), "app", False, identity_headers())
+        )
+    if app["api_clients"]:
+        routes.append(
+            Route(
+                f"{n}-bearer",
+                ({"headers": {"authorization": {"prefix": BEARER_PREFIX}}},),
+                "app",
+                ext_authz=False,
+                remove=identity_headers(),
+            )
+        )
+    routes.append(Route(f"{n}-default", (), "app", ext_authz=True, remove=never_upstream()))
+    return routes
+
+
+def auth_routes() -> list[Route]:
+    """The auth host: everything to oauth2-proxy (it serves /oauth2/* itself)."""
+    return [Route(AUTH_ROUTE, (), "proxy", ext_authz=False)]
+
+
+def _destination(b: Backend) -> dict[str, Any]:
+    return {"destination": {"host": b["host"], "port": {"number": b["port"]}}}
+
+
+def _http_route(r: Route, app: Backend, proxy: Backend) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": r.name}
+    if r.match:
+        out["match"] = [dict(m) for m in r.match]
+    out["route"] = [_destination(app if r.backend == "app" else proxy)]
+    if r.remove:
+        out["headers"] = {"request": {"remove": list(r.remove)}}
+    return out
+
+
+def gateway_spec(gw: GatewayArgs) -> dict[str, Any]:
+    """HTTP (redirect to HTTPS) and HTTPS (TLS from ``credentialName``) servers."""
+    hosts = [f"./{h}" for h in gw["hosts"]]
+    return {
+        "selector": dict(gw["selector"]),
+        "servers": [
+            {
+                "port": {"number": HTTP_PORT, "name": "http", "protocol": "HTTP"},
+                "hosts": hosts,
+                "tls": {"httpsRedirect": True},
+            },
+            {
+                "port": {"number": HTTPS_PORT, "name": "https", "protocol": "HTTPS"},
+                "hosts": hosts,
+                "tls": {
+                    "mode": "SIMPLE",
+                    "credentialName": gw["tls_credential_name"],
+                    "minProtocolVersion": "TLSV1_2",
+                },
+            },
+        ],
+    }
+
+
+def auth_virtual_service_spec(args: IngressArgs) -> dict[str, Any]:
+    proxy = args["proxy"]
+    return {
+        "hosts": [args["auth_host"]],
+        "gateways": [gateway_ref(args["gateway"])],
+        "http": [_http_route(r, proxy, proxy) for r in auth_routes()],
+    }
+
+
+def app_virtual_service_spec(args: IngressArgs, app: AppRouteArgs) -> dict[str, Any]:
+    return {
+        "hosts": [app["host"]],
+        "gateways": [gateway_ref(args["gateway"])],
+        "http": [_http_route(r, app["backend"], args["proxy"]) for r in app_routes(app)],
+    }
+
+
+def certificate_spec(args: IngressArgs) -> dict[str, Any] | None:
+    """cert-manager Certificate writing the gateway's TLS Secret, for every gateway host."""
+    cert = args["certificate"]
+    if cert is None:
+        return None
+    gw = args["gateway"]
+    return {
+        "secretName": gw["tls_credential_name"],
+        "dnsNames": list(dict.fromkeys(gw["hosts"])),
+        "issuerRef": {"name": cert["issuer"], "kind": cert["issuer_kind"], "group": "cert-manager.io"},
+        "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+    }
+
+
+def object_labels() -> dict[str, str]:
+    return {"app.kubernetes.io/part-of": "authproxy", "app.kubernetes.io/managed-by": "pulumi"}
+
+
+class Ingress(pulumi.ComponentResource):
+    """Gateway, VirtualServices and optional Certificate.
+
+    Outputs:
+      gateway: "<namespace>/<name>" of the Gateway.
+      virtual_services: names of the VirtualServices (auth host first).
+    """
+
+    gateway: pulumi.Output[str]
+    virtual_services: pulumi.Output[list[str]]
+
+    def __init__(
+        self, name: str, args: IngressArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("authproxy:ingress:Ingress", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        gw = args["gateway"]
+        ns = gw["namespace"]
+
+        def meta(obj_name: str) -> dict[str, Any]:
+            return {"name": obj_name, "namespace": ns, "labels": object_labels()}
+
+        deps: list[pulumi.Resource] = []
+        cert = certificate_spec(args)
+        if cert is not None:
+            deps.append(
+                k8s.apiextensions.CustomResource(
+                    f"{name}-certificate",
+                    api_version="cert-manager.io/v1",
+                    kind="Certificate",
+                    metadata=meta(gw["tls_credential_name"]),
+                    spec=cert,
+                    opts=child,
+                )
+            )
+        gateway = k8s.apiextensions.CustomResource(
+            f"{name}-gateway",
+            api_version="networking.istio.io/v1",
+            kind="Gateway",
+            metadata=meta(gw["name"]),
+            spec=gateway_spec(gw),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=deps),
+        )
+        after_gateway = pulumi.ResourceOptions(parent=self, depends_on=[gateway])
+        vs_names = [f"{gw['name']}-{AUTH_ROUTE}"]
+        k8s.apiextensions.CustomResource(
+            f"{name}-vs-{AUTH_ROUTE}",
+            api_version="networking.istio.io/v1",
+            kind="VirtualService",
+            metadata=meta(vs_names[0]),
+            spec=auth_virtual_service_spec(args),
+            opts=after_gateway,
+        )
+        for app in args["apps"]:
+            vs_name = f"{gw['name']}-app-{app['name']}"
+            vs_names.append(vs_name)
+            k8s.apiextensions.CustomResource(
+                f"{name}-vs-app-{app['name']}",
+                api_version="networking.istio.io/v1",
+                kind="VirtualService",
+                metadata=meta(vs_name),
+                spec=app_virtual_service_spec(args, app),
+                opts=after_gateway,
+            )
+
+        self.gateway = pulumi.Output.from_input(gateway_ref(gw))
+        self.virtual_services = pulumi.Output.from_input(vs_names)
+        self.register_outputs(
+            {"gateway": self.gateway, "virtual_services": self.virtual_services}
+        )
