@@ -10,9 +10,16 @@ REQS    := requirements.txt requirements-dev.txt
 VENV    := $(CACHE)/venv-$(shell cat $(REQS) | sha256sum | cut -c1-12)
 PY      := $(VENV)/bin/python
 STACK   ?= dev
+MODE    ?=
 PYTEST  := $(PY) -m pytest -p no:cacheprovider
+# actionlint (Go module, built once into the cache; module and build caches there too)
+GO      ?= go
+ACTIONLINT_VERSION := v1.7.12
+ACTIONLINT := $(CACHE)/actionlint/$(ACTIONLINT_VERSION)/actionlint
+GOBUILD_ENV := GOPATH=$(CACHE)/go GOMODCACHE=$(CACHE)/go/pkg/mod GOCACHE=$(CACHE)/go-build \
+               GOFLAGS="-modcacherw -buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=0
 
-.PHONY: help venv unit test docs
+.PHONY: help venv unit test docs render conformance e2e demo lint typecheck actionlint policy-test
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -33,4 +40,33 @@ unit: venv ## fast tests: config, components under Pulumi mocks, pure spec build
 docs: venv ## regenerate docs/configuration.md from the config model
 	$(PY) -c "from components.config import config_reference_markdown as m; open('docs/configuration.md','w').write(m())"
 
-test: unit ## everything CI runs
+render: venv ## offline render of a stack into build/render/<stack>-<mode>: make render STACK=dev [MODE=envoy-filter]
+	$(PY) -m authproxy_local.render --stack $(STACK) $(if $(MODE),--mode $(MODE))
+
+conformance: venv ## dev+prod renders, both ext_authz modes, through kubernetes-validate and istioctl analyze
+	$(PYTEST) tests/conformance -q
+
+e2e: venv ## live end-to-end tests: the dev render on real Keycloak, Redis, oauth2-proxy, Envoy (both ext_authz modes)
+	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy chromium
+	$(PYTEST) tests/e2e -q
+
+demo: venv ## run the stack locally (STACK=dev [MODE=envoy-filter]); prints URLs and demo users; Ctrl-C stops it
+	$(PY) -m authproxy_local.demo --stack $(STACK) $(if $(MODE),--mode $(MODE))
+
+lint: venv ## ruff over the whole checkout (pyproject.toml [tool.ruff])
+	$(PY) -m ruff check .
+
+typecheck: venv ## mypy: strict on components/ and policy/ (pyproject.toml [tool.mypy])
+	$(PY) -m mypy
+
+$(ACTIONLINT):
+	@command -v $(GO) >/dev/null || { echo "missing: go (1.25+), needed to build actionlint"; exit 1; }
+	$(GOBUILD_ENV) GOBIN=$(@D) $(GO) install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+
+actionlint: venv $(ACTIONLINT) ## check .github/workflows (actionlint, with shellcheck on run: scripts)
+	$(ACTIONLINT) -shellcheck=$(VENV)/bin/shellcheck -pyflakes=
+
+policy-test: venv ## the policy pack's tests (also part of `make unit`)
+	$(PYTEST) tests/unit/test_policies.py -q
+
+test: lint typecheck actionlint unit conformance e2e ## everything CI runs

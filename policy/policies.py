@@ -1,0 +1,1116 @@
+"""The authproxy policy pack: every policy and its validate function (Pulumi CrossGuard).
+
+Constructing a ``PolicyPack`` starts the analyzer's gRPC server and never returns, so the policies
+live here and the entry point (``policy/__main__.py``) only builds the pack from :data:`POLICIES`.
+Tests import this module and call each policy's ``validate`` (tests/unit/test_policies.py).
+
+Self-contained on purpose: Pulumi runs the pack in its own virtualenv (``policy/requirements.txt``)
+without this repository's modules, so nothing here imports ``components/``. Every policy is
+mandatory: a violation fails ``pulumi preview`` and ``pulumi up``. docs/policies.md lists them and
+what each prevents.
+
+What the functions receive is what the engine sends: resource *inputs* for resource policies,
+resource *outputs* (during a preview: the planned state) for stack policies, wrapped in
+pulumi-policy's proxies, which are ``Mapping``/``Sequence`` but not ``dict``/``list``, with secrets
+unwrapped. Reading a value that is unknown during a preview raises ``UnknownValueError``; the
+engine then reports that the policy could not run (advisory). Walks over free-form values (Helm
+values, EnvoyFilter patches) skip unknown leaves instead, so a computed annotation elsewhere does
+not stop a check.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from pulumi_policy import (
+    EnforcementLevel,
+    Policy,
+    PolicyConfigSchema,
+    PolicyResource,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+from pulumi_policy.proxy import UnknownValueError
+
+PACK_NAME = "authproxy-guardrails"
+MANDATORY = EnforcementLevel.MANDATORY
+
+KEYCLOAK_CLIENT = "keycloak:openid/client:Client"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+STACK = "pulumi:pulumi:Stack"
+ISTIO_NETWORKING = "networking.istio.io"
+ISTIO_SECURITY = "security.istio.io"
+EXT_AUTHZ_TYPE = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+EXT_AUTHZ_PER_ROUTE_TYPE = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
+DEFAULT_ROOT_NAMESPACE = "istio-system"
+
+# oauth2-proxy flags whose value is a secret (checked against oauth2-proxy v7.15
+# pkg/apis/options). Their `-file` variants take a path and are fine.
+SECRET_FLAGS = (
+    "basic-auth-password",
+    "client-secret",
+    "cookie-secret",
+    "github-token",
+    "jwt-key",
+    "redis-password",
+    "redis-sentinel-password",
+    "signature-key",
+)
+SECRET_ENV = tuple("OAUTH2_PROXY_" + f.upper().replace("-", "_") for f in SECRET_FLAGS)
+"""The same settings as oauth2-proxy environment variables."""
+REDIS_PASSWORD_ENV = "OAUTH2_PROXY_REDIS_PASSWORD"
+_FALSE = {"0", "f", "false"}
+"""Go's strconv.ParseBool false spellings (lower-cased)."""
+_URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s@:]*:[^/\s@]+@", re.IGNORECASE)
+_VERSION_IN_TAG = re.compile(r"\d+\.\d+")
+_EXACT_CHART_VERSION = re.compile(r"^v?\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
+
+# Where the pod spec sits in each workload kind: (API group, kind) -> path.
+_POD_SPEC_PATHS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("core", "Pod"): ("spec",),
+    ("core", "ReplicationController"): ("spec", "template", "spec"),
+    ("apps", "Deployment"): ("spec", "template", "spec"),
+    ("apps", "StatefulSet"): ("spec", "template", "spec"),
+    ("apps", "DaemonSet"): ("spec", "template", "spec"),
+    ("apps", "ReplicaSet"): ("spec", "template", "spec"),
+    ("batch", "Job"): ("spec", "template", "spec"),
+    ("batch", "CronJob"): ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Reading properties
+# --------------------------------------------------------------------------------------------
+
+
+def _report(report_violation: ReportViolation, message: str, urn: str | None = None) -> None:
+    report_violation(message, urn)
+
+
+def _m(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a mapping, else an empty one."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _l(value: Any) -> Sequence[Any]:
+    """``value`` if it is a list (not a string), else an empty one."""
+    return value if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else ()
+
+
+def _get(obj: Any, *path: str) -> Any:
+    """``obj[path[0]][path[1]]...`` or None where a step is missing or not a mapping."""
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _item(container: Any, key: Any) -> tuple[bool, Any]:
+    """(known, value) of ``container[key]``; (False, None) if it is unknown during a preview.
+    A missing key raises KeyError/IndexError as usual."""
+    try:
+        return True, container[key]
+    except UnknownValueError:
+        return False, None
+
+
+def _walk(node: Any, path: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Every mapping under ``node`` (itself included) with its path; unknown values are skipped."""
+    if isinstance(node, Mapping):
+        yield path, node
+        for key in list(node):
+            known, child = _item(node, key)
+            if known:
+                yield from _walk(child, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, Sequence) and not isinstance(node, (str, bytes)):
+        for i in range(len(node)):
+            known, child = _item(node, i)
+            if known:
+                yield from _walk(child, f"{path}[{i}]")
+
+
+def _has(mapping: Mapping[str, Any], key: str) -> bool:
+    """``key in mapping`` without reading the value (which may be unknown during a preview)."""
+    return any(k == key for k in mapping)
+
+
+def _field(mapping: Mapping[str, Any], *names: str) -> Any:
+    """The first of ``names`` present in ``mapping`` (proto JSON accepts camel and snake case);
+    None if none is, or if the value is unknown."""
+    for name in names:
+        if _has(mapping, name):
+            known, value = _item(mapping, name)
+            return value if known else None
+    return None
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "t", "true", "yes", "on")
+    return value is True
+
+
+@dataclass(frozen=True)
+class KubeType:
+    group: str
+    """API group; "core" for the legacy group."""
+    version: str
+    kind: str
+
+
+def kube_type(resource_type: str) -> KubeType | None:
+    """``kubernetes:apps/v1:Deployment`` -> (apps, v1, Deployment); None for other providers."""
+    parts = resource_type.split(":")
+    if len(parts) != 3 or parts[0] != "kubernetes":
+        return None
+    group, _, version = parts[1].rpartition("/")
+    return KubeType(group or "core", version, parts[2])
+
+
+def _is_kind(resource_type: str, group: str, kind: str) -> bool:
+    t = kube_type(resource_type)
+    return t is not None and t.group == group and t.kind == kind
+
+
+def _label(props: Mapping[str, Any], *path: str) -> str:
+    """A value for a message: "" where it is missing or unknown during a preview."""
+    node: Any = props
+    for key in path:
+        if not isinstance(node, Mapping) or not _has(node, key):
+            return ""
+        known, node = _item(node, key)
+        if not known:
+            return ""
+    return str(node) if node is not None else ""
+
+
+def _object_name(props: Mapping[str, Any], fallback: str) -> str:
+    """``Kind namespace/name`` of a Kubernetes object, for messages (never raises on unknowns)."""
+    name = _label(props, "metadata", "name") or fallback
+    ns = _label(props, "metadata", "namespace")
+    kind = _label(props, "kind") or "object"
+    return f"{kind} {ns}/{name}" if ns else f"{kind} {name}"
+
+
+# --------------------------------------------------------------------------------------------
+# Workloads and containers
+# --------------------------------------------------------------------------------------------
+
+
+def pod_spec(resource_type: str, props: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The pod spec of a workload object (Pod, Deployment, ..., CronJob); None for other types."""
+    t = kube_type(resource_type)
+    if t is None:
+        return None
+    path = _POD_SPEC_PATHS.get((t.group, t.kind))
+    if path is None:
+        return None
+    return _m(_get(props, *path))
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    spec: Mapping[str, Any]
+    pod: Mapping[str, Any]
+    where: str
+    """``container 'x' of Deployment ns/name``, for messages."""
+
+
+def containers(args: ResourceValidationArgs) -> list[Container]:
+    """Every container and init container of a workload (empty for other resources)."""
+    spec = pod_spec(args.resource_type, args.props)
+    if spec is None:
+        return []
+    owner = _object_name(args.props, args.name)
+    out: list[Container] = []
+    for field_name, label in (("initContainers", "init container"), ("containers", "container")):
+        for c in _l(spec.get(field_name)):
+            c = _m(c)
+            name = str(c.get("name") or "?")
+            out.append(Container(name, c, spec, f"{label} '{name}' of {owner}"))
+    return out
+
+
+def _security(container: Container, key: str) -> Any:
+    """A securityContext setting: the container's, else the pod's (for the keys pods have)."""
+    own = _m(container.spec.get("securityContext"))
+    if _has(own, key):
+        return own.get(key)
+    return _m(container.pod.get("securityContext")).get(key)
+
+
+def _command_line(container: Container) -> list[str]:
+    return [str(a) for a in (*_l(container.spec.get("command")), *_l(container.spec.get("args")))]
+
+
+def flag_values(argv: Sequence[str], flag: str) -> list[str]:
+    """Values given to ``--flag`` as ``--flag=v`` or ``--flag v`` (also single-dash forms)."""
+    out: list[str] = []
+    names = (f"--{flag}", f"-{flag}")
+    for i, arg in enumerate(argv):
+        for name in names:
+            if arg.startswith(name + "="):
+                out.append(arg[len(name) + 1:])
+            elif arg == name and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                out.append(argv[i + 1])
+    return out
+
+
+def _env(container: Container) -> list[Mapping[str, Any]]:
+    return [_m(e) for e in _l(container.spec.get("env"))]
+
+
+def _env_named(container: Container, name: str) -> Mapping[str, Any] | None:
+    for e in _env(container):
+        if e.get("name") == name:
+            return e
+    return None
+
+
+def _from_secret_key_ref(entry: Mapping[str, Any]) -> bool:
+    """An env entry filled from a Secret key and nothing else."""
+    value_from = _m(entry.get("valueFrom"))
+    return not _has(entry, "value") and bool(_m(value_from.get("secretKeyRef")).get("key"))
+
+
+def _has_secret_env_from(container: Container) -> bool:
+    return any(_m(e).get("secretRef") for e in _l(container.spec.get("envFrom")))
+
+
+# --------------------------------------------------------------------------------------------
+# OIDC clients (Keycloak)
+# --------------------------------------------------------------------------------------------
+
+
+def redirect_uri_problem(uri: str, allow_plus: bool = False) -> str | None:
+    """Why a redirect URI is not one exact https URI (None if it is).
+
+    Keycloak matches a trailing ``*`` as a prefix and accepts ``+``/relative URIs resolved against
+    the root URL; either widens where codes and tokens may be sent.
+    """
+    if allow_plus and uri == "+":
+        return None  # post-logout: "same as the valid redirect URIs", which are checked too
+    if "*" in uri:
+        return "contains a wildcard"
+    parts = urlsplit(uri)
+    if parts.scheme != "https":
+        return "is not an absolute https URI"
+    if not parts.hostname:
+        return "has no host"
+    if parts.fragment:
+        return "has a fragment"
+    return None
+
+
+def validate_oidc_redirect_uris(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != KEYCLOAK_CLIENT:
+        return
+    p = args.props
+    uris = [str(u) for u in _l(p.get("validRedirectUris"))]
+    if (_truthy(p.get("standardFlowEnabled")) or _truthy(p.get("implicitFlowEnabled"))) and not uris:
+        _report(report_violation, "the client allows a browser flow but lists no valid redirect URI")
+    for uri in uris:
+        problem = redirect_uri_problem(uri)
+        if problem:
+            _report(
+                report_violation,
+                f"valid redirect URI {uri!r} {problem}; list each exact https URI instead "
+                "(e.g. https://auth.example.com/oauth2/callback)",
+            )
+    for uri in (str(u) for u in _l(p.get("validPostLogoutRedirectUris"))):
+        problem = redirect_uri_problem(uri, allow_plus=True)
+        if problem:
+            _report(
+                report_violation,
+                f"valid post-logout redirect URI {uri!r} {problem}; list each exact https URI",
+            )
+
+
+def validate_oidc_pkce(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != KEYCLOAK_CLIENT:
+        return
+    p = args.props
+    if not _truthy(p.get("standardFlowEnabled")):
+        return  # no authorization-code flow, nothing for PKCE to protect
+    method = p.get("pkceCodeChallengeMethod")
+    if method != "S256":
+        _report(
+            report_violation,
+            f"pkceCodeChallengeMethod is {method!r}; set it to 'S256' so a stolen authorization "
+            "code cannot be redeemed without the verifier",
+        )
+
+
+def validate_oidc_grants(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != KEYCLOAK_CLIENT:
+        return
+    p = args.props
+    if _truthy(p.get("implicitFlowEnabled")):
+        _report(
+            report_violation,
+            "implicitFlowEnabled is true: tokens would be returned in the URL fragment; use the "
+            "authorization-code flow (standardFlowEnabled) only",
+        )
+    if _truthy(p.get("directAccessGrantsEnabled")):
+        _report(
+            report_violation,
+            "directAccessGrantsEnabled is true: the password grant lets the client collect user "
+            "passwords and bypasses the Keycloak login page (MFA, brute-force protection); "
+            "disable it",
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# oauth2-proxy: secrets and cookies
+# --------------------------------------------------------------------------------------------
+
+_CONFIG_SECRET_KEY = re.compile(
+    r"^(oauth2_proxy_)?(client[-_]secret|cookie[-_]secret|redis[-_]password|"
+    r"redis[-_]sentinel[-_]password|basic[-_]auth[-_]password|signature[-_]key|jwt[-_]key|"
+    r"github[-_]token)$",
+    re.IGNORECASE,
+)
+_CONFIG_FILE_SECRET = re.compile(
+    r"^\s*(client_secret|cookie_secret|redis_password|redis_sentinel_password|"
+    r"basic_auth_password|signature_key|jwt_key|github_token)\s*=",
+    re.MULTILINE,
+)
+
+
+def validate_proxy_secret_refs(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    for c in containers(args):
+        argv = _command_line(c)
+        for flag in SECRET_FLAGS:
+            if flag_values(argv, flag):
+                _report(
+                    report_violation,
+                    f"{c.where} passes --{flag} on the command line: the secret would be in the "
+                    f"pod spec and the process list; set OAUTH2_PROXY_"
+                    f"{flag.upper().replace('-', '_')} from a Secret with valueFrom.secretKeyRef",
+                )
+        for arg in argv:
+            if _URL_WITH_PASSWORD.search(arg):
+                _report(
+                    report_violation,
+                    f"{c.where} has a URL with a password in its arguments ({arg.split('=')[0]}); "
+                    "pass the password separately from a Secret (secretKeyRef)",
+                )
+        for e in _env(c):
+            name = str(e.get("name") or "")
+            if name in SECRET_ENV and not _from_secret_key_ref(e):
+                how = "a literal value" if _has(e, "value") else "something other than a Secret key"
+                _report(
+                    report_violation,
+                    f"{c.where} sets {name} from {how}; fill it with valueFrom.secretKeyRef",
+                )
+            elif name.startswith("OAUTH2_PROXY_") and _has(e, "value"):
+                known, value = _item(e, "value")
+                if known and isinstance(value, str) and _URL_WITH_PASSWORD.search(value):
+                    _report(
+                        report_violation,
+                        f"{c.where} sets {name} to a URL with a password; pass the password "
+                        "separately from a Secret (secretKeyRef)",
+                    )
+    if _is_kind(args.resource_type, "core", "ConfigMap"):
+        owner = _object_name(args.props, args.name)
+        for key, value in _m(args.props.get("data")).items():
+            if _CONFIG_SECRET_KEY.match(str(key)):
+                _report(
+                    report_violation,
+                    f"{owner} holds {key!r}: ConfigMaps are not secret; put it in a Secret and "
+                    "reference it with secretKeyRef",
+                )
+            elif isinstance(value, str) and _CONFIG_FILE_SECRET.search(value):
+                _report(
+                    report_violation,
+                    f"{owner} key {key!r} is an oauth2-proxy config file with a secret in it; "
+                    "pass secrets as env from a Secret (secretKeyRef) instead",
+                )
+
+
+_COOKIE_SECURE_IN_FILE = re.compile(r"^\s*cookie_secure\s*=\s*false\b", re.MULTILINE | re.IGNORECASE)
+
+
+def validate_cookie_secure(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    for c in containers(args):
+        for value in flag_values(_command_line(c), "cookie-secure"):
+            if value.strip().lower() in _FALSE:
+                _report(
+                    report_violation,
+                    f"{c.where} sets --cookie-secure={value}: the session cookie would be sent over "
+                    "plain HTTP; remove the flag (the default is true)",
+                )
+        entry = _env_named(c, "OAUTH2_PROXY_COOKIE_SECURE")
+        if entry is not None and str(entry.get("value", "")).strip().lower() in _FALSE:
+            _report(
+                report_violation,
+                f"{c.where} sets OAUTH2_PROXY_COOKIE_SECURE=false: the session cookie would be "
+                "sent over plain HTTP; remove it",
+            )
+    if _is_kind(args.resource_type, "core", "ConfigMap"):
+        for key, value in _m(args.props.get("data")).items():
+            if isinstance(value, str) and _COOKIE_SECURE_IN_FILE.search(value):
+                _report(
+                    report_violation,
+                    f"{_object_name(args.props, args.name)} key {key!r} sets cookie_secure = false; "
+                    "remove it",
+                )
+
+
+# --------------------------------------------------------------------------------------------
+# Container hardening
+# --------------------------------------------------------------------------------------------
+
+
+def _is_zero(value: Any) -> bool:
+    """0, 0.0 (numbers arrive as floats from the engine) or "0"."""
+    try:
+        return float(value) == 0
+    except (TypeError, ValueError):
+        return False
+
+
+def validate_non_root(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    for c in containers(args):
+        if _security(c, "runAsNonRoot") is not True:
+            _report(
+                report_violation,
+                f"{c.where} may run as root; set securityContext.runAsNonRoot: true (pod or "
+                "container) and a non-zero runAsUser",
+            )
+        user = _security(c, "runAsUser")
+        if user is not None and _is_zero(user):
+            _report(report_violation, f"{c.where} sets runAsUser: 0 (root); use a non-zero uid")
+
+
+def validate_read_only_root(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    for c in containers(args):
+        if _m(c.spec.get("securityContext")).get("readOnlyRootFilesystem") is not True:
+            _report(
+                report_violation,
+                f"{c.where} has a writable root filesystem; set securityContext."
+                "readOnlyRootFilesystem: true (mount an emptyDir where it must write)",
+            )
+
+
+_ESCALATING_CAPS = {"ALL", "SYS_ADMIN", "CAP_SYS_ADMIN"}
+
+
+def validate_no_privilege_escalation(
+    args: ResourceValidationArgs, report_violation: ReportViolation
+) -> None:
+    for c in containers(args):
+        sc = _m(c.spec.get("securityContext"))
+        if sc.get("allowPrivilegeEscalation") is not False:
+            _report(
+                report_violation,
+                f"{c.where} does not set securityContext.allowPrivilegeEscalation: false",
+            )
+        if sc.get("privileged") is True:
+            _report(report_violation, f"{c.where} is privileged; remove securityContext.privileged")
+        added = {str(x).upper() for x in _l(_m(sc.get("capabilities")).get("add"))}
+        if added & _ESCALATING_CAPS:
+            _report(
+                report_violation,
+                f"{c.where} adds capabilities {sorted(added & _ESCALATING_CAPS)}; drop them",
+            )
+
+
+def validate_resource_limits(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    for c in containers(args):
+        limits = _m(_m(c.spec.get("resources")).get("limits"))
+        missing = [r for r in ("cpu", "memory") if not limits.get(r)]
+        if missing:
+            _report(
+                report_violation,
+                f"{c.where} has no {' or '.join(missing)} limit; set resources.limits."
+                f"{missing[0]} so one pod cannot starve its node",
+            )
+
+
+def image_problem(image: str) -> str | None:
+    """Why an image reference is not pinned to a version (None if it is)."""
+    if not image:
+        return "has no image"
+    if re.search(r"@sha256:[0-9a-f]{64}$", image):
+        return None
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return f"image {image!r} has no tag (pulls 'latest')"
+    tag = last.rsplit(":", 1)[1]
+    if tag == "latest":
+        return f"image {image!r} uses the 'latest' tag"
+    if not _VERSION_IN_TAG.search(tag):
+        return f"image {image!r} uses the floating tag {tag!r}"
+    return None
+
+
+def validate_pinned_images(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    for c in containers(args):
+        problem = image_problem(str(c.spec.get("image") or ""))
+        if problem:
+            _report(
+                report_violation,
+                f"{c.where}: {problem}; pin a release tag (e.g. v7.15.2) or a digest",
+            )
+    if args.resource_type != HELM_RELEASE:
+        return
+    p = args.props
+    version = p.get("version")
+    if not isinstance(version, str) or not _EXACT_CHART_VERSION.match(version):
+        _report(
+            report_violation,
+            f"Helm release {args.name!r} does not pin an exact chart version (version is "
+            f"{version!r}); set one such as '4.35.5'",
+        )
+    for path, node in _walk(p.get("values"), "values"):
+        tag = _field(node, "tag")
+        if not isinstance(tag, str) or not tag:
+            continue  # empty: the chart's appVersion, pinned by the chart version
+        if not (_has(node, "repository") or _has(node, "image") or path.endswith("image")):
+            continue
+        if tag == "latest" or not _VERSION_IN_TAG.search(tag):
+            _report(
+                report_violation,
+                f"Helm release {args.name!r}: {path}.tag is {tag!r}; pin a release tag",
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# ext_authz fails closed
+# --------------------------------------------------------------------------------------------
+
+
+def mesh_config_fail_open(mesh: Any) -> list[str]:
+    """Names of the ext_authz extension providers in an Istio mesh config that fail open."""
+    out: list[str] = []
+    for provider in _l(_m(mesh).get("extensionProviders") or _m(mesh).get("extension_providers")):
+        provider = _m(provider)
+        for kind in ("envoyExtAuthzHttp", "envoy_ext_authz_http", "envoyExtAuthzGrpc",
+                     "envoy_ext_authz_grpc"):
+            settings = _m(provider.get(kind))
+            if settings and _truthy(_field(settings, "failOpen", "fail_open")):
+                out.append(str(provider.get("name") or "?"))
+    return out
+
+
+def _parse_mesh(value: Any) -> Any:
+    """A mesh config given as a mapping or as YAML text."""
+    if isinstance(value, str):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return None
+    return value
+
+
+def envoy_filter_fail_open(spec: Any) -> list[str]:
+    """Paths of ext_authz filter configs in an EnvoyFilter spec with failure_mode_allow on."""
+    out: list[str] = []
+    for path, node in _walk(spec, "spec"):
+        type_url = str(_field(node, "@type") or "")
+        is_filter = EXT_AUTHZ_TYPE in type_url and not type_url.endswith("PerRoute")
+        if is_filter and _truthy(_field(node, "failure_mode_allow", "failureModeAllow")):
+            out.append(path)
+    return out
+
+
+_FAIL_OPEN_FIX = (
+    "a failed or timed-out check would let the request through unauthenticated; set it to false"
+)
+
+
+def validate_ext_authz_fail_closed(
+    args: ResourceValidationArgs, report_violation: ReportViolation
+) -> None:
+    t = args.resource_type
+    p = args.props
+    if _is_kind(t, ISTIO_NETWORKING, "EnvoyFilter"):
+        for path in envoy_filter_fail_open(p.get("spec")):
+            _report(
+                report_violation,
+                f"{_object_name(p, args.name)}: {path}.failure_mode_allow is true; {_FAIL_OPEN_FIX}",
+            )
+    meshes: list[tuple[str, Any]] = []
+    if t == HELM_RELEASE:
+        meshes.append((f"Helm release {args.name!r} values.meshConfig", _get(p, "values", "meshConfig")))
+    elif _is_kind(t, "install.istio.io", "IstioOperator"):
+        meshes.append((f"{_object_name(p, args.name)} spec.meshConfig", _get(p, "spec", "meshConfig")))
+    elif _is_kind(t, "core", "ConfigMap"):
+        data = _m(p.get("data"))
+        if _has(data, "mesh"):
+            meshes.append((f"{_object_name(p, args.name)} data.mesh", _parse_mesh(data.get("mesh"))))
+    for where, mesh in meshes:
+        for name in mesh_config_fail_open(mesh):
+            _report(
+                report_violation,
+                f"{where}: extension provider {name!r} has failOpen: true; {_FAIL_OPEN_FIX}",
+            )
+
+
+def validate_exported_mesh_config(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    """The stack output `meshConfig` (merged into istiod's mesh config by whoever runs Istio)."""
+    for r in args.resources:
+        if r.resource_type != STACK:
+            continue
+        if not _has(r.props, "meshConfig"):
+            continue
+        known, mesh = _item(r.props, "meshConfig")
+        if not known:
+            continue  # computed: checked on `pulumi up`, when the value is known
+        for name in mesh_config_fail_open(_parse_mesh(mesh)):
+            _report(
+                report_violation,
+                f"stack output meshConfig: extension provider {name!r} has failOpen: true; "
+                f"{_FAIL_OPEN_FIX}",
+                r.urn,
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Every gateway host is behind ext_authz
+# --------------------------------------------------------------------------------------------
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """Whether an Istio AuthorizationPolicy host pattern (exact, ``*.suffix``, ``prefix*``, ``*``)
+    matches ``host``. A wildcard host (a VirtualService for ``*.example.com``) is matched only by
+    a pattern that covers every name it stands for."""
+    pattern, host = pattern.lower().split(":")[0], host.lower().split(":")[0]
+    if pattern == "*":
+        return True
+    if host.startswith("*"):
+        return pattern.startswith("*") and host[1:].endswith(pattern[1:])
+    if pattern.startswith("*"):
+        return host.endswith(pattern[1:])
+    if pattern.endswith("*"):
+        return host.startswith(pattern[:-1])
+    return pattern == host
+
+
+def _labels_subset(selector: Mapping[str, Any] | None, labels: Mapping[str, Any] | None) -> bool:
+    """Whether a workload selector (None: every workload) selects pods with ``labels``
+    (None: unknown labels, selected by any selector)."""
+    if selector is None or labels is None:
+        return True
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+@dataclass(frozen=True)
+class GatewayInfo:
+    key: str
+    """``namespace/name``."""
+    namespace: str
+    selector: Mapping[str, Any] | None
+    """Labels of the gateway pods (None if the Gateway object is not in this stack)."""
+
+
+@dataclass(frozen=True)
+class Guard:
+    """ext_authz on some workloads: a CUSTOM AuthorizationPolicy or an ext_authz EnvoyFilter."""
+
+    source: str
+    namespace: str
+    selector: Mapping[str, Any] | None
+    """Workload labels it selects (None: every workload in its namespace)."""
+    hosts: tuple[str, ...] | None
+    """Host patterns it checks (None: every host)."""
+    not_hosts: tuple[str, ...] = ()
+    disabled_routes: tuple[tuple[str, str], ...] = ()
+    """(Envoy virtual host name ``host:port`` or ``*``, route name or ``*``) where ext_authz is
+    switched off per route (EnvoyFilter ``ExtAuthzPerRoute disabled``)."""
+
+    def applies_to(self, gateway: GatewayInfo, root_namespace: str) -> bool:
+        if self.namespace not in (gateway.namespace, root_namespace):
+            return False
+        return _labels_subset(self.selector, gateway.selector)
+
+    def covers(self, host: str, catch_all_routes: set[str]) -> bool:
+        """Whether requests for ``host`` are checked, apart from paths the owner exempted.
+
+        ``catch_all_routes`` names the host's routes that match every path: ext_authz switched off
+        on one of those (or on the whole virtual host) leaves the host unprotected.
+        """
+        if any(host_matches(p, host) for p in self.not_hosts):
+            return False
+        for vhost, route in self.disabled_routes:
+            if (vhost == "*" or host_matches(vhost, host)) and (
+                route == "*" or route in catch_all_routes
+            ):
+                return False
+        return self.hosts is None or any(host_matches(p, host) for p in self.hosts)
+
+
+_CATCH_ALL_PATHS = {"*", "/*"}
+
+
+def _authz_policy_guards(resource: PolicyResource) -> list[Guard]:
+    """The host coverage of a CUSTOM AuthorizationPolicy.
+
+    A rule operation covers a host when it checks every path of it: ``paths``, ``methods``,
+    ``ports`` or ``notPorts`` restrict it to part of the host and do not count; ``notPaths``
+    (public paths, ``/oauth2/*``) and ``notMethods`` are exemptions the policy owner chose.
+    ``from``/``when`` conditions are not evaluated. Policies bound with ``targetRef(s)`` are not
+    counted.
+    """
+    p = resource.props
+    spec = _m(p.get("spec"))
+    if spec.get("action") != "CUSTOM" or not _m(spec.get("provider")).get("name"):
+        return []
+    if spec.get("targetRef") or spec.get("targetRefs"):
+        return []
+    meta = _m(p.get("metadata"))
+    ns = str(meta.get("namespace") or "default")
+    selector_value = _m(spec.get("selector")).get("matchLabels")
+    selector = _m(selector_value) if selector_value is not None else None
+    source = f"AuthorizationPolicy {ns}/{_label(p, 'metadata', 'name') or resource.name}"
+    guards: list[Guard] = []
+    for rule in _l(spec.get("rules")):
+        to = _l(_m(rule).get("to"))
+        operations = [_m(_m(t).get("operation")) for t in to] if to else [{}]
+        for op in operations:
+            if any(op.get(k) for k in ("paths", "methods", "ports", "notPorts")):
+                continue
+            if {str(x) for x in _l(op.get("notPaths"))} & _CATCH_ALL_PATHS:
+                continue
+            hosts = tuple(str(h) for h in _l(op.get("hosts"))) or None
+            guards.append(Guard(source, ns, selector, hosts,
+                                tuple(str(h) for h in _l(op.get("notHosts")))))
+    return guards
+
+
+def _envoy_filter_guards(resource: PolicyResource) -> list[Guard]:
+    """An EnvoyFilter that inserts ext_authz into gateway listeners guards every host there,
+    except where a VIRTUAL_HOST or HTTP_ROUTE patch switches it off (``ExtAuthzPerRoute``
+    ``disabled: true``)."""
+    p = resource.props
+    spec = _m(p.get("spec"))
+    meta = _m(p.get("metadata"))
+    ns = str(meta.get("namespace") or "default")
+    inserts = False
+    disabled: list[tuple[str, str]] = []
+    for patch in _l(spec.get("configPatches")):
+        patch = _m(patch)
+        context = _get(patch, "match", "context") or "ANY"
+        if context not in ("GATEWAY", "ANY"):
+            continue
+        value = _get(patch, "patch", "value")
+        types = [str(_field(n, "@type") or "") for _, n in _walk(value)]
+        apply_to = patch.get("applyTo")
+        if apply_to == "HTTP_FILTER" and any(
+            EXT_AUTHZ_TYPE in t and not t.endswith("PerRoute") for t in types
+        ):
+            if _get(patch, "patch", "operation") in ("INSERT_BEFORE", "INSERT_AFTER",
+                                                    "INSERT_FIRST", "ADD"):
+                inserts = True
+        elif apply_to in ("VIRTUAL_HOST", "HTTP_ROUTE"):
+            off = any(
+                EXT_AUTHZ_PER_ROUTE_TYPE in str(_field(n, "@type") or "")
+                and _truthy(_field(n, "disabled"))
+                for _, n in _walk(value)
+            )
+            if off:
+                vhost = _m(_get(patch, "match", "routeConfiguration", "vhost"))
+                route = _get(vhost, "route", "name") if apply_to == "HTTP_ROUTE" else None
+                disabled.append((str(vhost.get("name") or "*"), str(route or "*")))
+    if not inserts:
+        return []
+    selector_value = _m(spec.get("workloadSelector")).get("labels")
+    selector = _m(selector_value) if selector_value is not None else None
+    source = f"EnvoyFilter {ns}/{_label(p, 'metadata', 'name') or resource.name}"
+    return [Guard(source, ns, selector, None, (), tuple(disabled))]
+
+
+def _oauth2_proxy_services(resources: Sequence[PolicyResource]) -> set[tuple[str, str]]:
+    """(name, namespace) of Services in front of oauth2-proxy pods (found by image)."""
+    pod_labels: list[tuple[str, Mapping[str, Any]]] = []
+    for r in resources:
+        spec = pod_spec(r.resource_type, r.props)
+        if spec is None:
+            continue
+        images = [str(_m(c).get("image") or "") for c in _l(spec.get("containers"))]
+        if any(re.search(r"(^|/)oauth2-proxy(:|@|$)", i) for i in images):
+            ns = str(_get(r.props, "metadata", "namespace") or "default")
+            labels = _m(_get(r.props, "spec", "template", "metadata", "labels"))
+            pod_labels.append((ns, labels))
+    found: set[tuple[str, str]] = set()
+    for r in resources:
+        if not _is_kind(r.resource_type, "core", "Service"):
+            continue
+        meta = _m(r.props.get("metadata"))
+        ns = str(meta.get("namespace") or "default")
+        selector = _m(_get(r.props, "spec", "selector"))
+        if selector and any(pns == ns and _labels_subset(selector, labels) for pns, labels in pod_labels):
+            found.add((str(meta.get("name") or r.name), ns))
+    return found
+
+
+def _service_of(destination_host: str, vs_namespace: str) -> tuple[str, str]:
+    """(name, namespace) a VirtualService destination host names (short names are relative to
+    the VirtualService's namespace)."""
+    parts = destination_host.split(".")
+    return (parts[0], parts[1] if len(parts) > 1 else vs_namespace)
+
+
+def _catch_all_routes(spec: Mapping[str, Any]) -> set[str]:
+    """Names of a VirtualService's HTTP routes that match every request (no match, an empty
+    match or a match on the path prefix "/" alone)."""
+    out: set[str] = set()
+    for route in _l(spec.get("http")):
+        route = _m(route)
+        matches = [_m(x) for x in _l(route.get("match"))]
+        if not matches or any(
+            not x or (set(x) == {"uri"} and _m(x.get("uri")) == {"prefix": "/"}) for x in matches
+        ):
+            out.add(str(route.get("name") or ""))
+    return out
+
+
+def _routes_only_to(spec: Mapping[str, Any], services: set[tuple[str, str]], ns: str) -> bool:
+    """Whether every route of a VirtualService that has a backend goes to one of ``services``
+    (redirects and direct responses have none)."""
+    destinations: list[str] = []
+    for kind in ("http", "tcp", "tls"):
+        for route in _l(spec.get(kind)):
+            for dest in _l(_m(route).get("route")):
+                destinations.append(str(_get(dest, "destination", "host") or ""))
+            mirror = _get(route, "mirror", "host")
+            if mirror:
+                destinations.append(str(mirror))
+    return bool(destinations) and all(_service_of(d, ns) in services for d in destinations)
+
+
+def validate_gateway_hosts_covered(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    config = _m(args.get_config())
+    public = [str(h) for h in _l(config.get("publicHosts"))]
+    root_ns = str(config.get("rootNamespace") or DEFAULT_ROOT_NAMESPACE)
+    resources = list(args.resources)
+
+    gateways: dict[str, GatewayInfo] = {}
+    guards: list[Guard] = []
+    for r in resources:
+        if _is_kind(r.resource_type, ISTIO_NETWORKING, "Gateway"):
+            meta = _m(r.props.get("metadata"))
+            ns = str(meta.get("namespace") or "default")
+            key = f"{ns}/{meta.get('name') or r.name}"
+            gateways[key] = GatewayInfo(key, ns, _m(_get(r.props, "spec", "selector")))
+        elif _is_kind(r.resource_type, ISTIO_SECURITY, "AuthorizationPolicy"):
+            guards += _authz_policy_guards(r)
+        elif _is_kind(r.resource_type, ISTIO_NETWORKING, "EnvoyFilter"):
+            guards += _envoy_filter_guards(r)
+    proxy_services = _oauth2_proxy_services(resources)
+
+    for r in resources:
+        if not _is_kind(r.resource_type, ISTIO_NETWORKING, "VirtualService"):
+            continue
+        meta = _m(r.props.get("metadata"))
+        ns = str(meta.get("namespace") or "default")
+        spec = _m(r.props.get("spec"))
+        refs = [str(g) for g in _l(spec.get("gateways")) if str(g) != "mesh"]
+        if not refs:
+            continue  # mesh-internal routes only
+        if _routes_only_to(spec, proxy_services, ns):
+            continue  # the auth host: everything goes to oauth2-proxy, which signs users in
+        vs = f"VirtualService {ns}/{_label(r.props, 'metadata', 'name') or r.name}"
+        catch_all = _catch_all_routes(spec)
+        for ref in refs:
+            key = ref if "/" in ref else f"{ns}/{ref}"
+            gw = gateways.get(key) or GatewayInfo(key, key.split("/")[0], None)
+            applicable = [g for g in guards if g.applies_to(gw, root_ns)]
+            for host in (str(h) for h in _l(spec.get("hosts"))):
+                if any(host_matches(p, host) for p in public):
+                    continue
+                if not any(g.covers(host, catch_all) for g in applicable):
+                    _report(
+                        report_violation,
+                        f"host {host!r} ({vs}, gateway {key}) is not covered by a CUSTOM "
+                        "AuthorizationPolicy or ext_authz EnvoyFilter on that gateway, so requests "
+                        "would reach it without sign-in; add the host to the CUSTOM policy's rules, "
+                        "or list it in this policy's `publicHosts` config if it is meant to be "
+                        "public",
+                        r.urn,
+                    )
+
+
+# --------------------------------------------------------------------------------------------
+# Redis auth
+# --------------------------------------------------------------------------------------------
+
+
+def chart_name(props: Mapping[str, Any]) -> str:
+    """The chart's name from a Release's `chart` (a name, repo/name or oci://.../name)."""
+    return str(props.get("chart") or "").rstrip("/").rsplit("/", 1)[-1]
+
+
+def redis_chart_auth_problems(chart: str, values: Mapping[str, Any]) -> list[str]:
+    """Why a Redis/Valkey chart's values leave auth off (empty when auth is on)."""
+    if chart == "redis-ha":  # dandydeveloper/redis-ha
+        problems = []
+        if values.get("auth") is not True:
+            problems.append("auth is not true")
+        elif not (values.get("existingSecret") or values.get("redisPassword")):
+            problems.append("auth is on but neither existingSecret nor redisPassword is set")
+        sentinel = _m(values.get("sentinel"))
+        if sentinel.get("auth") is not True:
+            problems.append("sentinel.auth is not true (anyone who reaches a sentinel could "
+                            "redirect clients to another master)")
+        return problems
+    # Bitnami redis/valkey and the Valkey project's chart: auth.enabled (defaults differ).
+    if _m(values.get("auth")).get("enabled") is not True:
+        return ["auth.enabled is not true (set it explicitly: chart defaults differ)"]
+    return []
+
+
+def validate_redis_auth(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type == HELM_RELEASE:
+        chart = chart_name(args.props)
+        if "redis" in chart or "valkey" in chart:
+            for problem in redis_chart_auth_problems(chart, _m(args.props.get("values"))):
+                _report(
+                    report_violation,
+                    f"Helm release {args.name!r} (chart {chart}): {problem}; sessions in Redis "
+                    "must need a password",
+                )
+    for c in containers(args):
+        argv = _command_line(c)
+        store = [v.lower() for v in flag_values(argv, "session-store-type")]
+        entry = _env_named(c, "OAUTH2_PROXY_SESSION_STORE_TYPE")
+        if entry is not None:
+            store.append(str(entry.get("value", "")).lower())
+        if "redis" not in store:
+            continue
+        pw = _env_named(c, REDIS_PASSWORD_ENV)
+        if not (pw is not None and _from_secret_key_ref(pw)) and not _has_secret_env_from(c):
+            _report(
+                report_violation,
+                f"{c.where} keeps sessions in Redis without a password; set {REDIS_PASSWORD_ENV} "
+                "from a Secret (valueFrom.secretKeyRef)",
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# The policies
+# --------------------------------------------------------------------------------------------
+
+POLICIES: list[Policy] = [
+    ResourceValidationPolicy(
+        name="oidc-client-exact-https-redirect-uris",
+        description="OIDC clients list exact https redirect and post-logout URIs: no wildcards, "
+        "no http, no relative URIs.",
+        enforcement_level=MANDATORY,
+        validate=validate_oidc_redirect_uris,
+    ),
+    ResourceValidationPolicy(
+        name="oidc-client-pkce-s256",
+        description="OIDC clients with the authorization-code flow require PKCE with S256.",
+        enforcement_level=MANDATORY,
+        validate=validate_oidc_pkce,
+    ),
+    ResourceValidationPolicy(
+        name="oidc-client-no-implicit-or-password-grant",
+        description="OIDC clients have the implicit flow and direct access (password) grants off.",
+        enforcement_level=MANDATORY,
+        validate=validate_oidc_grants,
+    ),
+    ResourceValidationPolicy(
+        name="oauth2-proxy-secrets-from-secret-refs",
+        description="oauth2-proxy secrets reach the container only through secretKeyRef: no "
+        "secret flags, no literal secret env values, no secrets in ConfigMaps or URLs.",
+        enforcement_level=MANDATORY,
+        validate=validate_proxy_secret_refs,
+    ),
+    ResourceValidationPolicy(
+        name="oauth2-proxy-cookie-secure",
+        description="oauth2-proxy's session cookie stays Secure (no --cookie-secure=false).",
+        enforcement_level=MANDATORY,
+        validate=validate_cookie_secure,
+    ),
+    ResourceValidationPolicy(
+        name="containers-run-as-non-root",
+        description="Every container runs as a non-root user (runAsNonRoot: true, runAsUser != 0).",
+        enforcement_level=MANDATORY,
+        validate=validate_non_root,
+    ),
+    ResourceValidationPolicy(
+        name="containers-read-only-root-filesystem",
+        description="Every container has a read-only root filesystem.",
+        enforcement_level=MANDATORY,
+        validate=validate_read_only_root,
+    ),
+    ResourceValidationPolicy(
+        name="containers-no-privilege-escalation",
+        description="Every container sets allowPrivilegeEscalation: false, is not privileged and "
+        "adds no SYS_ADMIN/ALL capabilities.",
+        enforcement_level=MANDATORY,
+        validate=validate_no_privilege_escalation,
+    ),
+    ResourceValidationPolicy(
+        name="containers-resource-limits",
+        description="Every container has CPU and memory limits.",
+        enforcement_level=MANDATORY,
+        validate=validate_resource_limits,
+    ),
+    ResourceValidationPolicy(
+        name="images-pinned",
+        description="Container images and Helm charts are pinned to a version (no latest, "
+        "untagged or floating tags; exact chart versions).",
+        enforcement_level=MANDATORY,
+        validate=validate_pinned_images,
+    ),
+    ResourceValidationPolicy(
+        name="ext-authz-fails-closed",
+        description="ext_authz fails closed: no EnvoyFilter with failure_mode_allow, no mesh "
+        "config extension provider with failOpen (Helm values, IstioOperator, mesh ConfigMap).",
+        enforcement_level=MANDATORY,
+        validate=validate_ext_authz_fail_closed,
+    ),
+    StackValidationPolicy(
+        name="exported-mesh-config-fails-closed",
+        description="The stack output meshConfig (for istiod managed elsewhere) has no ext_authz "
+        "provider with failOpen.",
+        enforcement_level=MANDATORY,
+        validate=validate_exported_mesh_config,
+    ),
+    StackValidationPolicy(
+        name="gateway-hosts-behind-ext-authz",
+        description="Every host a VirtualService routes through an ingress gateway is checked by a "
+        "CUSTOM AuthorizationPolicy or ext_authz EnvoyFilter on that gateway, serves only "
+        "oauth2-proxy (the auth host), or is listed in publicHosts.",
+        enforcement_level=MANDATORY,
+        validate=validate_gateway_hosts_covered,
+        config_schema=PolicyConfigSchema(
+            properties={
+                "publicHosts": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "default": [],
+                    "description": "Hosts (or *.suffix patterns) deliberately served without "
+                    "sign-in.",
+                },
+                "rootNamespace": {
+                    "type": "string",
+                    "default": DEFAULT_ROOT_NAMESPACE,
+                    "description": "Istio's root namespace (policies there apply mesh-wide).",
+                },
+            }
+        ),
+    ),
+    ResourceValidationPolicy(
+        name="redis-auth-enabled",
+        description="Redis keeps auth on: Redis/Valkey Helm charts have auth (and sentinel auth) "
+        "enabled, and oauth2-proxy's Redis password comes from a Secret.",
+        enforcement_level=MANDATORY,
+        validate=validate_redis_auth,
+    ),
+]
+"""Every policy of the pack, in the order docs/policies.md lists them."""
