@@ -251,7 +251,10 @@ def test_apt_install_explains_missing_apt(monkeypatch):
 
 def test_envoy_binary_from_dist_uses_record_entry(tmp_path):
     class FakeDist:
-        files: typing.ClassVar[list] = [pathlib.PurePosixPath("envoy/__init__.py"), pathlib.PurePosixPath("envoy/_bin/envoy")]
+        files: typing.ClassVar[list] = [
+            pathlib.PurePosixPath("envoy/__init__.py"),
+            pathlib.PurePosixPath("envoy/_bin/envoy"),
+        ]
 
         def locate_file(self, f):
             return tmp_path / f
