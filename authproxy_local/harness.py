@@ -1,0 +1,1232 @@
+"""The live harness: the rendered stack running on this machine against the real components.
+
+    with Harness("dev", mode="envoy-filter") as h:   # or h = Harness(...).start(); h.stop()
+        with h.resolving():                          # *.authproxy.test -> the gateway, in-process
+            requests.get(h.app_url("echo"), verify=h.ca_file)
+
+What runs (all on loopback, free ports, one run directory per start):
+
+- **Redis** (Debian ``redis-server``) with the rendered password, append-only persistence in the
+  run's temp dir, so a restart keeps the sessions.
+- **Keycloak** (``kc.sh start-dev``) with ``--hostname`` set to the rendered Keycloak URL, so every
+  issuer string is exactly the render's, and an H2 file database in the run's temp dir (a restart
+  keeps realm, users and SSO sessions). Then the render's ``keycloak.json`` is applied through the
+  admin REST API (:mod:`authproxy_local.keycloak_apply`).
+- **echo apps** (:mod:`authproxy_local.echo`), one per rendered app, standing in for its pods.
+- **Envoy**: the ingress gateway (HTTPS 443 + HTTP 80 on a per-run loopback address 127.x.y.z)
+  and one listener per app that plays its sidecar; the bootstrap comes from
+  ``authproxy_local.envoy_config.build(render, endpoints)``.
+- a **CONNECT proxy** through which oauth2-proxy reaches the public hosts (Keycloak via the
+  gateway), and refuses any other host.
+- **oauth2-proxy** with exactly the Deployment's args and env from the render; only cluster
+  addresses are rewritten (:mod:`authproxy_local.local_map`), Secret references resolve to the
+  values generated for this run.
+
+Secrets (client secret, cookie secret, Redis password, demo passwords, Keycloak admin password)
+are generated per run with the form ``random.json`` gives (length, character classes), kept in
+memory and in 0600 files of the run's temp dir (deleted on stop), passed to processes through env
+or config files (never on a command line), and never logged. Logs go to
+``<cache>/runs/<run id>/`` (the last 10 runs are kept).
+
+Every process started is stopped on :meth:`Harness.stop`, on an exception during start, on
+interpreter exit and on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import datetime as dt
+import fcntl
+import ipaddress
+import json
+import os
+import random
+import secrets as pysecrets
+import select
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from authproxy_local import install, keycloak_apply, local_map
+from authproxy_local import placeholders as ph
+from authproxy_local.cache import cache_dir
+from authproxy_local.echo import EchoServer
+
+COMPONENTS = ("redis", "keycloak", "echo", "envoy", "oauth2-proxy")
+KEEP_RUNS = 10
+
+
+class HarnessError(RuntimeError):
+    """The harness could not start or control a component; the message says which and why."""
+
+
+# --------------------------------------------------------------------------------------------
+# Local secret values, in the form the render declares
+# --------------------------------------------------------------------------------------------
+
+# pulumi-random's RandomPassword: default special characters (override_special replaces them).
+RANDOM_SPECIAL = "!@#$%&*()-_=+[]{}<>:?"
+
+
+def random_password(form: Mapping[str, Any]) -> str:
+    """A value of a pulumi-random RandomPassword/RandomString with these inputs (length,
+    upper/lower/numeric/special, overrideSpecial, min* counts)."""
+    length = int(form.get("length", 16))
+    classes = []
+    for name, chars, default in (
+        ("upper", string.ascii_uppercase, True),
+        ("lower", string.ascii_lowercase, True),
+        ("numeric", string.digits, True),
+        ("special", form.get("overrideSpecial") or RANDOM_SPECIAL, True),
+    ):
+        if form.get(name, default):
+            mins = int(form.get("min" + name.capitalize(), 0) or 0)
+            classes.append((chars, mins))
+    if not classes:
+        raise HarnessError(f"random password form {dict(form)} allows no characters")
+    alphabet = "".join(c for c, _ in classes)
+    rng = pysecrets.SystemRandom()
+    while True:
+        value = "".join(rng.choice(alphabet) for _ in range(length))
+        if all(sum(ch in chars for ch in value) >= mins for chars, mins in classes):
+            return value
+
+
+def random_bytes_field(raw: bytes, fld: str) -> str:
+    """A RandomBytes field or one of the derived forms the render names (render.py)."""
+    std = base64.b64encode(raw).decode()
+    url = std.replace("+", "-").replace("/", "_")
+    forms = {"base64": std, "hex": raw.hex(), "base64url": url,
+             "base64url-nopad": url.rstrip("="), "base64-nopad": std.rstrip("=")}
+    if fld not in forms:
+        raise HarnessError(f"unknown RandomBytes field {fld!r}")
+    return forms[fld]
+
+
+def generate_secrets(sources: Mapping[str, Mapping[str, Any]], config_secrets: Mapping[str, str]) -> dict[str, str]:
+    """A value for every ``${secret:...}`` placeholder of a render (render.json ``placeholders``).
+
+    Random resources get values of their declared form; fields of one resource are consistent
+    (one RandomBytes value gives its base64 and base64url forms). ``config.<key>`` placeholders
+    take ``config_secrets[key]``."""
+    out: dict[str, str] = {}
+    raw_bytes: dict[str, bytes] = {}
+    passwords: dict[str, str] = {}
+    for placeholder, src in sorted(sources.items()):
+        if src.get("kind") != "secret":
+            continue
+        resource, fld = src["resource"], src["field"]
+        if resource == "config":
+            if fld not in config_secrets:
+                raise HarnessError(f"no local value for secret config key {fld!r}")
+            out[placeholder] = config_secrets[fld]
+        elif src.get("type") == "random:index/randomBytes:RandomBytes":
+            form = src.get("form") or {}
+            raw = raw_bytes.setdefault(resource, os.urandom(int(form.get("length", 32))))
+            out[placeholder] = random_bytes_field(raw, fld)
+        elif src.get("type") in ("random:index/randomPassword:RandomPassword",
+                                 "random:index/randomString:RandomString"):
+            if fld != "result":
+                raise HarnessError(f"{placeholder}: only .result of a random password is supported")
+            out[placeholder] = passwords.setdefault(resource, random_password(src.get("form") or {}))
+        else:
+            raise HarnessError(f"{placeholder}: cannot generate a local value for {src}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# TLS
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TlsFiles:
+    ca_file: str
+    cert_file: str
+    key_file: str
+    keycloak_cert_file: str = ""
+    keycloak_key_file: str = ""
+
+
+def make_tls(hosts: list[str], directory: Path, keycloak_host: str | None = None) -> TlsFiles:
+    """A throw-away CA and a server certificate for ``hosts`` (SANs), written to ``directory``;
+    with ``keycloak_host``, a second certificate for that host alone. Separate certificates keep
+    browsers from coalescing Keycloak requests onto a gateway HTTP/2 connection (all names
+    resolve to one address locally, which is not the case in a real deployment)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "authproxy harness CA (throw-away)")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    def server(names: list[str], stem: str) -> tuple[str, str]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in names]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_private(key_path, key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        return str(cert_path), str(key_path)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_file = directory / "ca.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    gw_hosts = [h for h in hosts if h != keycloak_host]
+    cert_file, key_file = server(gw_hosts, "server")
+    files = TlsFiles(str(ca_file), cert_file, key_file)
+    if keycloak_host:
+        files.keycloak_cert_file, files.keycloak_key_file = server([keycloak_host], "keycloak")
+    return files
+
+
+def _write_private(path: Path, data: bytes | str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+
+
+# --------------------------------------------------------------------------------------------
+# Ports and addresses
+# --------------------------------------------------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def pick_gateway_ip(ports: tuple[int, ...] = (443, 80), tries: int = 50) -> str:
+    """A random 127.x.y.z (not 127.0.0.0/16) on which ``ports`` are free. The whole 127/8 is
+    loopback on Linux, so each run gets its own address and the public URLs keep no port."""
+    rng = random.SystemRandom()
+    last: OSError | None = None
+    for _ in range(tries):
+        ip = f"127.{rng.randint(1, 254)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        try:
+            for p in ports:
+                with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind((ip, p))
+            return ip
+        except OSError as e:
+            last = e
+    raise HarnessError(
+        f"cannot bind ports {ports} on any loopback address 127.x.y.z ({last}); the gateway needs "
+        "them so the public URLs carry no port. Run as root (ports < 1024) or allow "
+        "net.ipv4.ip_unprivileged_port_start=80."
+    )
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float, proc: Process | None = None,
+             interval: float = 0.2) -> float:
+    """Poll ``check`` until it is true; returns the seconds waited. Fails early if ``proc`` dies."""
+    t0 = time.monotonic()
+    while True:
+        try:
+            if check():
+                return time.monotonic() - t0
+        except (OSError, ValueError):
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise HarnessError(f"{what}: process exited with code {proc.poll()}; see {proc.log_path}")
+        if time.monotonic() - t0 > timeout:
+            hint = f"; see {proc.log_path}" if proc is not None else ""
+            raise HarnessError(f"{what}: not ready after {timeout:.0f}s{hint}")
+        time.sleep(interval)
+
+
+def http_ok(url: str, expect: tuple[int, ...] = (200,), timeout: float = 2.0) -> bool:
+    req = urllib.request.Request(url, method="GET")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=timeout) as r:
+            return r.status in expect
+    except urllib.error.HTTPError as e:
+        return e.code in expect
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def tcp_open(addr: tuple[str, int], timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection(addr, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# Redis protocol (enough for AUTH, PING, SCAN, EXISTS, SHUTDOWN)
+# --------------------------------------------------------------------------------------------
+
+
+def _resp_encode(*args: str | bytes) -> bytes:
+    out = [f"*{len(args)}\r\n".encode()]
+    for a in args:
+        b = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+def _resp_read(f: Any) -> Any:
+    line = f.readline()
+    if not line:
+        raise OSError("redis closed the connection")
+    kind, rest = line[:1], line[1:].rstrip(b"\r\n")
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RedisError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)[:-2]
+        return data.decode(errors="replace")
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_resp_read(f) for _ in range(n)]
+    raise OSError(f"unexpected redis reply {line!r}")
+
+
+class RedisError(Exception):
+    pass
+
+
+def redis_command(addr: tuple[str, int], password: str | None, *args: str, timeout: float = 5.0) -> Any:
+    """Run one command on a Redis server (AUTH first when a password is given)."""
+    with socket.create_connection(addr, timeout=timeout) as s, s.makefile("rb") as f:
+        if password is not None:
+            s.sendall(_resp_encode("AUTH", password))
+            _resp_read(f)
+        s.sendall(_resp_encode(*args))
+        return _resp_read(f)
+
+
+def redis_keys(addr: tuple[str, int], password: str | None, pattern: str) -> list[str]:
+    """Every key matching ``pattern`` (SCAN, so it is safe on a live server)."""
+    cursor, keys = "0", []
+    while True:
+        cursor, batch = redis_command(addr, password, "SCAN", cursor, "MATCH", pattern, "COUNT", "1000")
+        keys += batch
+        if cursor == "0":
+            return sorted(set(keys))
+
+
+# --------------------------------------------------------------------------------------------
+# The CONNECT proxy oauth2-proxy uses to reach the public hosts
+# --------------------------------------------------------------------------------------------
+
+
+class ConnectProxy:
+    """An HTTP CONNECT proxy that maps ``host:443`` of the allowed hosts to the gateway's HTTPS
+    listener and refuses everything else (403). TLS stays end to end (client <-> gateway)."""
+
+    def __init__(self, allowed_hosts: list[str], target: tuple[str, int]) -> None:
+        self.allowed = {h.lower() for h in allowed_hosts}
+        self.target = target
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.refused: list[str] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name="connect-proxy", daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.sock.getsockname()[:2]
+
+    def start(self) -> ConnectProxy:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(10)
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 8192:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            first = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+            if len(first) < 2 or first[0] != "CONNECT":
+                conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                return
+            host, _, port = first[1].rpartition(":")
+            if host.lower() not in self.allowed or port != "443":
+                self.refused.append(first[1])
+                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                return
+            upstream = socket.create_connection(self.target, timeout=10)
+            conn.sendall(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            rest = head.split(b"\r\n\r\n", 1)[1]
+            if rest:
+                upstream.sendall(rest)
+            self._pipe(conn, upstream)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        a.settimeout(None)
+        b.settimeout(None)
+        try:
+            while True:
+                r, _, _ = select.select([a, b], [], [], 300)
+                if not r:
+                    return
+                for s in r:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    (b if s is a else a).sendall(data)
+        finally:
+            with contextlib.suppress(OSError):
+                b.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+_LIVE: set[Process] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def _kill_all_live() -> None:
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for p in procs:
+        p.stop(timeout=5)
+
+
+atexit.register(_kill_all_live)
+
+
+@dataclass(eq=False)
+class Process:
+    """A child process in its own session (so the whole group can be signalled), output to a
+    log file."""
+
+    name: str
+    cmd: list[str]
+    env: dict[str, str]
+    log_path: Path
+    cwd: str | None = None
+    popen: subprocess.Popen | None = None
+    started_at: float = 0.0
+
+    def start(self) -> Process:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        log.write(f"\n==== {dt.datetime.now().isoformat()} starting {self.name}: {self.cmd[0]}\n".encode())
+        log.flush()
+        self.popen = subprocess.Popen(
+            self.cmd, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        log.close()
+        self.started_at = time.monotonic()
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def poll(self) -> int | None:
+        return self.popen.poll() if self.popen else -1
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def send_signal(self, sig: int) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+
+    def stop(self, timeout: float = 20.0, sig: int = signal.SIGTERM) -> None:
+        """Signal the process group, wait, then SIGKILL what is left."""
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=10)
+        # children that outlived the leader (kc.sh -> java)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+
+
+@contextlib.contextmanager
+def _file_lock(name: str) -> Iterator[None]:
+    d = cache_dir() / "locks"
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / f"{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------------------------
+# In-process name resolution
+# --------------------------------------------------------------------------------------------
+
+_ORIG_GETADDRINFO = socket.getaddrinfo
+_RESOLVE_MAP: dict[str, str] = {}
+_RESOLVE_LOCK = threading.Lock()
+
+
+def _patched_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    key = host.decode() if isinstance(host, bytes) else host
+    if isinstance(key, str) and key.lower().rstrip(".") in _RESOLVE_MAP:
+        host = _RESOLVE_MAP[key.lower().rstrip(".")]
+    return _ORIG_GETADDRINFO(host, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def resolving(mapping: Mapping[str, str]) -> Iterator[None]:
+    """Resolve the given host names to the given IPs inside this process (nothing else changes;
+    no system file is touched). Nested uses merge."""
+    with _RESOLVE_LOCK:
+        saved = dict(_RESOLVE_MAP)
+        _RESOLVE_MAP.update({h.lower(): ip for h, ip in mapping.items()})
+        socket.getaddrinfo = _patched_getaddrinfo
+    try:
+        yield
+    finally:
+        with _RESOLVE_LOCK:
+            _RESOLVE_MAP.clear()
+            _RESOLVE_MAP.update(saved)
+            if not _RESOLVE_MAP:
+                socket.getaddrinfo = _ORIG_GETADDRINFO
+
+
+# --------------------------------------------------------------------------------------------
+# The harness
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DemoUser:
+    username: str
+    password: str
+    groups: list[str]
+    email: str
+
+
+@dataclass
+class Timings:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, what: str, seconds: float) -> None:
+        self.seconds[what] = round(seconds, 2)
+
+
+class Harness:
+    """Starts, controls and stops the rendered stack locally. See the module docstring."""
+
+    def __init__(self, stack: str = "dev", mode: str | None = None,
+                 overrides: Mapping[str, Any] | None = None, render_result: Any = None,
+                 log: Callable[[str], None] | None = None,
+                 before_gateway: Callable[[Harness], None] | None = None) -> None:
+        """``before_gateway(harness)`` runs after Keycloak is configured and before the gateway
+        and oauth2-proxy start (tests use it to add test-only Keycloak objects)."""
+        self.stack = stack
+        self.mode = mode
+        self.overrides = dict(overrides or {})
+        self.render = render_result
+        self._log_fn = log
+        self.before_gateway = before_gateway
+        self.extras: dict[str, Any] = {}
+        self.redis_replicas: list[tuple[str, int]] = []
+        """Replica servers (sentinel mode), besides the first server in endpoints.redis."""
+        """Test fixtures' own state (e.g. a test machine client)."""
+        self.timings = Timings()
+        self.procs: dict[str, Process] = {}
+        self.echo: dict[str, EchoServer] = {}
+        self.connect_proxy: ConnectProxy | None = None
+        self.values: dict[str, str] = {}
+        self.users: dict[str, DemoUser] = {}
+        self.applied: keycloak_apply.Applied | None = None
+        self.run_id = ""
+        self._run_dir: Path | None = None
+        self._tmp: Path | None = None
+        self._endpoints: local_map.LocalEndpoints | None = None
+        self._stopped = True
+        self._prev_handlers: dict[int, Any] = {}
+        self.keycloak_admin_password = ""
+
+    # ---- public information ----------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> local_map.LocalEndpoints:
+        """Where everything listens (set once start() has prepared the run)."""
+        if self._endpoints is None:
+            raise HarnessError("the harness has not been started")
+        return self._endpoints
+
+    @property
+    def run_dir(self) -> Path:
+        """This run's log directory (kept after stop)."""
+        if self._run_dir is None:
+            raise HarnessError("the harness has not been started")
+        return self._run_dir
+
+    @property
+    def tmp(self) -> Path:
+        """This run's private temp dir (secrets-bearing files; deleted on stop)."""
+        if self._tmp is None:
+            raise HarnessError("the harness has not been started")
+        return self._tmp
+
+    @property
+    def config(self) -> Any:
+        return self.render.config
+
+    @property
+    def ca_file(self) -> str:
+        return self.endpoints.ca_file
+
+    @property
+    def gateway_ip(self) -> str:
+        return self.endpoints.gateway_ip
+
+    @property
+    def public_hosts(self) -> list[str]:
+        cfg = self.config
+        hosts = [cfg.auth_hostname, *(a.host for a in cfg.apps), *cfg.gateway_hosts]
+        return local_map.public_hosts(hosts, cfg.keycloak.host)
+
+    def host_map(self) -> dict[str, str]:
+        return dict.fromkeys(self.public_hosts, self.gateway_ip)
+
+    def resolving(self) -> contextlib.AbstractContextManager[None]:
+        """In-process resolution of the public hosts to this run's gateway."""
+        return resolving(self.host_map())
+
+    def app_url(self, app: str, path: str = "/") -> str:
+        a = next(x for x in self.config.apps if x.name == app)
+        return f"https://{a.host}{path}"
+
+    @property
+    def auth_url(self) -> str:
+        return f"https://{self.config.auth_hostname}"
+
+    @property
+    def issuer(self) -> str:
+        return self.config.keycloak.issuer
+
+    def secret(self, source: str) -> str:
+        """The run's value of ``${secret:<source>}`` (tests only; never log it)."""
+        return self.values[ph.secret(source)]
+
+    @property
+    def redis_password(self) -> str:
+        """The password oauth2-proxy sends to Redis (its container's Secret reference)."""
+        return self._secret_for_kube("Secret", self._redis_secret_ref())
+
+    def redis_server_password(self) -> str:
+        """The password the Redis *server* requires: the session-store chart's ``existingSecret``
+        / ``authKey`` (so a mismatch with oauth2-proxy's reference shows up as a failed start),
+        or the ``externalRedisPassword`` config secret for an external Redis."""
+        for rel in self.render.helm_releases:
+            v = rel.get("values") or {}
+            if rel.get("chart") in ("redis-ha", "valkey", "redis") and v.get("existingSecret"):
+                return self._secret_for_kube(
+                    "Secret", (rel.get("namespace") or "", v["existingSecret"], v.get("authKey", "auth")))
+        key = ph.secret("config.externalRedisPassword")
+        return self.values.get(key) or self.redis_password
+
+    def admin_session(self) -> keycloak_apply.AdminSession:
+        return keycloak_apply.AdminSession(
+            f"http://{self.endpoints.keycloak[0]}:{self.endpoints.keycloak[1]}", "admin",
+            self.keycloak_admin_password)
+
+    def redis(self, *args: str) -> Any:
+        return redis_command(self.endpoints.redis, self.redis_server_password(), *args)
+
+    def redis_keys(self, pattern: str) -> list[str]:
+        return redis_keys(self.endpoints.redis, self.redis_server_password(), pattern)
+
+    def keycloak_sessions(self, username: str) -> list[dict[str, Any]]:
+        """The user's Keycloak SSO sessions (admin API)."""
+        s = self.admin_session()
+        realm = self.config.keycloak.realm
+        users = s.call("GET", f"/realms/{realm}/users?username={username}&exact=true").json()
+        if not users:
+            raise HarnessError(f"no Keycloak user {username!r}")
+        return s.call("GET", f"/realms/{realm}/users/{users[0]['id']}/sessions").json()
+
+    def log(self, msg: str) -> None:
+        line = f"[harness {self.run_id or '-'}] {msg}"
+        if self._log_fn:
+            self._log_fn(line)
+        if self._run_dir:
+            with open(self._run_dir / "harness.log", "a") as f:
+                f.write(f"{dt.datetime.now().isoformat(timespec='seconds')} {msg}\n")
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Harness:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def start(self) -> Harness:
+        """Start everything; on any failure stop what was started and re-raise."""
+        self._stopped = False
+        self._install_signal_handlers()
+        t_all = time.monotonic()
+        try:
+            self._prepare()
+            self._start_redis()
+            self._start_keycloak_process()
+            self._start_echo_and_proxy()
+            self._wait_redis()
+            self._wait_keycloak_and_apply()
+            if self.before_gateway is not None:
+                self.before_gateway(self)
+            # The gateway starts once Keycloak serves the realm, as istiod only pushes JWT
+            # policies after it fetched their JWKS; oauth2-proxy needs the gateway for discovery.
+            self._start_envoy()
+            self._start_oauth2_proxy()
+        except BaseException:
+            self.log("start failed; stopping everything started so far")
+            self.stop()
+            raise
+        self.timings.add("total", time.monotonic() - t_all)
+        self.log(f"ready in {self.timings.seconds['total']}s: {self.timings.seconds}")
+        return self
+
+    def stop(self) -> None:
+        """Stop every process and thread this harness started; remove the temp dir."""
+        first = ("oauth2-proxy", "envoy", "keycloak")
+        for name in [*first, *(n for n in self.procs if n not in first)]:
+            p = self.procs.get(name)
+            if p is not None:
+                p.stop()
+        for e in self.echo.values():
+            with contextlib.suppress(Exception):
+                e.stop()
+        self.echo.clear()
+        if self.connect_proxy:
+            self.connect_proxy.stop()
+            self.connect_proxy = None
+        if self._tmp and self._tmp.exists():
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        self._restore_signal_handlers()
+        if not self._stopped:
+            self.log("stopped")
+        self._stopped = True
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            self.stop()
+            prev = self._prev_handlers.get(signum)
+            if callable(prev):
+                prev(signum, frame)
+            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._prev_handlers[sig] = signal.getsignal(sig)
+            signal.signal(sig, handler)
+
+    def _restore_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, prev in self._prev_handlers.items():
+            with contextlib.suppress(Exception):
+                signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        self._prev_handlers.clear()
+
+    # ---- preparation -----------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        t0 = time.monotonic()
+        if self.render is None:
+            from authproxy_local import render as render_mod
+
+            self.render = render_mod.render(self.stack, self.mode, self.overrides or None)
+        self.timings.add("render", time.monotonic() - t0)
+        self.run_id = f"{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}-{self.render.mode}"
+        runs = cache_dir() / "runs"
+        runs.mkdir(parents=True, exist_ok=True)
+        old = sorted(p for p in runs.iterdir() if p.is_dir())
+        for p in old[: max(0, len(old) - KEEP_RUNS + 1)]:
+            shutil.rmtree(p, ignore_errors=True)
+        self._run_dir = runs / self.run_id
+        self.run_dir.mkdir()
+        self._tmp = Path(tempfile.mkdtemp(prefix="authproxy-run-"))
+        os.chmod(self.tmp, 0o700)
+        self.log(f"stack {self.stack}, ext_authz mode {self.render.mode}, logs in {self.run_dir}")
+
+        # Local secret values for every placeholder; the Keycloak bootstrap admin password is the
+        # stack's keycloakAdminPassword.
+        self.keycloak_admin_password = random_password({"length": 32, "special": False})
+        config_secrets = {
+            "keycloakAdminPassword": self.keycloak_admin_password,
+            "keycloakAdminClientSecret": random_password({"length": 40, "special": False}),
+            "externalRedisPassword": random_password({"length": 40, "special": False}),
+        }
+        self.values = generate_secrets(self.render.placeholders, config_secrets)
+
+        gw_ip = pick_gateway_ip()
+        tls = make_tls(self._cert_hosts(), self.tmp / "tls", keycloak_host=self.config.keycloak.host)
+        apps = [a.name for a in self.config.apps]
+        self._endpoints = local_map.LocalEndpoints(
+            gateway_ip=gw_ip,
+            # Every local listener sits on the run's own loopback address: other processes on the
+            # machine (and outgoing connections, whose source is 127.0.0.1) never take its ports
+            # between allocation and bind.
+            keycloak=(gw_ip, free_port(gw_ip)),
+            oauth2_proxy=(gw_ip, free_port(gw_ip)),
+            oauth2_proxy_metrics=(gw_ip, free_port(gw_ip)),
+            redis=(gw_ip, free_port(gw_ip)),
+            sidecars={a: (gw_ip, free_port(gw_ip)) for a in apps},
+            envoy_admin=(gw_ip, free_port(gw_ip)),
+            ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file,
+            keycloak_cert_file=tls.keycloak_cert_file, keycloak_key_file=tls.keycloak_key_file,
+        )
+        self.users = self._demo_users()
+
+    def _cert_hosts(self) -> list[str]:
+        """Every public host by name (no wildcard even if the Gateway has one, so the gateway's
+        certificate never covers the Keycloak host)."""
+        return self.public_hosts
+
+    def _demo_users(self) -> dict[str, DemoUser]:
+        users: dict[str, DemoUser] = {}
+        kc = self.render.keycloak
+        groups_by_user: dict[str, list[str]] = {}
+        group_names = {f"${{computed:{g['name']}.id}}": g["inputs"]["name"] for g in kc.get("Group", [])}
+        user_ref = {f"${{computed:{u['name']}.id}}": u["inputs"]["username"] for u in kc.get("User", [])}
+        for ug in kc.get("UserGroups", []):
+            uname = user_ref.get(ug["inputs"]["userId"])
+            if uname:
+                groups_by_user[uname] = [group_names.get(g, g) for g in ug["inputs"].get("groupIds", [])]
+        for u in kc.get("User", []):
+            i = u["inputs"]
+            pw = (i.get("initialPassword") or {}).get("value", "")
+            users[i["username"]] = DemoUser(
+                username=i["username"], password=ph.substitute(pw, self._resolve_secret_only),
+                groups=groups_by_user.get(i["username"], []), email=i.get("email", ""))
+        return users
+
+    def _resolve_secret_only(self, kind: str, source: str) -> str:
+        if kind != "secret":
+            raise HarnessError(f"unexpected ${{{kind}:{source}}} where a secret was expected")
+        key = ph.secret(source)
+        if key not in self.values:
+            raise HarnessError(f"no local value for {key}")
+        return self.values[key]
+
+    # ---- the rendered objects ------------------------------------------------------------
+
+    def kube(self, kind: str, name: str | None = None) -> list[dict[str, Any]]:
+        return [o for o in self.render.kubernetes
+                if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+    def _proxy_deployment(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The oauth2-proxy Deployment and its container (found by the container's args)."""
+        for d in self.kube("Deployment"):
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                if any(str(a).startswith("--provider=") for a in c.get("args", [])):
+                    return d, c
+        raise HarnessError("the render has no oauth2-proxy Deployment (no container with --provider)")
+
+    def _secret_for_kube(self, _kind: str, ref: tuple[str, str, str]) -> str:
+        namespace, name, key = ref
+        for s in self.kube("Secret", name):
+            if (s["metadata"].get("namespace") or "") != namespace:
+                continue
+            if key in (s.get("stringData") or {}):
+                return ph.substitute(s["stringData"][key], self._resolve_secret_only)
+            if key in (s.get("data") or {}):
+                raw = ph.substitute(s["data"][key], self._resolve_secret_only)
+                return base64.b64decode(raw).decode()
+        raise HarnessError(f"the render has no Secret {namespace}/{name} with key {key!r}")
+
+    def _redis_secret_ref(self) -> tuple[str, str, str]:
+        d, c = self._proxy_deployment()
+        ns = d["metadata"].get("namespace") or ""
+        for e in c.get("env", []):
+            if e["name"] == "OAUTH2_PROXY_REDIS_PASSWORD":
+                r = e["valueFrom"]["secretKeyRef"]
+                return ns, r["name"], r["key"]
+        raise HarnessError("the oauth2-proxy container has no OAUTH2_PROXY_REDIS_PASSWORD")
+
+    # ---- Redis -----------------------------------------------------------------------------
+
+    def sentinel_settings(self) -> dict[str, Any] | None:
+        """Sentinel mode as the render sets it up: oauth2-proxy's sentinel flags, and replicas /
+        quorum / sentinel auth from the session-store chart's values. None for a single Redis."""
+        _, c = self._proxy_deployment()
+        args = dict(str(a)[2:].split("=", 1) for a in c.get("args", []) if "=" in str(a))
+        if args.get("redis-use-sentinel") != "true":
+            return None
+        urls = [str(a).split("=", 1)[1] for a in c.get("args", [])
+                if str(a).startswith("--redis-sentinel-connection-urls=")]
+        values: dict[str, Any] = next(
+            (r.get("values") or {} for r in self.render.helm_releases if r.get("chart") == "redis-ha"), {})
+        sentinel = values.get("sentinel") or {}
+        return {
+            "master": args["redis-sentinel-master-name"],
+            "sentinels": len(urls),
+            "replicas": int(values.get("replicas", 3)),
+            "quorum": int(sentinel.get("quorum", 2)),
+            "auth": bool(sentinel.get("auth", False)),
+        }
+
+    def _redis_conf(self, name: str, port: int, extra: list[str]) -> Path:
+        data = self.tmp / name
+        data.mkdir(exist_ok=True)
+        conf = self.tmp / f"{name}.conf"
+        _write_private(conf, "\n".join([
+            f"bind {self.gateway_ip}",
+            f"port {port}",
+            "protected-mode yes",
+            f"dir {data}",
+            "daemonize no",
+            "loglevel notice",
+            *extra,
+            "",
+        ]))
+        return conf
+
+    def _start_redis(self) -> None:
+        exe = install.ensure("redis")
+        pw = self.redis_server_password()
+        persistence = ["appendonly yes", "appendfsync always", "save 1 1", f"requirepass {pw}",
+                       f"masterauth {pw}"]
+        conf = self._redis_conf("redis", self.endpoints.redis[1], persistence)
+        self.procs["redis"] = Process("redis", [str(exe), str(conf)], {"PATH": "/usr/bin:/bin"},
+                                      self.run_dir / "redis.log").start()
+        s = self.sentinel_settings()
+        if s is None:
+            return
+        # Replication + sentinels like the chart: replicas-1 replicas of the first server, and one
+        # sentinel per sentinel URL the render gives oauth2-proxy.
+        master = self.endpoints.redis
+        self.redis_replicas = []
+        for i in range(1, s["replicas"]):
+            port = free_port(self.gateway_ip)
+            self.redis_replicas.append((self.gateway_ip, port))
+            conf = self._redis_conf(f"redis-{i}", port, [*persistence, f"replicaof {master[0]} {master[1]}"])
+            self.procs[f"redis-{i}"] = Process(f"redis-{i}", [str(exe), str(conf)], {"PATH": "/usr/bin:/bin"},
+                                               self.run_dir / f"redis-{i}.log").start()
+        sentinel_exe = str(Path(exe).parent / "redis-sentinel")
+        self.endpoints.sentinels = []
+        for i in range(s["sentinels"]):
+            port = free_port(self.gateway_ip)
+            self.endpoints.sentinels.append((self.gateway_ip, port))
+            conf = self._redis_conf(f"sentinel-{i}", port, [
+                f"sentinel monitor {s['master']} {master[0]} {master[1]} {s['quorum']}",
+                f"sentinel auth-pass {s['master']} {pw}",
+                f"sentinel down-after-milliseconds {s['master']} 5000",
+                f"sentinel failover-timeout {s['master']} 30000",
+                *([f"requirepass {pw}"] if s["auth"] else []),
+            ])
+            self.procs[f"sentinel-{i}"] = Process(f"sentinel-{i}", [sentinel_exe, str(conf)],
+                                                  {"PATH": "/usr/bin:/bin"},
+                                                  self.run_dir / f"sentinel-{i}.log").start()
+
+    def _wait_redis(self) -> None:
+        p = self.procs["redis"]
+        wait_for("redis", lambda: self.redis("PING") == "PONG", 30, p)
+        s = self.sentinel_settings()
+        if s is not None:
+            pw = self.redis_server_password() if s["auth"] else None
+            want = [self.endpoints.redis[0], str(self.endpoints.redis[1])]
+
+            def knows_master(addr: tuple[str, int]) -> Callable[[], bool]:
+                return lambda: redis_command(addr, pw, "SENTINEL", "get-master-addr-by-name",
+                                             s["master"]) == want
+
+            for i, addr in enumerate(self.endpoints.sentinels):
+                wait_for(f"sentinel-{i}", knows_master(addr), 30, self.procs[f"sentinel-{i}"])
+        self.timings.add("redis", time.monotonic() - p.started_at)
+
+    # ---- Keycloak --------------------------------------------------------------------------
+
+    def _keycloak_cmd(self) -> tuple[list[str], dict[str, str]]:
+        home = install.ensure("keycloak")
+        java = install.keycloak_java()
+        kc = self.config.keycloak
+        port = self.endpoints.keycloak[1]
+        host = self.endpoints.keycloak[0]
+        self._kc_mgmt_port = getattr(self, "_kc_mgmt_port", 0) or free_port(host)
+        db = self.tmp / "keycloak-db" / "keycloakdb"
+        db.parent.mkdir(exist_ok=True)
+        cmd = [
+            str(home / "bin" / "kc.sh"), "start-dev",
+            "--http-enabled=true", f"--http-host={host}", f"--http-port={port}",
+            f"--hostname={kc.url}",
+            "--proxy-headers=xforwarded",
+            "--health-enabled=true", f"--http-management-port={self._kc_mgmt_port}",
+            f"--db-url=jdbc:h2:file:{db};NON_KEYWORDS=VALUE",
+        ]
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(self.tmp),
+            "JAVA_HOME": str(Path(java).resolve().parent.parent),
+            "KC_BOOTSTRAP_ADMIN_USERNAME": "admin",
+            "KC_BOOTSTRAP_ADMIN_PASSWORD": self.keycloak_admin_password,
+        }
+        return cmd, env
+
+    def _start_keycloak_process(self) -> None:
+        cmd, env = self._keycloak_cmd()
+        # start-dev re-augments Keycloak in its (shared, cached) home when build options change;
+        # serialise starts so two harnesses never augment at once.
+        self._kc_lock: contextlib.ExitStack | None = contextlib.ExitStack()
+        self._kc_lock.enter_context(_file_lock("keycloak-start"))
+        self.procs["keycloak"] = Process("keycloak", cmd, env, self.run_dir / "keycloak.log").start()
+
+    def _wait_keycloak(self, timeout: float = 420) -> None:
+        p = self.procs["keycloak"]
+        try:
+            host = self.endpoints.keycloak[0]
+            wait_for("keycloak", lambda: http_ok(f"http://{host}:{self._kc_mgmt_port}/health/ready"),
+                     timeout, p, interval=0.5)
+        finally:
+            lock = getattr(self, "_kc_lock", None)
+            if lock is not None:
+                lock.close()
+                self._kc_lock = None
+        self.timings.add("keycloak", time.monotonic() - p.started_at)
+
+    def existing_realm_settings(self) -> dict[str, Any]:
+        """How the stand-in for an existing realm (realmMode: existing) is set: Keycloak's defaults
+        except the SSO session lifetimes, which match the stack's session settings. Keycloak
+        refuses a client whose session idle/max exceeds the realm's (HTTP 400 "Client session
+        idle timeout cannot exceed realm SSO session idle timeout"), so an existing realm must
+        allow at least the stack's lifetimes; tests/e2e/test_97_prod.py shows what happens with a
+        realm left at Keycloak's defaults."""
+        s = self.config.session
+        return {"ssoSessionIdleTimeout": s.sso_session_idle_timeout,
+                "ssoSessionMaxLifespan": s.sso_session_max_lifespan}
+
+    def _wait_keycloak_and_apply(self) -> None:
+        self._wait_keycloak()
+        t0 = time.monotonic()
+        session = self.admin_session()
+        made = keycloak_apply.create_existing(
+            session, self.render.keycloak.get("lookups", []), self.existing_realm_settings())
+        if made:
+            self.log("created what the stack expects to exist: " + ", ".join(made))
+        objects = keycloak_apply.objects_from_render(self.render.keycloak)
+        self.applied = keycloak_apply.apply(session, objects, lambda src: self.values[ph.secret(src)])
+        self.timings.add("keycloak-apply", time.monotonic() - t0)
+        self.log(f"applied {len(objects)} Keycloak objects ({self.applied.calls} calls)")
+
+    # ---- echo apps and the CONNECT proxy ----------------------------------------------------
+
+    def _start_echo_and_proxy(self) -> None:
+        for app in self.config.apps:
+            server = EchoServer(app.name, host=self.gateway_ip).start()
+            self.echo[app.name] = server
+            self.endpoints.apps[app.name] = server.address
+        self.connect_proxy = ConnectProxy(self.public_hosts, self.endpoints.gateway_https).start()
+        self.endpoints.connect_proxy = self.connect_proxy.address
+
+    # ---- Envoy -----------------------------------------------------------------------------
+
+    def envoy_bootstrap(self) -> dict[str, Any]:
+        try:
+            from authproxy_local import envoy_config
+        except ImportError as e:  # pragma: no cover - until envoy_config exists
+            raise HarnessError(f"authproxy_local.envoy_config is missing ({e}); the gateway cannot start") from e
+        return envoy_config.build(self.render, self.endpoints)
+
+    def _start_envoy(self) -> None:
+        exe = install.ensure("envoy")
+        boot = self.envoy_bootstrap()
+        path = self.run_dir / "envoy.yaml"
+        path.write_text(yaml.safe_dump(boot, sort_keys=False))
+        # Validate first: a rejected field gives a clear error instead of a dead process.
+        t0 = time.monotonic()
+        check = subprocess.run([str(exe), "--mode", "validate", "-c", str(path)],
+                               capture_output=True, text=True, timeout=120)
+        if check.returncode != 0:
+            (self.run_dir / "envoy-validate.log").write_text(check.stdout + check.stderr)
+            raise HarnessError("Envoy rejected the bootstrap built from the render:\n"
+                               + (check.stderr or check.stdout)[-3000:])
+        self.procs["envoy"] = Process(
+            "envoy", [str(exe), "-c", str(path), "--disable-hot-restart", "--log-level", "info",
+                      "--component-log-level", "ext_authz:debug,jwt:debug,rbac:debug"],
+            {"PATH": "/usr/bin:/bin"}, self.run_dir / "envoy.log").start()
+        admin = self.endpoints.envoy_admin
+        wait_for("envoy", lambda: http_ok(f"http://{admin[0]}:{admin[1]}/ready")
+                 and tcp_open(self.endpoints.gateway_https), 60, self.procs["envoy"])
+        self.timings.add("envoy", time.monotonic() - t0)
+
+    # ---- oauth2-proxy ----------------------------------------------------------------------
+
+    def oauth2_proxy_command(self) -> tuple[list[str], dict[str, str]]:
+        """The local command line and environment: the rendered args and env, with only the
+        cluster addresses rewritten (local_map) and Secret references resolved."""
+        exe = install.ensure("oauth2-proxy")
+        d, c = self._proxy_deployment()
+        ns = d["metadata"].get("namespace") or ""
+        if c.get("command"):
+            raise HarnessError("the oauth2-proxy container overrides the entrypoint; not supported")
+        args = local_map.rewrite_proxy_args(c.get("args", []), self.endpoints)
+        env = local_map.resolve_env(
+            c.get("env", []),
+            lambda name, key: self._secret_for_kube("Secret", (ns, name, key)),
+            c.get("resources"),
+        )
+        proxy = self.endpoints.connect_proxy
+        env.update({
+            "HTTPS_PROXY": f"http://{proxy[0]}:{proxy[1]}",
+            "HTTP_PROXY": f"http://{proxy[0]}:{proxy[1]}",
+            "NO_PROXY": "",
+            "SSL_CERT_FILE": self.ca_file,
+        })
+        return [str(exe), *args], env
+
+    def _start_oauth2_proxy(self) -> None:
+        cmd, env = self.oauth2_proxy_command()
+        p = Process("oauth2-proxy", cmd, env, self.run_dir / "oauth2-proxy.log").start()
+        self.procs["oauth2-proxy"] = p
+        host, port = self.endpoints.oauth2_proxy
+        wait_for("oauth2-proxy", lambda: http_ok(f"http://{host}:{port}/ready"), 60, p)
+        self.timings.add("oauth2-proxy", time.monotonic() - p.started_at)
+
+    # ---- fault control ---------------------------------------------------------------------
+
+    def stop_component(self, name: str) -> None:
+        """Stop one component (fault tests). Redis is stopped with SHUTDOWN-like SIGTERM, which
+        writes its data first; the others with SIGTERM."""
+        p = self.procs.get(name)
+        if p is None:
+            raise HarnessError(f"unknown component {name!r}")
+        p.stop()
+        self.log(f"stopped {name}")
+
+    def start_component(self, name: str) -> float:
+        """Start a stopped component again with the same settings; returns seconds to ready."""
+        t0 = time.monotonic()
+        if name == "redis":
+            p = self.procs["redis"]
+            p.popen = None
+            p.start()
+            self._wait_redis()
+        elif name == "keycloak":
+            cmd, env = self._keycloak_cmd()
+            self.procs["keycloak"] = Process("keycloak", cmd, env, self.run_dir / "keycloak.log").start()
+            self._wait_keycloak()
+        elif name == "oauth2-proxy":
+            self._start_oauth2_proxy()
+        elif name == "envoy":
+            self._start_envoy()
+        else:
+            raise HarnessError(f"unknown component {name!r}")
+        self.log(f"started {name} again in {time.monotonic() - t0:.1f}s")
+        return time.monotonic() - t0
+
+    def restart_component(self, name: str) -> float:
+        self.stop_component(name)
+        return self.start_component(name)
+
+    def alive(self, name: str) -> bool:
+        p = self.procs.get(name)
+        return p is not None and p.alive()
+
+    def summary(self) -> dict[str, Any]:
+        """Non-secret facts for logs and the demo banner."""
+        e = self._endpoints
+        return {
+            "run": self.run_id,
+            "mode": self.render.mode,
+            "gateway": e.gateway_ip if e else None,
+            "logs": str(self._run_dir),
+            "timings": self.timings.seconds,
+            "pids": {n: p.pid for n, p in self.procs.items()},
+        }
+
+
+def gateway_ip_valid(ip: str) -> bool:
+    """Whether ``ip`` is a loopback address the harness may use for the gateway."""
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+def dump_summary(h: Harness) -> str:
+    return json.dumps(h.summary(), indent=2, sort_keys=True)

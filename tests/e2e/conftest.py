@@ -1,0 +1,136 @@
+"""E2E fixtures: the live harness, started once per ext_authz mode and shared by every test of
+that mode (pytest groups the tests by the session fixture's parameter, so each mode's stack runs
+once; the fault tests run last in each group).
+
+``AUTHPROXY_E2E_MODES=envoy-filter`` restricts the modes (default: both). With ``CI=true`` a
+component that cannot be installed fails the run; otherwise the tests skip with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from authproxy_local import install
+from authproxy_local.cache import cache_dir
+from authproxy_local.harness import Harness
+from tests.e2e.browser import Browser
+from tests.e2e.kc_fixtures import add_prod_test_objects, add_test_objects
+
+ALL_MODES = ("extension-provider", "envoy-filter")
+MODES = tuple(m for m in os.environ.get("AUTHPROXY_E2E_MODES", ",".join(ALL_MODES)).split(",") if m)
+CI = os.environ.get("CI", "").lower() == "true"
+
+REPORT: dict[str, Any] = {"modes": {}}
+
+
+def _record(mode: str, key: str, value: Any) -> None:
+    REPORT["modes"].setdefault(mode, {})[key] = value
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Fault tests stop components: keep them after every other test of the same mode (runs
+    # before pytest groups the items by the session fixture's mode, which keeps this order).
+    items.sort(key=lambda it: it.nodeid.split("::")[0] if "/test_9" in it.nodeid else "")
+
+
+def _ensure_components() -> None:
+    for component in ("redis", "keycloak", "oauth2-proxy", "envoy"):
+        try:
+            install.ensure(component)
+        except install.InstallError as e:
+            if CI:
+                pytest.fail(f"CI=true and {component} is missing: {e}", pytrace=False)
+            pytest.skip(f"{component} is not installed and could not be installed: {e}")
+
+
+def _running(stack: str, mode: str | None, key: str, hook) -> Iterator[Harness]:
+    _ensure_components()
+    h = Harness(stack, mode=mode, before_gateway=hook)
+    t0 = time.monotonic()
+    try:
+        h.start()
+    except Exception:
+        h.stop()
+        raise
+    _record(key, "startup_seconds", h.timings.seconds)
+    _record(key, "logs", str(h.run_dir))
+    try:
+        with h.resolving():
+            yield h
+    finally:
+        _record(key, "fixture_seconds", round(time.monotonic() - t0, 1))
+        h.stop()
+
+
+@pytest.fixture(scope="session", params=MODES)
+def live(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """The dev stack running for one ext_authz mode, with the public hosts resolving to its
+    gateway inside this process."""
+    yield from _running("dev", request.param, request.param, add_test_objects)
+
+
+@pytest.fixture(scope="module")
+def prod_live() -> Iterator[Harness]:
+    """The prod stack (existing realm, Redis replication + sentinels, wildcard gateway host), with
+    a test user in each app group added (prod has no demo users)."""
+    yield from _running("prod", None, "prod", add_prod_test_objects)
+
+
+@pytest.fixture
+def record(request: pytest.FixtureRequest):
+    """record(key, value): a number for the closing report (cache dir e2e-report.json), under the
+    mode (dev) or 'prod'."""
+    if "prod_live" in request.fixturenames:
+        return lambda key, value: _record("prod", key, value)
+    h = request.getfixturevalue("live")
+    return lambda key, value: _record(h.render.mode, key, value)
+
+
+@pytest.fixture
+def browser(live: Harness) -> Browser:
+    return Browser(live.ca_file)
+
+
+def new_browser(h: Harness) -> Browser:
+    return Browser(h.ca_file)
+
+
+def signed_in(h: Harness, username: str, app: str = "echo") -> Browser:
+    """A browser signed in as ``username`` through the real login form, landed on ``app``."""
+    b = Browser(h.ca_file)
+    u = h.users[username]
+    r = b.login(h.app_url(app), u.username, u.password)
+    assert r.status_code in (200, 403), f"sign-in as {username} ended with {r.status_code} at {r.url}"
+    return b
+
+
+def echo_json(r: Any) -> dict[str, Any] | None:
+    """The echo app's JSON if the response came from an app, else None."""
+    if r.headers.get("content-type", "").startswith("application/json"):
+        try:
+            doc = r.json()
+        except ValueError:
+            return None
+        if isinstance(doc, dict) and "app" in doc and "headers" in doc:
+            return doc
+    return None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if REPORT["modes"]:
+        path = cache_dir() / "e2e-report.json"
+        path.write_text(json.dumps(REPORT, indent=2, sort_keys=True, default=str))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if REPORT["modes"]:
+        terminalreporter.section("authproxy e2e numbers")
+        for mode, data in sorted(REPORT["modes"].items()):
+            terminalreporter.write_line(f"{mode}: {json.dumps(data, sort_keys=True, default=str)}")

@@ -1,0 +1,84 @@
+"""The prod render, live: an existing realm (looked up, not created), Redis with replication and
+sentinels (oauth2-proxy finds the master through them), a wildcard gateway host, the `sre`-only
+app and the API-client app."""
+
+from __future__ import annotations
+
+import requests
+
+from authproxy_local.harness import Harness, redis_command
+from tests.e2e.browser import Browser
+from tests.e2e.conftest import echo_json
+from tests.e2e.kc_fixtures import machine_token
+
+
+def _app(h: Harness, *, groups: bool):
+    return next(a for a in h.config.apps if bool(a.groups) is groups)
+
+
+def test_prod_runs_redis_with_sentinels(prod_live: Harness) -> None:
+    s = prod_live.sentinel_settings()
+    assert s is not None and s["sentinels"] == len(prod_live.endpoints.sentinels) >= 3
+    role = prod_live.redis("ROLE")
+    assert role[0] == "master" and len(role[2]) == s["replicas"] - 1, role
+
+
+def test_group_member_signs_in_and_the_session_is_replicated(prod_live: Harness, record) -> None:
+    h = prod_live
+    app = _app(h, groups=True)
+    user = next(u for u in h.users.values() if set(u.groups) & set(app.groups))
+    name = h.config.session.cookie_name
+    before = set(h.redis_keys(f"{name}-*"))
+    b = Browser(h.ca_file)
+    r = b.login(h.app_url(app.name, "/d/home"), user.username, user.password)
+    assert r.status_code == 200 and r.url == h.app_url(app.name, "/d/home")
+    doc = echo_json(r)
+    assert doc is not None and doc["app"] == app.name
+    assert doc["headers"]["x-auth-request-preferred-username"] == user.username
+    new = set(h.redis_keys(f"{name}-*")) - before
+    assert len(new) == 1
+    # on a replica too (replication, so a failover keeps the session)
+    key = new.pop()
+    assert h.redis_replicas
+    for replica in h.redis_replicas:
+        assert redis_command(replica, h.redis_server_password(), "EXISTS", key) == 1
+    record("session_cookie_bytes", len(f"{name}={b.cookie(name)}"))
+
+
+def test_user_outside_the_group_is_refused_but_reaches_the_open_app(prod_live: Harness) -> None:
+    h = prod_live
+    outsider = h.users["e2e-nogroup"]
+    b = Browser(h.ca_file)
+    r = b.login(h.app_url(_app(h, groups=False).name), outsider.username, outsider.password)
+    assert r.status_code == 200 and echo_json(r) is not None
+    r = b.open(h.app_url(_app(h, groups=True).name))
+    assert r.status_code == 403 and echo_json(r) is None
+
+
+def test_api_client_token_on_the_api_app(prod_live: Harness) -> None:
+    h = prod_live
+    app = next(a for a in h.config.apps if a.api_clients)
+    token = machine_token(h, requests)
+    r = requests.get(h.app_url(app.name, "/api/x"), headers={"Authorization": f"Bearer {token}"},
+                     verify=h.ca_file, allow_redirects=False, timeout=30)
+    assert r.status_code == 200 and echo_json(r) is not None
+    r = requests.get(h.app_url(app.name, "/api/x"), headers={"Authorization": "Bearer x.y.z"},
+                     verify=h.ca_file, allow_redirects=False, timeout=30)
+    assert r.status_code == 401
+
+
+def test_client_applies_to_an_existing_realm_left_at_keycloak_defaults(prod_live: Harness) -> None:
+    """An existing realm keeps Keycloak's default SSO session idle timeout (30 min). The stack's
+    client must still be accepted there; Keycloak refuses client session lifetimes longer than
+    the realm's, so a stack whose session.ssoSessionIdleTimeout exceeds the realm's cannot apply
+    (prod sets 1h)."""
+    from authproxy_local import keycloak_apply as ka
+
+    s = prod_live.admin_session()
+    realm = "e2e-defaults"
+    s.call("POST", "/realms", {"realm": realm, "enabled": True}, ok=(201,))
+    (client,) = prod_live.render.keycloak["openid/Client"]
+    inputs = {**client["inputs"], "realmId": realm, "clientSecret": "e2e-placeholder-secret"}
+    r = s._http.post(f"{s.base_url}/admin/realms/{realm}/clients", json=ka.client_representation(inputs),
+                     headers={"Authorization": f"Bearer {s.token()}"}, timeout=30)
+    assert r.status_code == 201, f"Keycloak refused the stack's client: {r.status_code} {r.text[:200]}"

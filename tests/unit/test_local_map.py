@@ -1,0 +1,164 @@
+"""The harness's pure parts: the cluster -> local address mapping, local secret generation, the
+CONNECT proxy's refusal of unknown hosts, in-process name resolution, the echo document."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import string
+from typing import Any
+
+import pytest
+
+from authproxy_local import harness, local_map
+from authproxy_local.echo import describe
+
+EP = local_map.LocalEndpoints(
+    gateway_ip="127.9.8.7",
+    oauth2_proxy=("127.0.0.1", 41000), oauth2_proxy_metrics=("127.0.0.1", 41001),
+    redis=("127.0.0.1", 41002), sentinels=[("127.0.0.1", 41003), ("127.0.0.1", 41004)],
+    sidecars={"echo": ("127.0.0.1", 41005)},
+)
+
+
+def test_only_cluster_addresses_are_rewritten() -> None:
+    args = [
+        "--provider=oidc",
+        "--oidc-issuer-url=https://keycloak.authproxy.test/realms/authproxy",
+        "--redis-connection-url=redis://authproxy-redis.authproxy.svc:6379",
+        "--http-address=0.0.0.0:4180",
+        "--metrics-address=0.0.0.0:44180",
+        "--cookie-domain=.authproxy.test",
+    ]
+    out = local_map.rewrite_proxy_args(args, EP)
+    assert out == [
+        "--provider=oidc",
+        "--oidc-issuer-url=https://keycloak.authproxy.test/realms/authproxy",
+        "--redis-connection-url=redis://127.0.0.1:41002",
+        "--http-address=127.0.0.1:41000",
+        "--metrics-address=127.0.0.1:41001",
+        "--cookie-domain=.authproxy.test",
+    ]
+
+
+def test_sentinel_urls_map_in_order_and_keep_userinfo() -> None:
+    out = local_map.rewrite_proxy_args([
+        "--redis-use-sentinel=true",
+        "--redis-sentinel-connection-urls=redis://a.ns.svc:26379",
+        "--redis-sentinel-connection-urls=redis://user@b.ns.svc:26379",
+    ], EP)
+    assert out[1:] == ["--redis-sentinel-connection-urls=redis://127.0.0.1:41003",
+                       "--redis-sentinel-connection-urls=redis://user@127.0.0.1:41004"]
+
+
+def test_unmapped_cluster_address_fails_clearly() -> None:
+    with pytest.raises(local_map.MappingError, match="backend-logout-url"):
+        local_map.rewrite_proxy_args(["--backend-logout-url=http://kc.auth.svc.cluster.local/x"], EP)
+    with pytest.raises(local_map.MappingError, match="not --name=value"):
+        local_map.rewrite_proxy_args(["--provider", "oidc"], EP)
+
+
+def test_service_map() -> None:
+    m = local_map.service_map(("oauth2-proxy", "authproxy", [4180, 44180]),
+                              [("echo", "echo", "demo", 8080)], EP)
+    assert m.resolve("oauth2-proxy.authproxy.svc.cluster.local", 4180) == EP.oauth2_proxy
+    assert m.resolve("oauth2-proxy.authproxy.svc", 44180) == EP.oauth2_proxy_metrics
+    assert m.resolve("echo.demo.svc.cluster.local", 8080) == EP.sidecars["echo"]
+    with pytest.raises(local_map.MappingError, match="no local counterpart"):
+        m.resolve("echo.demo.svc.cluster.local", 9090)
+    with pytest.raises(local_map.MappingError):
+        m.resolve("example.com", 443)
+
+
+def test_resolve_env() -> None:
+    env: list[dict[str, Any]] = [
+        {"name": "A", "value": "1"},
+        {"name": "S", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "k"}}},
+        {"name": "GOMAXPROCS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}}},
+    ]
+    out = local_map.resolve_env(env, lambda n, k: f"{n}/{k}", {"limits": {"cpu": "1500m"}})
+    assert out == {"A": "1", "S": "sec/k", "GOMAXPROCS": "2"}
+    with pytest.raises(local_map.MappingError):
+        local_map.resolve_env([{"name": "X", "valueFrom": {"configMapKeyRef": {}}}], lambda n, k: "")
+    assert local_map.cpu_limit_procs("250m") == 1 and local_map.cpu_limit_procs("2") == 2
+
+
+def test_public_hosts_and_resolver_rules() -> None:
+    hosts = local_map.public_hosts(["auth.x.test", "*.x.test", "a.x.test"], "kc.x.test")
+    assert hosts == ["a.x.test", "auth.x.test", "kc.x.test"]
+    assert local_map.host_resolver_rules(hosts, "127.1.2.3") == (
+        "MAP a.x.test 127.1.2.3, MAP auth.x.test 127.1.2.3, MAP kc.x.test 127.1.2.3")
+
+
+# ---- local secret values ------------------------------------------------------------------------
+
+
+def test_random_password_follows_the_form() -> None:
+    pw = harness.random_password({"length": 40, "special": False})
+    assert len(pw) == 40 and set(pw) <= set(string.ascii_letters + string.digits)
+    pw = harness.random_password({"length": 12, "upper": False, "lower": False, "numeric": True,
+                                  "special": False})
+    assert pw.isdigit() and len(pw) == 12
+    pw = harness.random_password({"length": 30, "overrideSpecial": "#", "minSpecial": 3})
+    assert pw.count("#") >= 3
+
+
+def test_generate_secrets_consistent_forms() -> None:
+    sources: dict[str, dict[str, Any]] = {
+        "${secret:c.base64url}": {"kind": "secret", "resource": "c", "field": "base64url",
+                                  "type": "random:index/randomBytes:RandomBytes", "form": {"length": 32}},
+        "${secret:c.base64}": {"kind": "secret", "resource": "c", "field": "base64",
+                               "type": "random:index/randomBytes:RandomBytes", "form": {"length": 32}},
+        "${secret:p.result}": {"kind": "secret", "resource": "p", "field": "result",
+                               "type": "random:index/randomPassword:RandomPassword",
+                               "form": {"length": 20, "special": False}},
+        "${secret:config.keycloakAdminPassword}": {"kind": "secret", "resource": "config",
+                                                   "field": "keycloakAdminPassword"},
+        "${computed:x.id}": {"kind": "computed", "resource": "x", "field": "id"},
+    }
+    v = harness.generate_secrets(sources, {"keycloakAdminPassword": "admin-pw"})
+    assert set(v) == {"${secret:c.base64url}", "${secret:c.base64}", "${secret:p.result}",
+                      "${secret:config.keycloakAdminPassword}"}
+    raw = base64.urlsafe_b64decode(v["${secret:c.base64url}"])
+    assert len(raw) == 32 and base64.b64decode(v["${secret:c.base64}"]) == raw
+    assert len(v["${secret:p.result}"]) == 20
+    assert v["${secret:config.keycloakAdminPassword}"] == "admin-pw"
+    # a fresh value per run
+    again = harness.generate_secrets(sources, {"keycloakAdminPassword": "x"})
+    assert again["${secret:p.result}"] != v["${secret:p.result}"]
+
+
+# ---- CONNECT proxy and resolution -----------------------------------------------------------------
+
+
+def test_connect_proxy_refuses_unknown_hosts() -> None:
+    target = socket.socket()
+    target.bind(("127.0.0.1", 0))
+    target.listen(1)
+    proxy = harness.ConnectProxy(["auth.x.test"], target.getsockname()).start()
+    try:
+        def connect(host: str) -> bytes:
+            with socket.create_connection(proxy.address, timeout=5) as s:
+                s.sendall(f"CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+                return s.recv(100)
+        assert connect("auth.x.test:443").startswith(b"HTTP/1.1 200")
+        assert connect("example.com:443").startswith(b"HTTP/1.1 403")
+        assert connect("auth.x.test:22").startswith(b"HTTP/1.1 403")
+        assert proxy.refused == ["example.com:443", "auth.x.test:22"]
+    finally:
+        proxy.stop()
+        target.close()
+
+
+def test_resolving_maps_only_the_given_hosts() -> None:
+    with harness.resolving({"app.x.test": "127.3.4.5"}):
+        assert socket.getaddrinfo("app.x.test", 443)[0][4][0] == "127.3.4.5"
+        assert socket.getaddrinfo("APP.X.TEST.", 443)[0][4][0] == "127.3.4.5"
+        assert socket.getaddrinfo("localhost", 80)[0][4][0] in ("127.0.0.1", "::1")
+    assert socket.getaddrinfo is harness._ORIG_GETADDRINFO
+
+
+def test_echo_document() -> None:
+    doc = describe("echo", "GET", "/x?y=1", [("X-A", "1"), ("x-a", "2"), ("Host", "h")], 0)
+    assert doc == {"app": "echo", "method": "GET", "path": "/x?y=1",
+                   "headers": {"x-a": "1, 2", "host": "h"}, "body_bytes": 0}
