@@ -57,7 +57,7 @@ lint: venv ## ruff over the whole checkout (pyproject.toml [tool.ruff])
 	$(PY) -m ruff check .
 
 typecheck: venv ## mypy: strict on components/ and policy/ (pyproject.toml [tool.mypy])
-	$(PY) -m mypy
+	$(PY) -m mypy --cache-dir $(CACHE)/mypy-cache
 
 $(ACTIONLINT):
 	@command -v $(GO) >/dev/null || { echo "missing: go (1.25+), needed to build actionlint"; exit 1; }

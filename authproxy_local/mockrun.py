@@ -133,12 +133,12 @@ class _Mocks(pulumi.runtime.Mocks):
     def __init__(self, run: Run):
         self.run = run
 
-    def new_resource(self, args: pmocks.MockResourceArgs):  # type: ignore[override]
+    def new_resource(self, args: pmocks.MockResourceArgs):
         state = {**args.inputs, **_computed(args)}
         rid = state.get("id") or f"{args.name}-id"
         return rid, state
 
-    def call(self, args: pmocks.MockCallArgs):  # type: ignore[override]
+    def call(self, args: pmocks.MockCallArgs):
         invocation = Invocation(args.token, dict(args.args))
         self.run.invocations.append(invocation)
         invocation.result = self._answer(args)
@@ -157,9 +157,10 @@ class _Mocks(pulumi.runtime.Mocks):
 class _Monitor(pmocks.MockMonitor):
     """A MockMonitor that records registrations with their wire form (secret markers kept)."""
 
-    def __init__(self, mocks: _Mocks, run: Run):
+    def __init__(self, mocks: _Mocks, run: Run, stack: str):
         super().__init__(mocks)
         self.run = run
+        self.stack = stack
         self.stack_urn: str | None = None
 
     def RegisterResource(self, request):
@@ -185,7 +186,7 @@ class _Monitor(pmocks.MockMonitor):
         return response
 
     def RegisterResourceOutputs(self, request):
-        if request.urn == self.stack_urn or request.urn.endswith("::" + f"{PROJECT}-{self._stack}"):
+        if request.urn == self.stack_urn or request.urn.endswith("::" + f"{PROJECT}-{self.stack}"):
             self.run.outputs.update(json_format.MessageToDict(request.outputs))
         return super().RegisterResourceOutputs(request)
 
@@ -233,10 +234,7 @@ def run_program(
     entirely. ``secrets`` maps secret keys (without namespace) to values; default: every secret key
     set to a mock value.
     """
-    if config is None:
-        base = project_config(stack)
-    else:
-        base = dict(config)
+    base = project_config(stack) if config is None else dict(config)
     values = deep_merge(base, overrides or {})
     secret_values = DEFAULT_TEST_SECRETS if secrets is None else secrets
     flat: dict[str, str] = {}
@@ -249,8 +247,7 @@ def run_program(
 
     run = Run()
     mocks = _Mocks(run)
-    monitor = _Monitor(mocks, run)
-    monitor._stack = stack  # noqa: SLF001
+    monitor = _Monitor(mocks, run, stack)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     pulumi.runtime.set_all_config(flat, [f"{PROJECT}:{k}" for k in secret_values])
     # Re-register the root stack resource so outputs of this run are recorded (set_mocks only

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import pulumi
 from pydantic import (
@@ -23,7 +23,6 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
-    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -436,8 +435,8 @@ def parse_quantity(value: str) -> float:
 def _quantity(value: Any) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
-    parse_quantity(value)
-    return value
+    parse_quantity(value)  # raises unless `value` is a quantity string
+    return cast(str, value)
 
 
 Quantity = Annotated[str, BeforeValidator(_quantity)]
@@ -1015,7 +1014,7 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
     return p
 
 
-def _loc_to_key(loc: Iterable[Any], model: type[BaseModel] = StackConfig) -> str:
+def _loc_to_key(loc: Iterable[Any]) -> str:
     """Turn a pydantic error location into the user's config key (camelCase, [i] indices)."""
     out = NAMESPACE + ":"
     first = True

@@ -56,7 +56,54 @@ class IdentityArgs(TypedDict):
     sso_session_max_lifespan: int
 
 
-def client_settings(args: IdentityArgs) -> dict[str, object]:
+class ClientSettings(TypedDict):
+    """Keyword arguments of pulumi-keycloak's `openid.Client` (as it spells them, so mypy checks
+    the `**` splat against the constructor: names and types)."""
+
+    client_id: str
+    name: str
+    description: str
+    enabled: bool
+    access_type: str
+    client_authenticator_type: str
+    standard_flow_enabled: bool
+    implicit_flow_enabled: bool
+    direct_access_grants_enabled: bool
+    service_accounts_enabled: bool
+    pkce_code_challenge_method: str
+    valid_redirect_uris: list[str]
+    valid_post_logout_redirect_uris: list[str]
+    web_origins: list[str]
+    root_url: str
+    consent_required: bool
+    full_scope_allowed: bool
+    frontchannel_logout_enabled: bool
+    access_token_lifespan: str
+    client_session_idle_timeout: str
+    client_session_max_lifespan: str
+
+
+class RealmSettings(TypedDict):
+    """Keyword arguments of pulumi-keycloak's `Realm` (checked like :class:`ClientSettings`)."""
+
+    realm: str
+    enabled: bool
+    display_name: str
+    ssl_required: str
+    registration_allowed: bool
+    reset_password_allowed: bool
+    remember_me: bool
+    login_with_email_allowed: bool
+    duplicate_emails_allowed: bool
+    access_token_lifespan: str
+    sso_session_idle_timeout: str
+    sso_session_max_lifespan: str
+    revoke_refresh_token: bool
+    refresh_token_max_reuse: int
+    security_defenses: keycloak.RealmSecurityDefensesArgsDict
+
+
+def client_settings(args: IdentityArgs) -> ClientSettings:
     """The OIDC client's settings (pulumi-keycloak `openid.Client` inputs, secret excluded).
 
     Confidential client, authorization-code flow only, PKCE S256, exact redirect and post-logout
@@ -89,7 +136,7 @@ def client_settings(args: IdentityArgs) -> dict[str, object]:
     }
 
 
-def realm_settings(args: IdentityArgs) -> dict[str, object]:
+def realm_settings(args: IdentityArgs) -> RealmSettings:
     """The realm's settings when the stack creates it (pulumi-keycloak `Realm` inputs)."""
     return {
         "realm": args["realm"],
@@ -167,7 +214,7 @@ class Identity(pulumi.ComponentResource):
 
         realm_id: pulumi.Output[str]
         if args["realm_mode"] == "create":
-            realm = keycloak.Realm(f"{name}-realm", **realm_settings(args), opts=kc)  # type: ignore[arg-type]
+            realm = keycloak.Realm(f"{name}-realm", **realm_settings(args), opts=kc)
             realm_id = realm.id
         else:
             found = keycloak.get_realm_output(
@@ -179,7 +226,7 @@ class Identity(pulumi.ComponentResource):
             f"{name}-client",
             realm_id=realm_id,
             client_secret=pulumi.Output.secret(args["client_secret"]),
-            **client_settings(args),  # type: ignore[arg-type]
+            **client_settings(args),
             opts=kc,
         )
         # `aud` must contain our client id in ID *and* access tokens: oauth2-proxy checks the ID
@@ -260,7 +307,7 @@ class Identity(pulumi.ComponentResource):
         self.client_id = client.client_id
         self.demo_user_passwords = pulumi.Output.secret(
             pulumi.Output.all(**passwords) if passwords else pulumi.Output.from_input({})
-        )  # type: ignore[assignment]
+        )
         self.register_outputs(
             {
                 "issuer_url": self.issuer_url,

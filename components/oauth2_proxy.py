@@ -358,7 +358,7 @@ class OAuth2Proxy(pulumi.ComponentResource):
         if args["settings"].secret_name != obj:
             raise ValueError("settings.secret_name must name this component's Secret")
 
-        def meta(suffix: str = "") -> dict[str, Any]:
+        def meta(suffix: str = "") -> k8s.meta.v1.ObjectMetaArgsDict:
             return {"name": obj + suffix, "namespace": ns, "labels": object_labels(obj)}
 
         cookie = pulumi.Output.secret(args["cookie_secret"])
@@ -383,7 +383,9 @@ class OAuth2Proxy(pulumi.ComponentResource):
         sa = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata=meta(), automount_service_account_token=False, opts=child
         )
-        deployment = k8s.apps.v1.Deployment(
+        # The specs below are Kubernetes API objects (camelCase field names, which the provider takes
+        # as they are); the SDK types them as TypedDicts with snake_case keys, hence the ignores.
+        deployment: k8s.apps.v1.Deployment = k8s.apps.v1.Deployment(  # type: ignore[call-overload]
             f"{name}-deployment",
             metadata=meta(),
             spec=deployment_spec(args, checksum),
@@ -391,17 +393,18 @@ class OAuth2Proxy(pulumi.ComponentResource):
         )
         svc = k8s.core.v1.Service(f"{name}-service", metadata=meta(), spec=service_spec(args),
                                   opts=child)
-        k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=meta(), spec=pdb_spec(args),
-                                          opts=child)
+        k8s.policy.v1.PodDisruptionBudget(  # type: ignore[call-overload]
+            f"{name}-pdb", metadata=meta(), spec=pdb_spec(args), opts=child
+        )
         if args["autoscaling"]["enabled"]:
-            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(  # type: ignore[call-overload]
                 f"{name}-hpa", metadata=meta(), spec=hpa_spec(args),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
             )
-        k8s.networking.v1.NetworkPolicy(
+        k8s.networking.v1.NetworkPolicy(  # type: ignore[call-overload]
             f"{name}-ingress", metadata=meta("-ingress"), spec=ingress_policy_spec(args), opts=child
         )
-        k8s.networking.v1.NetworkPolicy(
+        k8s.networking.v1.NetworkPolicy(  # type: ignore[call-overload]
             f"{name}-egress", metadata=meta("-egress"), spec=egress_policy_spec(args), opts=child
         )
         if args["service_monitor"] and args["settings"].metrics_address:

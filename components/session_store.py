@@ -300,7 +300,9 @@ class SessionStore(pulumi.ComponentResource):
                 **release_chart_args(args["chart"]),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]),
             )
-            k8s.networking.v1.NetworkPolicy(
+            # A Kubernetes API object (camelCase names, which the provider takes as they are); the
+            # SDK types the spec as a TypedDict with snake_case keys, hence the ignore.
+            k8s.networking.v1.NetworkPolicy(  # type: ignore[call-overload]
                 f"{name}-redis-ingress",
                 metadata={"name": f"{args['release_name']}-ingress", "namespace": ns, "labels": labels},
                 spec=redis_network_policy(args),

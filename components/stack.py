@@ -13,7 +13,13 @@ from components.config import StackConfig
 from components.identity import DemoUserSpec, Identity, IdentityArgs
 from components.ingress import Ingress, IngressArgs
 from components.istio_install import IstioInstall, IstioInstallArgs
-from components.oauth2_proxy import OAuth2Proxy, OAuth2ProxyArgs, proxy_labels, service_fqdn
+from components.oauth2_proxy import (
+    OAuth2Proxy,
+    OAuth2ProxyArgs,
+    RedisEgress,
+    proxy_labels,
+    service_fqdn,
+)
 from components.proxy_settings import HTTP_PORT as PROXY_PORT
 from components.proxy_settings import (
     ProxySettings,
@@ -176,6 +182,7 @@ def oauth2_proxy_args(
     px = cfg.proxy
     conn = redis_connection(store)
     kc = cfg.keycloak
+    redis_egress: RedisEgress
     if cfg.redis.mode == "external":
         ext = cfg.redis.external
         redis_egress = {"pod_labels": None, "ports": list(ext.ports) if ext else []}
@@ -214,7 +221,7 @@ def oauth2_proxy_args(
             else None
         ),
         keycloak_port=kc.port,
-        redis_egress=redis_egress,  # type: ignore[typeddict-item]
+        redis_egress=redis_egress,
         cookie_secret=cookie_secret,
         client_secret=client_secret,
         redis_password=redis_password,

@@ -68,7 +68,7 @@ def test_audience_and_groups_mappers(stack, dev, prod):
     aud = run.one(AUDIENCE).inputs
     assert aud["includedClientAudience"] == client["clientId"]
     assert aud["addToIdToken"] is True and aud["addToAccessToken"] is True
-    assert aud["clientId"] == f"mock-uuid-identity-client"  # attached to our client
+    assert aud["clientId"] == "mock-uuid-identity-client"  # attached to our client
     grp = run.one(GROUPS).inputs
     assert grp["claimName"] == "groups"
     assert grp["fullPath"] is False

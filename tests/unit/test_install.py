@@ -259,9 +259,9 @@ def test_envoy_binary_from_dist_uses_record_entry(tmp_path):
         def locate_file(self, f):
             return tmp_path / f
 
-    assert install.envoy_binary_from_dist(FakeDist()) == tmp_path / "envoy" / "_bin" / "envoy"
+    assert install.envoy_binary_from_dist(typing.cast(typing.Any, FakeDist())) == tmp_path / "envoy" / "_bin" / "envoy"
     FakeDist.files = [pathlib.PurePosixPath("envoy/__init__.py")]
-    assert install.envoy_binary_from_dist(FakeDist()) is None
+    assert install.envoy_binary_from_dist(typing.cast(typing.Any, FakeDist())) is None
 
 
 def test_apt_install_falls_back_to_current_version_when_pin_is_gone(monkeypatch):

@@ -4,6 +4,7 @@ NetworkPolicy, the program under mocks (standalone, HA, external) and the Redis/
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -31,8 +32,8 @@ from components.session_store import (
 )
 from components.stack import REDIS_RELEASE, session_store_args
 
-EXTERNAL = {"mode": "external", "external": {"url": "rediss://redis.example.net:6380"}}
-EXTERNAL_SENTINEL = {
+EXTERNAL: dict[str, Any] = {"mode": "external", "external": {"url": "rediss://redis.example.net:6380"}}
+EXTERNAL_SENTINEL: dict[str, Any] = {
     "mode": "external",
     "external": {
         "sentinelUrls": ["redis://s1.example.net:26379", "redis://s2.example.net:26380"],
@@ -52,7 +53,9 @@ def load(stack: str = "dev", **overrides: Any) -> C.StackConfig:
     return C.load(data, secrets_set=DEFAULT_TEST_SECRETS.keys())
 
 
-def problems(stack: str = "dev", secrets=DEFAULT_TEST_SECRETS.keys(), **overrides: Any):
+def problems(stack: str = "dev", secrets: Iterable[str] | None = None, **overrides: Any):
+    if secrets is None:
+        secrets = DEFAULT_TEST_SECRETS.keys()
     data = raw(stack)
     for k, v in overrides.items():
         data[k] = {**data.get(k, {}), **v} if isinstance(v, dict) else v
@@ -189,8 +192,10 @@ def test_connection_external_standalone_and_sentinel():
 
 
 def test_external_ports_for_egress():
-    assert load("dev", redis=EXTERNAL).redis.external.ports == (6380,)
-    assert load("dev", redis=EXTERNAL_SENTINEL).redis.external.ports == (26379, 26380)
+    ext = load("dev", redis=EXTERNAL).redis.external
+    sentinel = load("dev", redis=EXTERNAL_SENTINEL).redis.external
+    assert ext is not None and ext.ports == (6380,)
+    assert sentinel is not None and sentinel.ports == (26379, 26380)
     assert C.ExternalRedis(url="redis://r.example.net").ports == (6379,)
 
 
