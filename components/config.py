@@ -396,10 +396,15 @@ class Session(_Model):
         parse_duration("5m"), description="Keycloak access/ID token lifetime (set on the client)."
     )
     sso_session_idle_timeout: Duration = Field(
-        parse_duration("30m"), description="Keycloak SSO session idle timeout (set on the client)."
+        parse_duration("30m"),
+        description="SSO session idle timeout of the realm the stack creates (realm and client). "
+        "Not settable with keycloak.realmMode=existing: the realm's own lifetimes apply.",
     )
     sso_session_max_lifespan: Duration = Field(
-        parse_duration("10h"), description="Keycloak SSO session max lifespan (set on the client)."
+        parse_duration("10h"),
+        description="SSO session max lifespan of the realm the stack creates (realm and client). "
+        "Not settable with keycloak.realmMode=existing (Keycloak's default, 10h, is assumed when "
+        "checking cookieExpire).",
     )
 
     @field_validator("cookie_name")
@@ -921,6 +926,16 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
         ))
 
     kc = cfg.keycloak
+    if kc.realm_mode == "existing":
+        for name in ("sso_session_idle_timeout", "sso_session_max_lifespan"):
+            if name in s.model_fields_set:
+                p.append((
+                    k + "session." + to_camel(name),
+                    "applies only to a realm the stack creates (keycloak.realmMode=create); with "
+                    "an existing realm its own SSO lifetimes apply (Keycloak refuses a client "
+                    "session longer than the realm's). Remove it, and change the realm's settings "
+                    "in Keycloak if needed.",
+                ))
     need = "keycloakAdminPassword" if kc.admin.auth == "password" else "keycloakAdminClientSecret"
     if need not in cfg.secrets_set:
         p.append((

@@ -8,7 +8,7 @@ so tests and the local harness read the same decision.
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 import pulumi
 import pulumi_keycloak as keycloak
@@ -79,8 +79,8 @@ class ClientSettings(TypedDict):
     full_scope_allowed: bool
     frontchannel_logout_enabled: bool
     access_token_lifespan: str
-    client_session_idle_timeout: str
-    client_session_max_lifespan: str
+    client_session_idle_timeout: NotRequired[str]
+    client_session_max_lifespan: NotRequired[str]
 
 
 class RealmSettings(TypedDict):
@@ -107,11 +107,13 @@ def client_settings(args: IdentityArgs) -> ClientSettings:
     """The OIDC client's settings (pulumi-keycloak `openid.Client` inputs, secret excluded).
 
     Confidential client, authorization-code flow only, PKCE S256, exact redirect and post-logout
-    URIs (no wildcards), tokens and client sessions bounded by the stack's lifetimes.
+    URIs (no wildcards), tokens bounded by the stack's lifetime. Client session lifetimes are
+    set only on a realm the stack creates: Keycloak refuses a client session idle timeout longer
+    than its realm's (HTTP 400), and an existing realm's lifetimes are not the stack's to know.
     """
     if "*" in args["redirect_uri"] or not args["redirect_uri"].startswith("https://"):
         raise ValueError("the redirect URI must be one exact https URI")
-    return {
+    settings: ClientSettings = {
         "client_id": args["client_id"],
         "name": "authproxy (oauth2-proxy)",
         "description": "Managed by Pulumi (authproxy). Sign-in for the protected applications.",
@@ -131,9 +133,11 @@ def client_settings(args: IdentityArgs) -> ClientSettings:
         "full_scope_allowed": False,
         "frontchannel_logout_enabled": False,
         "access_token_lifespan": str(args["access_token_lifespan"]),
-        "client_session_idle_timeout": str(args["sso_session_idle_timeout"]),
-        "client_session_max_lifespan": str(args["sso_session_max_lifespan"]),
     }
+    if args["realm_mode"] == "create":
+        settings["client_session_idle_timeout"] = str(args["sso_session_idle_timeout"])
+        settings["client_session_max_lifespan"] = str(args["sso_session_max_lifespan"])
+    return settings
 
 
 def realm_settings(args: IdentityArgs) -> RealmSettings:

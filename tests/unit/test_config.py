@@ -305,3 +305,13 @@ def test_no_accepted_public_path_covers_oauth2(path):
 
     for target in ("/oauth2/", "/oauth2/start", "/oauth2/callback", "/oauth2/sign_out", "/oauth2"):
         assert not public_path_covers(accepted, target)
+
+
+def test_sso_lifetimes_only_for_a_created_realm():
+    raw = with_("keycloak.realmMode", "existing")
+    raw["keycloak"]["realm"] = "corp"
+    load(raw, {"keycloakAdminPassword"})  # defaults are fine: nothing is set on the client
+    raw["session"] = {"ssoSessionIdleTimeout": "1h"}
+    found = problems(raw)
+    assert [k for k, _ in found] == ["authproxy:session.ssoSessionIdleTimeout"]
+    assert "realmMode=create" in found[0][1]

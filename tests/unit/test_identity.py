@@ -208,3 +208,14 @@ def test_invalid_config_creates_nothing():
     with pytest.raises(ConfigError) as e:
         run_program("dev", overrides={"apps": []})
     assert "authproxy:apps" in str(e.value)
+
+
+def test_client_session_lifetimes_only_on_a_created_realm(dev, prod):
+    # Keycloak rejects a client session idle timeout above the realm's (found by the live
+    # harness against an existing realm left at Keycloak's defaults): set them only on our realm.
+    created = dev.one(CLIENT).inputs
+    assert created["clientSessionIdleTimeout"] == str(dev.one(REALM).inputs["ssoSessionIdleTimeout"]).rstrip("s")
+    assert created["clientSessionMaxLifespan"] == "36000"
+    existing = prod.one(CLIENT).inputs
+    assert "clientSessionIdleTimeout" not in existing and "clientSessionMaxLifespan" not in existing
+    assert existing["accessTokenLifespan"] == "300"
