@@ -51,6 +51,7 @@ from components.stack import (
     proxy_settings,
     session_store_args,
 )
+from tests.unit.stacks import load_stack
 
 # Every flag the settings may emit, as defined in oauth2-proxy v7.15.3 (pkg/apis/options).
 OAUTH2_PROXY_V7_15_FLAGS = {
@@ -72,11 +73,7 @@ def raw(stack: str) -> dict[str, Any]:
     return project_config(stack)
 
 
-def load(stack: str = "dev", **overrides: Any) -> C.StackConfig:
-    data = raw(stack)
-    for k, v in overrides.items():
-        data[k] = {**data.get(k, {}), **v} if isinstance(v, dict) else v
-    return C.load(data, secrets_set=DEFAULT_TEST_SECRETS.keys())
+load = load_stack
 
 
 def problems(stack: str = "dev", **overrides: Any) -> tuple[list[tuple[str, str]], str]:

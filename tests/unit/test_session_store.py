@@ -31,6 +31,7 @@ from components.session_store import (
     release_chart_args,
 )
 from components.stack import REDIS_RELEASE, session_store_args
+from tests.unit.stacks import load_stack
 
 EXTERNAL: dict[str, Any] = {"mode": "external", "external": {"url": "rediss://redis.example.net:6380"}}
 EXTERNAL_SENTINEL: dict[str, Any] = {
@@ -46,11 +47,7 @@ def raw(stack: str) -> dict[str, Any]:
     return project_config(stack)
 
 
-def load(stack: str = "dev", **overrides: Any) -> C.StackConfig:
-    data = raw(stack)
-    for k, v in overrides.items():
-        data[k] = {**data.get(k, {}), **v} if isinstance(v, dict) else v
-    return C.load(data, secrets_set=DEFAULT_TEST_SECRETS.keys())
+load = load_stack
 
 
 def problems(stack: str = "dev", secrets: Iterable[str] | None = None, **overrides: Any):
