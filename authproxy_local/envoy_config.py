@@ -376,15 +376,31 @@ def _condition_id(cond: Mapping[str, Any]) -> dict[str, Any]:
     return ids[0] if len(ids) == 1 else {"and_ids": {"ids": ids}}
 
 
+def _condition_rules(cond: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A `when` condition on the destination (``destination.port``) as permission rules: istiod's
+    authz model puts destination.* conditions on permissions, the rest on principals."""
+    if cond["key"] != "destination.port":
+        raise EnvoyConfigError(f"AuthorizationPolicy condition key {cond['key']!r} is not implemented")
+    rules: list[dict[str, Any]] = []
+    if cond.get("values"):
+        rules.append(_or_rules([{"destination_port": int(p)} for p in cond["values"]]))
+    if cond.get("notValues"):
+        rules.append({"not_rule": _or_rules([{"destination_port": int(p)} for p in cond["notValues"]])})
+    return rules
+
+
 def rbac_policy(rule: Mapping[str, Any]) -> dict[str, Any]:
     """One AuthorizationPolicy rule -> one Envoy RBAC policy: permissions = OR over `to`
     operations (each an AND of its fields), principals = OR over `from` sources (each an AND),
-    with every `when` condition ANDed onto each principal."""
+    with every `when` condition ANDed onto each principal (destination.* ones onto each
+    permission)."""
     ops = [t.get("operation") or {} for t in rule.get("to") or []] or [{}]
     srcs = [f.get("source") or {} for f in rule.get("from") or []] or [{}]
-    when = [_condition_id(c) for c in rule.get("when") or []]
+    conds = rule.get("when") or []
+    on_dest = [r for c in conds if c["key"].startswith("destination.") for r in _condition_rules(c)]
+    when = [_condition_id(c) for c in conds if not c["key"].startswith("destination.")]
     return {
-        "permissions": [{"and_rules": {"rules": _operation_rules(op)}} for op in ops],
+        "permissions": [{"and_rules": {"rules": _operation_rules(op) + on_dest}} for op in ops],
         "principals": [{"and_ids": {"ids": _source_ids(s) + when}} for s in srcs],
     }
 

@@ -6,9 +6,10 @@
     The mesh config registers oauth2-proxy as an ``envoyExtAuthzHttp`` extension provider
     (:func:`mesh_config`: exported as the stack output ``meshConfig`` and, when the stack installs
     Istio, put into istiod's Helm values by the same function). An AuthorizationPolicy with
-    ``action: CUSTOM`` selects the ingress gateway and has one rule per app: the app's host (and
+    ``action: CUSTOM`` selects the ingress gateway and targets, per app, the app's host (and
     ``host:*``, since the gateway ignores the port when it picks a route but a policy's ``hosts``
-    match the literal authority), every path except ``/oauth2/*`` and the app's public paths.
+    match the literal authority), every path except ``/oauth2/*`` and the app's public paths
+    (two rules per app with that target; see "Plain HTTP" below).
 ``envoy-filter``
     For meshes whose config cannot be changed: an EnvoyFilter (v1alpha3, ``workloadSelector`` +
     ``configPatches``) inserts the typed ext_authz v3 filter before the router of the gateway's
@@ -19,6 +20,36 @@
     route of the selected gateway: give protected hosts their own gateway if it is shared. The
     filter sits after Istio's jwt_authn and RBAC filters, which is why gateway-level group checks
     (``authorizeAt`` gateway/both) need extension-provider mode.
+
+**Plain HTTP gets the redirect, before any check (both modes).** The Gateway's HTTP server has
+``httpsRedirect``, which istiod turns into ``require_tls: ALL`` on its virtual hosts; Envoy's router
+answers the 301 when ``X-Forwarded-Proto`` is not ``https`` (envoy source/common/router/
+config_impl.cc, ``getRouteFromEntries``), i.e. only *after* every HTTP filter ran, and a redirected
+request carries no per-route config, so per-route exemptions cannot help. Without care, plain
+``http://`` requests would get oauth2-proxy's 302 to Keycloak and its ``Secure`` CSRF cookie over
+plain HTTP. So ext_authz and the gateway's DENY policies skip a request exactly when the router will
+redirect it: it arrived on one of the gateway's HTTP listener ports (``istio.gateway.httpTargetPorts``,
+the pods' container ports, which is what policies and listener matches see at a gateway) **and** its
+``X-Forwarded-Proto`` is not ``https``. The second half matters behind a load balancer that
+terminates TLS and forwards to the HTTP port with ``X-Forwarded-Proto: https`` (trusted with
+``numTrustedProxies``): the router routes those requests normally, so they are checked. An HTTP
+port missing from the list only brings back the 302 over plain HTTP. A port listed as HTTP that is
+really HTTPS is safe only while Envoy sets ``X-Forwarded-Proto`` itself (no trusted proxies), so
+config.py rejects a port listed as both, and the docs say to list nothing but redirect ports.
+
+- extension-provider: two CUSTOM rules per app with the same target, one ``when
+  destination.port notValues <HTTP ports>``, one ``when request.headers[x-forwarded-proto] values
+  [https]``.
+- envoy-filter: ext_authz is inserted into every gateway listener as before; on the HTTP listener
+  ports (``listener.portNumber``) a ``header_to_metadata`` filter records ``X-Forwarded-Proto`` and
+  the ext_authz filter is merged with ``filter_enabled_metadata`` = that value is ``https``. The
+  per-route exemptions name the virtual hosts of both servers (``host:443`` and ``host:80``).
+- DENY policies at the gateway: one rule scoped to the HTTPS ports, one to the HTTP ports with the
+  ``X-Forwarded-Proto: https`` condition.
+- The gateway's RequestAuthentication has no port scope: a request that carries an *invalid*
+  bearer token over plain HTTP is answered 401 by jwt_authn instead of 301. It would get the same
+  401 after the redirect, and the client has already sent its credential in clear text; no token or
+  a valid one gets the 301.
 
 Both fail closed: ``failOpen``/``failure_mode_allow`` false, and an unreachable or failing
 oauth2-proxy (timeout ``istio.extAuthzTimeout``, 5xx) answers 503 (``statusOnError``) instead of
@@ -45,9 +76,9 @@ gateway then checks the token itself: a RequestAuthentication for the realm (iss
 wrong-audience tokens with 401, and a DENY policy refuses any such bearer request to those hosts
 whose token did not yield a principal of our issuer (a token from another issuer is otherwise
 treated like no token). DENY, not ALLOW: an ALLOW policy on a shared gateway would deny every
-request it does not list. Gateway DENY rules name the gateway's HTTP listener ports
-(``istio.gateway.targetPorts``); without ports Istio would apply an HTTP-only DENY rule to raw TCP
-servers of the same gateway as "deny everything".
+request it does not list. Gateway DENY rules name the gateway's HTTP and HTTPS listener ports
+(``istio.gateway.httpTargetPorts``, ``httpsTargetPorts``); without ports Istio would apply an
+HTTP-only DENY rule to raw TCP servers of the same gateway as "deny everything".
 
 **Per application**, at the app's sidecar (``authorizeAt`` sidecar/both): a RequestAuthentication
 (issuer and JWKS of the realm, audiences = the client id, ``forwardOriginalToken: true``) and an
@@ -72,6 +103,8 @@ from components.headers import HEADERS, HeaderFlow, early_header_mutation, list_
 from components.ingress import (
     AUTH_ROUTE,
     BEARER_PREFIX,
+    HTTP_PORT,
+    HTTPS_PORT,
     RoutedApp,
     app_routes,
     vhost_name,
@@ -99,6 +132,18 @@ PATH_NORMALIZATION = "DECODE_AND_MERGE_SLASHES"
 OAUTH2_PATHS = OAUTH2_PREFIX + "*"
 GROUPS_CLAIM = "request.auth.claims[groups]"
 AUTHORIZATION_KEY = "request.headers[authorization]"
+FORWARDED_PROTO_KEY = "request.headers[x-forwarded-proto]"
+DESTINATION_PORT_KEY = "destination.port"
+HTTPS_SCHEME = "https"
+"""The only ``X-Forwarded-Proto`` value Envoy's router does not redirect on a ``require_tls``
+virtual host (exact, case-sensitive comparison)."""
+HEADER_TO_METADATA_FILTER = "envoy.filters.http.header_to_metadata"
+HEADER_TO_METADATA_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config"
+)
+SCHEME_METADATA = ("authproxy.gateway", "x_forwarded_proto")
+"""(dynamic metadata namespace, key) where envoy-filter mode records ``X-Forwarded-Proto`` on the
+HTTP listener."""
 
 
 class ProviderArgs(TypedDict):
@@ -116,8 +161,10 @@ class GatewayRef(TypedDict):
     name: str
     namespace: str
     selector: dict[str, str]
-    target_ports: list[int]
-    """Container ports of the gateway's HTTP/HTTPS listeners (scope of its DENY policies)."""
+    http_ports: list[int]
+    """Container ports of the gateway's plain-HTTP listener (the one redirecting to HTTPS)."""
+    https_ports: list[int]
+    """Container ports of the gateway's HTTPS listener."""
 
 
 class JwtArgs(TypedDict):
@@ -255,16 +302,33 @@ def _selector(gw: GatewayRef) -> dict[str, Any]:
     return {"matchLabels": dict(gw["selector"])}
 
 
+def _ports(ports: list[int]) -> list[str]:
+    return [str(p) for p in ports]
+
+
+def arrived_as_https() -> dict[str, Any]:
+    """The condition under which the router does not redirect a request on the HTTP listener."""
+    return {"key": FORWARDED_PROTO_KEY, "values": [HTTPS_SCHEME]}
+
+
+def not_redirected(gw: GatewayRef) -> list[dict[str, Any]]:
+    """Alternative ``when`` conditions (any one) that together cover every request the gateway's
+    router does not redirect to HTTPS: not on an HTTP listener port, or arrived as HTTPS."""
+    return [{"key": DESTINATION_PORT_KEY, "notValues": _ports(gw["http_ports"])}, arrived_as_https()]
+
+
 def custom_policy_spec(args: AuthzArgs) -> dict[str, Any]:
-    """The CUSTOM AuthorizationPolicy (extension-provider mode): one rule per protected app."""
+    """The CUSTOM AuthorizationPolicy (extension-provider mode): per protected app, two rules with
+    the same target that together cover every request the router will not redirect to HTTPS."""
     rules = []
     for app in args["apps"]:
-        rule: dict[str, Any] = {
-            "to": [{"operation": {"hosts": host_patterns(app["host"]), "notPaths": exempt_paths(app)}}]
-        }
-        if app["api_clients"]:
-            rule["when"] = [{"key": AUTHORIZATION_KEY, "notValues": [BEARER_PREFIX + "*"]}]
-        rules.append(rule)
+        to = [{"operation": {"hosts": host_patterns(app["host"]), "notPaths": exempt_paths(app)}}]
+        bearer = (
+            [{"key": AUTHORIZATION_KEY, "notValues": [BEARER_PREFIX + "*"]}]
+            if app["api_clients"] else []
+        )
+        for cond in not_redirected(args["gateway"]):
+            rules.append({"to": to, "when": [cond, *bearer]})
     return {
         "selector": _selector(args["gateway"]),
         "action": "CUSTOM",
@@ -273,12 +337,12 @@ def custom_policy_spec(args: AuthzArgs) -> dict[str, Any]:
     }
 
 
-def _route_disable_patch(host: str, route: str) -> dict[str, Any]:
+def _route_disable_patch(vhost: str, route: str) -> dict[str, Any]:
     return {
         "applyTo": "HTTP_ROUTE",
         "match": {
             "context": "GATEWAY",
-            "routeConfiguration": {"vhost": {"name": vhost_name(host), "route": {"name": route}}},
+            "routeConfiguration": {"vhost": {"name": vhost, "route": {"name": route}}},
         },
         "patch": {
             "operation": "MERGE",
@@ -299,9 +363,57 @@ def exempt_routes(args: AuthzArgs) -> list[tuple[str, str]]:
     return out
 
 
+def _http_listener_match(port: int, sub_filter: str) -> dict[str, Any]:
+    return {
+        "context": "GATEWAY",
+        "listener": {
+            "portNumber": port,
+            "filterChain": {"filter": {"name": HCM_FILTER, "subFilter": {"name": sub_filter}}},
+        },
+    }
+
+
+def http_listener_patches(gw: GatewayRef) -> list[dict[str, Any]]:
+    """envoy-filter mode, per HTTP listener port: record ``X-Forwarded-Proto`` in dynamic metadata
+    before ext_authz, and enable ext_authz there only when it is ``https`` (otherwise the router
+    answers the redirect)."""
+    ns, key = SCHEME_METADATA
+    record = {
+        "name": HEADER_TO_METADATA_FILTER,
+        "typed_config": {
+            "@type": HEADER_TO_METADATA_TYPE,
+            "request_rules": [{
+                "header": "x-forwarded-proto",
+                "on_header_present": {"metadata_namespace": ns, "key": key, "type": "STRING"},
+                "remove": False,
+            }],
+        },
+    }
+    only_https = {
+        "name": EXT_AUTHZ_FILTER,
+        "typed_config": {
+            "@type": EXT_AUTHZ_TYPE,
+            "filter_enabled_metadata": {
+                "filter": ns,
+                "path": [{"key": key}],
+                "value": {"string_match": {"exact": HTTPS_SCHEME}},
+            },
+        },
+    }
+    out: list[dict[str, Any]] = []
+    for port in gw["http_ports"]:
+        match = _http_listener_match(port, EXT_AUTHZ_FILTER)
+        out.append({"applyTo": "HTTP_FILTER", "match": match,
+                    "patch": {"operation": "INSERT_BEFORE", "value": record}})
+        out.append({"applyTo": "HTTP_FILTER", "match": match,
+                    "patch": {"operation": "MERGE", "value": only_https}})
+    return out
+
+
 def ext_authz_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
-    """The EnvoyFilter of envoy-filter mode: the ext_authz HTTP filter before the router, and
-    per-route exemptions."""
+    """The EnvoyFilter of envoy-filter mode: the ext_authz HTTP filter before the router of every
+    gateway listener, off on the HTTP listener unless the request arrived as HTTPS, and per-route
+    exemptions on the virtual hosts of both Gateway servers."""
     p = args["provider"]
     typed = ext_authz_filter_config(
         extension_provider(p), outbound_cluster(p["service_host"], p["port"])
@@ -321,7 +433,12 @@ def ext_authz_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
             },
         }
     ]
-    patches += [_route_disable_patch(host, route) for host, route in exempt_routes(args)]
+    patches += http_listener_patches(args["gateway"])
+    patches += [
+        _route_disable_patch(vhost_name(host, port), route)
+        for port in (HTTPS_PORT, HTTP_PORT)
+        for host, route in exempt_routes(args)
+    ]
     return {
         "workloadSelector": {"labels": dict(args["gateway"]["selector"])},
         # INSERT_BEFORE is relative; an explicit priority orders it against other EnvoyFilters
@@ -387,16 +504,18 @@ def gateway_request_authentication_spec(args: AuthzArgs) -> dict[str, Any]:
     return {"selector": _selector(args["gateway"]), "jwtRules": [jwt_rule(args["jwt"])]}
 
 
-def _operation(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:
-    """A DENY rule's target: the app's host on the gateway's HTTP ports, minus exempt paths. The
-    ports keep Istio from turning the HTTP-only rule into "deny everything" on raw TCP servers."""
-    return {
-        "operation": {
-            "hosts": host_patterns(app["host"]),
-            "ports": [str(p) for p in args["gateway"]["target_ports"]],
-            "notPaths": exempt_paths(app),
-        }
-    }
+def _scopes(args: AuthzArgs, app: AppAuthzArgs) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Where a gateway DENY rule for the app applies, as (``to`` entry, extra ``when``) pairs: the
+    app's host minus exempt paths on the HTTPS listener ports, and on the HTTP listener ports only
+    for requests that arrived as HTTPS (the others get the redirect). The ports also keep Istio
+    from turning the HTTP-only rule into "deny everything" on raw TCP servers."""
+    gw = args["gateway"]
+
+    def to(ports: list[int]) -> dict[str, Any]:
+        return {"operation": {"hosts": host_patterns(app["host"]), "ports": _ports(ports),
+                              "notPaths": exempt_paths(app)}}
+
+    return [(to(gw["https_ports"]), []), (to(gw["http_ports"]), [arrived_as_https()])]
 
 
 def bearer_deny_policy_spec(args: AuthzArgs) -> dict[str, Any] | None:
@@ -410,10 +529,11 @@ def bearer_deny_policy_spec(args: AuthzArgs) -> dict[str, Any] | None:
         "rules": [
             {
                 "from": [{"source": {"notRequestPrincipals": [principal(args["jwt"])]}}],
-                "to": [_operation(args, a)],
-                "when": [{"key": AUTHORIZATION_KEY, "values": [BEARER_PREFIX + "*"]}],
+                "to": [to],
+                "when": [{"key": AUTHORIZATION_KEY, "values": [BEARER_PREFIX + "*"]}, *extra],
             }
             for a in apps
+            for to, extra in _scopes(args, a)
         ],
     }
 
@@ -421,15 +541,16 @@ def bearer_deny_policy_spec(args: AuthzArgs) -> dict[str, Any] | None:
 def gateway_app_policy_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:
     """DENY at the gateway (authorizeAt gateway/both): no principal of our issuer, or (if the app
     lists groups) no `groups` claim among them."""
-    rules: list[dict[str, Any]] = [
-        {"from": [{"source": {"notRequestPrincipals": [principal(args["jwt"])]}}],
-         "to": [_operation(args, app)]}
-    ]
-    if app["groups"]:
-        rules.append(
-            {"to": [_operation(args, app)],
-             "when": [{"key": GROUPS_CLAIM, "notValues": list(app["groups"])}]}
-        )
+    rules: list[dict[str, Any]] = []
+    for to, extra in _scopes(args, app):
+        no_principal: dict[str, Any] = {
+            "from": [{"source": {"notRequestPrincipals": [principal(args["jwt"])]}}], "to": [to]}
+        if extra:
+            no_principal["when"] = list(extra)
+        rules.append(no_principal)
+        if app["groups"]:
+            rules.append({"to": [to],
+                          "when": [{"key": GROUPS_CLAIM, "notValues": list(app["groups"])}, *extra]})
     return {"selector": _selector(args["gateway"]), "action": "DENY", "rules": rules}
 
 

@@ -647,19 +647,27 @@ class Gateway(_Model):
         description="Hosts the gateway serves (`*.example.com` allowed); default: the auth host "
         "and every app host.",
     )
-    target_ports: tuple[Port, ...] = Field(
-        (80, 443, 8080, 8443),
-        description="Container ports the gateway pods serve HTTP/HTTPS on (the Service's "
-        "targetPorts: 80/443 for the gateway chart, 8080/8443 for the legacy "
-        "istio-ingressgateway). The gateway's DENY policies are scoped to them, so they never "
-        "touch raw TCP servers of a shared gateway.",
+    http_target_ports: tuple[Port, ...] = Field(
+        (80, 8080),
+        description="Container ports of the gateway pods' plain-HTTP listener, the one that only "
+        "redirects to HTTPS (the Service's targetPort for port 80: 80 with the istio gateway "
+        "chart, 8080 with the legacy istio-ingressgateway). Requests on them that did not arrive "
+        "as HTTPS (`X-Forwarded-Proto` not `https`) skip ext_authz and the gateway's DENY "
+        "policies, so they get the redirect before anything else. List no other port here.",
+    )
+    https_target_ports: tuple[Port, ...] = Field(
+        (443, 8443),
+        description="Container ports of the gateway pods' HTTPS listener (the Service's "
+        "targetPort for port 443: 443 with the istio gateway chart, 8443 with the legacy "
+        "istio-ingressgateway). The gateway's DENY policies are scoped to these and the HTTP "
+        "ports, so they never touch raw TCP servers of a shared gateway.",
     )
 
-    @field_validator("target_ports")
+    @field_validator("http_target_ports", "https_target_ports")
     @classmethod
     def _target_ports(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         if not v:
-            raise ValueError("is empty; list the ports the gateway pods serve HTTP/HTTPS on")
+            raise ValueError("is empty; list the container ports of the gateway's listener")
         if len(set(v)) != len(v):
             raise ValueError("lists a port twice; remove the duplicate")
         return v
@@ -896,6 +904,24 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
             k + "istio.gateway.hosts",
             f"does not include the auth host {auth!r}; add it",
         ))
+    gw = cfg.istio.gateway
+    both = sorted(set(gw.http_target_ports) & set(gw.https_target_ports))
+    if both:
+        p.append((
+            k + "istio.gateway.httpTargetPorts",
+            f"lists {both}, which istio.gateway.httpsTargetPorts lists too; requests on the HTTP "
+            "ports skip ext_authz until they are redirected, so a port must be one or the other",
+        ))
+    if cfg.istio.install.enabled:
+        # The installed gateway chart serves 80/443 on the same container ports.
+        for key, ports, port in (("httpTargetPorts", gw.http_target_ports, 80),
+                                 ("httpsTargetPorts", gw.https_target_ports, 443)):
+            if port not in ports:
+                p.append((
+                    f"{k}istio.gateway.{key}",
+                    f"does not include {port}, the container port of the gateway chart the stack "
+                    "installs (istio.install.enabled); add it",
+                ))
 
     s = cfg.session
     if s.cookie_refresh == 0 and s.cookie_expire > s.access_token_lifespan:

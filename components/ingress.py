@@ -98,9 +98,10 @@ def gateway_ref(gw: GatewayArgs) -> str:
     return f"{gw['namespace']}/{gw['name']}"
 
 
-def vhost_name(host: str) -> str:
-    """Envoy virtual host name Istio gives a VirtualService host on the HTTPS server."""
-    return f"{host}:{HTTPS_PORT}"
+def vhost_name(host: str, port: int = HTTPS_PORT) -> str:
+    """Envoy virtual host name Istio gives a VirtualService host on the Gateway server of ``port``
+    (the server's port number, not the gateway pod's container port)."""
+    return f"{host}:{port}"
 
 
 def public_path_match(path: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from components.authz import (
     EXT_AUTHZ_FILTER,
     EXT_AUTHZ_PER_ROUTE_TYPE,
     EXT_AUTHZ_TYPE,
+    HEADER_TO_METADATA_FILTER,
     ROUTER_FILTER,
     AuthzArgs,
     ProviderArgs,
@@ -27,7 +28,7 @@ from components.authz import (
     outbound_cluster,
 )
 from components.headers import HEADERS, early_header_mutation, list_matcher
-from components.ingress import vhost_name
+from components.ingress import HTTP_PORT, HTTPS_PORT, vhost_name
 
 SECRETS = {"keycloakAdminPassword", "keycloakAdminClientSecret", "externalRedisPassword"}
 MODES = {
@@ -80,6 +81,13 @@ def ext_authz_filter(run: Run) -> dict[str, Any]:
     return named(run, EF, "authproxy-ext-authz")["spec"]
 
 
+def ext_authz_insert(ef: dict[str, Any]) -> dict[str, Any]:
+    """The patch that inserts the ext_authz filter (the others only adjust it)."""
+    (p,) = [p for p in ef["configPatches"] if p["applyTo"] == "HTTP_FILTER"
+            and p["patch"]["operation"] == "INSERT_BEFORE" and p["patch"]["value"]["name"] == EXT_AUTHZ_FILTER]
+    return p
+
+
 def virtual_services(run: Run) -> list[dict[str, Any]]:
     """VirtualService specs in a stable order (registration order is not)."""
     vss = [plain(r.inputs["spec"]) for r in run.kube("VirtualService")]
@@ -100,39 +108,67 @@ def pattern_matches(pattern: str, value: str, ignore_case: bool = False) -> bool
     return value == pattern
 
 
-def operation_matches(op: dict[str, Any], host: str, path: str) -> bool:
+def operation_matches(op: dict[str, Any], host: str, path: str, port: int = 443) -> bool:
+    """Istio's operation match; ``port`` is the gateway pod's container port the request came in
+    on (what ``ports`` and ``destination.port`` see at a gateway)."""
     if "hosts" in op and not any(pattern_matches(h, host, True) for h in op["hosts"]):
         return False
     if "paths" in op and not any(pattern_matches(p, path) for p in op["paths"]):
         return False
     if "notPaths" in op and any(pattern_matches(p, path) for p in op["notPaths"]):
         return False
-    if "ports" in op and "443" not in op["ports"]:  # requests arrive on the HTTPS listener
+    if "ports" in op and str(port) not in op["ports"]:
         return False
-    assert set(op) <= {"hosts", "paths", "notPaths", "ports"}, op
+    if "notPorts" in op and str(port) in op["notPorts"]:
+        return False
+    assert set(op) <= {"hosts", "paths", "notPaths", "ports", "notPorts"}, op
     return True
 
 
-def condition_holds(cond: dict[str, Any], headers: dict[str, str]) -> bool:
+def condition_holds(cond: dict[str, Any], headers: dict[str, str], port: int = 443) -> bool:
     key = cond["key"]
-    assert key.startswith("request.headers[") and key.endswith("]"), key
-    value = headers.get(key[len("request.headers["):-1].lower())
+    if key == "destination.port":
+        value: str | None = str(port)
+    else:
+        assert key.startswith("request.headers[") and key.endswith("]"), key
+        value = headers.get(key[len("request.headers["):-1].lower())
     if "values" in cond and (value is None or not any(pattern_matches(v, value) for v in cond["values"])):
         return False
     return not ("notValues" in cond and value is not None
                 and any(pattern_matches(v, value) for v in cond["notValues"]))
 
 
-def custom_checks(policy: dict[str, Any], host: str, path: str, headers: dict[str, str]) -> bool:
+def custom_checks(policy: dict[str, Any], host: str, path: str, headers: dict[str, str],
+                  port: int = 443) -> bool:
     """Whether a CUSTOM policy sends the request to the provider."""
     for rule in policy["rules"]:
         assert "from" not in rule
         targets = rule.get("to", [{"operation": {}}])
-        if any(operation_matches(t["operation"], host, path) for t in targets) and all(
-            condition_holds(c, headers) for c in rule.get("when", [])
+        if any(operation_matches(t["operation"], host, path, port) for t in targets) and all(
+            condition_holds(c, headers, port) for c in rule.get("when", [])
         ):
             return True
     return False
+
+
+def deny_may_match(policy: dict[str, Any], host: str, path: str, headers: dict[str, str],
+                   port: int) -> bool:
+    """Whether some rule of a gateway DENY policy can refuse the request for *some* token: its
+    target and header conditions hold (sources and claim conditions are assumed to match)."""
+    for rule in policy["rules"]:
+        targets = rule.get("to", [{"operation": {}}])
+        conds = [c for c in rule.get("when", []) if not c["key"].startswith("request.auth.")]
+        if any(operation_matches(t["operation"], host, path, port) for t in targets) and all(
+            condition_holds(c, headers, port) for c in conds
+        ):
+            return True
+    return False
+
+
+def redirected(cfg: C.StackConfig, port: int, headers: dict[str, str]) -> bool:
+    """Whether the gateway's router answers the request with the redirect to HTTPS: it came in on
+    the HTTP server (``require_tls: ALL``) and ``X-Forwarded-Proto`` is not exactly ``https``."""
+    return port in cfg.istio.gateway.http_target_ports and headers.get("x-forwarded-proto") != "https"
 
 
 def route_matches(route: dict[str, Any], path: str, headers: dict[str, str]) -> bool:
@@ -151,6 +187,40 @@ def route_matches(route: dict[str, Any], path: str, headers: dict[str, str]) -> 
     return False
 
 
+def ext_authz_enabled_on_listener(ef: dict[str, Any], port: int, headers: dict[str, str]) -> bool:
+    """envoy-filter mode: whether the ext_authz filter on the gateway listener of container port
+    ``port`` runs for the request, from the filter's HTTP_FILTER patches: inserted on every
+    listener, possibly merged with ``filter_enabled_metadata`` on this one, whose metadata a
+    ``header_to_metadata`` filter inserted before it records from a request header."""
+    recorded: dict[tuple[str, str], str] = {}
+    enabled = False
+    for p in ef["configPatches"]:
+        if p["applyTo"] != "HTTP_FILTER":
+            continue
+        listener = p["match"]["listener"]
+        if listener.get("portNumber", port) != port:
+            continue
+        op, value = p["patch"]["operation"], p["patch"]["value"]
+        if op == "INSERT_BEFORE" and value["name"] == EXT_AUTHZ_FILTER:
+            assert listener["filterChain"]["filter"]["subFilter"] == {"name": ROUTER_FILTER}
+            enabled = True
+        elif op == "INSERT_BEFORE" and value["name"] == HEADER_TO_METADATA_FILTER:
+            assert listener["filterChain"]["filter"]["subFilter"] == {"name": EXT_AUTHZ_FILTER}
+            for r in value["typed_config"]["request_rules"]:
+                got = headers.get(r["header"])
+                if got is not None:
+                    md = r["on_header_present"]
+                    recorded[md["metadata_namespace"], md["key"]] = got
+        elif op == "MERGE":
+            assert value["name"] == EXT_AUTHZ_FILTER and enabled
+            m = value["typed_config"]["filter_enabled_metadata"]
+            (key,) = m["path"]
+            enabled = recorded.get((m["filter"], key["key"])) == m["value"]["string_match"]["exact"]
+        else:
+            raise AssertionError(p)
+    return enabled
+
+
 def disabled_routes(ef: dict[str, Any]) -> set[tuple[str, str]]:
     out = set()
     for p in ef["configPatches"]:
@@ -164,11 +234,16 @@ def disabled_routes(ef: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 def envoy_filter_checks(
-    vss: list[dict[str, Any]], ef: dict[str, Any], host: str, path: str, headers: dict[str, str]
+    vss: list[dict[str, Any]], ef: dict[str, Any], host: str, path: str, headers: dict[str, str],
+    port: int = 443, cfg: C.StackConfig | None = None,
 ) -> bool | None:
     """Whether the gateway's ext_authz runs (envoy-filter mode): the gateway ignores the port and
     the case of the host when it picks the virtual host, then takes the first matching route.
-    None: no route (404)."""
+    ``port`` is the container port; with ``cfg`` its listener serves the Gateway's HTTP server
+    (virtual hosts ``host:80``) if it is one of the HTTP target ports. None: no route (404)."""
+    if not ext_authz_enabled_on_listener(ef, port, headers):
+        return False
+    server = HTTP_PORT if cfg is not None and port in cfg.istio.gateway.http_target_ports else HTTPS_PORT
     bare = host.split(":")[0].lower()
     found = [v for v in vss if bare in v["hosts"]]
     if not found:
@@ -176,7 +251,7 @@ def envoy_filter_checks(
     (vs,) = found
     for route in vs["http"]:
         if route_matches(route, path, headers):
-            return (vhost_name(bare), route["name"]) not in disabled_routes(ef)
+            return (vhost_name(bare, server), route["name"]) not in disabled_routes(ef)
     return None
 
 
@@ -198,8 +273,19 @@ def request_strategy(cfg: C.StackConfig):
     return st.tuples(host, path, auth)
 
 
-def headers_of(auth: str | None) -> dict[str, str]:
-    return {} if auth is None else {"authorization": auth}
+def listener_strategy(cfg: C.StackConfig):
+    """(container port, X-Forwarded-Proto): every listed gateway port, with what Envoy sets
+    (http/https) or what a trusted proxy in front may send."""
+    gw = cfg.istio.gateway
+    ports = st.sampled_from([*gw.https_target_ports, *gw.http_target_ports])
+    return st.tuples(ports, st.sampled_from([None, "http", "https", "HTTPS", "https, http"]))
+
+
+def headers_of(auth: str | None, proto: str | None = None) -> dict[str, str]:
+    h = {} if auth is None else {"authorization": auth}
+    if proto is not None:
+        h["x-forwarded-proto"] = proto
+    return h
 
 
 # ---------------------------------------------------------------- the provider (pure)
@@ -251,8 +337,7 @@ def test_header_lists_are_identical_between_modes(stack, runs):
     mesh = yaml.safe_load(runs[stack, "extension-provider"].plain_output("meshConfig"))
     e = mesh["extensionProviders"][0]["envoyExtAuthzHttp"]
     ef = ext_authz_filter(runs[stack, "envoy-filter"])
-    (insert,) = [p for p in ef["configPatches"] if p["applyTo"] == "HTTP_FILTER"]
-    typed = insert["patch"]["value"]["typed_config"]
+    typed = ext_authz_insert(ef)["patch"]["value"]["typed_config"]
     resp = typed["http_service"]["authorization_response"]
     pairs = [
         (e["includeRequestHeadersInCheck"], typed["allowed_headers"], HEADERS.check_request),
@@ -274,8 +359,7 @@ def test_fail_closed_in_both_modes(stack, runs):
     e = mesh["extensionProviders"][0]["envoyExtAuthzHttp"]
     assert e["failOpen"] is False and e["statusOnError"] == "503"
     ef = ext_authz_filter(runs[stack, "envoy-filter"])
-    (insert,) = [p for p in ef["configPatches"] if p["applyTo"] == "HTTP_FILTER"]
-    typed = insert["patch"]["value"]["typed_config"]
+    typed = ext_authz_insert(ef)["patch"]["value"]["typed_config"]
     assert typed["failure_mode_allow"] is False and typed["status_on_error"] == {"code": 503}
     cfg = load_stack(stack)
     assert typed["http_service"]["server_uri"]["timeout"] == e["timeout"] == C.format_duration(
@@ -290,8 +374,9 @@ def test_each_mode_creates_only_its_own_ext_authz_objects(stack, runs):
     cfg = load_stack(stack)
     spec = ext_authz_filter(ef)
     assert spec["workloadSelector"] == {"labels": cfg.istio.gateway.selector}
-    (insert,) = [p for p in spec["configPatches"] if p["applyTo"] == "HTTP_FILTER"]
+    insert = ext_authz_insert(spec)
     assert insert["match"]["context"] == "GATEWAY"
+    assert "portNumber" not in insert["match"]["listener"]  # every listener; see the HTTP ones below
     assert insert["match"]["listener"]["filterChain"]["filter"]["subFilter"] == {"name": ROUTER_FILTER}
     assert insert["patch"]["operation"] == "INSERT_BEFORE"
     assert insert["patch"]["value"]["name"] == EXT_AUTHZ_FILTER
@@ -328,8 +413,9 @@ def test_every_protected_host_has_a_custom_rule_and_a_virtual_service(stack, run
         assert app.host in vs_hosts
         assert custom_checks(policy, app.host, "/", {})
         assert custom_checks(policy, app.host.upper() + ":443", "/some/page", {})
-        (rule,) = [r for r in policy["rules"] if app.host in r["to"][0]["operation"]["hosts"]]
-        assert "/oauth2/*" in rule["to"][0]["operation"]["notPaths"]
+        rules = [r for r in policy["rules"] if app.host in r["to"][0]["operation"]["hosts"]]
+        assert len(rules) == 2 and rules[0]["to"] == rules[1]["to"]
+        assert "/oauth2/*" in rules[0]["to"][0]["operation"]["notPaths"]
     # envoy-filter: the filter covers every app host's default route
     ef_run = runs[stack, "envoy-filter"]
     for app in cfg.apps:
@@ -358,29 +444,104 @@ def test_both_modes_send_the_same_requests_through_oauth2_proxy(stack, runs):
     assert virtual_services(ep) == virtual_services(ef)
     policy, vss, filt = custom_policy(ep), virtual_services(ef), ext_authz_filter(ef)
 
-    @settings(max_examples=500, deadline=None)
-    @given(request_strategy(cfg))
-    def check(req):
-        host, path, auth = req
-        h = headers_of(auth)
-        assert custom_checks(policy, host, path, h) == envoy_filter_checks(vss, filt, host, path, h), req
+    @settings(max_examples=800, deadline=None)
+    @given(request_strategy(cfg), listener_strategy(cfg))
+    def check(req, listener):
+        (host, path, auth), (port, proto) = req, listener
+        h = headers_of(auth, proto)
+        assert custom_checks(policy, host, path, h, port) == envoy_filter_checks(
+            vss, filt, host, path, h, port, cfg), (req, listener)
 
     check()
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_plain_http_gets_the_redirect_before_any_check(stack, mode, runs):
+    """A request the router will redirect to HTTPS meets neither ext_authz nor a gateway DENY rule
+    (so no 302 to Keycloak with a Secure cookie over plain HTTP, no 403 instead of the 301); every
+    other request is treated exactly as on the HTTPS listener, also on the HTTP port behind a
+    TLS-terminating proxy that says X-Forwarded-Proto: https."""
+    apps = stack_config(stack)["authproxy:apps"]
+    apps = [{**apps[0], "authorizeAt": "both"}, *apps[1:]]  # a gateway DENY policy with groups too
+    over = deep_merge(MODES[mode], {"apps": apps}) if mode == "extension-provider" else MODES[mode]
+    run = run_program(stack, overrides=over)
+    cfg = load_stack(stack, over)
+    denies = [a["spec"] for a in specs(run, AP) if a["spec"]["action"] == "DENY"
+              and a["metadata"]["namespace"] == cfg.istio.gateway.namespace]
+    assert len(denies) == (2 if mode == "extension-provider" else 1)
+
+    def checked(host: str, path: str, h: dict[str, str], port: int) -> bool | None:
+        if mode == "extension-provider":
+            return custom_checks(custom_policy(run), host, path, h, port)
+        return envoy_filter_checks(virtual_services(run), ext_authz_filter(run), host, path, h, port, cfg)
+
+    https_port = cfg.istio.gateway.https_target_ports[0]
+
+    @settings(max_examples=400, deadline=None)
+    @given(request_strategy(cfg), listener_strategy(cfg))
+    def check(req, listener):
+        (host, path, auth), (port, proto) = req, listener
+        h = headers_of(auth, proto)
+        if redirected(cfg, port, h):
+            assert not checked(host, path, h, port), (req, listener)
+            assert not any(deny_may_match(d, host, path, h, port) for d in denies), (req, listener)
+        else:
+            as_https = {**h, "x-forwarded-proto": "https"}
+            assert checked(host, path, h, port) == checked(host, path, as_https, https_port)
+            assert [deny_may_match(d, host, path, h, port) for d in denies] == [
+                deny_may_match(d, host, path, as_https, https_port) for d in denies]
+
+    check()
+    # the properties are not vacuous: app hosts are checked and denied on HTTPS
+    for app in cfg.apps:
+        assert checked(app.host, "/", headers_of(None, "https"), https_port)
+        for port in cfg.istio.gateway.http_target_ports:
+            assert not checked(app.host, "/", headers_of(None, "http"), port)
+            assert checked(app.host, "/", headers_of(None, "https"), port)
+    api = next(a for a in cfg.apps if a.api_clients)
+    assert any(deny_may_match(d, api.host, "/", headers_of("Bearer x", "https"), https_port)
+               for d in denies)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_envoy_filter_mode_limits_ext_authz_on_the_http_listener_ports(stack, runs):
+    cfg = load_stack(stack)
+    ef = ext_authz_filter(runs[stack, "envoy-filter"])
+    patches = [p for p in ef["configPatches"] if p["applyTo"] == "HTTP_FILTER"]
+    assert patches[0] == ext_authz_insert(ef)  # the filter exists before it is adjusted
+    ports = sorted({p["match"]["listener"].get("portNumber") for p in patches[1:]})
+    assert ports == sorted(cfg.istio.gateway.http_target_ports)
+    for port in cfg.istio.gateway.http_target_ports:
+        ops = [p["patch"]["operation"] for p in patches if p["match"]["listener"].get("portNumber") == port]
+        assert ops == ["INSERT_BEFORE", "MERGE"]
+        assert not ext_authz_enabled_on_listener(ef, port, {"x-forwarded-proto": "http"})
+        assert not ext_authz_enabled_on_listener(ef, port, {})
+        assert ext_authz_enabled_on_listener(ef, port, {"x-forwarded-proto": "https"})
+    for port in cfg.istio.gateway.https_target_ports:  # HTTPS: always, whatever the header says
+        assert ext_authz_enabled_on_listener(ef, port, {"x-forwarded-proto": "http"})
+    # only the ext_authz filter is switched; the merge keeps it fail-closed
+    merge = next(p for p in patches if p["patch"]["operation"] == "MERGE")["patch"]["value"]["typed_config"]
+    assert set(merge) == {"@type", "filter_enabled_metadata"} and merge["@type"] == EXT_AUTHZ_TYPE
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_exempt_route_names_match_the_virtual_service_routes(stack, runs):
     run = runs[stack, "envoy-filter"]
-    routes = {(vhost_name(v["hosts"][0]), r["name"]) for v in virtual_services(run) for r in v["http"]}
+    servers = (HTTPS_PORT, HTTP_PORT)  # the Gateway's two servers (virtual hosts host:443, host:80)
+    routes = {(vhost_name(v["hosts"][0], s), r["name"])
+              for v in virtual_services(run) for r in v["http"] for s in servers}
     disabled = disabled_routes(ext_authz_filter(run))
     assert disabled <= routes  # a patch naming no route would silently not exempt it
     cfg = load_stack(stack)
-    expected = {(vhost_name(cfg.auth_hostname), "auth-host")}
-    for a in cfg.apps:
-        expected.add((vhost_name(a.host), f"{a.name}-oauth2"))
-        expected |= {(vhost_name(a.host), f"{a.name}-public-{i}") for i in range(len(a.public_paths))}
-        if a.api_clients:
-            expected.add((vhost_name(a.host), f"{a.name}-bearer"))
+    expected: set[tuple[str, str]] = set()
+    for s in servers:
+        expected.add((vhost_name(cfg.auth_hostname, s), "auth-host"))
+        for a in cfg.apps:
+            expected.add((vhost_name(a.host, s), f"{a.name}-oauth2"))
+            expected |= {(vhost_name(a.host, s), f"{a.name}-public-{i}") for i in range(len(a.public_paths))}
+            if a.api_clients:
+                expected.add((vhost_name(a.host, s), f"{a.name}-bearer"))
     assert disabled == expected
 
 
@@ -477,15 +638,23 @@ def test_bearer_requests_are_verified_at_the_gateway_in_both_modes(stack, mode, 
     jwt_rule_ok(ra["spec"]["jwtRules"][0], cfg)
     deny = named(run, AP, "authproxy-bearer-requires-jwt")["spec"]
     assert deny["action"] == "DENY"
-    assert len(deny["rules"]) == len(api_apps)
-    for app, rule in zip(api_apps, deny["rules"], strict=True):
-        assert rule["from"] == [{"source": {"notRequestPrincipals": [cfg.keycloak.issuer + "/*"]}}]
-        assert rule["when"] == [{"key": "request.headers[authorization]", "values": ["Bearer *"]}]
-        op = rule["to"][0]["operation"]
-        assert op["hosts"] == [app.host, f"{app.host}:*"]
-        assert op["notPaths"] == ["/oauth2/*", *app.public_paths]
-        # scoped to the HTTP listeners, so raw TCP servers of a shared gateway are untouched
-        assert op["ports"] == [str(p) for p in cfg.istio.gateway.target_ports]
+    assert len(deny["rules"]) == 2 * len(api_apps)
+    gw = cfg.istio.gateway
+    bearer = {"key": "request.headers[authorization]", "values": ["Bearer *"]}
+    as_https = {"key": "request.headers[x-forwarded-proto]", "values": ["https"]}
+    for i, app in enumerate(api_apps):
+        https_rule, http_rule = deny["rules"][2 * i:2 * i + 2]
+        for rule in (https_rule, http_rule):
+            assert rule["from"] == [{"source": {"notRequestPrincipals": [cfg.keycloak.issuer + "/*"]}}]
+            op = rule["to"][0]["operation"]
+            assert op["hosts"] == [app.host, f"{app.host}:*"]
+            assert op["notPaths"] == ["/oauth2/*", *app.public_paths]
+        # scoped to the HTTP(S) listeners, so raw TCP servers of a shared gateway are untouched;
+        # on the HTTP listener only for requests the router does not redirect
+        assert https_rule["to"][0]["operation"]["ports"] == [str(p) for p in gw.https_target_ports]
+        assert https_rule["when"] == [bearer]
+        assert http_rule["to"][0]["operation"]["ports"] == [str(p) for p in gw.http_target_ports]
+        assert http_rule["when"] == [bearer, as_https]
     # the browser flow is skipped for bearer requests to API apps only
     if mode == "extension-provider":
         policy = custom_policy(run)
@@ -513,12 +682,18 @@ def test_gateway_group_checks_for_apps_authorized_at_the_gateway(where):
     spec = named(run, AP, "authproxy-grafana-gateway-authz")["spec"]
     assert spec["action"] == "DENY"
     assert spec["selector"] == {"matchLabels": cfg.istio.gateway.selector}
-    op = {"operation": {"hosts": ["grafana.example.com", "grafana.example.com:*"],
-                        "ports": ["80", "443", "8080", "8443"],
-                        "notPaths": ["/oauth2/*", "/public/*"]}}
+    def op(ports: list[str]) -> dict[str, Any]:
+        return {"operation": {"hosts": ["grafana.example.com", "grafana.example.com:*"],
+                              "ports": ports, "notPaths": ["/oauth2/*", "/public/*"]}}
+
+    no_principal = {"source": {"notRequestPrincipals": [cfg.keycloak.issuer + "/*"]}}
+    groups = {"key": "request.auth.claims[groups]", "notValues": list(grafana.groups)}
+    as_https = {"key": "request.headers[x-forwarded-proto]", "values": ["https"]}
     assert spec["rules"] == [
-        {"from": [{"source": {"notRequestPrincipals": [cfg.keycloak.issuer + "/*"]}}], "to": [op]},
-        {"to": [op], "when": [{"key": "request.auth.claims[groups]", "notValues": list(grafana.groups)}]},
+        {"from": [no_principal], "to": [op(["443", "8443"])]},
+        {"to": [op(["443", "8443"])], "when": [groups]},
+        {"from": [no_principal], "to": [op(["80", "8080"])], "when": [as_https]},
+        {"to": [op(["80", "8080"])], "when": [groups, as_https]},
     ]
     named(run, RA, "authproxy-jwt")  # the gateway verifies the token it checks
     sidecar = [r for r in run.of_type(AP) if r.inputs["metadata"]["name"] == "authproxy-grafana-require-jwt"]
@@ -616,16 +791,43 @@ def test_timeout_out_of_range_is_rejected():
     assert bad_keys("dev", {"istio": {"extAuthzTimeout": "0s"}}) == ["authproxy:istio.extAuthzTimeout"]
 
 
-def test_gateway_target_ports_scope_the_deny_policies():
-    run = run_program("prod", overrides={"istio": {"gateway": {"targetPorts": [8443]}}})
+LEGACY_PORTS = {"istio": {"gateway": {"httpTargetPorts": [8080], "httpsTargetPorts": [8443]}}}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_gateway_target_ports_scope_every_gateway_check(mode):
+    over = deep_merge(MODES[mode], LEGACY_PORTS)
+    run = run_program("prod", overrides=over)
     deny = named(run, AP, "authproxy-bearer-requires-jwt")["spec"]
-    assert all(r["to"][0]["operation"]["ports"] == ["8443"] for r in deny["rules"])
-    assert bad_keys("prod", {"istio": {"gateway": {"targetPorts": []}}}) == [
-        "authproxy:istio.gateway.targetPorts"]
-    assert bad_keys("prod", {"istio": {"gateway": {"targetPorts": [443, 443]}}}) == [
-        "authproxy:istio.gateway.targetPorts"]
-    assert bad_keys("prod", {"istio": {"gateway": {"targetPorts": [0]}}}) == [
-        "authproxy:istio.gateway.targetPorts[0]"]
+    assert [r["to"][0]["operation"]["ports"] for r in deny["rules"]] == [["8443"], ["8080"]]
+    if mode == "extension-provider":
+        ports = [c for r in custom_policy(run)["rules"] for c in r["when"] if c["key"] == "destination.port"]
+        assert ports and all(c == {"key": "destination.port", "notValues": ["8080"]} for c in ports)
+    else:
+        ef = ext_authz_filter(run)
+        listeners = {p["match"]["listener"].get("portNumber") for p in ef["configPatches"]
+                     if p["applyTo"] == "HTTP_FILTER"}
+        assert listeners == {None, 8080}
+
+
+def test_gateway_target_ports_are_validated_naming_the_key():
+    def gw(**ports: Any) -> dict[str, Any]:
+        return {"istio": {"gateway": ports}}
+
+    key = "authproxy:istio.gateway."
+    assert bad_keys("prod", gw(httpTargetPorts=[])) == [key + "httpTargetPorts"]
+    assert bad_keys("prod", gw(httpsTargetPorts=[])) == [key + "httpsTargetPorts"]
+    assert bad_keys("prod", gw(httpsTargetPorts=[443, 443])) == [key + "httpsTargetPorts"]
+    assert bad_keys("prod", gw(httpTargetPorts=[0])) == [key + "httpTargetPorts[0]"]
+    # a port both HTTP (no check before the redirect) and HTTPS would lose its check
+    assert bad_keys("prod", gw(httpTargetPorts=[80, 8443])) == [key + "httpTargetPorts"]
+    with pytest.raises(C.ConfigError, match="one or the other"):
+        load_stack("prod", gw(httpTargetPorts=[80, 8443]))
+    # the old single list is gone; it is reported as an unknown key, not silently ignored
+    assert bad_keys("prod", gw(targetPorts=[80, 443])) == [key + "targetPorts"]
+    # dev installs the gateway chart, which serves on 80/443
+    assert bad_keys("dev", LEGACY_PORTS) == [key + "httpTargetPorts", key + "httpsTargetPorts"]
+    load_stack("prod", LEGACY_PORTS)  # an existing legacy gateway: fine
 
 
 def test_ext_authz_envoy_filter_has_a_priority():

@@ -74,6 +74,24 @@ def test_empty_rule_parts_match_anything_and_unknown_fields_fail() -> None:
         ec.rbac_policy({"when": [{"key": "source.ip", "values": ["1.2.3.4"]}]})
 
 
+def test_destination_port_conditions_are_permissions_like_istiod() -> None:
+    # istiod's authz model puts destination.* `when` conditions on permissions (an RBAC principal
+    # cannot match the destination port), the request ones on principals.
+    pol = ec.rbac_policy({
+        "to": [{"operation": {"hosts": ["a.test"]}}],
+        "when": [{"key": "destination.port", "notValues": ["80", "8080"]},
+                 {"key": "request.headers[x-forwarded-proto]", "values": ["https"]}],
+    })
+    perm = pol["permissions"][0]["and_rules"]["rules"]
+    assert perm[1] == {"not_rule": {"or_rules": {"rules": [{"destination_port": 80}, {"destination_port": 8080}]}}}
+    assert pol["principals"][0]["and_ids"]["ids"] == [
+        {"any": True}, {"header": {"name": "x-forwarded-proto", "string_match": {"exact": "https"}}}]
+    pol = ec.rbac_policy({"when": [{"key": "destination.port", "values": ["443"]}]})
+    assert pol["permissions"][0]["and_rules"]["rules"] == [{"any": True}, {"destination_port": 443}]
+    with pytest.raises(ec.EnvoyConfigError, match=r"destination\.ip"):
+        ec.rbac_policy({"when": [{"key": "destination.ip", "values": ["10.0.0.1"]}]})
+
+
 def test_ext_authz_from_provider_like_istiod() -> None:
     f = ec.ext_authz_from_provider({"name": "p", "envoyExtAuthzHttp": {
         "service": "oauth2-proxy.authproxy.svc.cluster.local", "port": 4180, "timeout": "2s",
@@ -213,6 +231,14 @@ def test_bootstrap_of_the_dev_render(mode: str, tmp_path: Path) -> None:
     else:
         # the EnvoyFilter inserts ext_authz right before the router, after jwt_authn and RBAC
         assert names == [ec.JWT, ec.RBAC, ec.EXT_AUTHZ, ec.ROUTER]
+        # on the HTTP listener (port 80 here) ext_authz runs only for X-Forwarded-Proto: https,
+        # so plain HTTP reaches the router's redirect unchecked
+        http = _filter_names(boot, "gateway_80")
+        assert http == [ec.JWT, ec.RBAC, "envoy.filters.http.header_to_metadata", ec.EXT_AUTHZ, ec.ROUTER]
+        lst = next(x for x in boot["static_resources"]["listeners"] if x["name"] == "gateway_80")
+        ext = lst["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][3]["typed_config"]
+        assert ext["filter_enabled_metadata"]["value"] == {"string_match": {"exact": "https"}}
+        assert ext["failure_mode_allow"] is False
     assert _filter_names(boot, "sidecar_admin") == [ec.JWT, ec.RBAC, ec.ROUTER]
     clusters = {c["name"] for c in boot["static_resources"]["clusters"]}
     assert "outbound|4180||oauth2-proxy.authproxy.svc.cluster.local" in clusters

@@ -15,12 +15,15 @@ from components.headers import HEADERS, identity_headers
 from components.ingress import (
     AUTH_ROUTE,
     BEARER_PREFIX,
+    HTTP_PORT,
+    HTTPS_PORT,
     IngressArgs,
     RoutedApp,
     app_routes,
     certificate_spec,
     gateway_spec,
     public_path_match,
+    vhost_name,
 )
 from components.oauth2_proxy import service_fqdn
 
@@ -103,6 +106,11 @@ def test_gateway_redirects_http_and_terminates_tls_with_the_credential():
     assert https["tls"]["mode"] == "SIMPLE" and https["tls"]["credentialName"] == "cred"
     # only VirtualServices of the gateway's namespace may bind to these hosts
     assert http["hosts"] == https["hosts"] == ["./a.example.com", "./*.example.com"]
+    # the server ports name Istio's virtual hosts (host:80, host:443), which the envoy-filter
+    # mode's per-route exemptions address
+    assert (http["port"]["number"], https["port"]["number"]) == (HTTP_PORT, HTTPS_PORT) == (80, 443)
+    assert (vhost_name("a.example.com"), vhost_name("a.example.com", HTTP_PORT)) == (
+        "a.example.com:443", "a.example.com:80")
 
 
 def test_certificate_only_with_an_issuer():
