@@ -19,7 +19,7 @@ ACTIONLINT := $(CACHE)/actionlint/$(ACTIONLINT_VERSION)/actionlint
 GOBUILD_ENV := GOPATH=$(CACHE)/go GOMODCACHE=$(CACHE)/go/pkg/mod GOCACHE=$(CACHE)/go-build \
                GOFLAGS="-modcacherw -buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=0
 
-.PHONY: help venv unit test docs render conformance e2e demo lint typecheck actionlint policy-test
+.PHONY: help venv unit test docs render conformance e2e demo lint typecheck actionlint policy-test bench
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -31,6 +31,8 @@ $(VENV)/.installed: $(REQS)
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -m pip install -q -r requirements-dev.txt
 	@touch $@
+	@# venvs of older requirement sets are dead weight in the cache: drop them
+	@for d in $(CACHE)/venv-????????????; do [ "$$d" = "$(VENV)" ] || rm -rf "$$d"; done
 
 venv: $(VENV)/.installed ## install the Python dependencies into the cache
 
@@ -52,6 +54,10 @@ e2e: venv ## live end-to-end tests: the dev render on real Keycloak, Redis, oaut
 
 demo: venv ## run the stack locally (STACK=dev [MODE=envoy-filter]); prints URLs and demo users; Ctrl-C stops it
 	$(PY) -m authproxy_local.demo --stack $(STACK) $(if $(MODE),--mode $(MODE))
+
+bench: venv ## request-path benchmark on the live harness with wrk (~8 min; not in `make test`): docs/benchmarks.md + plot; QUICK=1 = 1-min smoke run
+	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy wrk
+	$(PY) -m authproxy_local.bench $(if $(QUICK),--quick)
 
 lint: venv ## ruff over the whole checkout (pyproject.toml [tool.ruff])
 	$(PY) -m ruff check .

@@ -26,8 +26,8 @@ On allow (oauth2-proxy answers 200 with ``--set-authorization-header --set-xauth
   the ``x-auth-request-{user,email,groups,preferred-username}`` identity headers. Envoy *overrides*
   a header of the same name. ``x-auth-request-access-token`` is **not** forwarded: the ID token
   already identifies the user, and handing every app a Keycloak access token would let any app
-  call other APIs as the user (least privilege; oauth2-proxy's ``--pass-access-token`` has no
-  effect behind this gateway).
+  call other APIs as the user (least privilege; the stack therefore does not set oauth2-proxy's
+  ``--pass-access-token``).
 * downstream: ``set-cookie`` (a refreshed session cookie).
 
 On deny (302 to Keycloak, or 401 for API/XHR requests, 403): ``location``, ``set-cookie`` (the

@@ -61,7 +61,7 @@ OAUTH2_PROXY_V7_15_FLAGS = {
     "cookie-csrf-per-request", "cookie-csrf-per-request-limit", "cookie-csrf-expire",
     "session-store-type", "redis-connection-url", "redis-use-sentinel",
     "redis-sentinel-master-name", "redis-sentinel-connection-urls", "reverse-proxy", "upstream",
-    "set-xauthrequest", "set-authorization-header", "pass-access-token", "skip-provider-button",
+    "set-xauthrequest", "set-authorization-header", "request-logging", "skip-provider-button",
     "silence-ping-logging", "http-address", "metrics-address", "api-route", "backend-logout-url",
 }
 EXTERNAL = {"mode": "external", "external": {"url": "rediss://redis.example.net:6380"}}
@@ -131,9 +131,9 @@ DEV_ARGS = [
     "--upstream=static://200",
     "--set-xauthrequest=true",
     "--set-authorization-header=true",
-    "--pass-access-token=true",
     "--skip-provider-button=true",
     "--silence-ping-logging=true",
+    "--request-logging=false",
     "--http-address=0.0.0.0:4180",
     "--metrics-address=0.0.0.0:44180",
     "--api-route=^/api/",
@@ -186,10 +186,12 @@ def test_common_security_flags_in_every_mode(stack, redis):
         "cookie-httponly": "true", "cookie-samesite": "lax", "cookie-csrf-per-request": "true",
         "session-store-type": "redis", "reverse-proxy": "true", "upstream": "static://200",
         "set-xauthrequest": "true", "set-authorization-header": "true",
-        "pass-access-token": "true", "skip-provider-button": "true",
+        "skip-provider-button": "true", "request-logging": "false",
         "silence-ping-logging": "true", "oidc-groups-claim": "groups",
     }.items():
         assert f[name] == [value], name
+    # The access token stays inside oauth2-proxy: the gateway never forwards it (headers.py).
+    assert "pass-access-token" not in f
     # Bearer-token pass-through is the ingress's decision, never on by default.
     assert "skip-jwt-bearer-tokens" not in f
     # Endpoints come from discovery.
