@@ -107,6 +107,7 @@ from components.ingress import (
     HTTPS_PORT,
     RoutedApp,
     app_routes,
+    object_labels,
     vhost_name,
 )
 
@@ -363,14 +364,12 @@ def exempt_routes(args: AuthzArgs) -> list[tuple[str, str]]:
     return out
 
 
-def _http_listener_match(port: int, sub_filter: str) -> dict[str, Any]:
-    return {
-        "context": "GATEWAY",
-        "listener": {
-            "portNumber": port,
-            "filterChain": {"filter": {"name": HCM_FILTER, "subFilter": {"name": sub_filter}}},
-        },
-    }
+def _http_listener_match(sub_filter: str, port: int | None = None) -> dict[str, Any]:
+    """Match an HTTP filter of the gateway's HTTP connection managers (on one listener port, or
+    on every listener)."""
+    listener: dict[str, Any] = {} if port is None else {"portNumber": port}
+    listener["filterChain"] = {"filter": {"name": HCM_FILTER, "subFilter": {"name": sub_filter}}}
+    return {"context": "GATEWAY", "listener": listener}
 
 
 def http_listener_patches(gw: GatewayRef) -> list[dict[str, Any]]:
@@ -402,7 +401,7 @@ def http_listener_patches(gw: GatewayRef) -> list[dict[str, Any]]:
     }
     out: list[dict[str, Any]] = []
     for port in gw["http_ports"]:
-        match = _http_listener_match(port, EXT_AUTHZ_FILTER)
+        match = _http_listener_match(EXT_AUTHZ_FILTER, port)
         out.append({"applyTo": "HTTP_FILTER", "match": match,
                     "patch": {"operation": "INSERT_BEFORE", "value": record}})
         out.append({"applyTo": "HTTP_FILTER", "match": match,
@@ -421,12 +420,7 @@ def ext_authz_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
     patches: list[dict[str, Any]] = [
         {
             "applyTo": "HTTP_FILTER",
-            "match": {
-                "context": "GATEWAY",
-                "listener": {
-                    "filterChain": {"filter": {"name": HCM_FILTER, "subFilter": {"name": ROUTER_FILTER}}}
-                },
-            },
+            "match": _http_listener_match(ROUTER_FILTER),
             "patch": {
                 "operation": "INSERT_BEFORE",
                 "value": {"name": EXT_AUTHZ_FILTER, "typed_config": typed},
@@ -567,10 +561,6 @@ def app_authorization_policy_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[st
     if app["public_paths"]:
         rules.append({"to": [{"operation": {"paths": list(app["public_paths"])}}]})
     return {"selector": {"matchLabels": dict(app["selector"])}, "action": "ALLOW", "rules": rules}
-
-
-def object_labels() -> dict[str, str]:
-    return {"app.kubernetes.io/part-of": "authproxy", "app.kubernetes.io/managed-by": "pulumi"}
 
 
 class Authz(pulumi.ComponentResource):

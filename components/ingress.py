@@ -258,24 +258,18 @@ class Ingress(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=deps),
         )
         after_gateway = pulumi.ResourceOptions(parent=self, depends_on=[gateway])
-        vs_names = [f"{gw['name']}-{AUTH_ROUTE}"]
-        k8s.apiextensions.CustomResource(
-            f"{name}-vs-{AUTH_ROUTE}",
-            api_version="networking.istio.io/v1",
-            kind="VirtualService",
-            metadata=meta(vs_names[0]),
-            spec=auth_virtual_service_spec(args),
-            opts=after_gateway,
-        )
-        for app in args["apps"]:
-            vs_name = f"{gw['name']}-app-{app['name']}"
-            vs_names.append(vs_name)
+        # (suffix of the logical and object names, spec): the auth host first, then each app.
+        virtual_services = [(AUTH_ROUTE, auth_virtual_service_spec(args))] + [
+            (f"app-{app['name']}", app_virtual_service_spec(args, app)) for app in args["apps"]
+        ]
+        vs_names = [f"{gw['name']}-{suffix}" for suffix, _ in virtual_services]
+        for (suffix, spec), vs_name in zip(virtual_services, vs_names, strict=True):
             k8s.apiextensions.CustomResource(
-                f"{name}-vs-app-{app['name']}",
+                f"{name}-vs-{suffix}",
                 api_version="networking.istio.io/v1",
                 kind="VirtualService",
                 metadata=meta(vs_name),
-                spec=app_virtual_service_spec(args, app),
+                spec=spec,
                 opts=after_gateway,
             )
 

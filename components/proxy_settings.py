@@ -193,11 +193,7 @@ def proxy_args(s: ProxySettings) -> list[str]:
     ]
     if s.metrics_address:
         a.append(_flag("metrics-address", s.metrics_address))
-    seen: set[str] = set()
-    for route in s.api_routes:
-        if route not in seen:
-            a.append(_flag("api-route", route))
-            seen.add(route)
+    a += [_flag("api-route", route) for route in dict.fromkeys(s.api_routes)]
     a.append(_flag("backend-logout-url", backend_logout_url(s.issuer_url)))
     a += list(s.extra_args)
     return a
