@@ -59,16 +59,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from authproxy_local import envoy_config
+
 ROOT = Path(__file__).resolve().parent.parent
 
 UPSTREAM_CLUSTER = "bench|upstream"
 UPSTREAM_BODY = "ok"
 UPSTREAM_HEADER = "x-bench-upstream"
-HCM_NAME = "envoy.filters.network.http_connection_manager"
-HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-ROUTER_NAME = "envoy.filters.http.router"
-EXT_AUTHZ_NAME = "envoy.filters.http.ext_authz"
-JWT_NAME = "envoy.filters.http.jwt_authn"
 
 BASE_VARIANTS = ("baseline", "jwt", "session-redis", "session-cookie")
 LABELS = {
@@ -146,14 +143,6 @@ def latency_ms(text: str) -> float:
     if not m:
         raise ValueError(f"not a wrk latency: {text!r}")
     return float(m.group(1)) * _UNIT_MS[m.group(2)]
-
-
-def _count(text: str) -> float:
-    """wrk's counts ('10.59k', '1.20M', '512.34')."""
-    m = re.fullmatch(r"\s*([0-9.]+)([kMG]?)\s*", text)
-    if not m:
-        raise ValueError(f"not a wrk count: {text!r}")
-    return float(m.group(1)) * {"": 1, "k": 1e3, "M": 1e6, "G": 1e9}[m.group(2)]
 
 
 @dataclass(frozen=True)
@@ -438,14 +427,14 @@ def _hcms(listener: dict[str, Any]) -> list[dict[str, Any]]:
     chains = [*listener.get("filter_chains", [])]
     if listener.get("default_filter_chain"):
         chains.append(listener["default_filter_chain"])
-    return [f["typed_config"] for c in chains for f in c.get("filters", []) if f.get("name") == HCM_NAME]
+    return [f["typed_config"] for c in chains for f in c.get("filters", []) if f.get("name") == envoy_config.HCM]
 
 
 def authz_cluster(listener: dict[str, Any]) -> str:
     """The cluster the listener's ext_authz filter calls (oauth2-proxy's Service)."""
     for hcm in _hcms(listener):
         for f in hcm.get("http_filters", []):
-            if f.get("name") == EXT_AUTHZ_NAME:
+            if f.get("name") == envoy_config.EXT_AUTHZ:
                 return str(f["typed_config"]["http_service"]["server_uri"]["cluster"])
     raise ValueError(f"listener {listener.get('name')!r} has no ext_authz filter")
 
@@ -455,11 +444,7 @@ def _addr(ip: str, port: int) -> dict[str, Any]:
 
 
 def _static_cluster(name: str, addr: tuple[str, int], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    c: dict[str, Any] = {
-        "name": name, "type": "STATIC", "connect_timeout": "2s",
-        "load_assignment": {"cluster_name": name, "endpoints": [
-            {"lb_endpoints": [{"endpoint": {"address": _addr(*addr)}}]}]},
-    }
+    c = envoy_config.static_cluster(name, addr)
     c.update(copy.deepcopy(dict(extra or {})))
     return c
 
@@ -530,7 +515,7 @@ def bench_bootstrap(
             hcm.pop("access_log", None)
             hcm["stat_prefix"] = f"bench_{name}"
             if name == "baseline":
-                hcm["http_filters"] = [f for f in hcm["http_filters"] if f.get("name") == ROUTER_NAME]
+                hcm["http_filters"] = [f for f in hcm["http_filters"] if f.get("name") == envoy_config.ROUTER]
         for parent, k, v in _walk(lst):
             if k == "cluster" and isinstance(v, str):
                 if v == authz:
@@ -542,16 +527,15 @@ def bench_bootstrap(
     out_listeners.append({
         "name": "bench_upstream",
         "address": _addr(*upstream),
-        "filter_chains": [{"filters": [{"name": HCM_NAME, "typed_config": {
-            "@type": HCM_TYPE,
+        "filter_chains": [{"filters": [{"name": envoy_config.HCM, "typed_config": {
+            "@type": envoy_config.HCM_TYPE,
             "stat_prefix": "bench_upstream",
             "route_config": {"virtual_hosts": [{"name": "upstream", "domains": ["*"], "routes": [{
                 "match": {"prefix": "/"},
                 "direct_response": {"status": 200, "body": {"inline_string": UPSTREAM_BODY}},
                 "response_headers_to_add": [{"header": {"key": UPSTREAM_HEADER, "value": "1"}}],
             }]}]},
-            "http_filters": [{"name": ROUTER_NAME, "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            "http_filters": [{"name": envoy_config.ROUTER, "typed_config": {"@type": envoy_config.ROUTER_TYPE}}],
         }}]}],
     })
     return {
@@ -903,7 +887,6 @@ class Bench:
         sources = {}
         for t in self.tunings:
             if t.mode and t.mode != h.render.mode:
-                from authproxy_local import envoy_config
                 from authproxy_local import render as render_mod
 
                 other = render_mod.render(self.stack, t.mode, h.overrides or None)

@@ -39,8 +39,6 @@ import base64
 import contextlib
 import datetime as dt
 import fcntl
-import ipaddress
-import json
 import os
 import random
 import secrets as pysecrets
@@ -62,7 +60,7 @@ from typing import Any
 
 import yaml
 
-from authproxy_local import install, keycloak_apply, local_map
+from authproxy_local import envoy_config, install, keycloak_apply, local_map
 from authproxy_local import placeholders as ph
 from authproxy_local.cache import cache_dir
 from authproxy_local.echo import EchoServer
@@ -500,11 +498,6 @@ class Process:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
-    def send_signal(self, sig: int) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, sig)
-
     def stop(self, timeout: float = 20.0, sig: int = signal.SIGTERM) -> None:
         """Signal the process group, wait, then SIGKILL what is left."""
         if self.popen is None:
@@ -872,8 +865,8 @@ class Harness:
         users: dict[str, DemoUser] = {}
         kc = self.render.keycloak
         groups_by_user: dict[str, list[str]] = {}
-        group_names = {f"${{computed:{g['name']}.id}}": g["inputs"]["name"] for g in kc.get("Group", [])}
-        user_ref = {f"${{computed:{u['name']}.id}}": u["inputs"]["username"] for u in kc.get("User", [])}
+        group_names = {ph.computed(f"{g['name']}.id"): g["inputs"]["name"] for g in kc.get("Group", [])}
+        user_ref = {ph.computed(f"{u['name']}.id"): u["inputs"]["username"] for u in kc.get("User", [])}
         for ug in kc.get("UserGroups", []):
             uname = user_ref.get(ug["inputs"]["userId"])
             if uname:
@@ -1106,10 +1099,6 @@ class Harness:
     # ---- Envoy -----------------------------------------------------------------------------
 
     def envoy_bootstrap(self) -> dict[str, Any]:
-        try:
-            from authproxy_local import envoy_config
-        except ImportError as e:  # pragma: no cover - until envoy_config exists
-            raise HarnessError(f"authproxy_local.envoy_config is missing ({e}); the gateway cannot start") from e
         return envoy_config.build(self.render, self.endpoints)
 
     def _start_envoy(self) -> None:
@@ -1218,15 +1207,3 @@ class Harness:
             "timings": self.timings.seconds,
             "pids": {n: p.pid for n, p in self.procs.items()},
         }
-
-
-def gateway_ip_valid(ip: str) -> bool:
-    """Whether ``ip`` is a loopback address the harness may use for the gateway."""
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
-
-
-def dump_summary(h: Harness) -> str:
-    return json.dumps(h.summary(), indent=2, sort_keys=True)

@@ -96,7 +96,6 @@ KEYCLOAK_SHA512 = {
     "cb743c9d384200b93bb71ee4c4a328e1dd8c0a00f822fd3e6e154f14b1e47216",
 }
 
-KEYCLOAK_GROUP_PATH = "org/keycloak/keycloak-quarkus-dist"
 OAUTH2_PROXY_MODULE = "github.com/oauth2-proxy/oauth2-proxy/v7"
 ISTIO_MODULE = "istio.io/istio"
 STAMP_NAME = ".authproxy-stamp.json"

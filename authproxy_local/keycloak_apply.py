@@ -604,30 +604,6 @@ def create_existing(session: AdminSession, lookups: Iterable[Mapping[str, Any]],
     return made
 
 
-def objects_from_run(run: Any) -> list[KeycloakObject]:
-    """The Keycloak objects of a mock run (authproxy_local.mockrun.Run), with references to other
-    resources' ids written as ``${computed:<name>.id}`` placeholders, the way the render writes
-    them. Secrets stay as their (mock) values; :func:`apply` callers pass real ones."""
-    by_id = {r.id: r.name for r in run.resources if r.type.startswith("keycloak:") and r.id}
-    objs = []
-    for r in run.resources:
-        if not r.type.startswith("keycloak:"):
-            continue
-
-        def ref(value: Any, own: str = r.name) -> Any:
-            if isinstance(value, str) and value in by_id and by_id[value] != own:
-                return placeholders.computed(f"{by_id[value]}.id")
-            if isinstance(value, list):
-                return [ref(v) for v in value]
-            return value
-
-        # Only id-valued inputs (realmId, clientId of mappers, userId, groupIds, parentId) refer
-        # to other resources.
-        inputs = {k: ref(v) if k.endswith(("Id", "Ids")) else v for k, v in r.inputs.items()}
-        objs.append(KeycloakObject(r.type, r.name, inputs))
-    return objs
-
-
 # --------------------------------------------------------------------------------------------
 # The REST applier
 # --------------------------------------------------------------------------------------------
