@@ -29,6 +29,7 @@ import pulumi_kubernetes as k8s
 
 from components.config import OAUTH2_PREFIX
 from components.headers import identity_headers, never_upstream
+from components.labels import COMMON_LABELS
 
 HTTP_PORT = 80
 HTTPS_PORT = 443
@@ -211,7 +212,7 @@ def certificate_spec(args: IngressArgs) -> dict[str, Any] | None:
 
 
 def object_labels() -> dict[str, str]:
-    return {"app.kubernetes.io/part-of": "authproxy", "app.kubernetes.io/managed-by": "pulumi"}
+    return dict(COMMON_LABELS)
 
 
 class Ingress(pulumi.ComponentResource):

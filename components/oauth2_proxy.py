@@ -19,6 +19,7 @@ from typing import Any, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.labels import COMMON_LABELS
 from components.proxy_settings import (
     CLIENT_SECRET_KEY,
     COOKIE_SECRET_KEY,
@@ -97,8 +98,7 @@ def object_labels(name: str) -> dict[str, str]:
     return {
         **proxy_labels(name),
         "app.kubernetes.io/component": "authentication",
-        "app.kubernetes.io/part-of": "authproxy",
-        "app.kubernetes.io/managed-by": "pulumi",
+        **COMMON_LABELS,
     }
 
 

@@ -22,6 +22,7 @@ from typing import Any, Literal, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.labels import COMMON_LABELS
 from components.proxy_settings import RedisConnection
 
 REDIS_PORT = 6379
@@ -268,8 +269,7 @@ class SessionStore(pulumi.ComponentResource):
         labels = {
             "app.kubernetes.io/name": CHART_APP_NAME,
             "app.kubernetes.io/instance": args["release_name"],
-            "app.kubernetes.io/part-of": "authproxy",
-            "app.kubernetes.io/managed-by": "pulumi",
+            **COMMON_LABELS,
         }
         self.release: k8s.helm.v3.Release | None = None
         secret_name = ""

@@ -13,6 +13,7 @@ from components.config import StackConfig
 from components.identity import DemoUserSpec, Identity, IdentityArgs
 from components.ingress import Ingress, IngressArgs
 from components.istio_install import IstioInstall, IstioInstallArgs
+from components.labels import COMMON_LABELS
 from components.oauth2_proxy import (
     OAuth2Proxy,
     OAuth2ProxyArgs,
@@ -111,8 +112,7 @@ def namespace_labels() -> dict[str, str]:
     """
     return {
         "istio-injection": "disabled",
-        "app.kubernetes.io/part-of": "authproxy",
-        "app.kubernetes.io/managed-by": "pulumi",
+        **COMMON_LABELS,
     }
 
 
