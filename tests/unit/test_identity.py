@@ -134,17 +134,6 @@ def test_provider_is_explicit_and_uses_secret_credentials(dev, prod):
             assert "identity-keycloak" in r.provider, r.name
 
 
-def _walk_strings(value):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _walk_strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _walk_strings(v)
-
-
 def _plain_parts(value):
     """Everything in a wire value that is not under a secret marker."""
     if is_secret(value):
