@@ -60,6 +60,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from authproxy_local import envoy_config
+from components.cookies import LUA_FILTER_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,6 +104,9 @@ class Tuning:
     cluster: Mapping[str, Any] = field(default_factory=dict)
     mode: str = ""
     """Build this variant's listener from the render of this ext_authz mode instead."""
+    drop_filters: tuple[str, ...] = ()
+    """HTTP filters (by name) removed from this variant's listener: a stack feature measured
+    against the path without it."""
     stack_key: str = ""
 
 
@@ -119,6 +123,9 @@ TUNINGS: tuple[Tuning, ...] = (
                      "--pass-access-token=true"),
     Tuning("envoy-filter", "session, Redis; extAuthzMode envoy-filter", mode="envoy-filter",
            stack_key="authproxy:istio.extAuthzMode: envoy-filter"),
+    Tuning("cookies-kept", "session, Redis; without the session-cookie filter (before)",
+           drop_filters=(LUA_FILTER_NAME,),
+           stack_key="authproxy:apps[].stripSessionCookies: false (components/cookies.py)"),
 )
 
 EXTRA_TUNINGS: dict[str, Tuning] = {t.name: t for t in (
@@ -475,6 +482,7 @@ def bench_bootstrap(
     https_port: int = 443,
     cluster_overrides: Mapping[str, Mapping[str, Any]] | None = None,
     sources: Mapping[str, Mapping[str, Any]] | None = None,
+    drop_filters: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """The bench Envoy's bootstrap, from the harness's (``envoy_config.build``) one.
 
@@ -487,7 +495,8 @@ def bench_bootstrap(
     a plain-HTTP listener answering ``200 ok``), access logs are dropped (as on a gateway without
     access logging), stat prefixes are ``bench_<name>``, and the app host's chain is also the
     default chain (wrk sends the IP address as SNI). ``sources[name]`` takes that listener from
-    another bootstrap of the same endpoints (the other ext_authz mode's render)."""
+    another bootstrap of the same endpoints (the other ext_authz mode's render);
+    ``drop_filters[name]`` lists HTTP filters removed from that listener."""
     clusters: dict[str, dict[str, Any]] = {}
     out_listeners = []
     for name, addr in listeners.items():
@@ -511,11 +520,18 @@ def bench_bootstrap(
                 ep = base["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
                 proxy_addr = (ep["socket_address"]["address"], ep["socket_address"]["port_value"])
             clusters[target] = _static_cluster(target, proxy_addr, (cluster_overrides or {}).get(name))
+        dropped = set((drop_filters or {}).get(name, ()))
+        removed = 0
         for hcm in _hcms(lst):
             hcm.pop("access_log", None)
             hcm["stat_prefix"] = f"bench_{name}"
             if name == "baseline":
                 hcm["http_filters"] = [f for f in hcm["http_filters"] if f.get("name") == envoy_config.ROUTER]
+            kept = [f for f in hcm["http_filters"] if f.get("name") not in dropped]
+            removed += len(hcm["http_filters"]) - len(kept)
+            hcm["http_filters"] = kept
+        if dropped and not removed:
+            raise BenchError(f"listener {name}: no HTTP filter {sorted(dropped)} to remove")
         for parent, k, v in _walk(lst):
             if k == "cluster" and isinstance(v, str):
                 if v == authz:
@@ -897,6 +913,7 @@ class Bench:
             proxies=dict(self.proxy_addrs),
             upstream=upstream, admin=self.admin,
             cluster_overrides={t.name: t.cluster for t in self.tunings if t.cluster},
+            drop_filters={t.name: t.drop_filters for t in self.tunings if t.drop_filters},
         )
         path = h.run_dir / "bench-envoy.yaml"
         path.write_text(yaml.safe_dump(boot, sort_keys=False))

@@ -99,6 +99,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.config import OAUTH2_PREFIX, format_duration
+from components.cookies import SessionCookies, lua_disabled_per_route, lua_filter
 from components.headers import HEADERS, HeaderFlow, early_header_mutation, list_matcher
 from components.ingress import (
     AUTH_ROUTE,
@@ -126,6 +127,9 @@ HCM_TYPE = (
 )
 ROUTER_FILTER = "envoy.filters.http.router"
 EXT_AUTHZ_PRIORITY = 10
+COOKIE_STRIP_PRIORITY = 20
+"""Applied after the ext_authz EnvoyFilter, so the cookie filter's INSERT_BEFORE router lands
+between ext_authz and the router (oauth2-proxy must see the cookies first)."""
 STATUS_ON_ERROR = 503
 """Answer when oauth2-proxy cannot be asked (down, timeout, 5xx): fail closed, and say so
 truthfully instead of Envoy's default 403."""
@@ -189,6 +193,8 @@ class AuthzArgs(TypedDict):
     provider: ProviderArgs
     gateway: GatewayRef
     auth_host: str
+    session_cookie_name: str
+    """oauth2-proxy's ``--cookie-name`` (components/cookies.py derives every cookie it sets)."""
     jwt: JwtArgs
     apps: list[AppAuthzArgs]
 
@@ -338,7 +344,7 @@ def custom_policy_spec(args: AuthzArgs) -> dict[str, Any]:
     }
 
 
-def _route_disable_patch(vhost: str, route: str) -> dict[str, Any]:
+def _route_disable_patch(vhost: str, route: str, per_filter: dict[str, Any]) -> dict[str, Any]:
     return {
         "applyTo": "HTTP_ROUTE",
         "match": {
@@ -347,13 +353,18 @@ def _route_disable_patch(vhost: str, route: str) -> dict[str, Any]:
         },
         "patch": {
             "operation": "MERGE",
-            "value": {
-                "typed_per_filter_config": {
-                    EXT_AUTHZ_FILTER: {"@type": EXT_AUTHZ_PER_ROUTE_TYPE, "disabled": True}
-                }
-            },
+            "value": {"typed_per_filter_config": per_filter},
         },
     }
+
+
+def _on_both_servers(routes: list[tuple[str, str]], per_filter: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-route patches for the virtual hosts of both Gateway servers (``host:443``, ``host:80``)."""
+    return [
+        _route_disable_patch(vhost_name(host, port), route, per_filter)
+        for port in (HTTPS_PORT, HTTP_PORT)
+        for host, route in routes
+    ]
 
 
 def exempt_routes(args: AuthzArgs) -> list[tuple[str, str]]:
@@ -428,16 +439,44 @@ def ext_authz_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
         }
     ]
     patches += http_listener_patches(args["gateway"])
-    patches += [
-        _route_disable_patch(vhost_name(host, port), route)
-        for port in (HTTPS_PORT, HTTP_PORT)
-        for host, route in exempt_routes(args)
-    ]
+    patches += _on_both_servers(
+        exempt_routes(args), {EXT_AUTHZ_FILTER: {"@type": EXT_AUTHZ_PER_ROUTE_TYPE, "disabled": True}}
+    )
     return {
         "workloadSelector": {"labels": dict(args["gateway"]["selector"])},
         # INSERT_BEFORE is relative; an explicit priority orders it against other EnvoyFilters
         # (the router it anchors on always exists).
         "priority": EXT_AUTHZ_PRIORITY,
+        "configPatches": patches,
+    }
+
+
+def cookie_forwarding_routes(args: AuthzArgs) -> list[tuple[str, str]]:
+    """(host, route name) of every gateway route where oauth2-proxy's cookies are kept: the
+    routes to oauth2-proxy, and every route of an app that opted out."""
+    out = [(args["auth_host"], AUTH_ROUTE)]
+    for app in args["apps"]:
+        out += [(app["host"], r.name) for r in app_routes(app) if not r.strip_cookies]
+    return out
+
+
+def session_cookie_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
+    """Both modes: the Lua filter removing oauth2-proxy's cookies (components/cookies.py) before
+    the router of every gateway listener, after ext_authz (``priority`` orders it after the
+    envoy-filter mode's insertion; in extension-provider mode istiod's ext_authz sits before the
+    router anyway), switched off on the routes :func:`cookie_forwarding_routes` names."""
+    cookies = SessionCookies(args["session_cookie_name"])
+    patches: list[dict[str, Any]] = [
+        {
+            "applyTo": "HTTP_FILTER",
+            "match": _http_listener_match(ROUTER_FILTER),
+            "patch": {"operation": "INSERT_BEFORE", "value": lua_filter(cookies)},
+        }
+    ]
+    patches += _on_both_servers(cookie_forwarding_routes(args), lua_disabled_per_route())
+    return {
+        "workloadSelector": {"labels": dict(args["gateway"]["selector"])},
+        "priority": COOKIE_STRIP_PRIORITY,
         "configPatches": patches,
     }
 
@@ -596,6 +635,8 @@ class Authz(pulumi.ComponentResource):
         gns = gw["namespace"]
         cr("hardening", net, "EnvoyFilter", f"{prefix}-gateway-hardening", gns,
            gateway_hardening_envoy_filter_spec(gw))
+        cr("cookie-strip", net, "EnvoyFilter", f"{prefix}-session-cookie-strip", gns,
+           session_cookie_envoy_filter_spec(args))
         if args["mode"] == "extension-provider":
             cr("ext-authz", sec, "AuthorizationPolicy", f"{prefix}-ext-authz", gns,
                custom_policy_spec(args))

@@ -233,6 +233,14 @@ class App(_Model):
         description="Labels selecting the app's pods for the sidecar policies; default "
         "`{app: <service.name>}`.",
     )
+    strip_session_cookies: bool = Field(
+        True,
+        description="Remove oauth2-proxy's cookies (the session cookie `session.cookieName`, its "
+        "split parts `_0`, `_1`..., the CSRF cookies) from the `Cookie` header at the gateway "
+        "before requests reach the app, so no app can replay another user's session elsewhere. "
+        "Set `false` only for an app that really needs the session cookie; it then gets every "
+        "cookie of the domain.",
+    )
 
     @field_validator("groups")
     @classmethod

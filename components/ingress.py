@@ -37,6 +37,10 @@ BEARER_PREFIX = "Bearer "
 """Requests whose Authorization header starts with this (case-sensitive, like Istio's header
 matchers) take the API-client path on apps with ``apiClients``."""
 AUTH_ROUTE = "auth-host"
+COOKIES_FORWARDED_ANNOTATION = "authproxy.io/session-cookies"
+"""Set to ``forwarded`` on the VirtualService of an app that opted out of cookie stripping
+(``apps[].stripSessionCookies: false``): the opt-out stays visible on the object, and the policy
+pack accepts the missing strip there only."""
 
 
 class GatewayArgs(TypedDict):
@@ -60,6 +64,8 @@ class RoutedApp(TypedDict):
     name: str
     public_paths: list[str]
     api_clients: bool
+    strip_session_cookies: bool
+    """Whether oauth2-proxy's cookies are removed before requests reach the app."""
 
 
 class AppRouteArgs(RoutedApp):
@@ -93,6 +99,9 @@ class Route:
     """Whether the request must pass oauth2-proxy's check on this route."""
     remove: tuple[str, ...] = field(default=())
     """Request headers removed before the request goes upstream."""
+    strip_cookies: bool = True
+    """Whether the gateway removes oauth2-proxy's cookies here (components/cookies.py): on every
+    route to an app unless the app opted out, never on routes to oauth2-proxy (it reads them)."""
 
 
 def gateway_ref(gw: GatewayArgs) -> str:
@@ -116,12 +125,15 @@ def public_path_match(path: str) -> dict[str, Any]:
 def app_routes(app: RoutedApp) -> list[Route]:
     """The routes of one protected app host, most specific first."""
     n = app["name"]
+    strip = app["strip_session_cookies"]
     routes = [
-        Route(f"{n}-oauth2", ({"uri": {"prefix": OAUTH2_PREFIX}},), "proxy", ext_authz=False),
+        Route(f"{n}-oauth2", ({"uri": {"prefix": OAUTH2_PREFIX}},), "proxy", ext_authz=False,
+              strip_cookies=False),
     ]
     for i, path in enumerate(app["public_paths"]):
         routes.append(
-            Route(f"{n}-public-{i}", (public_path_match(path),), "app", False, identity_headers())
+            Route(f"{n}-public-{i}", (public_path_match(path),), "app", False, identity_headers(),
+                  strip)
         )
     if app["api_clients"]:
         routes.append(
@@ -131,15 +143,17 @@ def app_routes(app: RoutedApp) -> list[Route]:
                 "app",
                 ext_authz=False,
                 remove=identity_headers(),
+                strip_cookies=strip,
             )
         )
-    routes.append(Route(f"{n}-default", (), "app", ext_authz=True, remove=never_upstream()))
+    routes.append(Route(f"{n}-default", (), "app", ext_authz=True, remove=never_upstream(),
+                        strip_cookies=strip))
     return routes
 
 
 def auth_routes() -> list[Route]:
     """The auth host: everything to oauth2-proxy (it serves /oauth2/* itself)."""
-    return [Route(AUTH_ROUTE, (), "proxy", ext_authz=False)]
+    return [Route(AUTH_ROUTE, (), "proxy", ext_authz=False, strip_cookies=False)]
 
 
 def _destination(b: Backend) -> dict[str, Any]:
@@ -215,6 +229,11 @@ def object_labels() -> dict[str, str]:
     return dict(COMMON_LABELS)
 
 
+def app_virtual_service_annotations(app: RoutedApp) -> dict[str, str]:
+    """Annotations of an app's VirtualService: the explicit cookie opt-out, if any."""
+    return {} if app["strip_session_cookies"] else {COOKIES_FORWARDED_ANNOTATION: "forwarded"}
+
+
 class Ingress(pulumi.ComponentResource):
     """Gateway, VirtualServices and optional Certificate.
 
@@ -234,8 +253,11 @@ class Ingress(pulumi.ComponentResource):
         gw = args["gateway"]
         ns = gw["namespace"]
 
-        def meta(obj_name: str) -> dict[str, Any]:
-            return {"name": obj_name, "namespace": ns, "labels": object_labels()}
+        def meta(obj_name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+            out: dict[str, Any] = {"name": obj_name, "namespace": ns, "labels": object_labels()}
+            if annotations:
+                out["annotations"] = annotations
+            return out
 
         deps: list[pulumi.Resource] = []
         cert = certificate_spec(args)
@@ -259,17 +281,20 @@ class Ingress(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=deps),
         )
         after_gateway = pulumi.ResourceOptions(parent=self, depends_on=[gateway])
-        # (suffix of the logical and object names, spec): the auth host first, then each app.
-        virtual_services = [(AUTH_ROUTE, auth_virtual_service_spec(args))] + [
-            (f"app-{app['name']}", app_virtual_service_spec(args, app)) for app in args["apps"]
+        # (suffix of the logical and object names, spec, annotations): the auth host first, then
+        # each app.
+        virtual_services = [(AUTH_ROUTE, auth_virtual_service_spec(args), {})] + [
+            (f"app-{app['name']}", app_virtual_service_spec(args, app),
+             app_virtual_service_annotations(app))
+            for app in args["apps"]
         ]
-        vs_names = [f"{gw['name']}-{suffix}" for suffix, _ in virtual_services]
-        for (suffix, spec), vs_name in zip(virtual_services, vs_names, strict=True):
+        vs_names = [f"{gw['name']}-{suffix}" for suffix, _, _ in virtual_services]
+        for (suffix, spec, notes), vs_name in zip(virtual_services, vs_names, strict=True):
             k8s.apiextensions.CustomResource(
                 f"{name}-vs-{suffix}",
                 api_version="networking.istio.io/v1",
                 kind="VirtualService",
-                metadata=meta(vs_name),
+                metadata=meta(vs_name, notes),
                 spec=spec,
                 opts=after_gateway,
             )

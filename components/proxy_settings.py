@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
 from components.config import format_duration
+from components.cookies import SessionCookies
 
 HTTP_PORT = 4180
 """oauth2-proxy's HTTP port (sign-in endpoints and the ext_authz check)."""
@@ -136,6 +137,8 @@ def proxy_args(s: ProxySettings) -> list[str]:
         raise ValueError("oauth2-proxy needs at least one cookie domain and one whitelist domain")
     if not s.redirect_url.startswith("https://"):
         raise ValueError("the redirect URL must be https (the session cookie is Secure)")
+    # The cookie names: one definition shared with the gateway's cookie filter.
+    cookies = SessionCookies(s.cookie_name)
     a: list[str] = [
         # OIDC against the realm issuer; endpoints come from discovery.
         _flag("provider", "oidc"),
@@ -147,7 +150,7 @@ def proxy_args(s: ProxySettings) -> list[str]:
         _flag("oidc-groups-claim", s.groups_claim),
         *(_flag("email-domain", d) for d in s.email_domains),
         # Session cookie: a small ticket; the session itself lives in Redis.
-        _flag("cookie-name", s.cookie_name),
+        _flag("cookie-name", cookies.name),
         *(_flag("cookie-domain", d) for d in s.cookie_domains),
         *(_flag("whitelist-domain", d) for d in s.whitelist_domains),
         _flag("cookie-secure", True),
@@ -155,7 +158,7 @@ def proxy_args(s: ProxySettings) -> list[str]:
         _flag("cookie-samesite", "lax"),
         _flag("cookie-expire", format_duration(s.cookie_expire)),
         _flag("cookie-refresh", format_duration(s.cookie_refresh)),
-        _flag("cookie-csrf-per-request", True),
+        _flag("cookie-csrf-per-request", cookies.csrf_per_request),
         _flag("cookie-csrf-per-request-limit", s.cookie_csrf_per_request_limit),
         _flag("cookie-csrf-expire", format_duration(s.cookie_csrf_expire)),
         _flag("session-store-type", "redis"),

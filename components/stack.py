@@ -262,6 +262,7 @@ def ingress_args(cfg: StackConfig) -> IngressArgs:
                 },
                 "public_paths": list(a.public_paths),
                 "api_clients": a.api_clients,
+                "strip_session_cookies": a.strip_session_cookies,
             }
             for a in cfg.apps
         ],
@@ -286,6 +287,7 @@ def authz_args(cfg: StackConfig) -> AuthzArgs:
             "https_ports": list(gw.https_target_ports),
         },
         auth_host=cfg.auth_hostname,
+        session_cookie_name=cfg.session.cookie_name,
         jwt={"issuer": kc.issuer, "jwks_uri": kc.jwks_uri, "audiences": [kc.client_id]},
         apps=[
             {
@@ -296,6 +298,7 @@ def authz_args(cfg: StackConfig) -> AuthzArgs:
                 "groups": list(a.groups),
                 "public_paths": list(a.public_paths),
                 "api_clients": a.api_clients,
+                "strip_session_cookies": a.strip_session_cookies,
                 "authorize_at": a.authorize_at,
             }
             for a in cfg.apps

@@ -890,41 +890,54 @@ def _routes_only_to(spec: Mapping[str, Any], services: set[tuple[str, str]], ns:
     return bool(destinations) and all(_service_of(d, ns) in services for d in destinations)
 
 
+def _gateways(resources: Sequence[PolicyResource]) -> dict[str, GatewayInfo]:
+    """The Istio Gateways of the stack by ``namespace/name``."""
+    out: dict[str, GatewayInfo] = {}
+    for r in resources:
+        if _is_kind(r.resource_type, ISTIO_NETWORKING, "Gateway"):
+            meta = _m(r.props.get("metadata"))
+            ns = str(meta.get("namespace") or "default")
+            key = f"{ns}/{meta.get('name') or r.name}"
+            out[key] = GatewayInfo(key, ns, _m(_get(r.props, "spec", "selector")))
+    return out
+
+
+def _gateway_virtual_services(
+    resources: Sequence[PolicyResource],
+) -> Iterator[tuple[PolicyResource, str, Mapping[str, Any], list[str]]]:
+    """(resource, namespace, spec, ``namespace/name`` of each gateway) of every VirtualService
+    bound to an ingress gateway (mesh-internal routes are skipped)."""
+    for r in resources:
+        if not _is_kind(r.resource_type, ISTIO_NETWORKING, "VirtualService"):
+            continue
+        ns = str(_get(r.props, "metadata", "namespace") or "default")
+        spec = _m(r.props.get("spec"))
+        refs = [str(g) for g in _l(spec.get("gateways")) if str(g) != "mesh"]
+        if refs:
+            yield r, ns, spec, [ref if "/" in ref else f"{ns}/{ref}" for ref in refs]
+
+
 def validate_gateway_hosts_covered(args: StackValidationArgs, report_violation: ReportViolation) -> None:
     config = _m(args.get_config())
     public = [str(h) for h in _l(config.get("publicHosts"))]
     root_ns = str(config.get("rootNamespace") or DEFAULT_ROOT_NAMESPACE)
     resources = list(args.resources)
 
-    gateways: dict[str, GatewayInfo] = {}
+    gateways = _gateways(resources)
     guards: list[Guard] = []
     for r in resources:
-        if _is_kind(r.resource_type, ISTIO_NETWORKING, "Gateway"):
-            meta = _m(r.props.get("metadata"))
-            ns = str(meta.get("namespace") or "default")
-            key = f"{ns}/{meta.get('name') or r.name}"
-            gateways[key] = GatewayInfo(key, ns, _m(_get(r.props, "spec", "selector")))
-        elif _is_kind(r.resource_type, ISTIO_SECURITY, "AuthorizationPolicy"):
+        if _is_kind(r.resource_type, ISTIO_SECURITY, "AuthorizationPolicy"):
             guards += _authz_policy_guards(r)
         elif _is_kind(r.resource_type, ISTIO_NETWORKING, "EnvoyFilter"):
             guards += _envoy_filter_guards(r)
     proxy_services = _oauth2_proxy_services(resources)
 
-    for r in resources:
-        if not _is_kind(r.resource_type, ISTIO_NETWORKING, "VirtualService"):
-            continue
-        meta = _m(r.props.get("metadata"))
-        ns = str(meta.get("namespace") or "default")
-        spec = _m(r.props.get("spec"))
-        refs = [str(g) for g in _l(spec.get("gateways")) if str(g) != "mesh"]
-        if not refs:
-            continue  # mesh-internal routes only
+    for r, ns, spec, gateway_keys in _gateway_virtual_services(resources):
         if _routes_only_to(spec, proxy_services, ns):
             continue  # the auth host: everything goes to oauth2-proxy, which signs users in
         vs = f"VirtualService {ns}/{_label(r.props, 'metadata', 'name') or r.name}"
         catch_all = _catch_all_routes(spec)
-        for ref in refs:
-            key = ref if "/" in ref else f"{ns}/{ref}"
+        for key in gateway_keys:
             gw = gateways.get(key) or GatewayInfo(key, key.split("/")[0], None)
             applicable = [g for g in guards if g.applies_to(gw, root_ns)]
             for host in (str(h) for h in _l(spec.get("hosts"))):
@@ -940,6 +953,155 @@ def validate_gateway_hosts_covered(args: StackValidationArgs, report_violation: 
                         "public",
                         r.urn,
                     )
+
+
+# --------------------------------------------------------------------------------------------
+# Session cookie isolation
+# --------------------------------------------------------------------------------------------
+
+LUA_TYPE = "envoy.extensions.filters.http.lua.v3.Lua"
+LUA_PER_ROUTE_TYPE = "envoy.extensions.filters.http.lua.v3.LuaPerRoute"
+ROUTER_FILTER = "envoy.filters.http.router"
+OAUTH2_PROXY_DEFAULT_COOKIE = "_oauth2_proxy"
+COOKIES_FORWARDED_ANNOTATION = "authproxy.io/session-cookies"
+
+
+@dataclass(frozen=True)
+class CookieStrip:
+    """A Lua filter an EnvoyFilter inserts before a gateway's router, naming a cookie."""
+
+    source: str
+    namespace: str
+    selector: Mapping[str, Any] | None
+    priority: int
+    code: str
+    filter_name: str
+    disabled_routes: tuple[tuple[str, str], ...]
+    """(virtual host ``host:port`` or ``*``, route name or ``*``) where it is switched off."""
+
+    def applies_to(self, gateway: GatewayInfo, root_namespace: str) -> bool:
+        if self.namespace not in (gateway.namespace, root_namespace):
+            return False
+        return _labels_subset(self.selector, gateway.selector)
+
+    def strips(self, cookie: str) -> bool:
+        return f'"{cookie}"' in self.code
+
+    def disabled(self, host: str, route: str) -> bool:
+        return any(
+            (vhost == "*" or host_matches(vhost, host)) and r in ("*", route)
+            for vhost, r in self.disabled_routes
+        )
+
+
+def _cookie_strips(resource: PolicyResource) -> list[CookieStrip]:
+    """Lua filters an EnvoyFilter inserts right before the router of gateway listeners, with the
+    routes where the same EnvoyFilter switches them off (``LuaPerRoute disabled``)."""
+    p = resource.props
+    spec = _m(p.get("spec"))
+    ns = str(_get(p, "metadata", "namespace") or "default")
+    inserted: list[tuple[str, str]] = []
+    disabled: list[tuple[str, str]] = []
+    for patch in (_m(x) for x in _l(spec.get("configPatches"))):
+        if (_get(patch, "match", "context") or "ANY") not in ("GATEWAY", "ANY"):
+            continue
+        value = _m(_get(patch, "patch", "value"))
+        if (
+            patch.get("applyTo") == "HTTP_FILTER"
+            and _get(patch, "patch", "operation") == "INSERT_BEFORE"
+            and _get(patch, "match", "listener", "filterChain", "filter", "subFilter", "name")
+            == ROUTER_FILTER
+            and LUA_TYPE in str(_field(_m(value.get("typed_config")), "@type") or "")
+            and not str(_field(_m(value.get("typed_config")), "@type")).endswith("PerRoute")
+        ):
+            code = _get(value, "typed_config", "default_source_code", "inline_string") or _get(
+                value, "typed_config", "defaultSourceCode", "inlineString")
+            inserted.append((str(value.get("name") or ""), str(code or "")))
+        elif patch.get("applyTo") in ("VIRTUAL_HOST", "HTTP_ROUTE") and any(
+            LUA_PER_ROUTE_TYPE in str(_field(n, "@type") or "") and _truthy(_field(n, "disabled"))
+            for _, n in _walk(value)
+        ):
+            vhost = _m(_get(patch, "match", "routeConfiguration", "vhost"))
+            route = _get(vhost, "route", "name") if patch.get("applyTo") == "HTTP_ROUTE" else None
+            disabled.append((str(vhost.get("name") or "*"), str(route or "*")))
+    selector_value = _m(spec.get("workloadSelector")).get("labels")
+    selector = _m(selector_value) if selector_value is not None else None
+    source = f"EnvoyFilter {ns}/{_label(p, 'metadata', 'name') or resource.name}"
+    priority = int(spec.get("priority") or 0)
+    return [CookieStrip(source, ns, selector, priority, code, name, tuple(disabled))
+            for name, code in inserted]
+
+
+def _oauth2_proxy_cookie_names(resources: Sequence[PolicyResource]) -> set[str]:
+    """``--cookie-name`` of every oauth2-proxy container (its default when the flag is absent)."""
+    names: set[str] = set()
+    for r in resources:
+        spec = pod_spec(r.resource_type, r.props)
+        for c in (_m(x) for x in _l(spec.get("containers"))) if spec is not None else ():
+            if re.search(r"(^|/)oauth2-proxy(:|@|$)", str(c.get("image") or "")):
+                argv = [str(a) for a in (*_l(c.get("command")), *_l(c.get("args")))]
+                names.update(flag_values(argv, "cookie-name") or [OAUTH2_PROXY_DEFAULT_COOKIE])
+    return names
+
+
+def _ext_authz_filter_priority(resources: Sequence[PolicyResource]) -> int | None:
+    """The highest priority of an EnvoyFilter that inserts ext_authz (envoy-filter mode)."""
+    found = [
+        int(_m(r.props.get("spec")).get("priority") or 0)
+        for r in resources
+        if _is_kind(r.resource_type, ISTIO_NETWORKING, "EnvoyFilter") and _envoy_filter_guards(r)
+    ]
+    return max(found) if found else None
+
+
+def _route_destinations(route: Mapping[str, Any], ns: str) -> set[tuple[str, str]]:
+    return {_service_of(str(_get(d, "destination", "host") or ""), ns) for d in _l(route.get("route"))}
+
+
+def validate_session_cookie_stripped(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    config = _m(args.get_config())
+    root_ns = str(config.get("rootNamespace") or DEFAULT_ROOT_NAMESPACE)
+    resources = list(args.resources)
+    cookie_names = _oauth2_proxy_cookie_names(resources)
+    if not cookie_names:
+        return  # no oauth2-proxy in this stack: no session cookie to keep from the apps
+    gateways = _gateways(resources)
+    proxy_services = _oauth2_proxy_services(resources)
+    strips = [s for r in resources if _is_kind(r.resource_type, ISTIO_NETWORKING, "EnvoyFilter")
+              for s in _cookie_strips(r)]
+    ext_authz_priority = _ext_authz_filter_priority(resources)
+    for r, ns, spec, gateway_keys in _gateway_virtual_services(resources):
+        vs = f"VirtualService {ns}/{_label(r.props, 'metadata', 'name') or r.name}"
+        opted_out = str(_m(_get(r.props, "metadata", "annotations")).get(
+            COOKIES_FORWARDED_ANNOTATION) or "") == "forwarded"
+        app_routes = [
+            str(_m(route).get("name") or "")
+            for route in _l(spec.get("http"))
+            if (dests := _route_destinations(_m(route), ns)) and not dests <= proxy_services
+        ]
+        if not app_routes or opted_out:
+            continue
+        for key in gateway_keys:
+            gw = gateways.get(key) or GatewayInfo(key, key.split("/")[0], None)
+            applicable = [
+                s for s in strips
+                if s.applies_to(gw, root_ns) and all(s.strips(c) for c in cookie_names)
+                and (ext_authz_priority is None or s.priority > ext_authz_priority)
+            ]
+            for host in (str(h) for h in _l(spec.get("hosts"))):
+                for route in app_routes:
+                    if not any(not s.disabled(host, route) for s in applicable):
+                        _report(
+                            report_violation,
+                            f"route {route!r} of host {host!r} ({vs}, gateway {key}) sends "
+                            f"oauth2-proxy's session cookie ({', '.join(sorted(cookie_names))}) to "
+                            "the app: any app could replay it against the others. Strip it at the "
+                            "gateway with a Lua filter inserted before the router after ext_authz "
+                            "(authproxy's session-cookie-strip EnvoyFilter), or opt the app out "
+                            f"explicitly with the annotation {COOKIES_FORWARDED_ANNOTATION}: "
+                            "forwarded (apps[].stripSessionCookies: false)",
+                            r.urn,
+                        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1101,6 +1263,23 @@ POLICIES: list[Policy] = [
                     "type": "string",
                     "default": DEFAULT_ROOT_NAMESPACE,
                     "description": "Istio's root namespace (policies there apply mesh-wide).",
+                },
+            }
+        ),
+    ),
+    StackValidationPolicy(
+        name="session-cookie-stripped",
+        description="Every gateway route to an app removes oauth2-proxy's cookies (session, split "
+        "parts, CSRF) after ext_authz, unless the app's VirtualService opts out explicitly "
+        "(annotation authproxy.io/session-cookies: forwarded).",
+        enforcement_level=MANDATORY,
+        validate=validate_session_cookie_stripped,
+        config_schema=PolicyConfigSchema(
+            properties={
+                "rootNamespace": {
+                    "type": "string",
+                    "default": DEFAULT_ROOT_NAMESPACE,
+                    "description": "Istio's root namespace (EnvoyFilters there apply mesh-wide).",
                 },
             }
         ),

@@ -19,6 +19,7 @@ import pytest
 from authproxy_local import install
 from authproxy_local.cache import cache_dir
 from authproxy_local.harness import Harness
+from authproxy_local.mockrun import project_config
 from tests.e2e.browser import Browser
 from tests.e2e.kc_fixtures import add_prod_test_objects, add_test_objects
 
@@ -50,9 +51,10 @@ def _ensure_components() -> None:
             pytest.skip(f"{component} is not installed and could not be installed: {e}")
 
 
-def _running(stack: str, mode: str | None, key: str, hook) -> Iterator[Harness]:
+def _running(stack: str, mode: str | None, key: str, hook,
+             overrides: dict[str, Any] | None = None) -> Iterator[Harness]:
     _ensure_components()
-    h = Harness(stack, mode=mode, before_gateway=hook)
+    h = Harness(stack, mode=mode, before_gateway=hook, overrides=overrides)
     t0 = time.monotonic()
     try:
         h.start()
@@ -76,11 +78,27 @@ def live(request: pytest.FixtureRequest) -> Iterator[Harness]:
     yield from _running("dev", request.param, request.param, add_test_objects)
 
 
+PROD_COOKIE_OPT_OUT = "wiki"
+"""The one change the live prod run makes to Pulumi.prod.yaml: this app opts out of the gateway's
+session-cookie stripping (``apps[].stripSessionCookies: false``), so the per-app opt-out runs live
+next to an app that keeps the default."""
+
+
+def prod_overrides() -> dict[str, Any]:
+    apps = [dict(a) for a in project_config("prod")["apps"]]
+    assert any(a["name"] == PROD_COOKIE_OPT_OUT for a in apps)
+    for a in apps:
+        if a["name"] == PROD_COOKIE_OPT_OUT:
+            a["stripSessionCookies"] = False
+    return {"apps": apps}
+
+
 @pytest.fixture(scope="module")
 def prod_live() -> Iterator[Harness]:
     """The prod stack (existing realm, Redis replication + sentinels, wildcard gateway host), with
-    a test user in each app group added (prod has no demo users)."""
-    yield from _running("prod", None, "prod", add_prod_test_objects)
+    a test user in each app group added (prod has no demo users) and :data:`PROD_COOKIE_OPT_OUT`
+    opted out of cookie stripping."""
+    yield from _running("prod", None, "prod", add_prod_test_objects, prod_overrides())
 
 
 @pytest.fixture

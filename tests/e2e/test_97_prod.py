@@ -8,7 +8,7 @@ import requests
 
 from authproxy_local.harness import Harness, redis_command
 from tests.e2e.browser import Browser
-from tests.e2e.conftest import echo_json
+from tests.e2e.conftest import PROD_COOKIE_OPT_OUT, echo_json
 from tests.e2e.kc_fixtures import machine_token
 
 
@@ -82,3 +82,21 @@ def test_client_applies_to_an_existing_realm_left_at_keycloak_defaults(prod_live
     r = s._http.post(f"{s.base_url}/admin/realms/{realm}/clients", json=ka.client_representation(inputs),
                      headers={"Authorization": f"Bearer {s.token()}"}, timeout=30)
     assert r.status_code == 201, f"Keycloak refused the stack's client: {r.status_code} {r.text[:200]}"
+
+
+def test_only_the_app_that_opted_out_gets_the_session_cookie(prod_live: Harness) -> None:
+    """apps[].stripSessionCookies: false (the prod run opts `wiki` out): that app receives
+    oauth2-proxy's session cookie, the app keeping the default never does."""
+    h = prod_live
+    name = h.config.session.cookie_name
+    member = next(u for u in h.users.values() if set(u.groups) & set(_app(h, groups=True).groups))
+    b = Browser(h.ca_file)
+    assert b.login(h.app_url(PROD_COOKIE_OPT_OUT), member.username, member.password).status_code == 200
+    sent = f"pref=1; {name}={b.cookie(name)}"
+    seen = {}
+    for app in (PROD_COOKIE_OPT_OUT, _app(h, groups=True).name):
+        doc = echo_json(b.get(h.app_url(app), headers={"Cookie": sent}))
+        assert doc is not None, app
+        seen[app] = doc["headers"].get("cookie")
+    assert seen[PROD_COOKIE_OPT_OUT] == sent
+    assert seen[_app(h, groups=True).name] == "pref=1"

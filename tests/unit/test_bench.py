@@ -16,6 +16,7 @@ import yaml
 
 from authproxy_local import bench as b
 from authproxy_local import envoy_config, install, local_map, render
+from components.cookies import LUA_FILTER_NAME
 
 CI = os.environ.get("CI", "").lower() == "true"
 
@@ -263,10 +264,11 @@ def boots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     boot = b.bench_bootstrap(
         envoy_config.build(ext, ep), app_host="echo.authproxy.test",
         listeners={"baseline": ("127.77.1.1", 443), "gateway": ("127.77.1.2", 443), "cookie": ("127.77.1.3", 443),
-                   "ef": ("127.77.1.4", 443)},
+                   "ef": ("127.77.1.4", 443), "kept": ("127.77.1.5", 443)},
         proxies={"cookie": (IP, 4181)}, upstream=(IP, 9000), admin=(IP, 9001),
         cluster_overrides={"gateway": {}},
         sources={"ef": envoy_config.build(ef, ep)},
+        drop_filters={"kept": b.TUNINGS[-1].drop_filters},
     )
     return {"boot": boot, "harness": envoy_config.build(ext, ep), "tmp": tmp}
 
@@ -291,7 +293,7 @@ def test_bench_listeners_keep_the_rendered_filters_and_routes(boots):
     assert _filters(gw)[: len(rendered["filter_chains"])] == _filters(rendered)
     assert _filters(gw)[0] == ["envoy.filters.http.rbac", "envoy.filters.http.ext_authz",
                                "envoy.filters.http.jwt_authn", "envoy.filters.http.rbac",
-                               "envoy.filters.http.router"]
+                               "authproxy.session_cookie_strip", "envoy.filters.http.router"]
     assert [c.get("filter_chain_match") for c in gw["filter_chains"]] == [
         c.get("filter_chain_match") for c in rendered["filter_chains"]]
     route_names = [r.get("name") for _, k, v in b._walk(gw["filter_chains"]) if k == "routes" for r in v]
@@ -364,5 +366,16 @@ def test_tunings_change_only_what_they_name():
     names = [t.name for t in every]
     assert len(set(names)) == len(names) and not set(names) & set(b.BASE_VARIANTS)
     for t in every:
-        assert t.stack_key and (t.set_args or t.env or t.mode or t.cluster)
+        assert t.stack_key and (t.set_args or t.env or t.mode or t.cluster or t.drop_filters)
         assert not set(t.set_args) & {"http-address", "metrics-address", "session-store-type", "cookie-secret"}
+
+
+def test_the_cookies_kept_variant_is_the_rendered_listener_without_the_cookie_filter(boots):
+    gw, kept = _listener(boots["boot"], "gateway"), _listener(boots["boot"], "kept")
+    assert b.TUNINGS[-1].name == "cookies-kept"
+    assert [[f for f in chain if f != LUA_FILTER_NAME] for chain in _filters(gw)] == _filters(kept)
+    assert any(LUA_FILTER_NAME in chain for chain in _filters(gw))
+    with pytest.raises(b.BenchError, match="no HTTP filter"):
+        b.bench_bootstrap(boots["harness"], app_host="echo.authproxy.test",
+                          listeners={"x": ("127.77.1.9", 443)}, proxies={}, upstream=(IP, 9000),
+                          admin=(IP, 9001), drop_filters={"x": ("no.such.filter",)})

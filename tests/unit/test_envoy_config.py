@@ -14,6 +14,7 @@ import yaml
 from authproxy_local import envoy_config as ec
 from authproxy_local import install, local_map, render
 from authproxy_local.harness import make_tls
+from components.cookies import LUA_FILTER_NAME
 
 CI = os.environ.get("CI", "").lower() == "true"
 
@@ -226,15 +227,18 @@ def test_bootstrap_of_the_dev_render(mode: str, tmp_path: Path) -> None:
     boot = ec.build(r, _endpoints(tmp_path, r.config))
     names = _filter_names(boot, "gateway_443")
     if mode == "extension-provider":
-        # Istio's order: CUSTOM (shadow RBAC + ext_authz), authn, DENY, router
-        assert names == [ec.RBAC, ec.EXT_AUTHZ, ec.JWT, ec.RBAC, ec.ROUTER]
+        # Istio's order: CUSTOM (shadow RBAC + ext_authz), authn, DENY, then the cookie filter
+        # the EnvoyFilter inserts right before the router
+        assert names == [ec.RBAC, ec.EXT_AUTHZ, ec.JWT, ec.RBAC, LUA_FILTER_NAME, ec.ROUTER]
     else:
-        # the EnvoyFilter inserts ext_authz right before the router, after jwt_authn and RBAC
-        assert names == [ec.JWT, ec.RBAC, ec.EXT_AUTHZ, ec.ROUTER]
+        # the EnvoyFilter inserts ext_authz right before the router, after jwt_authn and RBAC;
+        # the cookie filter's EnvoyFilter (higher priority: applied later) lands after ext_authz
+        assert names == [ec.JWT, ec.RBAC, ec.EXT_AUTHZ, LUA_FILTER_NAME, ec.ROUTER]
         # on the HTTP listener (port 80 here) ext_authz runs only for X-Forwarded-Proto: https,
         # so plain HTTP reaches the router's redirect unchecked
         http = _filter_names(boot, "gateway_80")
-        assert http == [ec.JWT, ec.RBAC, "envoy.filters.http.header_to_metadata", ec.EXT_AUTHZ, ec.ROUTER]
+        assert http == [ec.JWT, ec.RBAC, "envoy.filters.http.header_to_metadata", ec.EXT_AUTHZ,
+                        LUA_FILTER_NAME, ec.ROUTER]
         lst = next(x for x in boot["static_resources"]["listeners"] if x["name"] == "gateway_80")
         ext = lst["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][3]["typed_config"]
         assert ext["filter_enabled_metadata"]["value"] == {"string_match": {"exact": "https"}}

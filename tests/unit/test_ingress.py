@@ -55,7 +55,8 @@ def uri_matches(match: dict[str, Any], path: str) -> bool:
 
 
 # ---------------------------------------------------------------- route plan (pure)
-APP: RoutedApp = {"name": "shop", "public_paths": ["/healthz", "/static/*"], "api_clients": True}
+APP: RoutedApp = {"name": "shop", "public_paths": ["/healthz", "/static/*"], "api_clients": True,
+                  "strip_session_cookies": True}
 
 
 def test_routes_are_named_and_ordered_most_specific_first():
@@ -70,7 +71,8 @@ def test_routes_are_named_and_ordered_most_specific_first():
 
 
 def test_no_bearer_route_without_api_clients_and_no_public_routes_without_paths():
-    routes = app_routes({"name": "wiki", "public_paths": [], "api_clients": False})
+    routes = app_routes({"name": "wiki", "public_paths": [], "api_clients": False,
+                         "strip_session_cookies": True})
     assert [r.name for r in routes] == ["wiki-oauth2", "wiki-default"]
 
 

@@ -34,6 +34,7 @@ from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from authproxy_local import mockrun
+from components.cookies import SessionCookies, lua_disabled_per_route, lua_filter
 from policy import policies as P
 
 ROOT = mockrun.ROOT
@@ -677,10 +678,101 @@ def test_the_exported_mesh_config_must_fail_closed() -> None:
     assert check_stack("exported-mesh-config-fails-closed", stack)
 
 
+# --------------------------------------------------------------------------------------------
+# Session cookie isolation
+# --------------------------------------------------------------------------------------------
+
+COOKIES = "session-cookie-stripped"
+
+
+def _strip_filter(cookie: str = "_authproxy", priority: int = 20, disabled: tuple[tuple[str, str], ...] = (
+        ("auth.example.com:443", "auth-default"),), before: str = "envoy.filters.http.router") -> Props:
+    patches: list[Props] = [{
+        "applyTo": "HTTP_FILTER",
+        "match": {"context": "GATEWAY", "listener": {"filterChain": {"filter": {
+            "name": "envoy.filters.network.http_connection_manager", "subFilter": {"name": before}}}}},
+        "patch": {"operation": "INSERT_BEFORE", "value": lua_filter(SessionCookies(cookie))},
+    }]
+    patches += [{
+        "applyTo": "HTTP_ROUTE",
+        "match": {"context": "GATEWAY", "routeConfiguration": {"vhost": {"name": vhost, "route": {"name": route}}}},
+        "patch": {"operation": "MERGE", "value": {"typed_per_filter_config": lua_disabled_per_route()}},
+    } for vhost, route in disabled]
+    return {"kind": "EnvoyFilter", "metadata": {"name": "authproxy-session-cookie-strip",
+                                                "namespace": "istio-ingress"},
+            "spec": {"workloadSelector": {"labels": {"istio": "ingressgateway"}}, "priority": priority,
+                     "configPatches": patches}}
+
+
+def cookie_stack() -> list[Res]:
+    stack = gateway_stack()
+    container(_find(stack, "proxy"))["args"].append("--cookie-name=_authproxy")
+    return [*stack, (ENVOYFILTER, _strip_filter(), "strip")]
+
+
+def _leaks(stack: list[Res]) -> list[tuple[str, str]]:
+    return [(m.split("'")[1], m.split("'")[3]) for m, _ in check_stack(COOKIES, stack)]
+
+
+def test_app_routes_behind_the_cookie_filter_pass() -> None:
+    assert check_stack(COOKIES, cookie_stack()) == []
+
+
+def test_without_the_cookie_filter_every_app_route_leaks_the_session_cookie() -> None:
+    stack = [r for r in cookie_stack() if r[2] != "strip"]
+    found = check_stack(COOKIES, stack)
+    assert _leaks(stack) == [("echo-default", "echo.example.com"), ("admin-default", "admin.example.com")]
+    assert found[0][1] == urn(VS, "vs-echo") and "stripSessionCookies" in found[0][0]
+
+
+@pytest.mark.parametrize("weaken", [
+    pytest.param(lambda s: s.__setitem__(-1, (ENVOYFILTER, _strip_filter(cookie="_other"), "strip")),
+                 id="strips-another-cookie"),
+    pytest.param(lambda s: s.__setitem__(-1, (ENVOYFILTER, _strip_filter(
+        before="envoy.filters.http.jwt_authn"), "strip")), id="not-right-before-the-router"),
+    pytest.param(lambda s: _find(s, "strip")["metadata"].__setitem__("namespace", "other"),
+                 id="other-namespace"),
+    pytest.param(lambda s: _find(s, "strip")["spec"]["workloadSelector"]["labels"].__setitem__(
+        "istio", "other"), id="other-gateway"),
+])
+def test_a_cookie_filter_that_does_not_strip_our_cookie_on_this_gateway_does_not_count(weaken) -> None:
+    stack = cookie_stack()
+    weaken(stack)
+    assert {h for _, h in _leaks(stack)} == {"echo.example.com", "admin.example.com"}
+
+
+def test_the_cookie_filter_must_run_after_an_ext_authz_envoy_filter() -> None:
+    stack = [*cookie_stack(), (ENVOYFILTER, good_ext_authz_filter(), "ext-authz")]
+    _find(stack, "ext-authz")["spec"]["priority"] = 10
+    assert check_stack(COOKIES, stack) == []
+    _find(stack, "strip")["spec"]["priority"] = 5  # inserted first: ext_authz would land after it
+    assert {h for _, h in _leaks(stack)} == {"echo.example.com", "admin.example.com"}
+
+
+def test_switching_the_filter_off_on_an_app_route_needs_the_explicit_opt_out() -> None:
+    stack = cookie_stack()
+    stack[-1] = (ENVOYFILTER, _strip_filter(disabled=(("echo.example.com:443", "echo-default"),)), "strip")
+    assert _leaks(stack) == [("echo-default", "echo.example.com")]
+    _find(stack, "vs-echo")["metadata"]["annotations"] = {"authproxy.io/session-cookies": "forwarded"}
+    assert check_stack(COOKIES, stack) == []
+    # the annotation alone opts out: no filter at all, only the annotated app passes
+    stack = [r for r in stack if r[2] != "strip"]
+    assert _leaks(stack) == [("admin-default", "admin.example.com")]
+
+
+def test_routes_to_oauth2_proxy_keep_the_cookies() -> None:
+    stack = cookie_stack()
+    echo = _find(stack, "vs-echo")["spec"]["http"]
+    echo.insert(0, {"name": "echo-oauth2", "match": [{"uri": {"prefix": "/oauth2/"}}],
+                    "route": [{"destination": {"host": "oauth2-proxy.authproxy.svc.cluster.local"}}]})
+    stack[-1] = (ENVOYFILTER, _strip_filter(disabled=(("echo.example.com:443", "echo-oauth2"),)), "strip")
+    assert check_stack(COOKIES, stack) == []
+
+
 def test_every_stack_policy_has_a_failing_case() -> None:
     """The stack policies are exercised above; this keeps the list honest when one is added."""
     assert {p.name for p in P.POLICIES if isinstance(p, StackValidationPolicy)} == {
-        HOSTS, "exported-mesh-config-fails-closed"}
+        HOSTS, "exported-mesh-config-fails-closed", COOKIES}
 
 
 # --------------------------------------------------------------------------------------------
@@ -750,6 +842,11 @@ def test_the_stacks_fail_the_pack_when_weakened(stack_run: tuple[str, mockrun.Ru
     resources[-1][1]["meshConfig"] = {"extensionProviders": [
         {"name": "x", "envoyExtAuthzHttp": {"failOpen": True}}]}
     assert check_stack("exported-mesh-config-fails-closed", resources)
+    # Without the cookie filter every app route leaks the session cookie.
+    assert check_stack(COOKIES, resources) == []
+    no_strip = [r for r in resources if not (r[0] == ENVOYFILTER and r[2].endswith("-cookie-strip"))]
+    assert len(no_strip) == len(resources) - 1
+    assert {h for _, h in _leaks(no_strip)} == set(app_hosts)
     # In extension-provider mode the CUSTOM policy lists hosts: a new one must be added to it.
     if name.endswith("extension-provider"):
         app_vs = next(p for t, p, n in resources if t == VS and "app" in n)

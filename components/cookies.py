@@ -1,0 +1,157 @@
+"""oauth2-proxy's cookies, and the gateway filter that keeps them away from the apps.
+
+One definition (:class:`SessionCookies`) read by oauth2-proxy's flags (components/proxy_settings.py:
+``--cookie-name``, ``--cookie-csrf-per-request``), by the gateway's cookie filter
+(components/authz.py) and by the benchmark. For ``--cookie-name=N`` oauth2-proxy v7 sets
+(pkg/sessions/cookie/session_store.go, pkg/cookies/csrf.go):
+
+* ``N``: the session (a ticket into Redis here);
+* ``N_0``, ``N_1``, ...: the same session split over several cookies when it exceeds 4 KiB
+  (cookie session store, or a very long ticket);
+* ``N_csrf`` (fixed CSRF cookie) or, with ``--cookie-csrf-per-request``, ``N_<8 characters of the
+  hashed OAuth state>_csrf``: the sign-in's CSRF cookie (oauth2-proxy's own clean-up treats every
+  ``N_*_csrf`` as one).
+
+**Why strip them.** The browser sends every cookie of the cookie domain (``.domain``) to every
+app on it. An app that received ``N`` (compromised, or merely logging headers) could replay it
+against any other protected app and act as the user until the session ends, defeating the per-app
+group checks. The apps need none of these cookies: the gateway hands them the user's identity as
+a verified ID token (``Authorization``) and ``X-Auth-Request-*`` headers.
+
+**How.** Envoy has no native filter that removes one cookie from the ``Cookie`` header (header
+mutations work on whole headers), so the gateway runs Envoy's Lua filter, which Istio's proxy and
+upstream Envoy both ship: :func:`lua_source` generates the script. It runs *after* ext_authz
+(oauth2-proxy must still see the cookies) and before the router, on every route except those that
+go to oauth2-proxy (``/oauth2/*`` on app hosts, the auth host), where it is switched off per route.
+It keeps every other cookie byte for byte (only the removed ``name=value`` pairs and their
+separator go), drops the ``Cookie`` header when nothing is left, leaves the route choice alone
+(``clear_route_cache: false``: the route ext_authz checked is the route taken) and fails closed:
+a script error answers 500 instead of forwarding the cookie.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+LUA_FILTER_NAME = "authproxy.session_cookie_strip"
+"""The HTTP filter's name in the gateway's chain (per-route configs are keyed by it)."""
+LUA_TYPE = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
+LUA_PER_ROUTE_TYPE = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute"
+CSRF_SUFFIX = "_csrf"
+_COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class SessionCookies:
+    """The cookies oauth2-proxy sets for one ``--cookie-name``."""
+
+    name: str
+    csrf_per_request: bool = True
+    """``--cookie-csrf-per-request``: one CSRF cookie per sign-in attempt (parallel tabs)."""
+
+    def __post_init__(self) -> None:
+        if not _COOKIE_NAME.match(self.name):
+            raise ValueError(f"{self.name!r} is not a cookie name this stack uses "
+                             "(letters, digits, '_' or '-')")
+
+    def is_session(self, cookie: str) -> bool:
+        """The session cookie or one of its split parts."""
+        prefix = self.name + "_"
+        return cookie == self.name or (
+            cookie.startswith(prefix) and cookie[len(prefix):].isdigit()
+            and cookie[len(prefix):].isascii()
+        )
+
+    def is_csrf(self, cookie: str) -> bool:
+        """A CSRF cookie of a sign-in (fixed or per request)."""
+        # oauth2-proxy's own test (csrf.go ClearExtraCsrfCookies): prefix "N_" and suffix "_csrf",
+        # which also matches the fixed name "N_csrf".
+        return cookie.startswith(self.name + "_") and cookie.endswith(CSRF_SUFFIX)
+
+    def owns(self, cookie: str) -> bool:
+        """Whether a cookie name is one of oauth2-proxy's (what the gateway strips)."""
+        return self.is_session(cookie) or self.is_csrf(cookie)
+
+
+def _lua_string(value: str) -> str:
+    # JSON string syntax is valid Lua for the ASCII names SessionCookies admits.
+    return json.dumps(value)
+
+
+def lua_source(cookies: SessionCookies) -> str:
+    """The Lua script of the gateway's cookie filter: the same rules as
+    :meth:`SessionCookies.owns`, written out for Envoy."""
+    return f"""\
+-- authproxy: remove oauth2-proxy's cookies before the request goes to an app
+-- (components/cookies.py). Generated for --cookie-name={cookies.name}.
+local NAME = {_lua_string(cookies.name)}
+local PREFIX = NAME .. "_"
+local CSRF = {_lua_string(CSRF_SUFFIX)}
+
+local function owned(name)
+  if name == NAME then return true end
+  if name:sub(1, #PREFIX) ~= PREFIX then return false end
+  if name:sub(#PREFIX + 1):match("^%d+$") then return true end
+  return name:sub(-#CSRF) == CSRF
+end
+
+-- One Cookie header value: drop owned name=value pairs, keep every other byte.
+local function strip(value)
+  local kept, removed = {{}}, false
+  for segment in (value .. ";"):gmatch("([^;]*);") do
+    local name = segment:match("^%s*([^=]-)%s*=") or segment:match("^%s*(.-)%s*$")
+    if owned(name) then
+      removed = true
+    else
+      kept[#kept + 1] = segment
+    end
+  end
+  if not removed then return value, false end
+  return (table.concat(kept, ";"):gsub("^%s+", "")), true
+end
+
+local function strip_all(handle)
+  local headers = handle:headers()
+  local n = headers:getNumValues("cookie")
+  if n == 0 then return end
+  local values, changed = {{}}, false
+  for i = 0, n - 1 do
+    local v, c = strip(headers:getAtIndex("cookie", i))
+    values[#values + 1] = v
+    changed = changed or c
+  end
+  if not changed then return end
+  headers:remove("cookie")
+  for _, v in ipairs(values) do
+    if not v:match("^[%s;]*$") then headers:add("cookie", v) end
+  end
+end
+
+function envoy_on_request(handle)
+  local ok, err = pcall(strip_all, handle)
+  if not ok then
+    handle:logErr("authproxy session cookie filter failed: " .. tostring(err))
+    handle:respond({{[":status"] = "500"}}, "session cookie filter failed")
+  end
+end
+"""
+
+
+def lua_filter(cookies: SessionCookies) -> dict[str, object]:
+    """The gateway HTTP filter (Envoy ``Lua`` typed config) that strips oauth2-proxy's cookies."""
+    return {
+        "name": LUA_FILTER_NAME,
+        "typed_config": {
+            "@type": LUA_TYPE,
+            "default_source_code": {"inline_string": lua_source(cookies)},
+            "stat_prefix": "authproxy_cookie_strip",
+            "clear_route_cache": False,
+        },
+    }
+
+
+def lua_disabled_per_route() -> dict[str, object]:
+    """``typed_per_filter_config`` entry switching the cookie filter off on one route."""
+    return {LUA_FILTER_NAME: {"@type": LUA_PER_ROUTE_TYPE, "disabled": True}}
