@@ -283,7 +283,9 @@ class Ingress(pulumi.ComponentResource):
         after_gateway = pulumi.ResourceOptions(parent=self, depends_on=[gateway])
         # (suffix of the logical and object names, spec, annotations): the auth host first, then
         # each app.
-        virtual_services = [(AUTH_ROUTE, auth_virtual_service_spec(args), {})] + [
+        virtual_services: list[tuple[str, dict[str, Any], dict[str, str]]] = [
+            (AUTH_ROUTE, auth_virtual_service_spec(args), {})
+        ] + [
             (f"app-{app['name']}", app_virtual_service_spec(args, app),
              app_virtual_service_annotations(app))
             for app in args["apps"]
