@@ -14,8 +14,11 @@ What runs (all on loopback, free ports, one run directory per start):
   admin REST API (:mod:`authproxy_local.keycloak_apply`).
 - **echo apps** (:mod:`authproxy_local.echo`), one per rendered app, standing in for its pods.
 - **Envoy**: the ingress gateway (HTTPS 443 + HTTP 80 on a per-run loopback address 127.x.y.z)
-  and one listener per app that plays its sidecar; the bootstrap comes from
-  ``authproxy_local.envoy_config.build(render, endpoints)``.
+  and one Envoy per app playing its sidecar (inbound), each running the configuration istiod
+  generates for that proxy: Istio's own translation (``tools/istio-xds``, built from the pinned
+  istio.io/istio) over the render, assembled into static bootstraps by
+  :mod:`authproxy_local.xds_adapter`. istiod fetches the JWKS from the local Keycloak over TLS
+  (Keycloak's HTTPS listener, reached through a CONNECT proxy that knows only its host).
 - a **CONNECT proxy** through which oauth2-proxy reaches the public hosts (Keycloak via the
   gateway), and refuses any other host.
 - **oauth2-proxy** with exactly the Deployment's args and env from the render; only cluster
@@ -60,7 +63,7 @@ from typing import Any
 
 import yaml
 
-from authproxy_local import envoy_config, install, keycloak_apply, local_map
+from authproxy_local import install, keycloak_apply, local_map, xds_adapter
 from authproxy_local import placeholders as ph
 from authproxy_local.cache import cache_dir
 from authproxy_local.echo import EchoServer
@@ -443,6 +446,11 @@ class ConnectProxy:
                 b.close()
 
 
+def _listen_addrs(boot: Mapping[str, Any]) -> list[tuple[str, int]]:
+    return [(sa["address"], sa["port_value"]) for lst in boot["static_resources"]["listeners"]
+            for sa in [lst["address"]["socket_address"]]]
+
+
 # --------------------------------------------------------------------------------------------
 # Processes
 # --------------------------------------------------------------------------------------------
@@ -618,6 +626,8 @@ class Harness:
         self._stopped = True
         self._prev_handlers: dict[int, Any] = {}
         self.keycloak_admin_password = ""
+        self.translation: xds_adapter.Bootstraps | None = None
+        self._admin: dict[str, tuple[str, int]] = {}
 
     # ---- public information ----------------------------------------------------------------
 
@@ -764,7 +774,7 @@ class Harness:
 
     def stop(self) -> None:
         """Stop every process and thread this harness started; remove the temp dir."""
-        first = ("oauth2-proxy", "envoy", "keycloak")
+        first = ("oauth2-proxy", "envoy", *(n for n in self.procs if n.startswith("envoy-")), "keycloak")
         for name in [*first, *(n for n in self.procs if n not in first)]:
             p = self.procs.get(name)
             if p is not None:
@@ -851,6 +861,7 @@ class Harness:
             redis=(gw_ip, free_port(gw_ip)),
             sidecars={a: (gw_ip, free_port(gw_ip)) for a in apps},
             envoy_admin=(gw_ip, free_port(gw_ip)),
+            keycloak_https=(gw_ip, free_port(gw_ip)),
             ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file,
             keycloak_cert_file=tls.keycloak_cert_file, keycloak_key_file=tls.keycloak_key_file,
         )
@@ -1027,6 +1038,12 @@ class Harness:
         cmd = [
             str(home / "bin" / "kc.sh"), "start-dev",
             "--http-enabled=true", f"--http-host={host}", f"--http-port={port}",
+            # HTTPS listener with the Keycloak host's certificate: istiod (the translator) fetches
+            # the JWKS from it, as an istiod that reaches Keycloak would.
+            f"--https-port={self.endpoints.keycloak_https[1]}",
+            f"--https-certificate-file={self.endpoints.keycloak_cert_file}",
+            f"--https-certificate-key-file={self.endpoints.keycloak_key_file}",
+            "--http-management-scheme=http",  # else the management port inherits HTTPS
             f"--hostname={kc.url}",
             "--proxy-headers=xforwarded",
             "--health-enabled=true", f"--http-management-port={self._kc_mgmt_port}",
@@ -1098,30 +1115,88 @@ class Harness:
 
     # ---- Envoy -----------------------------------------------------------------------------
 
-    def envoy_bootstrap(self) -> dict[str, Any]:
-        return envoy_config.build(self.render, self.endpoints)
-
-    def _start_envoy(self) -> None:
-        exe = install.ensure("envoy")
-        boot = self.envoy_bootstrap()
-        path = self.run_dir / "envoy.yaml"
-        path.write_text(yaml.safe_dump(boot, sort_keys=False))
-        # Validate first: a rejected field gives a clear error instead of a dead process.
+    def translate(self, render: Any = None) -> xds_adapter.Bootstraps:
+        """Istio's translation of the render (plus the harness's pods, Services and EndpointSlices)
+        into one static bootstrap per proxy (gateway, each app's sidecar). With ``render``, that
+        render (e.g. the other ext_authz mode's, for the benchmark) on this run's addresses; the
+        run's own translation is kept for the run."""
         t0 = time.monotonic()
-        check = subprocess.run([str(exe), "--mode", "validate", "-c", str(path)],
-                               capture_output=True, text=True, timeout=120)
-        if check.returncode != 0:
-            (self.run_dir / "envoy-validate.log").write_text(check.stdout + check.stderr)
-            raise HarnessError("Envoy rejected the bootstrap built from the render:\n"
-                               + (check.stderr or check.stdout)[-3000:])
-        self.procs["envoy"] = Process(
-            "envoy", [str(exe), "-c", str(path), "--disable-hot-restart", "--log-level", "info",
-                      "--component-log-level", "ext_authz:debug,jwt:debug,rbac:debug"],
-            {"PATH": "/usr/bin:/bin"}, self.run_dir / "envoy.log").start()
-        admin = self.endpoints.envoy_admin
-        wait_for("envoy", lambda: http_ok(f"http://{admin[0]}:{admin[1]}/ready")
-                 and tcp_open(self.endpoints.gateway_https), 60, self.procs["envoy"])
+        own = render is None
+        render = self.render if own else render
+        exe = install.ensure("istio-xds")
+        w = xds_adapter.workloads(render, self.endpoints)
+        directory = xds_adapter.write_input(
+            render, w, self.run_dir / ("istio-xds" if own else f"istio-xds-{render.mode}"))
+        kc = self.config.keycloak.host
+        jwks_proxy = ConnectProxy([kc], self.endpoints.keycloak_https).start()
+        try:
+            out = xds_adapter.translate(
+                exe, directory, xds_adapter.translator_env(os.environ, jwks_proxy.address, self.ca_file))
+        finally:
+            jwks_proxy.stop()
+        if not self._admin:
+            self._admin = {p.name: (self.gateway_ip, free_port(self.gateway_ip)) for p in w.proxies}
+            self._admin["gateway"] = self.endpoints.envoy_admin
+        boots = xds_adapter.bootstraps(out, w, self.endpoints, kc, self._admin,
+                                       xds_adapter.credential_names(render))
+        if own:
+            self.translation = boots
+            self.timings.add("istio-xds", time.monotonic() - t0)
+        return boots
+
+    def envoy_bootstrap(self, proxy: str = "gateway") -> dict[str, Any]:
+        """The static bootstrap one proxy runs (istiod's config through the adapter)."""
+        boots = self.translation or self.translate()
+        return boots.by_proxy[proxy]
+
+    @property
+    def gateway_config(self) -> str:
+        """Which translation the proxies run (the numbers line of `make e2e`)."""
+        v = self.translation.istio_version if self.translation else "?"
+        return f"istiod {v}"
+
+    def _start_envoy(self, boots: xds_adapter.Bootstraps | None = None, only: tuple[str, ...] = ()) -> None:
+        """Start the Envoys of ``boots`` (default: the run's translation); ``only`` limits it to
+        those proxies (e.g. ``("gateway",)``)."""
+        exe = install.ensure("envoy")
+        boots = boots or self.translation or self.translate()
+        t0 = time.monotonic()
+        started = []
+        for proxy, boot in boots.by_proxy.items():
+            if only and proxy not in only:
+                continue
+            name = "envoy" if proxy == "gateway" else f"envoy-{proxy}"
+            path = self.run_dir / f"{name}.yaml"
+            path.write_text(yaml.safe_dump(boot, sort_keys=False))
+            # Validate first: a rejected field (e.g. an Istio-only extension the adapter does not
+            # know) gives a clear error naming it instead of a dead process.
+            check = subprocess.run([str(exe), "--mode", "validate", "-c", str(path)],
+                                   capture_output=True, text=True, timeout=120)
+            if check.returncode != 0:
+                (self.run_dir / f"{name}-validate.log").write_text(check.stdout + check.stderr)
+                raise HarnessError(f"Envoy rejected the {proxy} bootstrap built from istiod's config:\n"
+                                   + (check.stderr or check.stdout)[-3000:])
+            args = [str(exe), "-c", str(path), "--disable-hot-restart", "--log-level", "info",
+                    "--component-log-level", "ext_authz:debug,jwt:debug,rbac:debug"]
+            if proxy != "gateway":
+                args += ["--concurrency", "1"]
+            self.procs[name] = Process(name, args, {"PATH": "/usr/bin:/bin"}, self.run_dir / f"{name}.log").start()
+            started.append((name, proxy))
+        for name, proxy in started:
+            admin = self._admin[proxy]
+            addr = _listen_addrs(boots.by_proxy[proxy])[0]
+
+            def ready(a: tuple[str, int] = admin, la: tuple[str, int] = addr) -> bool:
+                return http_ok(f"http://{a[0]}:{a[1]}/ready") and tcp_open(la)
+
+            wait_for(name, ready, 60, self.procs[name])
         self.timings.add("envoy", time.monotonic() - t0)
+
+    def run_gateway(self, boots: xds_adapter.Bootstraps | None = None) -> None:
+        """Restart the gateway Envoy on ``boots``' gateway bootstrap (default: the run's own);
+        tests use it to run a deliberately wrong translation and then restore the real one."""
+        self.stop_component("envoy")
+        self._start_envoy(boots, only=("gateway",))
 
     # ---- oauth2-proxy ----------------------------------------------------------------------
 
@@ -1182,7 +1257,7 @@ class Harness:
         elif name == "oauth2-proxy":
             self._start_oauth2_proxy()
         elif name == "envoy":
-            self._start_envoy()
+            self._start_envoy(only=("gateway",))
         else:
             raise HarnessError(f"unknown component {name!r}")
         self.log(f"started {name} again in {time.monotonic() - t0:.1f}s")
@@ -1205,5 +1280,7 @@ class Harness:
             "gateway": e.gateway_ip if e else None,
             "logs": str(self._run_dir),
             "timings": self.timings.seconds,
+            "gateway_config": self.gateway_config,
+            "istio_only_removed": self.translation.removed if self.translation else None,
             "pids": {n: p.pid for n, p in self.procs.items()},
         }
