@@ -851,7 +851,7 @@ class Bench:
         return next(a.split("=", 1)[1] for a in cmd if a.startswith("--cookie-name="))
 
     def _start_proxy(self, name: str, set_args: Mapping[str, str], env: Mapping[str, str]) -> None:
-        from authproxy_local.harness import Process, free_port, http_ok, wait_for
+        from authproxy_local.processes import Process, free_port, http_ok, wait_for
 
         ip = self.h.gateway_ip
         port, mport = free_port(ip), free_port(ip)
@@ -867,7 +867,7 @@ class Bench:
         import yaml
 
         from authproxy_local import install
-        from authproxy_local.harness import (
+        from authproxy_local.processes import (
             Process,
             free_port,
             http_ok,
@@ -1070,7 +1070,7 @@ class Bench:
         return s
 
     def scripts(self, creds: Mapping[str, str]) -> dict[str, Path]:
-        from authproxy_local.harness import _write_private
+        from authproxy_local.tls import _write_private
 
         out = {}
         for v in self.variants:

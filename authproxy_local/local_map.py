@@ -86,7 +86,7 @@ class LocalEndpoints:
     """The gateway's certificate (every gateway host)."""
     key_file: str = ""
     keycloak_cert_file: str = ""
-    """A separate certificate for the Keycloak host (see harness.make_tls)."""
+    """A separate certificate for the Keycloak host (see tls.make_tls)."""
     keycloak_key_file: str = ""
 
     @property
