@@ -48,15 +48,15 @@ render: venv ## offline render of a stack into build/render/<stack>-<mode>: make
 conformance: venv ## dev+prod renders, both ext_authz modes, through kubernetes-validate and istioctl analyze
 	$(PYTEST) tests/conformance -q
 
-e2e: venv ## live end-to-end tests: the dev render on real Keycloak, Redis, oauth2-proxy, Envoy (both ext_authz modes)
-	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy chromium
+e2e: venv ## live end-to-end tests: the dev render on real Keycloak, Redis, oauth2-proxy, Envoy running istiod's config (both ext_authz modes)
+	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy istio-xds chromium
 	$(PYTEST) tests/e2e -q
 
 demo: venv ## run the stack locally (STACK=dev [MODE=envoy-filter]); prints URLs and demo users; Ctrl-C stops it
 	$(PY) -m authproxy_local.demo --stack $(STACK) $(if $(MODE),--mode $(MODE))
 
 bench: venv ## request-path benchmark on the live harness with wrk (~8 min; not in `make test`): docs/benchmarks.md + plot; QUICK=1 = 1-min smoke run
-	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy wrk
+	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy istio-xds wrk
 	$(PY) -m authproxy_local.bench $(if $(QUICK),--quick)
 
 lint: venv ## ruff over the whole checkout (pyproject.toml [tool.ruff])

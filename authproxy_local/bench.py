@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from authproxy_local import envoy_config
+from authproxy_local import xds_adapter
 from components.cookies import LUA_FILTER_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -434,14 +434,14 @@ def _hcms(listener: dict[str, Any]) -> list[dict[str, Any]]:
     chains = [*listener.get("filter_chains", [])]
     if listener.get("default_filter_chain"):
         chains.append(listener["default_filter_chain"])
-    return [f["typed_config"] for c in chains for f in c.get("filters", []) if f.get("name") == envoy_config.HCM]
+    return [f["typed_config"] for c in chains for f in c.get("filters", []) if f.get("name") == xds_adapter.HCM]
 
 
 def authz_cluster(listener: dict[str, Any]) -> str:
     """The cluster the listener's ext_authz filter calls (oauth2-proxy's Service)."""
     for hcm in _hcms(listener):
         for f in hcm.get("http_filters", []):
-            if f.get("name") == envoy_config.EXT_AUTHZ:
+            if f.get("name") == xds_adapter.EXT_AUTHZ:
                 return str(f["typed_config"]["http_service"]["server_uri"]["cluster"])
     raise ValueError(f"listener {listener.get('name')!r} has no ext_authz filter")
 
@@ -451,7 +451,7 @@ def _addr(ip: str, port: int) -> dict[str, Any]:
 
 
 def _static_cluster(name: str, addr: tuple[str, int], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    c = envoy_config.static_cluster(name, addr)
+    c = xds_adapter.static_cluster(name, addr)
     c.update(copy.deepcopy(dict(extra or {})))
     return c
 
@@ -484,7 +484,8 @@ def bench_bootstrap(
     sources: Mapping[str, Mapping[str, Any]] | None = None,
     drop_filters: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
-    """The bench Envoy's bootstrap, from the harness's (``envoy_config.build``) one.
+    """The bench Envoy's bootstrap, from the harness's gateway one (istiod's config through
+    :mod:`authproxy_local.xds_adapter`).
 
     ``listeners`` maps a listener name to its address; ``"baseline"`` gets the rendered HTTPS
     gateway listener with the router as its only HTTP filter, every other name the listener as
@@ -526,7 +527,7 @@ def bench_bootstrap(
             hcm.pop("access_log", None)
             hcm["stat_prefix"] = f"bench_{name}"
             if name == "baseline":
-                hcm["http_filters"] = [f for f in hcm["http_filters"] if f.get("name") == envoy_config.ROUTER]
+                hcm["http_filters"] = [f for f in hcm["http_filters"] if f.get("name") == xds_adapter.ROUTER]
             kept = [f for f in hcm["http_filters"] if f.get("name") not in dropped]
             removed += len(hcm["http_filters"]) - len(kept)
             hcm["http_filters"] = kept
@@ -543,15 +544,15 @@ def bench_bootstrap(
     out_listeners.append({
         "name": "bench_upstream",
         "address": _addr(*upstream),
-        "filter_chains": [{"filters": [{"name": envoy_config.HCM, "typed_config": {
-            "@type": envoy_config.HCM_TYPE,
+        "filter_chains": [{"filters": [{"name": xds_adapter.HCM, "typed_config": {
+            "@type": xds_adapter.HCM_TYPE,
             "stat_prefix": "bench_upstream",
             "route_config": {"virtual_hosts": [{"name": "upstream", "domains": ["*"], "routes": [{
                 "match": {"prefix": "/"},
                 "direct_response": {"status": 200, "body": {"inline_string": UPSTREAM_BODY}},
                 "response_headers_to_add": [{"header": {"key": UPSTREAM_HEADER, "value": "1"}}],
             }]}]},
-            "http_filters": [{"name": envoy_config.ROUTER, "typed_config": {"@type": envoy_config.ROUTER_TYPE}}],
+            "http_filters": [{"name": xds_adapter.ROUTER, "typed_config": {"@type": xds_adapter.ROUTER_TYPE}}],
         }}]}],
     })
     return {
@@ -866,7 +867,7 @@ class Bench:
         return next(a.split("=", 1)[1] for a in cmd if a.startswith("--cookie-name="))
 
     def _start_proxy(self, name: str, set_args: Mapping[str, str], env: Mapping[str, str]) -> None:
-        from authproxy_local.harness import Process, free_port, http_ok, wait_for
+        from authproxy_local.processes import Process, free_port, http_ok, wait_for
 
         ip = self.h.gateway_ip
         port, mport = free_port(ip), free_port(ip)
@@ -882,7 +883,7 @@ class Bench:
         import yaml
 
         from authproxy_local import install
-        from authproxy_local.harness import (
+        from authproxy_local.processes import (
             Process,
             free_port,
             http_ok,
@@ -906,7 +907,7 @@ class Bench:
                 from authproxy_local import render as render_mod
 
                 other = render_mod.render(self.stack, t.mode, h.overrides or None)
-                sources[t.name] = envoy_config.build(other, h.endpoints)
+                sources[t.name] = h.translate(other).by_proxy["gateway"]
         boot = bench_bootstrap(
             h.envoy_bootstrap(), app_host=self.app.host, sources=sources,
             listeners={n: (self.ips[n], 443) for n in names},
@@ -1086,7 +1087,7 @@ class Bench:
         return s
 
     def scripts(self, creds: Mapping[str, str]) -> dict[str, Path]:
-        from authproxy_local.harness import _write_private
+        from authproxy_local.tls import _write_private
 
         out = {}
         for v in self.variants:

@@ -14,8 +14,11 @@ What runs (all on loopback, free ports, one run directory per start):
   admin REST API (:mod:`authproxy_local.keycloak_apply`).
 - **echo apps** (:mod:`authproxy_local.echo`), one per rendered app, standing in for its pods.
 - **Envoy**: the ingress gateway (HTTPS 443 + HTTP 80 on a per-run loopback address 127.x.y.z)
-  and one listener per app that plays its sidecar; the bootstrap comes from
-  ``authproxy_local.envoy_config.build(render, endpoints)``.
+  and one Envoy per app playing its sidecar (inbound), each running the configuration istiod
+  generates for that proxy: Istio's own translation (``tools/istio-xds``, built from the pinned
+  istio.io/istio) over the render, assembled into static bootstraps by
+  :mod:`authproxy_local.xds_adapter`. istiod fetches the JWKS from the local Keycloak over TLS
+  (Keycloak's HTTPS listener, reached through a CONNECT proxy that knows only its host).
 - a **CONNECT proxy** through which oauth2-proxy reaches the public hosts (Keycloak via the
   gateway), and refuses any other host.
 - **oauth2-proxy** with exactly the Deployment's args and env from the render; only cluster
@@ -30,19 +33,20 @@ or config files (never on a command line), and never logged. Logs go to
 
 Every process started is stopped on :meth:`Harness.stop`, on an exception during start, on
 interpreter exit and on SIGTERM/SIGINT.
+
+Rooms: this module is the orchestration (and the per-run secret values); processes, ports, the
+CONNECT proxy and in-process name resolution are :mod:`authproxy_local.processes`, certificates
+:mod:`authproxy_local.tls`, Istio's translation and its assembly into bootstraps
+:mod:`authproxy_local.xds_adapter`. The small Redis protocol client below is still here.
 """
 
 from __future__ import annotations
 
-import atexit
 import base64
 import contextlib
 import datetime as dt
-import fcntl
 import os
-import random
 import secrets as pysecrets
-import select
 import shutil
 import signal
 import socket
@@ -51,26 +55,35 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from authproxy_local import envoy_config, install, keycloak_apply, local_map
+from authproxy_local import install, keycloak_apply, local_map, xds_adapter
 from authproxy_local import placeholders as ph
 from authproxy_local.cache import cache_dir
 from authproxy_local.echo import EchoServer
+from authproxy_local.processes import (
+    ConnectProxy,
+    HarnessError,
+    Process,
+    _file_lock,
+    free_port,
+    http_ok,
+    pick_gateway_ip,
+    resolving,
+    tcp_open,
+    wait_for,
+)
+from authproxy_local.tls import _write_private, make_tls
 
 COMPONENTS = ("redis", "keycloak", "echo", "envoy", "oauth2-proxy")
 KEEP_RUNS = 10
 
 
-class HarnessError(RuntimeError):
-    """The harness could not start or control a component; the message says which and why."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,152 +161,6 @@ def generate_secrets(sources: Mapping[str, Mapping[str, Any]], config_secrets: M
 
 
 # --------------------------------------------------------------------------------------------
-# TLS
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TlsFiles:
-    ca_file: str
-    cert_file: str
-    key_file: str
-    keycloak_cert_file: str = ""
-    keycloak_key_file: str = ""
-
-
-def make_tls(hosts: list[str], directory: Path, keycloak_host: str | None = None) -> TlsFiles:
-    """A throw-away CA and a server certificate for ``hosts`` (SANs), written to ``directory``;
-    with ``keycloak_host``, a second certificate for that host alone. Separate certificates keep
-    browsers from coalescing Keycloak requests onto a gateway HTTP/2 connection (all names
-    resolve to one address locally, which is not the case in a real deployment)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "authproxy harness CA (throw-away)")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    def server(names: list[str], stem: str) -> tuple[str, str]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in names]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_private(key_path, key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-        return str(cert_path), str(key_path)
-
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_file = directory / "ca.pem"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    gw_hosts = [h for h in hosts if h != keycloak_host]
-    cert_file, key_file = server(gw_hosts, "server")
-    files = TlsFiles(str(ca_file), cert_file, key_file)
-    if keycloak_host:
-        files.keycloak_cert_file, files.keycloak_key_file = server([keycloak_host], "keycloak")
-    return files
-
-
-def _write_private(path: Path, data: bytes | str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-
-
-# --------------------------------------------------------------------------------------------
-# Ports and addresses
-# --------------------------------------------------------------------------------------------
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def pick_gateway_ip(ports: tuple[int, ...] = (443, 80), tries: int = 50) -> str:
-    """A random 127.x.y.z (not 127.0.0.0/16) on which ``ports`` are free. The whole 127/8 is
-    loopback on Linux, so each run gets its own address and the public URLs keep no port."""
-    rng = random.SystemRandom()
-    last: OSError | None = None
-    for _ in range(tries):
-        ip = f"127.{rng.randint(1, 254)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-        try:
-            for p in ports:
-                with socket.socket() as s:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    s.bind((ip, p))
-            return ip
-        except OSError as e:
-            last = e
-    raise HarnessError(
-        f"cannot bind ports {ports} on any loopback address 127.x.y.z ({last}); the gateway needs "
-        "them so the public URLs carry no port. Run as root (ports < 1024) or allow "
-        "net.ipv4.ip_unprivileged_port_start=80."
-    )
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float, proc: Process | None = None,
-             interval: float = 0.2) -> float:
-    """Poll ``check`` until it is true; returns the seconds waited. Fails early if ``proc`` dies."""
-    t0 = time.monotonic()
-    while True:
-        try:
-            if check():
-                return time.monotonic() - t0
-        except (OSError, ValueError):
-            pass
-        if proc is not None and proc.poll() is not None:
-            raise HarnessError(f"{what}: process exited with code {proc.poll()}; see {proc.log_path}")
-        if time.monotonic() - t0 > timeout:
-            hint = f"; see {proc.log_path}" if proc is not None else ""
-            raise HarnessError(f"{what}: not ready after {timeout:.0f}s{hint}")
-        time.sleep(interval)
-
-
-def http_ok(url: str, expect: tuple[int, ...] = (200,), timeout: float = 2.0) -> bool:
-    req = urllib.request.Request(url, method="GET")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=timeout) as r:
-            return r.status in expect
-    except urllib.error.HTTPError as e:
-        return e.code in expect
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def tcp_open(addr: tuple[str, int], timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection(addr, timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-# --------------------------------------------------------------------------------------------
 # Redis protocol (enough for AUTH, PING, SCAN, EXISTS, SHUTDOWN)
 # --------------------------------------------------------------------------------------------
 
@@ -354,217 +221,6 @@ def redis_keys(addr: tuple[str, int], password: str | None, pattern: str) -> lis
 
 
 # --------------------------------------------------------------------------------------------
-# The CONNECT proxy oauth2-proxy uses to reach the public hosts
-# --------------------------------------------------------------------------------------------
-
-
-class ConnectProxy:
-    """An HTTP CONNECT proxy that maps ``host:443`` of the allowed hosts to the gateway's HTTPS
-    listener and refuses everything else (403). TLS stays end to end (client <-> gateway)."""
-
-    def __init__(self, allowed_hosts: list[str], target: tuple[str, int]) -> None:
-        self.allowed = {h.lower() for h in allowed_hosts}
-        self.target = target
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.refused: list[str] = []
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, name="connect-proxy", daemon=True)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.sock.getsockname()[:2]
-
-    def start(self) -> ConnectProxy:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        try:
-            conn.settimeout(10)
-            head = b""
-            while b"\r\n\r\n" not in head and len(head) < 8192:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                head += chunk
-            first = head.split(b"\r\n", 1)[0].decode("latin-1").split()
-            if len(first) < 2 or first[0] != "CONNECT":
-                conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
-                return
-            host, _, port = first[1].rpartition(":")
-            if host.lower() not in self.allowed or port != "443":
-                self.refused.append(first[1])
-                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-                return
-            upstream = socket.create_connection(self.target, timeout=10)
-            conn.sendall(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-            rest = head.split(b"\r\n\r\n", 1)[1]
-            if rest:
-                upstream.sendall(rest)
-            self._pipe(conn, upstream)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                conn.close()
-
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
-        a.settimeout(None)
-        b.settimeout(None)
-        try:
-            while True:
-                r, _, _ = select.select([a, b], [], [], 300)
-                if not r:
-                    return
-                for s in r:
-                    data = s.recv(65536)
-                    if not data:
-                        return
-                    (b if s is a else a).sendall(data)
-        finally:
-            with contextlib.suppress(OSError):
-                b.close()
-
-
-# --------------------------------------------------------------------------------------------
-# Processes
-# --------------------------------------------------------------------------------------------
-
-_LIVE: set[Process] = set()
-_LIVE_LOCK = threading.Lock()
-
-
-def _kill_all_live() -> None:
-    with _LIVE_LOCK:
-        procs = list(_LIVE)
-    for p in procs:
-        p.stop(timeout=5)
-
-
-atexit.register(_kill_all_live)
-
-
-@dataclass(eq=False)
-class Process:
-    """A child process in its own session (so the whole group can be signalled), output to a
-    log file."""
-
-    name: str
-    cmd: list[str]
-    env: dict[str, str]
-    log_path: Path
-    cwd: str | None = None
-    popen: subprocess.Popen | None = None
-    started_at: float = 0.0
-
-    def start(self) -> Process:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        log.write(f"\n==== {dt.datetime.now().isoformat()} starting {self.name}: {self.cmd[0]}\n".encode())
-        log.flush()
-        self.popen = subprocess.Popen(
-            self.cmd, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        log.close()
-        self.started_at = time.monotonic()
-        with _LIVE_LOCK:
-            _LIVE.add(self)
-        return self
-
-    @property
-    def pid(self) -> int | None:
-        return self.popen.pid if self.popen else None
-
-    def poll(self) -> int | None:
-        return self.popen.poll() if self.popen else -1
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def stop(self, timeout: float = 20.0, sig: int = signal.SIGTERM) -> None:
-        """Signal the process group, wait, then SIGKILL what is left."""
-        if self.popen is None:
-            return
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, sig)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(timeout=10)
-        # children that outlived the leader (kc.sh -> java)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
-
-
-@contextlib.contextmanager
-def _file_lock(name: str) -> Iterator[None]:
-    d = cache_dir() / "locks"
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / f"{name}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-# --------------------------------------------------------------------------------------------
-# In-process name resolution
-# --------------------------------------------------------------------------------------------
-
-_ORIG_GETADDRINFO = socket.getaddrinfo
-_RESOLVE_MAP: dict[str, str] = {}
-_RESOLVE_LOCK = threading.Lock()
-
-
-def _patched_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-    key = host.decode() if isinstance(host, bytes) else host
-    if isinstance(key, str) and key.lower().rstrip(".") in _RESOLVE_MAP:
-        host = _RESOLVE_MAP[key.lower().rstrip(".")]
-    return _ORIG_GETADDRINFO(host, *args, **kwargs)
-
-
-@contextlib.contextmanager
-def resolving(mapping: Mapping[str, str]) -> Iterator[None]:
-    """Resolve the given host names to the given IPs inside this process (nothing else changes;
-    no system file is touched). Nested uses merge."""
-    with _RESOLVE_LOCK:
-        saved = dict(_RESOLVE_MAP)
-        _RESOLVE_MAP.update({h.lower(): ip for h, ip in mapping.items()})
-        socket.getaddrinfo = _patched_getaddrinfo
-    try:
-        yield
-    finally:
-        with _RESOLVE_LOCK:
-            _RESOLVE_MAP.clear()
-            _RESOLVE_MAP.update(saved)
-            if not _RESOLVE_MAP:
-                socket.getaddrinfo = _ORIG_GETADDRINFO
-
-
-# --------------------------------------------------------------------------------------------
 # The harness
 # --------------------------------------------------------------------------------------------
 
@@ -618,6 +274,8 @@ class Harness:
         self._stopped = True
         self._prev_handlers: dict[int, Any] = {}
         self.keycloak_admin_password = ""
+        self.translation: xds_adapter.Bootstraps | None = None
+        self._admin: dict[str, tuple[str, int]] = {}
 
     # ---- public information ----------------------------------------------------------------
 
@@ -764,7 +422,7 @@ class Harness:
 
     def stop(self) -> None:
         """Stop every process and thread this harness started; remove the temp dir."""
-        first = ("oauth2-proxy", "envoy", "keycloak")
+        first = ("oauth2-proxy", "envoy", *(n for n in self.procs if n.startswith("envoy-")), "keycloak")
         for name in [*first, *(n for n in self.procs if n not in first)]:
             p = self.procs.get(name)
             if p is not None:
@@ -851,6 +509,7 @@ class Harness:
             redis=(gw_ip, free_port(gw_ip)),
             sidecars={a: (gw_ip, free_port(gw_ip)) for a in apps},
             envoy_admin=(gw_ip, free_port(gw_ip)),
+            keycloak_https=(gw_ip, free_port(gw_ip)),
             ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file,
             keycloak_cert_file=tls.keycloak_cert_file, keycloak_key_file=tls.keycloak_key_file,
         )
@@ -1027,6 +686,12 @@ class Harness:
         cmd = [
             str(home / "bin" / "kc.sh"), "start-dev",
             "--http-enabled=true", f"--http-host={host}", f"--http-port={port}",
+            # HTTPS listener with the Keycloak host's certificate: istiod (the translator) fetches
+            # the JWKS from it, as an istiod that reaches Keycloak would.
+            f"--https-port={self.endpoints.keycloak_https[1]}",
+            f"--https-certificate-file={self.endpoints.keycloak_cert_file}",
+            f"--https-certificate-key-file={self.endpoints.keycloak_key_file}",
+            "--http-management-scheme=http",  # else the management port inherits HTTPS
             f"--hostname={kc.url}",
             "--proxy-headers=xforwarded",
             "--health-enabled=true", f"--http-management-port={self._kc_mgmt_port}",
@@ -1098,30 +763,88 @@ class Harness:
 
     # ---- Envoy -----------------------------------------------------------------------------
 
-    def envoy_bootstrap(self) -> dict[str, Any]:
-        return envoy_config.build(self.render, self.endpoints)
-
-    def _start_envoy(self) -> None:
-        exe = install.ensure("envoy")
-        boot = self.envoy_bootstrap()
-        path = self.run_dir / "envoy.yaml"
-        path.write_text(yaml.safe_dump(boot, sort_keys=False))
-        # Validate first: a rejected field gives a clear error instead of a dead process.
+    def translate(self, render: Any = None) -> xds_adapter.Bootstraps:
+        """Istio's translation of the render (plus the harness's pods, Services and EndpointSlices)
+        into one static bootstrap per proxy (gateway, each app's sidecar). With ``render``, that
+        render (e.g. the other ext_authz mode's, for the benchmark) on this run's addresses; the
+        run's own translation is kept for the run."""
         t0 = time.monotonic()
-        check = subprocess.run([str(exe), "--mode", "validate", "-c", str(path)],
-                               capture_output=True, text=True, timeout=120)
-        if check.returncode != 0:
-            (self.run_dir / "envoy-validate.log").write_text(check.stdout + check.stderr)
-            raise HarnessError("Envoy rejected the bootstrap built from the render:\n"
-                               + (check.stderr or check.stdout)[-3000:])
-        self.procs["envoy"] = Process(
-            "envoy", [str(exe), "-c", str(path), "--disable-hot-restart", "--log-level", "info",
-                      "--component-log-level", "ext_authz:debug,jwt:debug,rbac:debug"],
-            {"PATH": "/usr/bin:/bin"}, self.run_dir / "envoy.log").start()
-        admin = self.endpoints.envoy_admin
-        wait_for("envoy", lambda: http_ok(f"http://{admin[0]}:{admin[1]}/ready")
-                 and tcp_open(self.endpoints.gateway_https), 60, self.procs["envoy"])
+        own = render is None
+        render = self.render if own else render
+        exe = install.ensure("istio-xds")
+        w = xds_adapter.workloads(render, self.endpoints)
+        directory = xds_adapter.write_input(
+            render, w, self.run_dir / ("istio-xds" if own else f"istio-xds-{render.mode}"))
+        kc = self.config.keycloak.host
+        jwks_proxy = ConnectProxy([kc], self.endpoints.keycloak_https).start()
+        try:
+            out = xds_adapter.translate(
+                exe, directory, xds_adapter.translator_env(os.environ, jwks_proxy.address, self.ca_file))
+        finally:
+            jwks_proxy.stop()
+        if not self._admin:
+            self._admin = {p.name: (self.gateway_ip, free_port(self.gateway_ip)) for p in w.proxies}
+            self._admin["gateway"] = self.endpoints.envoy_admin
+        boots = xds_adapter.bootstraps(out, w, self.endpoints, kc, self._admin,
+                                       xds_adapter.credential_names(render))
+        if own:
+            self.translation = boots
+            self.timings.add("istio-xds", time.monotonic() - t0)
+        return boots
+
+    def envoy_bootstrap(self, proxy: str = "gateway") -> dict[str, Any]:
+        """The static bootstrap one proxy runs (istiod's config through the adapter)."""
+        boots = self.translation or self.translate()
+        return boots.by_proxy[proxy]
+
+    @property
+    def gateway_config(self) -> str:
+        """Which translation the proxies run (the numbers line of `make e2e`)."""
+        v = self.translation.istio_version if self.translation else "?"
+        return f"istiod {v}"
+
+    def _start_envoy(self, boots: xds_adapter.Bootstraps | None = None, only: tuple[str, ...] = ()) -> None:
+        """Start the Envoys of ``boots`` (default: the run's translation); ``only`` limits it to
+        those proxies (e.g. ``("gateway",)``)."""
+        exe = install.ensure("envoy")
+        boots = boots or self.translation or self.translate()
+        t0 = time.monotonic()
+        started = []
+        for proxy, boot in boots.by_proxy.items():
+            if only and proxy not in only:
+                continue
+            name = "envoy" if proxy == "gateway" else f"envoy-{proxy}"
+            path = self.run_dir / f"{name}.yaml"
+            path.write_text(yaml.safe_dump(boot, sort_keys=False))
+            # Validate first: a rejected field (e.g. an Istio-only extension the adapter does not
+            # know) gives a clear error naming it instead of a dead process.
+            check = subprocess.run([str(exe), "--mode", "validate", "-c", str(path)],
+                                   capture_output=True, text=True, timeout=120)
+            if check.returncode != 0:
+                (self.run_dir / f"{name}-validate.log").write_text(check.stdout + check.stderr)
+                raise HarnessError(f"Envoy rejected the {proxy} bootstrap built from istiod's config:\n"
+                                   + (check.stderr or check.stdout)[-3000:])
+            args = [str(exe), "-c", str(path), "--disable-hot-restart", "--log-level", "info",
+                    "--component-log-level", "ext_authz:debug,jwt:debug,rbac:debug"]
+            if proxy != "gateway":
+                args += ["--concurrency", "1"]
+            self.procs[name] = Process(name, args, {"PATH": "/usr/bin:/bin"}, self.run_dir / f"{name}.log").start()
+            started.append((name, proxy))
+        for name, proxy in started:
+            admin = self._admin[proxy]
+            addr = _listen_addrs(boots.by_proxy[proxy])[0]
+
+            def ready(a: tuple[str, int] = admin, la: tuple[str, int] = addr) -> bool:
+                return http_ok(f"http://{a[0]}:{a[1]}/ready") and tcp_open(la)
+
+            wait_for(name, ready, 60, self.procs[name])
         self.timings.add("envoy", time.monotonic() - t0)
+
+    def run_gateway(self, boots: xds_adapter.Bootstraps | None = None) -> None:
+        """Restart the gateway Envoy on ``boots``' gateway bootstrap (default: the run's own);
+        tests use it to run a deliberately wrong translation and then restore the real one."""
+        self.stop_component("envoy")
+        self._start_envoy(boots, only=("gateway",))
 
     # ---- oauth2-proxy ----------------------------------------------------------------------
 
@@ -1182,7 +905,7 @@ class Harness:
         elif name == "oauth2-proxy":
             self._start_oauth2_proxy()
         elif name == "envoy":
-            self._start_envoy()
+            self._start_envoy(only=("gateway",))
         else:
             raise HarnessError(f"unknown component {name!r}")
         self.log(f"started {name} again in {time.monotonic() - t0:.1f}s")
@@ -1205,5 +928,12 @@ class Harness:
             "gateway": e.gateway_ip if e else None,
             "logs": str(self._run_dir),
             "timings": self.timings.seconds,
+            "gateway_config": self.gateway_config,
+            "istio_only_removed": self.translation.removed if self.translation else None,
             "pids": {n: p.pid for n, p in self.procs.items()},
         }
+
+
+def _listen_addrs(boot: Mapping[str, Any]) -> list[tuple[str, int]]:
+    return [(sa["address"], sa["port_value"]) for lst in boot["static_resources"]["listeners"]
+            for sa in [lst["address"]["socket_address"]]]

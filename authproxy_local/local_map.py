@@ -68,6 +68,8 @@ class LocalEndpoints:
     http_port: int = 80
     keycloak: Addr = ("127.0.0.1", 0)
     """Keycloak's plain-HTTP listener (the gateway terminates TLS for the Keycloak host)."""
+    keycloak_https: Addr = ("127.0.0.1", 0)
+    """Keycloak's HTTPS listener (the Keycloak host's certificate): where istiod fetches the JWKS."""
     oauth2_proxy: Addr = ("127.0.0.1", 0)
     oauth2_proxy_metrics: Addr = ("127.0.0.1", 0)
     redis: Addr = ("127.0.0.1", 0)
@@ -84,7 +86,7 @@ class LocalEndpoints:
     """The gateway's certificate (every gateway host)."""
     key_file: str = ""
     keycloak_cert_file: str = ""
-    """A separate certificate for the Keycloak host (see harness.make_tls)."""
+    """A separate certificate for the Keycloak host (see tls.make_tls)."""
     keycloak_key_file: str = ""
 
     @property

@@ -8,8 +8,9 @@ per-route ext_authz exemptions match these route names exactly. Per app host, in
 
 ``<app>-oauth2``    ``/oauth2/*`` -> oauth2-proxy (sign-in / sign-out links on the app host)
 ``<app>-public-N``  each public path -> the app, no sign-in
-``<app>-bearer``    (apps with ``apiClients``) ``Authorization: Bearer ...`` -> the app; the token
-                    is verified by the gateway's RequestAuthentication instead of the browser flow
+``<app>-bearer``    (apps with ``apiClients``) ``Authorization: Bearer ...`` sent by the client (no
+                    :data:`CHECKED_MARK` header) -> the app; the token is verified by the gateway's
+                    RequestAuthentication instead of the browser flow
 ``<app>-default``   everything else -> the app, behind ext_authz
 
 The auth host has one route, ``auth-host``, to oauth2-proxy.
@@ -41,6 +42,13 @@ COOKIES_FORWARDED_ANNOTATION = "authproxy.io/session-cookies"
 """Set to ``forwarded`` on the VirtualService of an app that opted out of cookie stripping
 (``apps[].stripSessionCookies: false``): the opt-out stays visible on the object, and the policy
 pack accepts the missing strip there only."""
+CHECKED_MARK = "x-auth-request-user"
+"""A header only oauth2-proxy's allowed check puts on the request (clients cannot send it: the
+gateway strips ``x-auth-request-*`` on arrival). The bearer route requires its absence: Istio's
+``jwt_authn`` clears Envoy's route cache after verifying a token, so after the check (which puts
+oauth2-proxy's token into ``Authorization``) the route is chosen again, and a signed-in browser
+request then matched the bearer route and lost its identity headers. Found by running istiod's own
+translation (issue 12); the hand-written one did not clear the route cache."""
 
 
 class GatewayArgs(TypedDict):
@@ -139,7 +147,8 @@ def app_routes(app: RoutedApp) -> list[Route]:
         routes.append(
             Route(
                 f"{n}-bearer",
-                ({"headers": {"authorization": {"prefix": BEARER_PREFIX}}},),
+                ({"headers": {"authorization": {"prefix": BEARER_PREFIX}},
+                  "withoutHeaders": {CHECKED_MARK: {}}},),
                 "app",
                 ext_authz=False,
                 remove=identity_headers(),

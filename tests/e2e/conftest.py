@@ -42,7 +42,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _ensure_components() -> None:
-    for component in ("redis", "keycloak", "oauth2-proxy", "envoy"):
+    for component in ("redis", "keycloak", "oauth2-proxy", "envoy", "istio-xds"):
         try:
             install.ensure(component)
         except install.InstallError as e:
@@ -62,6 +62,8 @@ def _running(stack: str, mode: str | None, key: str, hook,
         h.stop()
         raise
     _record(key, "startup_seconds", h.timings.seconds)
+    _record(key, "gateway_config", h.gateway_config)
+    _record(key, "istio_only_removed", h.translation.removed if h.translation else None)
     _record(key, "logs", str(h.run_dir))
     try:
         with h.resolving():

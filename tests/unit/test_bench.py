@@ -1,6 +1,6 @@
 """The request-path benchmark's pure parts (authproxy_local/bench.py): wrk output parsing, the
 alternating schedule, medians and ratios, the report and plot data, and the bench Envoy's
-bootstrap built from the real dev render (accepted by the real Envoy)."""
+bootstrap built from istiod's config for the real dev render (accepted by the real Envoy)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from authproxy_local import bench as b
-from authproxy_local import envoy_config, install, local_map, render
+from authproxy_local import install, local_map, render, xds_adapter
 from components.cookies import LUA_FILTER_NAME
 
 CI = os.environ.get("CI", "").lower() == "true"
@@ -255,22 +255,39 @@ def _endpoints(tmp: Path, render_result: Any) -> local_map.LocalEndpoints:
         keycloak_cert_file=tls.keycloak_cert_file, keycloak_key_file=tls.keycloak_key_file)
 
 
+def _gateway(r: Any, ep: local_map.LocalEndpoints, tmp: Path) -> dict[str, Any]:
+    """istiod's gateway config for render ``r`` (tools/istio-xds), through the adapter. Offline,
+    so istiod inlines a JWKS that rejects every token; the bench bootstrap does not care."""
+    exe = install.find("istio-xds")
+    if exe is None and CI:
+        exe = install.ensure("istio-xds")
+    if exe is None:
+        pytest.skip("istio-xds is not built: python -m authproxy_local.install istio-xds (CI=true builds it)")
+    w = xds_adapter.workloads(r, ep)
+    out = xds_adapter.translate(exe, xds_adapter.write_input(r, w, tmp / f"xds-{r.mode}"),
+                                xds_adapter.translator_env(os.environ, None, ep.ca_file))
+    admin = {p.name: (IP, 15900 + i) for i, p in enumerate(w.proxies)}
+    return xds_adapter.bootstraps(out, w, ep, r.config.keycloak.host, admin,
+                                  xds_adapter.credential_names(r)).by_proxy["gateway"]
+
+
 @pytest.fixture(scope="module")
 def boots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("bench")
     ext = render.render("dev", "extension-provider")
     ep = _endpoints(tmp, ext)
     ef = render.render("dev", "envoy-filter")
+    harness = _gateway(ext, ep, tmp)
     boot = b.bench_bootstrap(
-        envoy_config.build(ext, ep), app_host="echo.authproxy.test",
+        harness, app_host="echo.authproxy.test",
         listeners={"baseline": ("127.77.1.1", 443), "gateway": ("127.77.1.2", 443), "cookie": ("127.77.1.3", 443),
                    "ef": ("127.77.1.4", 443), "kept": ("127.77.1.5", 443)},
         proxies={"cookie": (IP, 4181)}, upstream=(IP, 9000), admin=(IP, 9001),
         cluster_overrides={"gateway": {}},
-        sources={"ef": envoy_config.build(ef, ep)},
+        sources={"ef": _gateway(ef, ep, tmp)},
         drop_filters={"kept": b.TUNINGS[-1].drop_filters},
     )
-    return {"boot": boot, "harness": envoy_config.build(ext, ep), "tmp": tmp}
+    return {"boot": boot, "harness": harness, "tmp": tmp}
 
 
 def _listener(boot: dict[str, Any], name: str) -> dict[str, Any]:
@@ -291,9 +308,12 @@ def test_bench_listeners_keep_the_rendered_filters_and_routes(boots):
     gw = _listener(boot, "gateway")
     # the session/JWT listener is the rendered one: same chains, filters, routes (names), TLS
     assert _filters(gw)[: len(rendered["filter_chains"])] == _filters(rendered)
+    # istiod's order: CUSTOM (shadow RBAC + ext_authz), authn, DENY RBAC, then its own extras
     assert _filters(gw)[0] == ["envoy.filters.http.rbac", "envoy.filters.http.ext_authz",
                                "envoy.filters.http.jwt_authn", "envoy.filters.http.rbac",
-                               "authproxy.session_cookie_strip", "envoy.filters.http.router"]
+                               "envoy.filters.http.grpc_stats", "envoy.filters.http.fault",
+                               "envoy.filters.http.cors", "authproxy.session_cookie_strip",
+                               "envoy.filters.http.router"]
     assert [c.get("filter_chain_match") for c in gw["filter_chains"]] == [
         c.get("filter_chain_match") for c in rendered["filter_chains"]]
     route_names = [r.get("name") for _, k, v in b._walk(gw["filter_chains"]) if k == "routes" for r in v]

@@ -15,6 +15,7 @@ from components.headers import HEADERS, identity_headers
 from components.ingress import (
     AUTH_ROUTE,
     BEARER_PREFIX,
+    CHECKED_MARK,
     HTTP_PORT,
     HTTPS_PORT,
     IngressArgs,
@@ -67,7 +68,11 @@ def test_routes_are_named_and_ordered_most_specific_first():
     assert routes[-1].match == () and routes[-1].ext_authz
     assert [r.ext_authz for r in routes] == [False, False, False, False, True]
     bearer = routes[3]
-    assert bearer.match == ({"headers": {"authorization": {"prefix": BEARER_PREFIX}}},)
+    # only a Bearer token the client sent: oauth2-proxy's checked requests carry CHECKED_MARK and
+    # are routed again after jwt_authn verifies the token the check added (route cache cleared)
+    assert bearer.match == ({"headers": {"authorization": {"prefix": BEARER_PREFIX}},
+                             "withoutHeaders": {CHECKED_MARK: {}}},)
+    assert CHECKED_MARK in HEADERS.upstream_on_allow
 
 
 def test_no_bearer_route_without_api_clients_and_no_public_routes_without_paths():

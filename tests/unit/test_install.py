@@ -120,6 +120,27 @@ def test_wrapper_main_go_is_a_main_package_calling_istioctl_cmd():
     assert "GetRootCmd(os.Args[1:])" in src
 
 
+def test_istio_xds_wrapper_requires_the_istioctl_version_and_is_the_generated_wrapper():
+    gomod = (install.ISTIO_XDS_SOURCE / "go.mod").read_text()
+    # the same istio.io/istio as istioctl, so the two builds share the module and build caches
+    assert f"require istio.io/istio {install.VERSIONS['istio']}" in gomod
+    assert f"module {install.ISTIO_XDS_MODULE}" in gomod
+    # istio's go.mod at this version has no replace directives: the wrapper then has none either
+    regenerated = install.wrapper_go_mod("module istio.io/istio\n\ngo 1.26.0\n", install.VERSIONS["istio"],
+                                         module_path=install.ISTIO_XDS_MODULE)
+    assert install._go_mod_body(regenerated) == install._go_mod_body(gomod)
+    src = (install.ISTIO_XDS_SOURCE / "main.go").read_text()
+    assert '"istio.io/istio/pilot/test/xds"' in src and "NewFakeDiscoveryServer" in src
+
+
+def test_istio_xds_is_rebuilt_when_its_source_changes(tmp_path):
+    (tmp_path / "main.go").write_text("package main\n")
+    a = install.istio_xds_source_digest(tmp_path)
+    (tmp_path / "main.go").write_text("package main\n// changed\n")
+    assert install.istio_xds_source_digest(tmp_path) != a
+    assert "istio-xds" in install.COMPONENTS
+
+
 def test_go_directive_and_version_tuple():
     assert install.go_directive(SAMPLE_ISTIO_GOMOD) == "1.25.9"
     assert install.go_directive("module x\n") is None
@@ -221,7 +242,7 @@ def test_expand_all_dedups_and_rejects_unknown():
 
 def test_find_does_not_install_into_an_empty_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("AUTHPROXY_CACHE", str(tmp_path))
-    for name in ("keycloak", "oauth2-proxy", "istioctl"):
+    for name in ("keycloak", "oauth2-proxy", "istioctl", "istio-xds"):
         assert install.find(name) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing downloaded or built
 

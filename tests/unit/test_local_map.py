@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from authproxy_local import harness, local_map
+from authproxy_local import harness, local_map, processes
 from authproxy_local.echo import describe
 
 EP = local_map.LocalEndpoints(
@@ -135,7 +135,7 @@ def test_connect_proxy_refuses_unknown_hosts() -> None:
     target = socket.socket()
     target.bind(("127.0.0.1", 0))
     target.listen(1)
-    proxy = harness.ConnectProxy(["auth.x.test"], target.getsockname()).start()
+    proxy = processes.ConnectProxy(["auth.x.test"], target.getsockname()).start()
     try:
         def connect(host: str) -> bytes:
             with socket.create_connection(proxy.address, timeout=5) as s:
@@ -151,11 +151,11 @@ def test_connect_proxy_refuses_unknown_hosts() -> None:
 
 
 def test_resolving_maps_only_the_given_hosts() -> None:
-    with harness.resolving({"app.x.test": "127.3.4.5"}):
+    with processes.resolving({"app.x.test": "127.3.4.5"}):
         assert socket.getaddrinfo("app.x.test", 443)[0][4][0] == "127.3.4.5"
         assert socket.getaddrinfo("APP.X.TEST.", 443)[0][4][0] == "127.3.4.5"
         assert socket.getaddrinfo("localhost", 80)[0][4][0] in ("127.0.0.1", "::1")
-    assert socket.getaddrinfo is harness._ORIG_GETADDRINFO
+    assert socket.getaddrinfo is processes._ORIG_GETADDRINFO
 
 
 def test_echo_document() -> None:

@@ -1,0 +1,271 @@
+// istio-xds: Istio's own translation of a folder of rendered objects into the
+// Envoy v3 configuration istiod would push, for the harness.
+//
+// It runs istiod's config generation in-process through Istio's test support
+// package pilot/test/xds (FakeDiscoveryServer): the same PushContext, listener,
+// route, cluster and endpoint builders a real istiod runs. No cluster is needed.
+//
+// Usage:
+//
+//	istio-xds -in DIR [-out FILE]
+//
+// DIR holds:
+//
+//	*.yaml        Istio and Kubernetes objects (multi-document). Istio kinds
+//	              (*.istio.io) become istiod config; Pods, Services,
+//	              EndpointSlices, Namespaces and Secrets feed the Kubernetes
+//	              registry; every other kind is listed on stderr and ignored.
+//	mesh-config.yaml   the MeshConfig (istiod's `mesh` ConfigMap value)
+//	proxies.json  the proxies to generate for: a list of
+//	              {"name", "type": "router"|"sidecar", "namespace", "ip", "labels"}
+//
+// The output (stdout or -out) is one JSON document:
+//
+//	{"istio_version": ..., "proxies": {NAME: {"listeners": [...],
+//	  "routes": [...], "clusters": [...], "endpoints": [...]}}}
+//
+// with every list sorted by name so the output is deterministic. Istio's own
+// logging goes to stderr.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
+
+	"istio.io/istio/pilot/pkg/model"
+	"istio.io/istio/pilot/test/xds"
+	"istio.io/istio/pkg/config/constants"
+	"istio.io/istio/pkg/config/mesh"
+	istiolog "istio.io/istio/pkg/log"
+	"istio.io/istio/pkg/test"
+)
+
+// istioVersion is stamped at build time (-X main.istioVersion=...): the
+// istio.io/istio module version this binary is built from.
+var istioVersion = "unknown"
+
+// proxyIstioVersion is the IstioVersion the generated proxies claim in their
+// node metadata (istiod gates some features on it).
+var proxyIstioVersion = "1.31.0"
+
+type proxySpec struct {
+	Name      string            `json:"name"`
+	Type      string            `json:"type"`
+	Namespace string            `json:"namespace"`
+	IP        string            `json:"ip"`
+	Labels    map[string]string `json:"labels"`
+}
+
+// kubeKinds are the Kubernetes kinds istiod's registry reads here.
+var kubeKinds = map[string]bool{
+	"Pod": true, "Service": true, "EndpointSlice": true, "Namespace": true, "Secret": true,
+}
+
+type header struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+}
+
+func splitDocs(text string) []string {
+	var out []string
+	for _, d := range strings.Split("\n"+text, "\n---") {
+		if strings.TrimSpace(d) != "" {
+			out = append(out, strings.TrimLeft(d, "\n"))
+		}
+	}
+	return out
+}
+
+func readInputs(dir string) (istioCfg, kubeObjs string, err error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil {
+		return "", "", err
+	}
+	sort.Strings(files)
+	var icfg, kobjs []string
+	for _, f := range files {
+		if filepath.Base(f) == "mesh-config.yaml" {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", "", err
+		}
+		for _, doc := range splitDocs(string(b)) {
+			var h header
+			if err := yaml.Unmarshal([]byte(doc), &h); err != nil {
+				return "", "", fmt.Errorf("%s: %v", f, err)
+			}
+			if h.Kind == "" {
+				continue
+			}
+			group := strings.SplitN(h.APIVersion, "/", 2)[0]
+			switch {
+			case strings.HasSuffix(group, "istio.io") && strings.Contains(h.APIVersion, "/"):
+				icfg = append(icfg, doc)
+			case kubeKinds[h.Kind]:
+				kobjs = append(kobjs, doc)
+			default:
+				fmt.Fprintf(os.Stderr, "istio-xds: ignoring %s %s (not read by istiod's config generation)\n", h.APIVersion, h.Kind)
+			}
+		}
+	}
+	return strings.Join(icfg, "\n---\n"), strings.Join(kobjs, "\n---\n"), nil
+}
+
+// nameOf is the xDS resource name: Name for listeners, routes and clusters,
+// ClusterName for endpoints (ClusterLoadAssignment).
+func nameOf(m proto.Message) string {
+	switch v := m.(type) {
+	case interface{ GetName() string }:
+		return v.GetName()
+	case interface{ GetClusterName() string }:
+		return v.GetClusterName()
+	}
+	return ""
+}
+
+func marshalAll[T proto.Message](msgs []T) ([]json.RawMessage, error) {
+	sort.SliceStable(msgs, func(i, j int) bool { return nameOf(msgs[i]) < nameOf(msgs[j]) })
+	out := make([]json.RawMessage, 0, len(msgs))
+	opts := protojson.MarshalOptions{UseProtoNames: true}
+	for _, m := range msgs {
+		b, err := opts.Marshal(m)
+		if err != nil {
+			return nil, fmt.Errorf("marshal %s: %v", nameOf(m), err)
+		}
+		out = append(out, json.RawMessage(b))
+	}
+	return out, nil
+}
+
+func run(t test.Failer, in string) (map[string]any, error) {
+	meshText, err := os.ReadFile(filepath.Join(in, "mesh-config.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	mc, err := mesh.ApplyMeshConfigDefaults(string(meshText))
+	if err != nil {
+		return nil, fmt.Errorf("mesh-config.yaml: %v", err)
+	}
+	pb, err := os.ReadFile(filepath.Join(in, "proxies.json"))
+	if err != nil {
+		return nil, err
+	}
+	var specs []proxySpec
+	if err := json.Unmarshal(pb, &specs); err != nil {
+		return nil, fmt.Errorf("proxies.json: %v", err)
+	}
+	istioCfg, kubeObjs, err := readInputs(in)
+	if err != nil {
+		return nil, err
+	}
+	s := xds.NewFakeDiscoveryServer(t, xds.FakeOptions{
+		ConfigString:           istioCfg,
+		KubernetesObjectString: kubeObjs,
+		MeshConfig:             mc,
+	})
+	proxies := map[string]any{}
+	for _, sp := range specs {
+		p := &model.Proxy{
+			Type:            model.SidecarProxy,
+			IPAddresses:     []string{sp.IP},
+			ID:              sp.Name + "." + sp.Namespace,
+			ConfigNamespace: sp.Namespace,
+			DNSDomain:       sp.Namespace + ".svc.cluster.local",
+			Labels:          sp.Labels,
+			Metadata: &model.NodeMetadata{
+				Namespace:    sp.Namespace,
+				Labels:       sp.Labels,
+				ClusterID:    constants.DefaultClusterName,
+				IstioVersion: proxyIstioVersion,
+			},
+		}
+		switch sp.Type {
+		case "router":
+			p.Type = model.Router
+		case "sidecar":
+		default:
+			return nil, fmt.Errorf("proxies.json: %s: unknown type %q (router or sidecar)", sp.Name, sp.Type)
+		}
+		p = s.SetupProxy(p)
+		listeners := s.Listeners(p)
+		routes := s.RoutesFromListeners(p, listeners)
+		clusters := s.Clusters(p)
+		endpoints := s.Endpoints(p)
+		l, err := marshalAll(listeners)
+		if err != nil {
+			return nil, err
+		}
+		r, err := marshalAll(routes)
+		if err != nil {
+			return nil, err
+		}
+		c, err := marshalAll(clusters)
+		if err != nil {
+			return nil, err
+		}
+		e, err := marshalAll(endpoints)
+		if err != nil {
+			return nil, err
+		}
+		proxies[sp.Name] = map[string]any{"listeners": l, "routes": r, "clusters": c, "endpoints": e}
+	}
+	return map[string]any{"istio_version": istioVersion, "proxies": proxies}, nil
+}
+
+func main() {
+	in := flag.String("in", "", "folder of rendered objects, mesh-config.yaml and proxies.json")
+	out := flag.String("out", "", "output file (default stdout)")
+	version := flag.Bool("version", false, "print the istio.io/istio version this binary is built from")
+	flag.Parse()
+	if *version {
+		fmt.Println(istioVersion)
+		return
+	}
+	if *in == "" {
+		fmt.Fprintln(os.Stderr, "usage: istio-xds -in DIR [-out FILE]")
+		os.Exit(2)
+	}
+	lo := istiolog.DefaultOptions()
+	lo.OutputPaths = []string{"stderr"}
+	lo.ErrorOutputPaths = []string{"stderr"}
+	if err := istiolog.Configure(lo); err != nil {
+		fmt.Fprintln(os.Stderr, "istio-xds: log setup:", err)
+		os.Exit(1)
+	}
+	var result map[string]any
+	var runErr error
+	if err := test.Wrap(func(t test.Failer) { result, runErr = run(t, *in) }); err != nil {
+		fmt.Fprintln(os.Stderr, "istio-xds:", err)
+		os.Exit(1)
+	}
+	if runErr != nil {
+		fmt.Fprintln(os.Stderr, "istio-xds:", runErr)
+		os.Exit(1)
+	}
+	b, err := json.MarshalIndent(result, "", " ")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "istio-xds:", err)
+		os.Exit(1)
+	}
+	b = append(b, '\n')
+	if *out == "" {
+		_, err = os.Stdout.Write(b)
+	} else {
+		err = os.WriteFile(*out, b, 0o644)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "istio-xds:", err)
+		os.Exit(1)
+	}
+}
