@@ -970,6 +970,79 @@ def _install_pulumi() -> pathlib.Path:
     return exe
 
 
+# pulumi-random's bridge (pf/tfbridge -> tfgen) links the C# and YAML *program converters*, which
+# only `tfgen`'s example conversion calls, never the provider when it serves resources. The module
+# proxy here serves neither the pulumi-language-dotnet module at all nor pulumi-yaml at the pinned
+# pseudo-version, so the build replaces the two packages with stand-ins that keep their types (so
+# the schema code still compiles) and refuse to convert programs.
+CONVERTER_STUBS: dict[str, tuple[str, str]] = {
+    "github.com/pulumi/pulumi-dotnet/pulumi-language-dotnet/v3": ("codegen", """\
+// Stand-in built by authproxy_local.install: the real module is not served by the Go module
+// proxy here. Only tfgen's example conversion uses it; a provider serving resources never does.
+package codegen
+
+import (
+\t"errors"
+
+\t"github.com/hashicorp/hcl/v2"
+\t"github.com/pulumi/pulumi/pkg/v3/codegen/pcl"
+)
+
+type CSharpPackageInfo struct {
+\tCompatibility                string            `json:"compatibility,omitempty"`
+\tPackageReferences            map[string]string `json:"packageReferences,omitempty"`
+\tNamespaces                   map[string]string `json:"namespaces,omitempty"`
+\tRootNamespace                string            `json:"rootNamespace,omitempty"`
+\tDictionaryConstructors       bool              `json:"dictionaryConstructors,omitempty"`
+\tProjectReferences            []string          `json:"projectReferences,omitempty"`
+\tLiftSingleValueMethodReturns bool              `json:"liftSingleValueMethodReturns,omitempty"`
+\tRespectSchemaVersion         bool              `json:"respectSchemaVersion,omitempty"`
+}
+
+type CSharpPropertyInfo struct {
+\tName string `json:"name,omitempty"`
+}
+
+type CSharpResourceInfo struct {
+\tName string `json:"name,omitempty"`
+}
+
+func GenerateProgram(program *pcl.Program) (map[string][]byte, hcl.Diagnostics, error) {
+\treturn nil, nil, errors.New("C# program conversion is not part of this build")
+}
+"""),
+    "github.com/pulumi/pulumi-yaml": ("pkg/pulumiyaml/codegen", """\
+// Stand-in built by authproxy_local.install (see the C# one).
+package codegen
+
+import (
+\t"errors"
+
+\t"github.com/hashicorp/hcl/v2"
+\t"github.com/pulumi/pulumi/pkg/v3/codegen/pcl"
+)
+
+func GenerateProgram(program *pcl.Program) (map[string][]byte, hcl.Diagnostics, error) {
+\treturn nil, nil, errors.New("YAML program conversion is not part of this build")
+}
+"""),
+}
+
+
+def _write_converter_stubs(root: pathlib.Path, gomod_text: str) -> list[str]:
+    """Write the stand-in modules under ``root``; return replace lines for the provider's go.mod."""
+    req = dict(re.findall(r"^\s*(github\.com/pulumi/pulumi/pkg/v3|github\.com/hashicorp/hcl/v2)\s+(\S+)",
+                          gomod_text, re.MULTILINE))
+    replaces = []
+    for i, (mod, (pkg, source)) in enumerate(CONVERTER_STUBS.items()):
+        d = root / f"stub{i}"
+        (d / pkg).mkdir(parents=True, exist_ok=True)
+        (d / "go.mod").write_text(plain_go_mod(mod, "1.25", sorted(req.items())))
+        (d / pkg / "stub.go").write_text(source)
+        replaces.append(f"{mod} => {d}")
+    return replaces
+
+
 def _provider_from_snapshot(name: str, module: str, upstream: str | None = None) -> pathlib.Path:
     """pulumi-resource-<name> built from its provider/ source snapshot (generate, then build)."""
     v = VERSIONS[f"pulumi-{name}"]
@@ -986,6 +1059,11 @@ def _provider_from_snapshot(name: str, module: str, upstream: str | None = None)
     _log(f"go run generate.go (pulumi-resource-{name} schema)")
     _run([go, "run", "-mod=mod", "generate.go"], env={**env, "VERSION": v}, cwd=cmd, timeout=3600,
          what=f"generating the pulumi-resource-{name} schema")
+    if name == "random":
+        gomod = (provider / "go.mod").read_text()
+        reps = _write_converter_stubs(root / "stubs", gomod)
+        (provider / "go.mod").write_text(gomod + "\n// authproxy_local.install: converter stand-ins\n"
+                                         + "".join(f"replace {r}\n" for r in reps))
     exe = root / "bin" / f"pulumi-resource-{name}"
     secs = _go_build(go, env, provider, exe, f"-s -w -X {module}/pkg/version.Version={v}",
                      f"./cmd/pulumi-resource-{name}", what=f"pulumi-resource-{name}")
