@@ -92,3 +92,13 @@ def test_engine_components_are_pinned_and_registered():
         assert name in install.COMPONENTS
     assert install.VERSIONS["pulumi"] == "3.274.0"
     assert install.VERSIONS["kubernetes"] == "1.35.4" and install.VERSIONS["etcd"] == "3.6.16"
+
+
+def test_policy_reads_the_chart_name_of_a_local_archive():
+    # Found by `pulumi preview --policy-pack policy` under the real engine with redis.chartPath:
+    # the Redis-auth policy did not recognise redis-ha in `.../redis-ha-4.39.0.tgz`.
+    from policy.policies import chart_name
+
+    for chart in ("redis-ha", "https://x/charts/redis-ha", "oci://r/charts/redis-ha",
+                  "/charts/redis-ha-4.39.0.tgz", "../shared/charts/redis-ha-4.39.0.tar.gz", "/charts/redis-ha/"):
+        assert chart_name({"chart": chart}) == "redis-ha", chart
