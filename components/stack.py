@@ -113,7 +113,8 @@ def skip_await_transform(
         return None
     props: dict[str, Any] = dict(args.props)
     if args.type_ == HELM_RELEASE_TYPE:
-        props["skipAwait"] = True
+        # The Python SDK hands transforms its own (snake_case) property names.
+        props["skip_await" if "skip_await" in props else "skipAwait"] = True
         return pulumi.ResourceTransformResult(props=props, opts=args.opts)
     metadata = props.get("metadata")
     if not isinstance(metadata, dict):

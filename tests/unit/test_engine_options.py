@@ -51,6 +51,9 @@ def test_skip_await_annotates_kubernetes_objects_and_helm_releases_only():
     assert dep.props["spec"] == {}
     rel = skip_await_transform(_targs("kubernetes:helm.sh/v3:Release", {"skipAwait": False}))
     assert rel is not None and rel.props["skipAwait"] is True
+    # Python transforms see the SDK's snake_case names (the real engine showed the Release waiting)
+    rel = skip_await_transform(_targs("kubernetes:helm.sh/v3:Release", {"skip_await": False}))
+    assert rel is not None and rel.props == {"skip_await": True}
     assert skip_await_transform(_targs("keycloak:index/realm:Realm", {"realm": "r"})) is None
     assert skip_await_transform(_targs("authproxy:stack:AuthProxy", {}, custom=False)) is None
 
