@@ -794,19 +794,29 @@ class Kubernetes(_Model):
     skip_await: bool = Field(
         False,
         description="Do not wait for workloads to become ready: every object gets the "
-        "`pulumi.com/skipAwait` annotation and the Redis Helm release `skipAwait`, so `pulumi up` "
+        "`pulumi.com/skipAwait` annotation and Helm releases `skipAwait` (and no `atomic`, which "
+        "would wait), so `pulumi up` "
         "finishes once the API server accepted the objects. For clusters where pods start "
         "later (GitOps bootstrap, nodes still joining) or never (API-server-only test clusters); "
         "readiness must then be checked elsewhere.",
     )
 
 
+def _marker(value: Any) -> Any:
+    """`pulumi config set --path authproxy:rotation.cookieSecret 2` stores the number 2: a rotation
+    marker is any string or whole number, kept as a string."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Marker = Annotated[str, BeforeValidator(_marker)]
+
+
 class Rotation(_Model):
     """Bump a value to regenerate that secret (used as pulumi-random `keepers`)."""
 
-    cookie_secret: str = Field("1", description="Rotation marker of the cookie secret.")
-    client_secret: str = Field("1", description="Rotation marker of the OIDC client secret.")
-    redis_password: str = Field("1", description="Rotation marker of the Redis password.")
+    cookie_secret: Marker = Field("1", description="Rotation marker of the cookie secret.")
+    client_secret: Marker = Field("1", description="Rotation marker of the OIDC client secret.")
+    redis_password: Marker = Field("1", description="Rotation marker of the Redis password.")
 
 
 # --------------------------------------------------------------------------------------------

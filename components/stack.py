@@ -107,14 +107,17 @@ def skip_await_transform(
     """Config `kubernetes.skipAwait`: pulumi-kubernetes does not wait for readiness.
 
     Kubernetes objects get the `pulumi.com/skipAwait: "true"` annotation (pulumi-kubernetes' own
-    switch, read per object), Helm releases `skipAwait: true`. Everything else is unchanged.
+    switch, read per object), Helm releases `skipAwait: true` and `atomic: false` (Helm's atomic
+    always waits). Everything else is unchanged.
     """
     if not args.custom or not args.type_.startswith("kubernetes:"):
         return None
     props: dict[str, Any] = dict(args.props)
     if args.type_ == HELM_RELEASE_TYPE:
-        # The Python SDK hands transforms its own (snake_case) property names.
-        props["skip_await" if "skip_await" in props else "skipAwait"] = True
+        # Helm turns `atomic` into a wait (and a rollback when it times out), so skipping the
+        # wait means giving up atomic installs too.
+        props["skipAwait"] = True
+        props["atomic"] = False
         return pulumi.ResourceTransformResult(props=props, opts=args.opts)
     metadata = props.get("metadata")
     if not isinstance(metadata, dict):

@@ -49,11 +49,9 @@ def test_skip_await_annotates_kubernetes_objects_and_helm_releases_only():
     assert dep is not None
     assert dep.props["metadata"] == {"name": "d", "annotations": {"a": "b", SKIP_AWAIT_ANNOTATION: "true"}}
     assert dep.props["spec"] == {}
-    rel = skip_await_transform(_targs("kubernetes:helm.sh/v3:Release", {"skipAwait": False}))
-    assert rel is not None and rel.props["skipAwait"] is True
-    # Python transforms see the SDK's snake_case names (the real engine showed the Release waiting)
-    rel = skip_await_transform(_targs("kubernetes:helm.sh/v3:Release", {"skip_await": False}))
-    assert rel is not None and rel.props == {"skip_await": True}
+    # Helm's atomic implies a wait: the real engine showed the release pending for ever with it on
+    rel = skip_await_transform(_targs("kubernetes:helm.sh/v3:Release", {"skipAwait": False, "atomic": True}))
+    assert rel is not None and rel.props == {"skipAwait": True, "atomic": False}
     assert skip_await_transform(_targs("keycloak:index/realm:Realm", {"realm": "r"})) is None
     assert skip_await_transform(_targs("authproxy:stack:AuthProxy", {}, custom=False)) is None
 
@@ -105,3 +103,11 @@ def test_policy_reads_the_chart_name_of_a_local_archive():
     for chart in ("redis-ha", "https://x/charts/redis-ha", "oci://r/charts/redis-ha",
                   "/charts/redis-ha-4.39.0.tgz", "../shared/charts/redis-ha-4.39.0.tar.gz", "/charts/redis-ha/"):
         assert chart_name({"chart": chart}) == "redis-ha", chart
+
+
+def test_rotation_markers_accept_numbers_as_pulumi_config_set_path_stores_them():
+    # Found under the real engine: `pulumi config set --path authproxy:rotation.cookieSecret 2`
+    # stores a number, which the config model rejected ("Input should be a valid string").
+    cfg = load(with_("rotation", {"cookieSecret": 2, "clientSecret": "b"}), {"keycloakAdminPassword"})
+    assert cfg.rotation.cookie_secret == "2" and cfg.rotation.client_secret == "b"
+    assert "authproxy:rotation.cookieSecret" in keys(with_("rotation", {"cookieSecret": True}))
