@@ -19,7 +19,7 @@ ACTIONLINT := $(CACHE)/actionlint/$(ACTIONLINT_VERSION)/actionlint
 GOBUILD_ENV := GOPATH=$(CACHE)/go GOMODCACHE=$(CACHE)/go/pkg/mod GOCACHE=$(CACHE)/go-build \
                GOFLAGS="-modcacherw -buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=0
 
-.PHONY: help venv unit test docs render conformance e2e demo lint typecheck actionlint policy-test bench
+.PHONY: help venv unit test docs render conformance e2e engine demo lint typecheck actionlint policy-test bench
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -51,6 +51,9 @@ conformance: venv ## dev+prod renders, both ext_authz modes, through kubernetes-
 e2e: venv ## live end-to-end tests: the dev render on real Keycloak, Redis, oauth2-proxy, Envoy running istiod's config (both ext_authz modes)
 	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy istio-xds chromium
 	$(PYTEST) tests/e2e -q
+
+engine: venv ## the stacks through the real pulumi CLI, providers, kube-apiserver and Keycloak: preview, policy, up, re-preview, rotation, destroy
+	$(PY) -m authproxy_local.engine
 
 demo: venv ## run the stack locally (STACK=dev [MODE=envoy-filter]); prints URLs and demo users; Ctrl-C stops it
 	$(PY) -m authproxy_local.demo --stack $(STACK) $(if $(MODE),--mode $(MODE))

@@ -353,6 +353,22 @@ class Keycloak(_Model):
         description="Keycloak's pods when it runs in this cluster (narrows oauth2-proxy's egress "
         "NetworkPolicy); unset means egress to the URL's port anywhere.",
     )
+    ca_certificate: str | None = Field(
+        None,
+        description="PEM certificate of the CA that signed Keycloak's TLS certificate, for the "
+        "admin API calls `pulumi up` makes (a private CA); unset = the system trust store.",
+    )
+
+    @field_validator("ca_certificate")
+    @classmethod
+    def _ca_certificate(cls, v: str | None) -> str | None:
+        if v is not None and "-----BEGIN CERTIFICATE-----" not in v:
+            raise ValueError(
+                "is not a PEM certificate; paste the CA certificate including its "
+                "'-----BEGIN CERTIFICATE-----' line (e.g. `pulumi config set --path "
+                "authproxy:keycloak.caCertificate -- \"$(cat ca.pem)\"`)"
+            )
+        return v
 
     @field_validator("url")
     @classmethod
@@ -540,6 +556,12 @@ class Redis(_Model):
         ),
         description="Helm chart (pinned): dandydeveloper/redis-ha, or a mirror of it.",
     )
+    chart_path: str | None = Field(
+        None,
+        description="Local copy of that chart (`.tgz` archive or folder), installed instead of "
+        "fetching it from `chart.repository` (air-gapped machines). It must be the chart "
+        "`chart.name` at `chart.version`.",
+    )
     image: Image = Field(
         default_factory=lambda: Image(
             repository="public.ecr.aws/docker/library/redis", tag="8.8.0-alpine"
@@ -558,6 +580,16 @@ class Redis(_Model):
         "proxy.serviceMonitor is true).",
     )
     external: ExternalRedis | None = Field(None, description="External Redis (mode=external).")
+
+    @field_validator("chart_path")
+    @classmethod
+    def _chart_path(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or "://" in v):
+            raise ValueError(
+                f"{v!r} is not a local chart path; give a .tgz archive or chart folder on disk "
+                "(repositories go in `redis.chart.repository`)"
+            )
+        return v
 
 
 # --------------------------------------------------------------------------------------------
@@ -764,12 +796,35 @@ class Istio(_Model):
         return v
 
 
+class Kubernetes(_Model):
+    """How `pulumi up` treats the cluster."""
+
+    skip_await: bool = Field(
+        False,
+        description="Do not wait for workloads to become ready: every object gets the "
+        "`pulumi.com/skipAwait` annotation and Helm releases `skipAwait` (and no `atomic`, which "
+        "would wait), so `pulumi up` "
+        "finishes once the API server accepted the objects. For clusters where pods start "
+        "later (GitOps bootstrap, nodes still joining) or never (API-server-only test clusters); "
+        "readiness must then be checked elsewhere.",
+    )
+
+
+def _marker(value: Any) -> Any:
+    """`pulumi config set --path authproxy:rotation.cookieSecret 2` stores the number 2: a rotation
+    marker is any string or whole number, kept as a string."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Marker = Annotated[str, BeforeValidator(_marker)]
+
+
 class Rotation(_Model):
     """Bump a value to regenerate that secret (used as pulumi-random `keepers`)."""
 
-    cookie_secret: str = Field("1", description="Rotation marker of the cookie secret.")
-    client_secret: str = Field("1", description="Rotation marker of the OIDC client secret.")
-    redis_password: str = Field("1", description="Rotation marker of the Redis password.")
+    cookie_secret: Marker = Field("1", description="Rotation marker of the cookie secret.")
+    client_secret: Marker = Field("1", description="Rotation marker of the OIDC client secret.")
+    redis_password: Marker = Field("1", description="Rotation marker of the Redis password.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -793,6 +848,7 @@ class StackConfig(_Model):
     redis: Redis = Field(default_factory=Redis, description="Session store.")
     proxy: Proxy = Field(default_factory=Proxy, description="oauth2-proxy workload.")
     istio: Istio = Field(default_factory=Istio, description="Istio ingress and authorization.")
+    kubernetes: Kubernetes = Field(default_factory=Kubernetes, description="Cluster behaviour.")
     rotation: Rotation = Field(default_factory=Rotation, description="Secret rotation markers.")
 
     # Filled by load(): which secret keys are set. Never the values.

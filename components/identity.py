@@ -54,6 +54,8 @@ class IdentityArgs(TypedDict):
     access_token_lifespan: int
     sso_session_idle_timeout: int
     sso_session_max_lifespan: int
+    ca_certificate: NotRequired[str | None]
+    """PEM of the CA behind Keycloak's TLS certificate (admin API calls); None = system store."""
 
 
 class ClientSettings(TypedDict):
@@ -211,6 +213,7 @@ class Identity(pulumi.ComponentResource):
                 if admin["auth"] == "client-credentials"
                 else None
             ),
+            root_ca_certificate=args.get("ca_certificate") or None,
             initial_login=False,
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -17,7 +17,7 @@ Pure functions decide the Helm values, the connection oauth2-proxy uses and the 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -42,6 +42,8 @@ class ChartRef(TypedDict):
     """https:// repository URL or oci:// registry path."""
     name: str
     version: str
+    path: NotRequired[str | None]
+    """A local chart archive or folder used instead of the repository (air-gapped machines)."""
 
 
 class ImageRef(TypedDict):
@@ -239,7 +241,10 @@ def redis_network_policy(args: SessionStoreArgs) -> dict[str, Any]:
 
 
 def release_chart_args(chart: ChartRef) -> dict[str, Any]:
-    """`chart` / `repository_opts` for a Release from an https repository or an oci:// registry."""
+    """`chart` / `repository_opts` for a Release from an https repository, an oci:// registry or
+    a local chart archive/folder (``path``, which wins)."""
+    if chart.get("path"):
+        return {"chart": chart["path"]}
     repo = chart["repository"].rstrip("/")
     if repo.startswith("oci://"):
         return {"chart": f"{repo}/{chart['name']}"}
@@ -292,7 +297,7 @@ class SessionStore(pulumi.ComponentResource):
                 namespace=ns,
                 version=args["chart"]["version"],
                 values=helm_values(args, checksum),
-                skip_await=False,
+                skip_await=False,  # kubernetes.skipAwait: stack.skip_await_transform
                 atomic=True,
                 cleanup_on_fail=True,
                 timeout=600,

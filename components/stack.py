@@ -3,7 +3,7 @@ authorization from the validated stack config."""
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -93,7 +93,43 @@ def identity_args(cfg: StackConfig, secrets: StackSecrets, client_secret: pulumi
         access_token_lifespan=cfg.session.access_token_lifespan,
         sso_session_idle_timeout=cfg.session.sso_session_idle_timeout,
         sso_session_max_lifespan=cfg.session.sso_session_max_lifespan,
+        ca_certificate=kc.ca_certificate,
     )
+
+
+SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
+HELM_RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
+
+
+def skip_await_transform(
+    args: pulumi.ResourceTransformArgs,
+) -> pulumi.ResourceTransformResult | None:
+    """Config `kubernetes.skipAwait`: pulumi-kubernetes does not wait for readiness.
+
+    Kubernetes objects get the `pulumi.com/skipAwait: "true"` annotation (pulumi-kubernetes' own
+    switch, read per object), Helm releases `skipAwait: true` and `atomic: false` (Helm's atomic
+    always waits). Everything else is unchanged.
+    """
+    if not args.custom or not args.type_.startswith("kubernetes:"):
+        return None
+    props: dict[str, Any] = dict(args.props)
+    if args.type_ == HELM_RELEASE_TYPE:
+        # Helm turns `atomic` into a wait (and a rollback when it times out), so skipping the
+        # wait means giving up atomic installs too.
+        props["skipAwait"] = True
+        props["atomic"] = False
+        return pulumi.ResourceTransformResult(props=props, opts=args.opts)
+    metadata = props.get("metadata")
+    if not isinstance(metadata, dict):
+        return None
+    annotations = metadata.get("annotations")
+    if annotations is not None and not isinstance(annotations, dict):
+        return None
+    props["metadata"] = {
+        **metadata,
+        "annotations": {**(annotations or {}), SKIP_AWAIT_ANNOTATION: "true"},
+    }
+    return pulumi.ResourceTransformResult(props=props, opts=args.opts)
 
 
 PROXY_NAME = "oauth2-proxy"
@@ -127,7 +163,8 @@ def session_store_args(cfg: StackConfig, password: pulumi.Input[str]) -> Session
         mode=r.mode,
         namespace=cfg.namespace,
         release_name=REDIS_RELEASE,
-        chart={"repository": r.chart.repository, "name": r.chart.name, "version": r.chart.version},
+        chart={"repository": r.chart.repository, "name": r.chart.name, "version": r.chart.version,
+               "path": r.chart_path},
         image={"repository": r.image.repository, "tag": r.image.tag},
         exporter_image={"repository": r.exporter_image.repository, "tag": r.exporter_image.tag},
         persistence_size=r.persistence.size,
@@ -342,8 +379,13 @@ class AuthProxy(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: AuthProxyArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("authproxy:stack:AuthProxy", name, None, opts)
         cfg = args["config"]
+        if cfg.kubernetes.skip_await:
+            # Transforms on a component apply to all its descendants.
+            opts = pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(transforms=[skip_await_transform])
+            )
+        super().__init__("authproxy:stack:AuthProxy", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
         secrets = Secrets(

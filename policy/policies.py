@@ -1109,9 +1109,15 @@ def validate_session_cookie_stripped(args: StackValidationArgs, report_violation
 # --------------------------------------------------------------------------------------------
 
 
+_CHART_ARCHIVE = re.compile(r"^(?P<name>.+?)-v?\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?\.(?:tgz|tar\.gz)$")
+
+
 def chart_name(props: Mapping[str, Any]) -> str:
-    """The chart's name from a Release's `chart` (a name, repo/name or oci://.../name)."""
-    return str(props.get("chart") or "").rstrip("/").rsplit("/", 1)[-1]
+    """The chart's name from a Release's `chart`: a name, repo/name, oci://.../name, a local chart
+    folder, or a local archive as `helm package` names it (`<name>-<version>.tgz`)."""
+    last = str(props.get("chart") or "").rstrip("/").rsplit("/", 1)[-1]
+    archive = _CHART_ARCHIVE.match(last)
+    return archive.group("name") if archive else last
 
 
 def redis_chart_auth_problems(chart: str, values: Mapping[str, Any]) -> list[str]:

@@ -1,0 +1,113 @@
+"""Config keys the real engine run showed a user needs (local chart, Keycloak CA, skipAwait), and
+the installer's pure helpers for the engine's Go builds."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+
+from authproxy_local import install
+from authproxy_local.mockrun import run_program
+from components.session_store import release_chart_args
+from components.stack import SKIP_AWAIT_ANNOTATION, skip_await_transform
+from tests.unit.test_config import keys, load, with_
+
+PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def test_local_chart_path_replaces_the_repository():
+    args = release_chart_args({"repository": "https://charts.example", "name": "redis-ha",
+                               "version": "4.39.0", "path": "/charts/redis-ha-4.39.0.tgz"})
+    assert args == {"chart": "/charts/redis-ha-4.39.0.tgz"}
+    run = run_program("dev", overrides={"redis": {"chartPath": "/charts/redis-ha-4.39.0.tgz"}})
+    rel = next(r.wire_inputs for r in run.of_type("kubernetes:helm.sh/v3:Release")
+               if r.wire_inputs["name"] == "authproxy-redis")
+    assert rel["chart"] == "/charts/redis-ha-4.39.0.tgz" and "repositoryOpts" not in rel
+
+
+@pytest.mark.parametrize("bad", ["https://charts.example/redis-ha.tgz", " "])
+def test_chart_path_must_be_local(bad):
+    assert "authproxy:redis.chartPath" in keys(with_("redis", {"chartPath": bad}))
+
+
+def test_keycloak_ca_certificate_reaches_the_provider_and_is_validated():
+    assert "authproxy:keycloak.caCertificate" in keys(with_("keycloak.caCertificate", "not a pem"))
+    assert load(with_("keycloak.caCertificate", PEM), {"keycloakAdminPassword"}).keycloak.ca_certificate == PEM
+    run = run_program("dev", overrides={"keycloak": {"caCertificate": PEM}})
+    assert run.one("pulumi:providers:keycloak").wire_inputs["rootCaCertificate"] == PEM
+    assert "rootCaCertificate" not in run_program("dev").one("pulumi:providers:keycloak").wire_inputs
+
+
+def _targs(type_: str, props: dict, custom: bool = True) -> pulumi.ResourceTransformArgs:
+    return pulumi.ResourceTransformArgs(custom=custom, type_=type_, name="x", props=props,
+                                        opts=pulumi.ResourceOptions())
+
+
+def test_skip_await_annotates_kubernetes_objects_and_helm_releases_only():
+    dep = skip_await_transform(_targs("kubernetes:apps/v1:Deployment",
+                                      {"metadata": {"name": "d", "annotations": {"a": "b"}}, "spec": {}}))
+    assert dep is not None
+    assert dep.props["metadata"] == {"name": "d", "annotations": {"a": "b", SKIP_AWAIT_ANNOTATION: "true"}}
+    assert dep.props["spec"] == {}
+    # Helm's atomic implies a wait: the real engine showed the release pending for ever with it on
+    rel = skip_await_transform(_targs("kubernetes:helm.sh/v3:Release", {"skipAwait": False, "atomic": True}))
+    assert rel is not None and rel.props == {"skipAwait": True, "atomic": False}
+    assert skip_await_transform(_targs("keycloak:index/realm:Realm", {"realm": "r"})) is None
+    assert skip_await_transform(_targs("authproxy:stack:AuthProxy", {}, custom=False)) is None
+
+
+def test_skip_await_is_off_by_default_and_a_documented_key():
+    assert load(with_("kubernetes", {"skipAwait": True}), {"keycloakAdminPassword"}).kubernetes.skip_await
+    assert not load(with_("domain", "example.test"), {"keycloakAdminPassword"}).kubernetes.skip_await
+    assert "authproxy:kubernetes.skipAwait" in keys(with_("kubernetes", {"skipAwait": "maybe"}))
+
+
+def test_published_replaces_maps_local_paths_to_the_release():
+    gomod = """module k8s.io/kubernetes
+go 1.25.0
+replace (
+\tk8s.io/api => ./staging/src/k8s.io/api
+\tk8s.io/client-go => ./staging/src/k8s.io/client-go // comment
+\tgithub.com/x/y => github.com/z/y v1.0.0
+)
+replace go.etcd.io/etcd => ./FORBIDDEN_DEPENDENCY
+"""
+    assert install.published_replaces(gomod, "v0.35.4", prefix="k8s.io/") == [
+        "k8s.io/api => k8s.io/api v0.35.4", "k8s.io/client-go => k8s.io/client-go v0.35.4"]
+    etcd = "module go.etcd.io/etcd/server/v3\nreplace (\n\tgo.etcd.io/etcd/api/v3 => ../api\n)\n" \
+           "replace go.etcd.io/etcd => ./FORBIDDEN_DEPENDENCY\n"
+    assert install.published_replaces(etcd, "v3.6.16", prefix="go.etcd.io/") == [
+        "go.etcd.io/etcd/api/v3 => go.etcd.io/etcd/api/v3 v3.6.16"]
+
+
+def test_plain_go_mod_and_kubernetes_version_stamps():
+    text = install.plain_go_mod("authproxy.local/x", "1.25", [("a.example/m", "v1.2.3")], ["a => b v1"])
+    assert "require (\n\ta.example/m v1.2.3\n)" in text and "replace (\n\ta => b v1\n)" in text
+    flags = install.kubernetes_ldflags("1.35.4")
+    assert "-X k8s.io/component-base/version.gitVersion=v1.35.4" in flags
+    assert "-X k8s.io/component-base/version.gitMinor=35" in flags
+
+
+def test_engine_components_are_pinned_and_registered():
+    for name in ("pulumi", "pulumi-random", "pulumi-keycloak", "pulumi-kubernetes", "kube-apiserver", "etcd"):
+        assert name in install.COMPONENTS
+    assert install.VERSIONS["pulumi"] == "3.274.0"
+    assert install.VERSIONS["kubernetes"] == "1.35.4" and install.VERSIONS["etcd"] == "3.6.16"
+
+
+def test_policy_reads_the_chart_name_of_a_local_archive():
+    # Found by `pulumi preview --policy-pack policy` under the real engine with redis.chartPath:
+    # the Redis-auth policy did not recognise redis-ha in `.../redis-ha-4.39.0.tgz`.
+    from policy.policies import chart_name
+
+    for chart in ("redis-ha", "https://x/charts/redis-ha", "oci://r/charts/redis-ha",
+                  "/charts/redis-ha-4.39.0.tgz", "../shared/charts/redis-ha-4.39.0.tar.gz", "/charts/redis-ha/"):
+        assert chart_name({"chart": chart}) == "redis-ha", chart
+
+
+def test_rotation_markers_accept_numbers_as_pulumi_config_set_path_stores_them():
+    # Found under the real engine: `pulumi config set --path authproxy:rotation.cookieSecret 2`
+    # stores a number, which the config model rejected ("Input should be a valid string").
+    cfg = load(with_("rotation", {"cookieSecret": 2, "clientSecret": "b"}), {"keycloakAdminPassword"})
+    assert cfg.rotation.cookie_secret == "2" and cfg.rotation.client_secret == "b"
+    assert "authproxy:rotation.cookieSecret" in keys(with_("rotation", {"cookieSecret": True}))
