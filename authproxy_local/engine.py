@@ -758,8 +758,10 @@ def preview_scaling(engine: Engine, counts: list[int]) -> list[dict[str, Any]]:
 STACKS: list[tuple[str, str, dict[str, str], bool]] = [
     # (stack, checked-in config it starts from, overrides beyond the local servers, fault checks)
     ("dev", "dev", {"authproxy:istio.install.enabled": "false"}, True),
+    # Its own namespace: the first stack's stays Terminating (no namespace controller here).
     ("dev-envoy-filter", "dev", {"authproxy:istio.install.enabled": "false",
-                                 "authproxy:istio.extAuthzMode": "envoy-filter"}, False),
+                                 "authproxy:istio.extAuthzMode": "envoy-filter",
+                                 "authproxy:namespace": "authproxy-envoy-filter"}, False),
 ]
 
 
