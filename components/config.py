@@ -803,8 +803,9 @@ class Kubernetes(_Model):
         False,
         description="Do not wait for workloads to become ready: every object gets the "
         "`pulumi.com/skipAwait` annotation and Helm releases `skipAwait` (and no `atomic`, which "
-        "would wait), so `pulumi up` "
-        "finishes once the API server accepted the objects. For clusters where pods start "
+        "would wait), and objects are deleted in the background (no wait for the garbage "
+        "collector), so `pulumi up` and `destroy` "
+        "finish once the API server accepted the objects. For clusters where pods start "
         "later (GitOps bootstrap, nodes still joining) or never (API-server-only test clusters); "
         "readiness must then be checked elsewhere.",
     )

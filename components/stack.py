@@ -98,6 +98,7 @@ def identity_args(cfg: StackConfig, secrets: StackSecrets, client_secret: pulumi
 
 
 SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
+DELETION_POLICY_ANNOTATION = "pulumi.com/deletionPropagationPolicy"
 HELM_RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
 
 
@@ -127,7 +128,10 @@ def skip_await_transform(
         return None
     props["metadata"] = {
         **metadata,
-        "annotations": {**(annotations or {}), SKIP_AWAIT_ANNOTATION: "true"},
+        # Foreground deletion waits for the garbage collector to remove dependents (a
+        # Deployment's ReplicaSets): background deletion does not wait for that controller either.
+        "annotations": {**(annotations or {}), SKIP_AWAIT_ANNOTATION: "true",
+                        DELETION_POLICY_ANNOTATION: "background"},
     }
     return pulumi.ResourceTransformResult(props=props, opts=args.opts)
 

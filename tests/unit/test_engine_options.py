@@ -47,7 +47,8 @@ def test_skip_await_annotates_kubernetes_objects_and_helm_releases_only():
     dep = skip_await_transform(_targs("kubernetes:apps/v1:Deployment",
                                       {"metadata": {"name": "d", "annotations": {"a": "b"}}, "spec": {}}))
     assert dep is not None
-    assert dep.props["metadata"] == {"name": "d", "annotations": {"a": "b", SKIP_AWAIT_ANNOTATION: "true"}}
+    assert dep.props["metadata"] == {"name": "d", "annotations": {
+        "a": "b", SKIP_AWAIT_ANNOTATION: "true", "pulumi.com/deletionPropagationPolicy": "background"}}
     assert dep.props["spec"] == {}
     # Helm's atomic implies a wait: the real engine showed the release pending for ever with it on
     rel = skip_await_transform(_targs("kubernetes:helm.sh/v3:Release", {"skipAwait": False, "atomic": True}))
