@@ -37,7 +37,7 @@ interpreter exit and on SIGTERM/SIGINT.
 Rooms: this module is the orchestration (and the per-run secret values); processes, ports, the
 CONNECT proxy and in-process name resolution are :mod:`authproxy_local.processes`, certificates
 :mod:`authproxy_local.tls`, Istio's translation and its assembly into bootstraps
-:mod:`authproxy_local.xds_adapter`. The small Redis protocol client below is still here.
+:mod:`authproxy_local.xds_adapter`; Redis is spoken through redis-py (:func:`redis_command`).
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ import os
 import secrets as pysecrets
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import tempfile
@@ -60,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis as redis_py
 import yaml
 
 from authproxy_local import install, keycloak_apply, local_map, xds_adapter
@@ -161,63 +161,40 @@ def generate_secrets(sources: Mapping[str, Mapping[str, Any]], config_secrets: M
 
 
 # --------------------------------------------------------------------------------------------
-# Redis protocol (enough for AUTH, PING, SCAN, EXISTS, SHUTDOWN)
+# Redis (redis-py)
 # --------------------------------------------------------------------------------------------
 
 
-def _resp_encode(*args: str | bytes) -> bytes:
-    out = [f"*{len(args)}\r\n".encode()]
-    for a in args:
-        b = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-    return b"".join(out)
-
-
-def _resp_read(f: Any) -> Any:
-    line = f.readline()
-    if not line:
-        raise OSError("redis closed the connection")
-    kind, rest = line[:1], line[1:].rstrip(b"\r\n")
-    if kind == b"+":
-        return rest.decode()
-    if kind == b"-":
-        raise RedisError(rest.decode())
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        if n < 0:
-            return None
-        data = f.read(n + 2)[:-2]
-        return data.decode(errors="replace")
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [_resp_read(f) for _ in range(n)]
-    raise OSError(f"unexpected redis reply {line!r}")
-
-
-class RedisError(Exception):
-    pass
+def redis_client(addr: tuple[str, int], password: str | None, timeout: float = 5.0) -> redis_py.Redis:
+    """A redis-py client answering with the replies as Redis sends them (decoded strings, ints,
+    lists): no per-command parsing, so ``INFO`` is the text the bench reads and ``ROLE`` /
+    ``SENTINEL`` replies are plain lists."""
+    client = redis_py.Redis(host=addr[0], port=addr[1], password=password, decode_responses=True,
+                            socket_timeout=timeout, socket_connect_timeout=timeout,
+                            lib_name=None, lib_version=None)
+    client.response_callbacks.clear()
+    return client
 
 
 def redis_command(addr: tuple[str, int], password: str | None, *args: str, timeout: float = 5.0) -> Any:
-    """Run one command on a Redis server (AUTH first when a password is given)."""
-    with socket.create_connection(addr, timeout=timeout) as s, s.makefile("rb") as f:
-        if password is not None:
-            s.sendall(_resp_encode("AUTH", password))
-            _resp_read(f)
-        s.sendall(_resp_encode(*args))
-        return _resp_read(f)
+    """Run one command on a Redis server (or sentinel). A server that is not there (yet) raises
+    ``OSError``, which :func:`wait_for` retries."""
+    try:
+        with redis_client(addr, password, timeout) as client:
+            return client.execute_command(*args)
+    except redis_py.ConnectionError as e:  # also timeouts
+        raise OSError(f"redis {addr[0]}:{addr[1]}: {e}") from e
 
 
 def redis_keys(addr: tuple[str, int], password: str | None, pattern: str) -> list[str]:
     """Every key matching ``pattern`` (SCAN, so it is safe on a live server)."""
     cursor, keys = "0", []
-    while True:
-        cursor, batch = redis_command(addr, password, "SCAN", cursor, "MATCH", pattern, "COUNT", "1000")
-        keys += batch
-        if cursor == "0":
-            return sorted(set(keys))
+    with redis_client(addr, password) as client:
+        while True:
+            cursor, batch = client.execute_command("SCAN", cursor, "MATCH", pattern, "COUNT", "1000")
+            keys += batch
+            if cursor == "0":
+                return sorted(set(keys))
 
 
 # --------------------------------------------------------------------------------------------
