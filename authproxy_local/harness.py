@@ -170,8 +170,7 @@ def redis_client(addr: tuple[str, int], password: str | None, timeout: float = 5
     lists): no per-command parsing, so ``INFO`` is the text the bench reads and ``ROLE`` /
     ``SENTINEL`` replies are plain lists."""
     client = redis_py.Redis(host=addr[0], port=addr[1], password=password, decode_responses=True,
-                            socket_timeout=timeout, socket_connect_timeout=timeout,
-                            lib_name=None, lib_version=None)
+                            socket_timeout=timeout, socket_connect_timeout=timeout)
     client.response_callbacks.clear()
     return client
 
