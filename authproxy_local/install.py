@@ -677,6 +677,21 @@ def _find_istioctl() -> pathlib.Path | None:
     return exe if stamp_matches(exe.parent / STAMP_NAME, VERSIONS["istio"], exe) else None
 
 
+def _istio_gomod(go: str, env: Mapping[str, str], cwd: pathlib.Path) -> tuple[str, str]:
+    """Download the pinned istio.io/istio module; return its go.mod text and the Go version on
+    PATH, which must be at least the module's ``go`` directive (istioctl and istio-xds)."""
+    v = VERSIONS["istio"]
+    _log(f"go mod download {ISTIO_MODULE}@{v}")
+    info = json.loads(_run([go, "mod", "download", "-json", f"{ISTIO_MODULE}@{v}"], env=env,
+                           cwd=cwd, timeout=1800, what="downloading istio.io/istio").stdout)
+    istio_gomod = pathlib.Path(info["GoMod"]).read_text()
+    need = go_directive(istio_gomod)
+    have = _go_version(go)
+    if need and version_tuple(have) < version_tuple(need):
+        raise InstallError(f"istio.io/istio {v} needs Go >= {need}; `go` on PATH is {have}. Install a newer Go.")
+    return istio_gomod, have
+
+
 def _install_istioctl() -> pathlib.Path:
     v = VERSIONS["istio"]
     t0 = time.monotonic()
@@ -688,14 +703,7 @@ def _install_istioctl() -> pathlib.Path:
     exe.parent.mkdir(parents=True, exist_ok=True)
     env = go_env(os.environ, cache_dir())
 
-    _log(f"go mod download {ISTIO_MODULE}@{v}")
-    info = json.loads(_run([go, "mod", "download", "-json", f"{ISTIO_MODULE}@{v}"], env=env,
-                           cwd=src.parent, timeout=1800, what="downloading istio.io/istio").stdout)
-    istio_gomod = pathlib.Path(info["GoMod"]).read_text()
-    need = go_directive(istio_gomod)
-    have = _go_version(go)
-    if need and version_tuple(have) < version_tuple(need):
-        raise InstallError(f"istio.io/istio {v} needs Go >= {need}; `go` on PATH is {have}. Install a newer Go.")
+    istio_gomod, have = _istio_gomod(go, env, src.parent)
 
     (src / "go.mod").write_text(wrapper_go_mod(istio_gomod, v))
     (src / "main.go").write_text(WRAPPER_MAIN_GO)
@@ -764,18 +772,11 @@ def _install_istio_xds() -> pathlib.Path:
     if f"require {ISTIO_MODULE} {v}" not in gomod:
         raise InstallError(f"tools/istio-xds/go.mod does not require {ISTIO_MODULE} {v} (VERSIONS['istio']); "
                            "regenerate it with wrapper_go_mod")
-    _log(f"go mod download {ISTIO_MODULE}@{v}")
-    info = json.loads(_run([go, "mod", "download", "-json", f"{ISTIO_MODULE}@{v}"], env=env,
-                           cwd=root, timeout=1800, what="downloading istio.io/istio").stdout)
-    istio_gomod = pathlib.Path(info["GoMod"]).read_text()
+    istio_gomod, have = _istio_gomod(go, env, root)
     expected = wrapper_go_mod(istio_gomod, v, module_path=ISTIO_XDS_MODULE)
     if _go_mod_body(expected) != _go_mod_body(gomod):
         raise InstallError("tools/istio-xds/go.mod is not the wrapper for istio.io/istio "
                            f"{v} (its replace directives differ); regenerate it with wrapper_go_mod")
-    need = go_directive(istio_gomod)
-    have = _go_version(go)
-    if need and version_tuple(have) < version_tuple(need):
-        raise InstallError(f"istio.io/istio {v} needs Go >= {need}; `go` on PATH is {have}. Install a newer Go.")
     (src / "go.mod").write_text(gomod)
     shutil.copyfile(ISTIO_XDS_SOURCE / "main.go", src / "main.go")
     (src / "go.sum").unlink(missing_ok=True)
