@@ -78,4 +78,4 @@ actionlint: venv $(ACTIONLINT) ## check .github/workflows (actionlint, with shel
 policy-test: venv ## the policy pack's tests (also part of `make unit`)
 	$(PYTEST) tests/unit/test_policies.py -q
 
-test: lint typecheck actionlint unit conformance e2e ## everything CI runs
+test: lint typecheck actionlint unit conformance e2e engine ## everything CI runs

@@ -779,6 +779,10 @@ def main(argv: list[str] | None = None) -> int:
     work = pathlib.Path(tempfile.mkdtemp(prefix="authproxy-engine-"))
     log(f"work dir {work}")
     try:
+        if not REDIS_CHART.is_file():
+            raise install.InstallError(
+                f"the redis-ha 4.39.0 chart is not at {REDIS_CHART} (shared/charts beside the "
+                "checkout): no chart repository is reachable here, the stacks install that copy")
         engine = Engine(work)
         with engine.running():
             for pair in sdk_plugin_pairs():
