@@ -92,6 +92,7 @@ without our principal or without one of the app's groups.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, TypedDict
 
 import pulumi
@@ -102,12 +103,13 @@ from components.config import OAUTH2_PREFIX, format_duration
 from components.cookies import SessionCookies, lua_disabled_per_route, lua_filter
 from components.headers import HEADERS, HeaderFlow, early_header_mutation, list_matcher
 from components.ingress import (
-    AUTH_ROUTE,
     BEARER_PREFIX,
     HTTP_PORT,
     HTTPS_PORT,
+    Route,
     RoutedApp,
     app_routes,
+    auth_routes,
     object_labels,
     vhost_name,
 )
@@ -367,12 +369,17 @@ def _on_both_servers(routes: list[tuple[str, str]], per_filter: dict[str, Any]) 
     ]
 
 
+def gateway_routes_where(args: AuthzArgs, keep: Callable[[Route], bool]) -> list[tuple[str, str]]:
+    """(host, route name) of the gateway routes (auth host, then each app) that ``keep`` selects."""
+    out = [(args["auth_host"], r.name) for r in auth_routes() if keep(r)]
+    for app in args["apps"]:
+        out += [(app["host"], r.name) for r in app_routes(app) if keep(r)]
+    return out
+
+
 def exempt_routes(args: AuthzArgs) -> list[tuple[str, str]]:
     """(host, route name) of every gateway route where ext_authz must not run."""
-    out = [(args["auth_host"], AUTH_ROUTE)]
-    for app in args["apps"]:
-        out += [(app["host"], r.name) for r in app_routes(app) if not r.ext_authz]
-    return out
+    return gateway_routes_where(args, lambda r: not r.ext_authz)
 
 
 def _http_listener_match(sub_filter: str, port: int | None = None) -> dict[str, Any]:
@@ -454,10 +461,7 @@ def ext_authz_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
 def cookie_forwarding_routes(args: AuthzArgs) -> list[tuple[str, str]]:
     """(host, route name) of every gateway route where oauth2-proxy's cookies are kept: the
     routes to oauth2-proxy, and every route of an app that opted out."""
-    out = [(args["auth_host"], AUTH_ROUTE)]
-    for app in args["apps"]:
-        out += [(app["host"], r.name) for r in app_routes(app) if not r.strip_cookies]
-    return out
+    return gateway_routes_where(args, lambda r: not r.strip_cookies)
 
 
 def session_cookie_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
