@@ -26,6 +26,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from components.cookies import COOKIE_NAME
+
 NAMESPACE = "authproxy"
 """The Pulumi config namespace (the project name)."""
 
@@ -434,7 +436,7 @@ class Session(_Model):
     @field_validator("cookie_name")
     @classmethod
     def _cookie_name(cls, v: str) -> str:
-        if not re.match(r"^[A-Za-z0-9_-]{1,64}$", v):
+        if not COOKIE_NAME.match(v):
             raise ValueError(f"{v!r} is not a valid cookie name; use letters, digits, '_' or '-'")
         return v
 

@@ -40,7 +40,8 @@ LUA_FILTER_NAME = "authproxy.session_cookie_strip"
 LUA_TYPE = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
 LUA_PER_ROUTE_TYPE = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute"
 CSRF_SUFFIX = "_csrf"
-_COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""The cookie names the stack accepts (`session.cookieName`): safe to quote in the Lua script."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class SessionCookies:
     """``--cookie-csrf-per-request``: one CSRF cookie per sign-in attempt (parallel tabs)."""
 
     def __post_init__(self) -> None:
-        if not _COOKIE_NAME.match(self.name):
+        if not COOKIE_NAME.match(self.name):
             raise ValueError(f"{self.name!r} is not a cookie name this stack uses "
                              "(letters, digits, '_' or '-')")
 
