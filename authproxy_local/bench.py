@@ -69,11 +69,16 @@ UPSTREAM_BODY = "ok"
 UPSTREAM_HEADER = "x-bench-upstream"
 
 BASE_VARIANTS = ("baseline", "jwt", "session-redis", "session-cookie")
+WHOLE_PATH_VARIANTS = ("wp-baseline", "wp-jwt", "wp-session")
+WHOLE_PATH_LISTENERS = ("wp-baseline", "wp-gateway")
 LABELS = {
     "baseline": "baseline: no auth",
     "jwt": "JWT only: jwt_authn, bearer token",
     "session-redis": "session: ext_authz → oauth2-proxy → Redis (as rendered)",
     "session-cookie": "session: ext_authz → oauth2-proxy, cookie store",
+    "wp-baseline": "whole path baseline: no auth at gateway or sidecar",
+    "wp-jwt": "whole path, JWT only: gateway + sidecar jwt_authn (as rendered)",
+    "wp-session": "whole path, session: gateway ext_authz → oauth2-proxy → Redis, sidecar jwt_authn (as rendered)",
 }
 DEFAULT_CONNECTIONS = (1, 16, 64)
 NOISY_SHARE = 0.9
@@ -108,6 +113,21 @@ class Tuning:
     """HTTP filters (by name) removed from this variant's listener: a stack feature measured
     against the path without it."""
     stack_key: str = ""
+    whole_path: bool = False
+    """Measured on the whole path: this variant's gateway listener sends the app's requests to
+    the app's sidecar (istiod's inbound config for the app), which forwards to the fast upstream."""
+    jwt_cache: bool = False
+    """Envoy's JWT cache (``jwt_cache_config``) on every ``jwt_authn`` provider, at the gateway
+    and (whole path) at the sidecar: a config Istio does not generate (see :func:`with_jwt_cache`)."""
+    credential: str = "redis"
+    """'redis' (the Redis session's cookie) or 'token' (the bearer token: a JWT-path lever)."""
+
+    @property
+    def reference(self) -> str:
+        """The variant this one is a before/after of (same path, same credential)."""
+        if self.whole_path:
+            return "wp-jwt" if self.credential == "token" else "wp-session"
+        return "jwt" if self.credential == "token" else "session-redis"
 
 
 PROXY_BEFORE = {"request-logging": "true", "pass-access-token": "true"}
@@ -117,6 +137,22 @@ header, which the gateway drops anyway (components/headers.py: not in headersToU
 Measured as a variant so the before/after stays visible in every run."""
 
 TUNINGS: tuple[Tuning, ...] = (
+    Tuning("wp-envoy-filter", "whole path, session; extAuthzMode envoy-filter", mode="envoy-filter",
+           whole_path=True, stack_key="authproxy:istio.extAuthzMode: envoy-filter (ext_authz after the "
+           "gateway's jwt_authn: the gateway does not verify the ID token oauth2-proxy returns)"),
+    Tuning("wp-session-jwt-cache", "whole path, session; Envoy JWT cache at gateway and sidecar",
+           whole_path=True, jwt_cache=True,
+           stack_key="jwt_authn jwt_cache_config on every provider (not settable through Istio: bench only)"),
+    Tuning("wp-jwt-jwt-cache", "whole path, JWT only; Envoy JWT cache at gateway and sidecar",
+           whole_path=True, jwt_cache=True, credential="token",
+           stack_key="jwt_authn jwt_cache_config on every provider (not settable through Istio: bench only)"),
+)
+
+EXTRA_TUNINGS: dict[str, Tuning] = {t.name: t for t in (
+    Tuning("gomaxprocs-2", "session, Redis; oauth2-proxy GOMAXPROCS=2", env={"GOMAXPROCS": "2"},
+           stack_key="authproxy:proxy.goMaxProcs: 2"),
+    Tuning("gogc-400", "session, Redis; oauth2-proxy GOGC=400", env={"GOGC": "400"},
+           stack_key="(no stack key: GOGC in the container env)"),
     Tuning("proxy-before", "session, Redis; oauth2-proxy with request log and access-token header "
            "(before)", set_args=PROXY_BEFORE,
            stack_key="components/proxy_settings.py before the bench: --request-logging=true, "
@@ -126,13 +162,9 @@ TUNINGS: tuple[Tuning, ...] = (
     Tuning("cookies-kept", "session, Redis; without the session-cookie filter (before)",
            drop_filters=(LUA_FILTER_NAME,),
            stack_key="authproxy:apps[].stripSessionCookies: false (components/cookies.py)"),
-)
-
-EXTRA_TUNINGS: dict[str, Tuning] = {t.name: t for t in (
-    Tuning("gomaxprocs-2", "session, Redis; oauth2-proxy GOMAXPROCS=2", env={"GOMAXPROCS": "2"},
-           stack_key="authproxy:proxy.goMaxProcs: 2"),
-    Tuning("gogc-400", "session, Redis; oauth2-proxy GOGC=400", env={"GOGC": "400"},
-           stack_key="(no stack key: GOGC in the container env)"),
+    Tuning("wp-session-keepalive-off", "whole path, session; ext_authz connection closed after each check",
+           whole_path=True, cluster={"max_requests_per_connection": 1},
+           stack_key="(the ext_authz hop without connection reuse: what pooling saves)"),
 )}
 """Further candidates, measured on request (``--extra NAME``) rather than in every run."""
 
@@ -348,16 +380,33 @@ def markdown_table(rows: Sequence[Row], labels: Mapping[str, str] | None = None)
 
 
 def anchor_ratios(summary: Mapping[tuple[str, int], Stat], connections: Sequence[int],
-                  path: str = "session-redis") -> dict[int, dict[str, float]]:
-    """Throughput of ``path`` as a fraction of the JWT-only anchor and of the baseline."""
+                  path: str = "session-redis", jwt: str = "jwt", baseline: str = "baseline",
+                  ) -> dict[int, dict[str, float]]:
+    """Throughput of ``path`` as a fraction of the JWT-only anchor and of the baseline, and its
+    p99 as a multiple of the JWT-only p99."""
     out = {}
+    nan = float("nan")
     for c in connections:
-        p, j, b = summary.get((path, c)), summary.get(("jwt", c)), summary.get(("baseline", c))
+        p, j, b = summary.get((path, c)), summary.get((jwt, c)), summary.get((baseline, c))
         if p is None:
             continue
-        out[c] = {"vs_jwt": p.rps / j.rps if j else float("nan"),
-                  "vs_baseline": p.rps / b.rps if b else float("nan")}
+        out[c] = {"vs_jwt": p.rps / j.rps if j else nan,
+                  "vs_baseline": p.rps / b.rps if b else nan,
+                  "p99_vs_jwt": p.p99_ms / j.p99_ms if j and j.p99_ms else nan}
     return out
+
+
+def whole_path_line(summary: Mapping[tuple[str, int], Stat], connections: Sequence[int],
+                    path: str = "wp-session", jwt: str = "wp-jwt") -> str:
+    """The bench's last line: the signed-in path against JWT-only on the whole path (throughput
+    at 16 and 64 connections, or whichever were measured; p99 at the lowest saturated count)."""
+    ar = anchor_ratios(summary, connections, path=path, jwt=jwt, baseline="wp-baseline")
+    if not ar:
+        return "bench: whole path not measured"
+    wanted: list[int] = [c for c in (16, 64) if c in ar] or sorted(ar)
+    rps = ", ".join(f"{ar[c]['vs_jwt']:.2f}x @{c}" for c in wanted)
+    p99 = ", ".join(f"{ar[c]['p99_vs_jwt']:.1f}x @{c}" for c in wanted[:1])
+    return f"bench: whole path signed-in/JWT {rps}; p99 {p99}"
 
 
 def plot_data(summary: Mapping[tuple[str, int], Stat], variants: Sequence[str],
@@ -483,6 +532,9 @@ def bench_bootstrap(
     cluster_overrides: Mapping[str, Mapping[str, Any]] | None = None,
     sources: Mapping[str, Mapping[str, Any]] | None = None,
     drop_filters: Mapping[str, Sequence[str]] | None = None,
+    upstreams: Mapping[str, tuple[str, int]] | None = None,
+    bare: Iterable[str] = ("baseline",),
+    jwt_cache: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The bench Envoy's bootstrap, from the harness's gateway one (istiod's config through
     :mod:`authproxy_local.xds_adapter`).
@@ -497,8 +549,12 @@ def bench_bootstrap(
     access logging), stat prefixes are ``bench_<name>``, and the app host's chain is also the
     default chain (wrk sends the IP address as SNI). ``sources[name]`` takes that listener from
     another bootstrap of the same endpoints (the other ext_authz mode's render);
-    ``drop_filters[name]`` lists HTTP filters removed from that listener."""
+    ``drop_filters[name]`` lists HTTP filters removed from that listener. ``upstreams[name]``
+    sends that listener's app routes to another address instead of ``upstream`` (the app's
+    sidecar, for the whole-path variants); listeners in ``bare`` keep only the router (the
+    baselines); listeners in ``jwt_cache`` get Envoy's JWT cache (:func:`with_jwt_cache`)."""
     clusters: dict[str, dict[str, Any]] = {}
+    bare, jwt_cache = set(bare), set(jwt_cache)
     out_listeners = []
     for name, addr in listeners.items():
         src = (sources or {}).get(name, boot)
@@ -526,19 +582,25 @@ def bench_bootstrap(
         for hcm in _hcms(lst):
             hcm.pop("access_log", None)
             hcm["stat_prefix"] = f"bench_{name}"
-            if name == "baseline":
+            if name in bare:
                 hcm["http_filters"] = [f for f in hcm["http_filters"] if f.get("name") == xds_adapter.ROUTER]
+            if name in jwt_cache:
+                with_jwt_cache(hcm)
             kept = [f for f in hcm["http_filters"] if f.get("name") not in dropped]
             removed += len(hcm["http_filters"]) - len(kept)
             hcm["http_filters"] = kept
         if dropped and not removed:
             raise BenchError(f"listener {name}: no HTTP filter {sorted(dropped)} to remove")
+        app_cluster = UPSTREAM_CLUSTER
+        if upstreams and name in upstreams:
+            app_cluster = f"bench|sidecar|{name}"
+            clusters[app_cluster] = _static_cluster(app_cluster, upstreams[name])
         for parent, k, v in _walk(lst):
             if k == "cluster" and isinstance(v, str):
                 if v == authz:
                     parent[k] = target
                 elif v.startswith("outbound|"):
-                    parent[k] = UPSTREAM_CLUSTER
+                    parent[k] = app_cluster
         out_listeners.append(lst)
     clusters[UPSTREAM_CLUSTER] = _static_cluster(UPSTREAM_CLUSTER, upstream)
     out_listeners.append({
@@ -559,6 +621,78 @@ def bench_bootstrap(
         "node": {"id": "authproxy-bench", "cluster": "authproxy-bench"},
         "admin": {"address": _addr(*admin)},
         "static_resources": {"listeners": out_listeners, "clusters": list(clusters.values())},
+    }
+
+
+JWT_CACHE_SIZE = 1000
+"""Entries of Envoy's JWT cache per worker thread in the JWT-cache variants."""
+
+
+def with_jwt_cache(hcm: dict[str, Any], size: int = JWT_CACHE_SIZE) -> int:
+    """Turn on Envoy's JWT cache (``jwt_cache_config``) on every provider of the connection
+    manager's ``jwt_authn`` filter; returns how many providers. Envoy caches a token only after it
+    verified it, keyed by the whole token string, and checks ``exp``/``nbf`` again on every hit
+    (envoy source/extensions/filters/http/jwt_authn/jwt_cache.cc), so a forged token still gets a
+    full verification and an expired one is still refused. Istio has no field for it, and an
+    EnvoyFilter MERGE cannot add it: istiod merges EnvoyFilter patches with map entries replaced,
+    not merged (istio pkg/proto/merge), so the patch would have to restate the whole provider
+    including the JWKS istiod inlines."""
+    n = 0
+    for f in hcm.get("http_filters", []):
+        if f.get("name") == "envoy.filters.http.jwt_authn":
+            for p in (f.get("typed_config") or {}).get("providers", {}).values():
+                p["jwt_cache_config"] = {"jwt_cache_size": size}
+                n += 1
+    return n
+
+
+def sidecar_bootstrap(
+    boot: Mapping[str, Any],
+    *,
+    listeners: Mapping[str, tuple[str, int]],
+    upstream: tuple[str, int],
+    admin: tuple[str, int],
+    bare: Iterable[str] = (),
+    jwt_cache: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The bench sidecar Envoy's bootstrap, from the harness's bootstrap of the app's sidecar
+    (istiod's inbound config for the app: ``virtualInbound`` with its listener filters, jwt_authn,
+    RBAC and the rest). Each entry of ``listeners`` is a copy on its own address (the chain istiod
+    matches on the app's port matches the copy's port), whose inbound cluster goes to ``upstream``
+    (the fast upstream plays the app). Copies in ``bare`` keep only the router (the whole-path
+    baseline), copies in ``jwt_cache`` get Envoy's JWT cache (:func:`with_jwt_cache`)."""
+    bare, jwt_cache = set(bare), set(jwt_cache)
+    src = [lst for lst in boot["static_resources"]["listeners"] if lst.get("name") == "virtualInbound"]
+    if not src:
+        raise BenchError("the sidecar bootstrap has no virtualInbound listener")
+    _, orig_port = src[0]["address"]["socket_address"]["address"], int(
+        src[0]["address"]["socket_address"]["port_value"])
+    out_listeners = []
+    for name, addr in listeners.items():
+        lst = copy.deepcopy(src[0])
+        lst["name"] = f"side_{name}"
+        lst["address"] = _addr(*addr)
+        for chain in lst.get("filter_chains", []):
+            m = chain.get("filter_chain_match") or {}
+            if m.get("destination_port") == orig_port:
+                m["destination_port"] = int(addr[1])
+        for hcm in _hcms(lst):
+            hcm.pop("access_log", None)
+            hcm["stat_prefix"] = f"side_{name}"
+            if name in bare:
+                hcm["http_filters"] = [f for f in hcm["http_filters"] if f.get("name") == xds_adapter.ROUTER]
+            if name in jwt_cache and not with_jwt_cache(hcm):
+                raise BenchError(f"sidecar listener {name}: no jwt_authn provider to cache for")
+        out_listeners.append(lst)
+    clusters = []
+    for c in copy.deepcopy(boot["static_resources"]["clusters"]):
+        if c["name"].startswith("inbound|"):
+            c = _static_cluster(c["name"], upstream)
+        clusters.append(c)
+    return {
+        "node": copy.deepcopy(dict(boot.get("node") or {"id": "authproxy-bench-sidecar"})),
+        "admin": {"address": _addr(*admin)},
+        "static_resources": {"listeners": out_listeners, "clusters": clusters},
     }
 
 
@@ -823,6 +957,7 @@ class Bench:
         self.ips: dict[str, str] = {}
         self.proxy_addrs: dict[str, tuple[str, int]] = {}
         self.admin: tuple[str, int] = ("127.0.0.1", 0)
+        self.side_admin: tuple[str, int] = ("127.0.0.1", 0)
         self.variants: list[Variant] = []
         self.samples: list[Sample] = []
         self.facts: dict[str, Any] = {}
@@ -897,10 +1032,21 @@ class Bench:
         for t in self.tunings:
             if t.set_args or t.env:
                 self._start_proxy(t.name, t.set_args, t.env)
-        names = ["baseline", "gateway", "cookie", *(t.name for t in self.tunings)]
+        names = ["baseline", "gateway", "cookie", *WHOLE_PATH_LISTENERS, *(t.name for t in self.tunings)]
         self.ips = {n: pick_gateway_ip((443,)) for n in names}
         upstream = (h.gateway_ip, free_port(h.gateway_ip))
         self.admin = (h.gateway_ip, free_port(h.gateway_ip))
+        self.side_admin = (h.gateway_ip, free_port(h.gateway_ip))
+        # The app's sidecar: istiod's inbound config for the app, one copy per kind of whole-path
+        # variant (as rendered, bare for the baseline, with the JWT cache).
+        side_kinds = {"rendered": (h.gateway_ip, free_port(h.gateway_ip)),
+                      "bare": (h.gateway_ip, free_port(h.gateway_ip))}
+        if any(t.whole_path and t.jwt_cache for t in self.tunings):
+            side_kinds["cache"] = (h.gateway_ip, free_port(h.gateway_ip))
+        side_of = {"wp-baseline": "bare", "wp-gateway": "rendered"}
+        for t in self.tunings:
+            if t.whole_path:
+                side_of[t.name] = "cache" if t.jwt_cache else "rendered"
         sources = {}
         for t in self.tunings:
             if t.mode and t.mode != h.render.mode:
@@ -915,20 +1061,30 @@ class Bench:
             upstream=upstream, admin=self.admin,
             cluster_overrides={t.name: t.cluster for t in self.tunings if t.cluster},
             drop_filters={t.name: t.drop_filters for t in self.tunings if t.drop_filters},
+            upstreams={n: side_kinds[k] for n, k in side_of.items()},
+            bare=("baseline", "wp-baseline"),
+            jwt_cache=[t.name for t in self.tunings if t.jwt_cache],
         )
-        path = h.run_dir / "bench-envoy.yaml"
-        path.write_text(yaml.safe_dump(boot, sort_keys=False))
+        side = sidecar_bootstrap(
+            h.envoy_bootstrap(f"sidecar-{self.app.name}"), listeners=side_kinds, upstream=upstream,
+            admin=self.side_admin, bare=("bare",), jwt_cache=("cache",))
         exe = str(install.ensure("envoy"))
-        check = subprocess.run([exe, "--mode", "validate", "-c", str(path)],
-                               capture_output=True, text=True, timeout=120)
-        if check.returncode != 0:
-            raise BenchError("Envoy rejected the bench bootstrap:\n" + (check.stderr or check.stdout)[-3000:])
-        p = Process("bench-envoy", ["taskset", "-c", str(self.sut_cpu), exe, "-c", str(path), "--concurrency", "1",
+        for proc_name, doc in (("bench-envoy", boot), ("bench-sidecar", side)):
+            path = h.run_dir / f"{proc_name}.yaml"
+            path.write_text(yaml.safe_dump(doc, sort_keys=False))
+            check = subprocess.run([exe, "--mode", "validate", "-c", str(path)],
+                                   capture_output=True, text=True, timeout=120)
+            if check.returncode != 0:
+                raise BenchError(f"Envoy rejected the {proc_name} bootstrap:\n"
+                                 + (check.stderr or check.stdout)[-3000:])
+            p = Process(proc_name, ["taskset", "-c", str(self.sut_cpu), exe, "-c", str(path), "--concurrency", "1",
                                     "--disable-hot-restart", "--log-level", "warn"],
-                    {"PATH": "/usr/bin:/bin"}, h.run_dir / "bench-envoy.log").start()
-        self.procs["bench-envoy"] = p
+                        {"PATH": "/usr/bin:/bin"}, h.run_dir / f"{proc_name}.log").start()
+            self.procs[proc_name] = p
         wait_for("bench envoy", lambda: http_ok(f"http://{self.admin[0]}:{self.admin[1]}/ready")
-                 and all(tcp_open((ip, 443)) for ip in self.ips.values()), 60, p)
+                 and all(tcp_open((ip, 443)) for ip in self.ips.values()), 60, self.procs["bench-envoy"])
+        wait_for("bench sidecar", lambda: http_ok(f"http://{self.side_admin[0]}:{self.side_admin[1]}/ready")
+                 and all(tcp_open(a) for a in side_kinds.values()), 60, self.procs["bench-sidecar"])
         # CPU: the system under test on one core, everything else on the other.
         for name in ("redis", "oauth2-proxy"):
             pin(h.procs[name].pid, self.sut_cpu)
@@ -941,10 +1097,14 @@ class Bench:
             Variant("jwt", "gateway", "token", "http.bench_gateway.jwt_authn.allowed"),
             Variant("session-redis", "gateway", "redis", "http.bench_gateway.ext_authz.ok"),
             Variant("session-cookie", "cookie", "cookie", "http.bench_cookie.ext_authz.ok"),
+            Variant("wp-baseline", "wp-baseline", ""),
+            Variant("wp-jwt", "wp-gateway", "token", "http.bench_wp-gateway.jwt_authn.allowed"),
+            Variant("wp-session", "wp-gateway", "redis", "http.bench_wp-gateway.ext_authz.ok"),
         ]
         for t in self.tunings:
-            store = "cookie" if t.set_args.get("session-store-type") == "cookie" else "redis"
-            self.variants.append(Variant(t.name, t.name, store, f"http.bench_{t.name}.ext_authz.ok"))
+            store = "cookie" if t.set_args.get("session-store-type") == "cookie" else t.credential
+            stat = "jwt_authn.allowed" if t.credential == "token" else "ext_authz.ok"
+            self.variants.append(Variant(t.name, t.name, store, f"http.bench_{t.name}.{stat}"))
         self.facts.update(machine_facts())
         self.facts["versions"] = versions()
         self.facts["cpu_layout"] = {"load_generator_cpu": self.load_cpu, "system_under_test_cpu": self.sut_cpu}
@@ -954,7 +1114,8 @@ class Bench:
                  "envoy + oauth2-proxy + redis")
 
     def sut_pids(self) -> dict[str, int]:
-        pids = {"envoy": self.procs["bench-envoy"].pid, "oauth2-proxy": self.h.procs["oauth2-proxy"].pid,
+        pids = {"envoy": self.procs["bench-envoy"].pid, "sidecar": self.procs["bench-sidecar"].pid,
+                "oauth2-proxy": self.h.procs["oauth2-proxy"].pid,
                 "redis": self.h.procs["redis"].pid}
         for name, p in self.procs.items():
             if name.startswith("oauth2-proxy-"):
@@ -1130,9 +1291,33 @@ class Bench:
                      f"p99 {s.wrk.p99_ms:7.2f} ms  sut {s.sut_core_busy * 100:3.0f}%  wrk-core "
                      f"{s.load_core_busy * 100:3.0f}%  load {s.loadavg:.2f}")
         self.facts["measure_seconds"] = round(time.monotonic() - t0, 1)
+        self._last_scripts = scripts
         self.facts["noisy_reruns"] = self.noisy_reruns
         self.facts["load_at_measure_end"] = os.getloadavg()
         return self.samples
+
+
+    def profile_proxy(self, seconds: float, conns: int = 16) -> tuple[Any, float]:
+        """A CPU profile of the rendered oauth2-proxy (:mod:`authproxy_local.proxy_profile`) while
+        wrk drives the signed-in path (gateway only) at ``conns`` connections; returns the profile
+        and oauth2-proxy's CPU µs per check measured in that run."""
+        from authproxy_local import install, proxy_profile
+
+        v = next(x for x in self.variants if x.name == "session-redis")
+        creds = self.credentials()
+        script = self.scripts(creds)[v.name]
+        data = self.h.run_dir / "oauth2-proxy.perf.data"
+        pid = self.h.procs["oauth2-proxy"].pid
+        import threading
+
+        result: dict[str, Sample] = {}
+        t = threading.Thread(target=lambda: result.setdefault("s", self.measure(v, conns, -1, script)))
+        t.start()
+        time.sleep(min(1.0, self.duration / 4))
+        proxy_profile.record(pid, max(1.0, seconds - 2), data)
+        t.join()
+        us = result["s"].cpu_ms.get("oauth2-proxy", 0.0) * 1000
+        return proxy_profile.profile(Path(str(install.ensure("oauth2-proxy"))), data), us
 
 
 # --------------------------------------------------------------------------------------------
@@ -1152,22 +1337,23 @@ def breakdown_table(samples: Sequence[Sample], variants: Sequence[str], conns: i
     calls = median_breakdown([s for s in samples if s.connections == conns], "redis_calls")
     conn = median_breakdown([s for s in samples if s.connections == conns], "new_connections")
     out = [
-        "| variant | Envoy µs | oauth2-proxy µs | Redis µs | system under test µs | wrk µs | Redis commands | "
-        "new ext_authz / Redis connections per 1000 requests |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| variant | gateway Envoy µs | sidecar Envoy µs | oauth2-proxy µs | Redis µs | system under test µs | "
+        "wrk µs | Redis commands | new ext_authz / Redis connections per 1000 requests |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for v in variants:
         c = cpu.get((v, conns))
         if c is None:
             continue
         proxy = sum(x for k, x in c.items() if k.startswith("oauth2-proxy"))
-        sut = c.get("envoy", 0) + proxy + c.get("redis", 0)
+        sut = c.get("envoy", 0) + c.get("sidecar", 0) + proxy + c.get("redis", 0)
         rc = calls.get((v, conns), {})
         cmds = ", ".join(f"{k.upper()} {x:.2f}" for k, x in sorted(rc.items()) if x >= 0.01) or "none"
         nc = conn.get((v, conns), {})
         n = statistics.median([s.wrk.requests for s in samples if s.variant == v and s.connections == conns])
         per_k = f"{nc.get('ext_authz', 0) * 1000 / n:.2f} / {max(0, nc.get('redis', 0)) * 1000 / n:.2f}"
-        out.append(f"| {labels.get(v, v)} | {c.get('envoy', 0) * 1000:.0f} | {proxy * 1000:.0f} | "
+        out.append(f"| {labels.get(v, v)} | {c.get('envoy', 0) * 1000:.0f} | {c.get('sidecar', 0) * 1000:.0f} | "
+                   f"{proxy * 1000:.0f} | "
                    f"{c.get('redis', 0) * 1000:.0f} | {sut * 1000:.0f} | {c.get('wrk', 0) * 1000:.0f} | "
                    f"{cmds} | {per_k} |")
     return "\n".join(out)
@@ -1218,27 +1404,53 @@ def report_markdown(facts: Mapping[str, Any], samples: Sequence[Sample], variant
     ar = anchor_ratios(summary, connections)
     if ar:
         lines += [
-            "The authenticated path's throughput: " + "; ".join(
+            "Gateway only, the authenticated path's throughput: " + "; ".join(
                 f"{c} connections: {r['vs_jwt']:.2f} x JWT-only, {r['vs_baseline']:.2f} x baseline"
                 for c, r in sorted(ar.items())) + ".",
             "",
         ]
+    whole = [v for v in WHOLE_PATH_VARIANTS if v in variants]
+    if whole:
+        lines += [
+            "**Whole path** (gateway + the app's sidecar running istiod's inbound config for the app, both "
+            "on the system-under-test core, then the fast upstream; x the whole-path baseline):",
+            "",
+            markdown_table(ratio_rows(summary, whole, connections, baseline="wp-baseline"), labels),
+            "",
+        ]
+        war = anchor_ratios(summary, connections, path="wp-session", jwt="wp-jwt", baseline="wp-baseline")
+        if war:
+            lines += [
+                "Whole path, the signed-in path against JWT-only: " + "; ".join(
+                    f"{c} connections: {r['vs_jwt']:.2f}x the throughput, p99 {r['p99_vs_jwt']:.2f}x"
+                    for c, r in sorted(war.items())) + " (goal: >= 0.7x, p99 <= 2x).",
+                "",
+            ]
     lines += [
         f"Where the time goes at {top} connections: CPU per request (µs) of each process, Redis commands "
         "and new connections per request (medians):",
         "",
-        breakdown_table(samples, [*base, *tuned], top, labels),
+        breakdown_table(samples, [*base, *whole, *tuned], top, labels),
         "",
     ]
     if tuned:
+        by_ref: dict[str, list[str]] = {}
+        for t in tunings:
+            if t.name in variants:
+                by_ref.setdefault(t.reference, []).append(t.name)
         lines += [
-            "Before/after: the session path with one configuration change each, measured in the same "
-            "alternating run (x the rendered session path):",
+            "Before/after: levers, each one change against its reference path, measured in the same "
+            "alternating run (x the reference, the first row of each group):",
             "",
-            markdown_table(ratio_rows(summary, ["session-redis", *tuned], connections, baseline="session-redis"),
-                           labels).replace("x baseline", "x as rendered"),
+        ]
+        rows: list[Row] = []
+        for ref, names in by_ref.items():
+            rows += ratio_rows(summary, [ref, *names], connections, baseline=ref)
+        rows.sort(key=lambda r: r.connections)
+        lines += [
+            markdown_table(rows, labels).replace("x baseline", "x reference"),
             "",
-            "| variant | stack change |",
+            "| variant | change |",
             "| --- | --- |",
             *(f"| {t.label} | {t.stack_key} |" for t in tunings if t.name in variants),
             "",
@@ -1259,7 +1471,7 @@ def replace_section(doc: str, section: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m authproxy_local.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 1 round, 2 s per run, no tuning variants, writes only build/bench/quick")
+                    help="smoke run: 1 round, 2 s per run, writes only build/bench/quick")
     ap.add_argument("--stack", default="dev")
     ap.add_argument("--mode", choices=("extension-provider", "envoy-filter"), default=None)
     ap.add_argument("--rounds", type=int, default=None)
@@ -1269,10 +1481,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--extra", nargs="+", default=[], choices=sorted(EXTRA_TUNINGS),
                     help="also measure these configuration candidates")
     ap.add_argument("--no-docs", action="store_true", help="do not write docs/ (always so with --quick)")
+    ap.add_argument("--profile-proxy", type=float, default=0.0, metavar="SECONDS",
+                    help="after the runs, CPU-profile oauth2-proxy (perf) on the signed-in path at 16 "
+                         "connections for this long; the profile goes into the report")
     a = ap.parse_args(argv)
     rounds = a.rounds or (1 if a.quick else 3)
     duration = a.duration or (2.0 if a.quick else 5.0)
-    tunings = (() if (a.quick or a.no_tunings) else TUNINGS) + tuple(EXTRA_TUNINGS[n] for n in a.extra)
+    tunings = (() if a.no_tunings else TUNINGS) + tuple(EXTRA_TUNINGS[n] for n in a.extra)
     out_dir = ROOT / "build" / "bench" / ("quick" if a.quick else "")
     out_dir.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
@@ -1280,9 +1495,20 @@ def main(argv: list[str] | None = None) -> int:
           + (" (busy machine: numbers will be noisy)" if load[0] > 0.5 * (os.cpu_count() or 1) else ""), flush=True)
     b = Bench(stack=a.stack, mode=a.mode, connections=a.connections, rounds=rounds, duration=duration,
               warmup=1.0 if a.quick else 2.0, tunings=tunings, log=lambda m: print(m, flush=True))
+    prof_md = ""
     try:
         b.start()
         b.run()
+        if a.profile_proxy:
+            from authproxy_local import proxy_profile
+
+            b.duration = a.profile_proxy
+            prof, us = b.profile_proxy(a.profile_proxy)
+            prof_md = ("Where oauth2-proxy's time goes per check (`--profile-proxy`: Linux `perf` on the "
+                       f"rendered oauth2-proxy, signed-in path at 16 connections, {a.profile_proxy:g} s; "
+                       f"oauth2-proxy CPU {us:.0f} µs per check in that run):\n\n"
+                       + proxy_profile.markdown(prof, us) + "\n")
+            print(prof_md, flush=True)
     finally:
         b.stop()
     names = [v.name for v in b.variants]
@@ -1298,11 +1524,14 @@ def main(argv: list[str] | None = None) -> int:
     labels = labels_for(tunings)
     image_name = "bench.png"
     section = report_markdown(facts, b.samples, names, a.connections, tunings, f"images/{image_name}")
+    if prof_md:
+        section += "\n" + prof_md
     (out_dir / "report.md").write_text(section)
     title = (f"authproxy request path, {facts.get('nproc')} x {facts.get('cpu_model')}: wrk on one core, "
              f"Envoy + oauth2-proxy + Redis on the other (median of {rounds} rounds)")
     draw_plot(plot_data(summary, names, a.connections), a.connections, labels, out_dir / image_name, title)
     print(section)
+    last = whole_path_line(summary, a.connections)
     if not (a.quick or a.no_docs):
         doc = ROOT / "docs" / "benchmarks.md"
         doc.write_text(replace_section(doc.read_text(), section))
@@ -1310,6 +1539,7 @@ def main(argv: list[str] | None = None) -> int:
         (ROOT / "docs" / "images" / image_name).write_bytes((out_dir / image_name).read_bytes())
         print(f"[bench] wrote {doc.relative_to(ROOT)} and docs/images/{image_name}")
     print(f"[bench] raw results: {(out_dir / 'results.json').relative_to(ROOT)}, plot and report.md beside it")
+    print(last, flush=True)
     return 0
 
 

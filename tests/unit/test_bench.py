@@ -171,7 +171,7 @@ def test_breakdown_and_report_sections():
     table = b.breakdown_table(SAMPLES, ["baseline", "session-redis"], 16, b.LABELS)
     row = next(line for line in table.splitlines() if "Redis (as rendered)" in line)
     # envoy 350 + oauth2-proxy 210 + redis 20 µs = 580 µs of the system under test, one GET
-    assert "| 350 | 210 | 20 | 580 | 0 | GET 1.00 | 0.00 / 0.00 |" in row
+    assert "| 350 | 0 | 210 | 20 | 580 | 0 | GET 1.00 | 0.00 / 0.00 |" in row
     md = b.report_markdown(facts, SAMPLES, ["baseline", "jwt", "session-redis"], [16], (), "images/bench.png")
     assert "0.36 x JWT-only, 0.18 x baseline" in md
     assert "![requests/s and latency per variant](images/bench.png)" in md
@@ -255,7 +255,7 @@ def _endpoints(tmp: Path, render_result: Any) -> local_map.LocalEndpoints:
         keycloak_cert_file=tls.keycloak_cert_file, keycloak_key_file=tls.keycloak_key_file)
 
 
-def _gateway(r: Any, ep: local_map.LocalEndpoints, tmp: Path) -> dict[str, Any]:
+def _gateway(r: Any, ep: local_map.LocalEndpoints, tmp: Path, proxy: str = "gateway") -> dict[str, Any]:
     """istiod's gateway config for render ``r`` (tools/istio-xds), through the adapter. Offline,
     so istiod inlines a JWKS that rejects every token; the bench bootstrap does not care."""
     exe = install.find("istio-xds")
@@ -268,7 +268,7 @@ def _gateway(r: Any, ep: local_map.LocalEndpoints, tmp: Path) -> dict[str, Any]:
                                 xds_adapter.translator_env(os.environ, None, ep.ca_file))
     admin = {p.name: (IP, 15900 + i) for i, p in enumerate(w.proxies)}
     return xds_adapter.bootstraps(out, w, ep, r.config.keycloak.host, admin,
-                                  xds_adapter.credential_names(r)).by_proxy["gateway"]
+                                  xds_adapter.credential_names(r)).by_proxy[proxy]
 
 
 @pytest.fixture(scope="module")
@@ -278,16 +278,22 @@ def boots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     ep = _endpoints(tmp, ext)
     ef = render.render("dev", "envoy-filter")
     harness = _gateway(ext, ep, tmp)
+    side_harness = _gateway(ext, ep, tmp, "sidecar-echo")
     boot = b.bench_bootstrap(
         harness, app_host="echo.authproxy.test",
         listeners={"baseline": ("127.77.1.1", 443), "gateway": ("127.77.1.2", 443), "cookie": ("127.77.1.3", 443),
-                   "ef": ("127.77.1.4", 443), "kept": ("127.77.1.5", 443)},
+                   "ef": ("127.77.1.4", 443), "kept": ("127.77.1.5", 443), "wp": ("127.77.1.6", 443),
+                   "wp-cache": ("127.77.1.7", 443)},
+        upstreams={"wp": (IP, 9100), "wp-cache": (IP, 9102)}, jwt_cache=("wp-cache",),
         proxies={"cookie": (IP, 4181)}, upstream=(IP, 9000), admin=(IP, 9001),
         cluster_overrides={"gateway": {}},
         sources={"ef": _gateway(ef, ep, tmp)},
-        drop_filters={"kept": b.TUNINGS[-1].drop_filters},
+        drop_filters={"kept": b.EXTRA_TUNINGS["cookies-kept"].drop_filters},
     )
-    return {"boot": boot, "harness": harness, "tmp": tmp}
+    side = b.sidecar_bootstrap(side_harness, listeners={"rendered": (IP, 9100), "bare": (IP, 9101),
+                                                        "cache": (IP, 9102)},
+                               upstream=(IP, 9000), admin=(IP, 9002), bare=("bare",), jwt_cache=("cache",))
+    return {"boot": boot, "harness": harness, "tmp": tmp, "side": side, "side_harness": side_harness}
 
 
 def _listener(boot: dict[str, Any], name: str) -> dict[str, Any]:
@@ -386,16 +392,97 @@ def test_tunings_change_only_what_they_name():
     names = [t.name for t in every]
     assert len(set(names)) == len(names) and not set(names) & set(b.BASE_VARIANTS)
     for t in every:
-        assert t.stack_key and (t.set_args or t.env or t.mode or t.cluster or t.drop_filters)
+        assert t.stack_key and (t.set_args or t.env or t.mode or t.cluster or t.drop_filters or t.jwt_cache)
         assert not set(t.set_args) & {"http-address", "metrics-address", "session-store-type", "cookie-secret"}
 
 
 def test_the_cookies_kept_variant_is_the_rendered_listener_without_the_cookie_filter(boots):
     gw, kept = _listener(boots["boot"], "gateway"), _listener(boots["boot"], "kept")
-    assert b.TUNINGS[-1].name == "cookies-kept"
     assert [[f for f in chain if f != LUA_FILTER_NAME] for chain in _filters(gw)] == _filters(kept)
     assert any(LUA_FILTER_NAME in chain for chain in _filters(gw))
     with pytest.raises(b.BenchError, match="no HTTP filter"):
         b.bench_bootstrap(boots["harness"], app_host="echo.authproxy.test",
                           listeners={"x": ("127.77.1.9", 443)}, proxies={}, upstream=(IP, 9000),
                           admin=(IP, 9001), drop_filters={"x": ("no.such.filter",)})
+
+
+def _side(side: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(lst for lst in side["static_resources"]["listeners"] if lst["name"] == f"side_{name}")
+
+
+def _jwt_providers(lst: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for h in b._hcms(lst) for f in h["http_filters"] if f["name"] == "envoy.filters.http.jwt_authn"
+            for p in f["typed_config"]["providers"].values()]
+
+
+def test_whole_path_gateway_listeners_send_the_app_to_the_sidecar(boots):
+    boot = boots["boot"]
+    wp = _listener(boot, "wp")
+    assert _filters(wp) == _filters(_listener(boot, "gateway"))  # the rendered gateway, unchanged
+    assert "bench|sidecar|wp" in _clusters_used(wp) and b.UPSTREAM_CLUSTER not in _clusters_used(wp)
+    c = next(c for c in boot["static_resources"]["clusters"] if c["name"] == "bench|sidecar|wp")
+    assert c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
+        "address": IP, "port_value": 9100}
+    # the JWT cache only where asked for, on every provider; the rendered listener has none
+    assert _jwt_providers(_listener(boot, "wp-cache"))
+    assert all(p["jwt_cache_config"] == {"jwt_cache_size": b.JWT_CACHE_SIZE}
+               for p in _jwt_providers(_listener(boot, "wp-cache")))
+    assert not any("jwt_cache_config" in p for p in _jwt_providers(wp))
+
+
+def test_sidecar_copies_are_istiods_inbound_config_on_their_own_port(boots):
+    side, src = boots["side"], boots["side_harness"]
+    inbound = next(lst for lst in src["static_resources"]["listeners"] if lst["name"] == "virtualInbound")
+    rendered = _side(side, "rendered")
+    # istiod's inbound filters as generated: jwt_authn verifies, RBAC requires the principal
+    assert _filters(rendered) == _filters(inbound)
+    assert all(chain[:2] == ["envoy.filters.http.jwt_authn", "envoy.filters.http.rbac"] for chain in _filters(rendered))
+    assert rendered["listener_filters"] == inbound["listener_filters"]
+    ports = {(c.get("filter_chain_match") or {}).get("destination_port") for c in rendered["filter_chains"]}
+    assert 9100 in ports and 15000 not in ports  # the app port's chains match the copy's port
+    assert all(f == ["envoy.filters.http.router"] for f in _filters(_side(side, "bare")))
+    assert not any("jwt_cache_config" in p for p in _jwt_providers(rendered))
+    assert all("jwt_cache_config" in p for p in _jwt_providers(_side(side, "cache")))
+    # the inbound cluster (the app) is the fast upstream
+    c = next(c for c in side["static_resources"]["clusters"] if c["name"].startswith("inbound|"))
+    assert c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
+        "address": IP, "port_value": 9000}
+
+
+def test_sidecar_bootstrap_is_accepted_by_envoy(boots):
+    exe = install.find("envoy")
+    if exe is None:
+        if CI:
+            pytest.fail("CI=true and Envoy is not installed")
+        pytest.skip("Envoy is not installed (python -m authproxy_local.install envoy)")
+    path = boots["tmp"] / "bench-sidecar.yaml"
+    path.write_text(yaml.safe_dump(boots["side"], sort_keys=False))
+    r = subprocess.run([str(exe), "--mode", "validate", "-c", str(path)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def _wp_sample(variant: str, conns: int, rps: float, p99: float) -> b.Sample:
+    w = b.WrkResult(requests=int(rps * 5), seconds=5.0, rps=rps, p50_ms=1.0, p75_ms=1.0, p90_ms=1.0,
+                    p99_ms=p99, max_ms=p99, socket_errors=0, non_2xx_3xx=0)
+    return b.Sample(variant=variant, connections=conns, round=0, wrk=w, verified=w.requests,
+                    cpu_ms={"envoy": 0.3, "sidecar": 0.1}, sut_core_busy=1.0, load_core_busy=0.5, loadavg=1.0)
+
+
+def test_whole_path_line_and_report():
+    samples = [_wp_sample(v, c, rps, p99) for c in (16, 64) for v, rps, p99 in
+               (("wp-baseline", 5000, 5.0), ("wp-jwt", 2000, 10.0), ("wp-session", 1420, 18.0))]
+    summary = b.summarize(samples)
+    assert b.whole_path_line(summary, [16, 64]) == "bench: whole path signed-in/JWT 0.71x @16, 0.71x @64; p99 1.8x @16"
+    assert b.whole_path_line(summary, [1]) == "bench: whole path not measured"
+    facts: dict[str, Any] = {"versions": {}, "cpu_layout": {}, "sizes": {}}
+    md = b.report_markdown(facts, samples, ["wp-baseline", "wp-jwt", "wp-session"], [16, 64], (), "x.png")
+    assert "16 connections: 0.71x the throughput, p99 1.80x" in md
+    row = next(line for line in md.splitlines() if line.startswith("| whole path, session"))
+    assert "| 300 | 100 | 0 | 0 | 400 |" in row  # gateway and sidecar Envoy CPU, summed
+
+
+def test_levers_compare_with_their_reference():
+    t = {x.name: x for x in b.TUNINGS}
+    assert t["wp-envoy-filter"].reference == "wp-session" and t["wp-jwt-jwt-cache"].reference == "wp-jwt"
+    assert b.EXTRA_TUNINGS["proxy-before"].reference == "session-redis"
