@@ -48,6 +48,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -1481,9 +1482,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--extra", nargs="+", default=[], choices=sorted(EXTRA_TUNINGS),
                     help="also measure these configuration candidates")
     ap.add_argument("--no-docs", action="store_true", help="do not write docs/ (always so with --quick)")
-    ap.add_argument("--profile-proxy", type=float, default=0.0, metavar="SECONDS",
+    ap.add_argument("--profile-proxy", type=float, default=None, metavar="SECONDS",
                     help="after the runs, CPU-profile oauth2-proxy (perf) on the signed-in path at 16 "
-                         "connections for this long; the profile goes into the report")
+                         "connections for this long; the profile goes into the report (default: 10 s, "
+                         "0 with --quick; skipped with a note when perf is not installed)")
     a = ap.parse_args(argv)
     rounds = a.rounds or (1 if a.quick else 3)
     duration = a.duration or (2.0 if a.quick else 5.0)
@@ -1496,6 +1498,11 @@ def main(argv: list[str] | None = None) -> int:
     b = Bench(stack=a.stack, mode=a.mode, connections=a.connections, rounds=rounds, duration=duration,
               warmup=1.0 if a.quick else 2.0, tunings=tunings, log=lambda m: print(m, flush=True))
     prof_md = ""
+    if a.profile_proxy is None:
+        a.profile_proxy = 0.0 if a.quick else 10.0
+    if a.profile_proxy and shutil.which("perf") is None:
+        print("[bench] perf is not installed: no oauth2-proxy profile (Debian: apt-get install linux-perf)")
+        a.profile_proxy = 0.0
     try:
         b.start()
         b.run()
