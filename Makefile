@@ -58,7 +58,7 @@ engine: venv ## the stacks through the real pulumi CLI, providers, kube-apiserve
 demo: venv ## run the stack locally (STACK=dev [MODE=envoy-filter]); prints URLs and demo users; Ctrl-C stops it
 	$(PY) -m authproxy_local.demo --stack $(STACK) $(if $(MODE),--mode $(MODE))
 
-bench: venv ## request-path benchmark on the live harness with wrk (~8 min; not in `make test`): docs/benchmarks.md + plot; QUICK=1 = 1-min smoke run
+bench: venv ## request-path benchmark on the live harness with wrk (~12 min; not in `make test`): docs/benchmarks.md + plot; QUICK=1 = 3-min smoke run
 	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy istio-xds wrk
 	$(PY) -m authproxy_local.bench $(if $(QUICK),--quick)
 

@@ -19,6 +19,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+KERNEL = "[kernel]"
+KERNEL_START = 0xFFFF_8000_0000_0000
+"""Addresses from here up are the kernel's (x86-64): named :data:`KERNEL`."""
+
 AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("session cookie: HMAC-SHA256 signature check", ("crypto/hmac.", "crypto/sha256.", "crypto/internal/fips140/hmac.",
                                                       "crypto/internal/fips140/sha256.")),
@@ -33,6 +37,7 @@ AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
                                            "runtime.scanobject", "runtime.bgsweep", "runtime.gcAssistAlloc")),
     ("network syscalls and scheduler", ("syscall.", "internal/poll.", "runtime.netpoll", "runtime.schedule",
                                         "runtime.findRunnable", "runtime.futex", "runtime.mcall")),
+    ("in the kernel (TCP over loopback, epoll, futex)", (KERNEL,)),
 )
 """Areas by function-name prefix; a sample counts for every area on its call chain (inclusive)."""
 
@@ -72,14 +77,16 @@ def parse_perf_script(text: str) -> list[list[int]]:
 def symbolize(binary: Path, addrs: Iterable[int], go: str = "go") -> dict[int, str]:
     """Function names of ``addrs`` in a Go binary (``go tool addr2line``: works on stripped
     binaries, reading the function table Go always keeps)."""
-    uniq = sorted(set(addrs))
+    every = set(addrs)
+    kernel = {a: KERNEL for a in every if a >= KERNEL_START}
+    uniq = sorted(every - set(kernel))
     if not uniq:
-        return {}
+        return kernel
     r = subprocess.run([go, "tool", "addr2line", str(binary)], input="".join(f"0x{a:x}\n" for a in uniq),
                        capture_output=True, text=True, timeout=300, check=True)
     lines = r.stdout.splitlines()
     names = lines[0::2]  # addr2line prints "function\nfile:line" per address
-    return {a: (n if n and n != "?" else f"0x{a:x}") for a, n in zip(uniq, names, strict=False)}
+    return {**kernel, **{a: (n if n and n != "?" else f"0x{a:x}") for a, n in zip(uniq, names, strict=False)}}
 
 
 def summarize(chains: Sequence[Sequence[int]], names: Mapping[int, str], top: int = 15,
