@@ -1360,6 +1360,32 @@ def breakdown_table(samples: Sequence[Sample], variants: Sequence[str], conns: i
     return "\n".join(out)
 
 
+def cpu_cost_ratios(samples: Sequence[Sample], connections: Sequence[int], path: str = "wp-session",
+                    jwt: str = "wp-jwt") -> dict[int, tuple[float, float]]:
+    """Per connection count: (JWT-only, ``path``) CPU µs per request of the system under test
+    (every process but wrk), medians over the rounds."""
+    out = {}
+    for c in connections:
+        def med(v: str, conns: int = c) -> float | None:
+            xs = [sum(x for k, x in s.cpu_ms.items() if k != "wrk") * 1000 for s in samples
+                  if s.variant == v and s.connections == conns]
+            return statistics.median(xs) if xs else None
+        j, p = med(jwt), med(path)
+        if j and p:
+            out[c] = (j, p)
+    return out
+
+
+def samples_from_results(doc: Mapping[str, Any]) -> list[Sample]:
+    """The samples of a ``results.json`` (to rebuild a report without measuring again)."""
+    out = []
+    for d in doc["samples"]:
+        d = {k: v for k, v in d.items() if k != "sut_share"}
+        d["wrk"] = WrkResult(**d["wrk"])
+        out.append(Sample(**d))
+    return out
+
+
 def report_markdown(facts: Mapping[str, Any], samples: Sequence[Sample], variants: Sequence[str],
                     connections: Sequence[int], tunings: Sequence[Tuning], image: str) -> str:
     """The generated section of docs/benchmarks.md."""
@@ -1427,6 +1453,16 @@ def report_markdown(facts: Mapping[str, Any], samples: Sequence[Sample], variant
                     for c, r in sorted(war.items())) + " (goal: >= 0.7x, p99 <= 2x).",
                 "",
             ]
+        cost = cpu_cost_ratios(samples, connections)
+        if cost:
+            lines += [
+                "The same from CPU cost per request, which other load on the machine moves much less than "
+                "requests/s (system-under-test µs per request, medians; JWT-only µs / signed-in µs is the "
+                "throughput ratio on a core of their own): " + "; ".join(
+                    f"{c} connections: JWT {j:.0f} µs, signed-in {p:.0f} µs, {j / p:.2f}x"
+                    for c, (j, p) in sorted(cost.items())) + ".",
+                "",
+            ]
     lines += [
         f"Where the time goes at {top} connections: CPU per request (µs) of each process, Redis commands "
         "and new connections per request (medians):",
@@ -1482,11 +1518,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--extra", nargs="+", default=[], choices=sorted(EXTRA_TUNINGS),
                     help="also measure these configuration candidates")
     ap.add_argument("--no-docs", action="store_true", help="do not write docs/ (always so with --quick)")
+    ap.add_argument("--from-results", type=Path, default=None, metavar="RESULTS_JSON",
+                    help="measure nothing: rebuild the report (and, unless --no-docs, the docs section) from a "
+                         "results.json of an earlier run, keeping that run's oauth2-proxy profile")
     ap.add_argument("--profile-proxy", type=float, default=None, metavar="SECONDS",
                     help="after the runs, CPU-profile oauth2-proxy (perf) on the signed-in path at 16 "
                          "connections for this long; the profile goes into the report (default: 10 s, "
                          "0 with --quick; skipped with a note when perf is not installed)")
     a = ap.parse_args(argv)
+    if a.from_results:
+        return rebuild(a.from_results, write_docs=not a.no_docs)
     rounds = a.rounds or (1 if a.quick else 3)
     duration = a.duration or (2.0 if a.quick else 5.0)
     tunings = (() if a.no_tunings else TUNINGS) + tuple(EXTRA_TUNINGS[n] for n in a.extra)
@@ -1524,7 +1565,8 @@ def main(argv: list[str] | None = None) -> int:
              "command": "make bench" if not a.quick and argv is None and len(sys.argv) == 1
              else "python -m authproxy_local.bench " + " ".join(argv if argv is not None else sys.argv[1:])}
     (out_dir / "results.json").write_text(json.dumps(
-        {"facts": facts, "variants": names, "connections": a.connections,
+        {"facts": facts, "variants": names, "connections": a.connections, "tunings": [t.name for t in tunings],
+         "profile_markdown": prof_md,
          "samples": [{**asdict(s), "sut_share": s.sut_share} for s in b.samples]},
         indent=1, default=str))
     summary = summarize(b.samples)
@@ -1547,6 +1589,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] wrote {doc.relative_to(ROOT)} and docs/images/{image_name}")
     print(f"[bench] raw results: {(out_dir / 'results.json').relative_to(ROOT)}, plot and report.md beside it")
     print(last, flush=True)
+    return 0
+
+
+def rebuild(results: Path, write_docs: bool = True) -> int:
+    """The report of an earlier run, from its ``results.json``: same tables, same last line."""
+    doc = json.loads(results.read_text())
+    samples = samples_from_results(doc)
+    every = {t.name: t for t in (*TUNINGS, *EXTRA_TUNINGS.values())}
+    names = doc["variants"]
+    tunings = tuple(every[n] for n in doc.get("tunings", [n for n in names if n in every]))
+    section = report_markdown(doc["facts"], samples, names, doc["connections"], tunings, "images/bench.png")
+    prof = doc.get("profile_markdown") or ""
+    report = results.parent / "report.md"
+    if not prof and report.exists() and "Where oauth2-proxy's time goes" in report.read_text():
+        prof = "Where oauth2-proxy's time goes" + report.read_text().split("Where oauth2-proxy's time goes", 1)[1]
+    if prof:
+        section += "\n" + prof.rstrip() + "\n"
+    print(section)
+    if write_docs:
+        path = ROOT / "docs" / "benchmarks.md"
+        path.write_text(replace_section(path.read_text(), section))
+        print(f"[bench] wrote {path.relative_to(ROOT)} from {results}")
+    print(whole_path_line(summarize(samples), doc["connections"]), flush=True)
     return 0
 
 
