@@ -1309,7 +1309,7 @@ class Bench:
         return self.samples
 
 
-    def profile_proxy(self, seconds: float, conns: int = 16) -> tuple[Any, float]:
+    def profile_proxy(self, seconds: float, data: Path, conns: int = 16) -> tuple[Any, float]:
         """A CPU profile of the rendered oauth2-proxy (:mod:`authproxy_local.proxy_profile`) while
         wrk drives the signed-in path (gateway only) at ``conns`` connections; returns the profile
         and oauth2-proxy's CPU µs per check measured in that run."""
@@ -1318,7 +1318,6 @@ class Bench:
         v = next(x for x in self.variants if x.name == "session-redis")
         creds = self.credentials()
         script = self.scripts(creds)[v.name]
-        data = self.h.run_dir / "oauth2-proxy.perf.data"
         pid = self.h.procs["oauth2-proxy"].pid
         import threading
 
@@ -1328,6 +1327,8 @@ class Bench:
         time.sleep(min(1.0, self.duration / 4))
         proxy_profile.record(pid, max(1.0, seconds - 2), data)
         t.join()
+        if "s" not in result:
+            raise BenchError("the wrk run during the profile failed (see above)")
         us = result["s"].cpu_ms.get("oauth2-proxy", 0.0) * 1000
         return proxy_profile.profile(Path(str(install.ensure("oauth2-proxy"))), data), us
 
@@ -1558,16 +1559,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         b.start()
         b.run()
+        # What was measured is saved before anything else can fail.
+        (out_dir / "samples.json").write_text(json.dumps(
+            [{**asdict(s), "sut_share": s.sut_share} for s in b.samples], default=str))
         if a.profile_proxy:
             from authproxy_local import proxy_profile
 
             b.duration = a.profile_proxy
-            prof, us = b.profile_proxy(a.profile_proxy)
-            prof_md = ("Where oauth2-proxy's time goes per check (`--profile-proxy`: Linux `perf` on the "
-                       f"rendered oauth2-proxy, signed-in path at 16 connections, {a.profile_proxy:g} s; "
-                       f"oauth2-proxy CPU {us:.0f} µs per check in that run):\n\n"
-                       + proxy_profile.markdown(prof, us) + "\n")
-            print(prof_md, flush=True)
+            try:
+                prof, us = b.profile_proxy(a.profile_proxy, out_dir / "oauth2-proxy.perf.data")
+            except (OSError, subprocess.SubprocessError, BenchError) as e:
+                print(f"[bench] no oauth2-proxy profile: {e}", flush=True)
+            else:
+                prof_md = ("Where oauth2-proxy's time goes per check (`--profile-proxy`: Linux `perf` on the "
+                           f"rendered oauth2-proxy, signed-in path at 16 connections, {a.profile_proxy:g} s; "
+                           f"oauth2-proxy CPU {us:.0f} µs per check in that run):\n\n"
+                           + proxy_profile.markdown(prof, us) + "\n")
+                print(prof_md, flush=True)
     finally:
         b.stop()
     names = [v.name for v in b.variants]

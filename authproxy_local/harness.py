@@ -359,6 +359,9 @@ class Harness:
         if self._log_fn:
             self._log_fn(line)
         if self._run_dir:
+            # another run on the machine may have pruned this run's directory (older harnesses
+            # prune by age only): recreate it rather than fail a long run at its end
+            self._run_dir.mkdir(parents=True, exist_ok=True)
             with open(self._run_dir / "harness.log", "a") as f:
                 f.write(f"{dt.datetime.now().isoformat(timespec='seconds')} {msg}\n")
 
@@ -452,7 +455,7 @@ class Harness:
         self.run_id = f"{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}-{self.render.mode}"
         runs = cache_dir() / "runs"
         runs.mkdir(parents=True, exist_ok=True)
-        old = sorted(p for p in runs.iterdir() if p.is_dir())
+        old = sorted(p for p in runs.iterdir() if p.is_dir() and not _run_alive(p.name))
         for p in old[: max(0, len(old) - KEEP_RUNS + 1)]:
             shutil.rmtree(p, ignore_errors=True)
         self._run_dir = runs / self.run_id
@@ -908,6 +911,22 @@ class Harness:
             "istio_only_removed": self.translation.removed if self.translation else None,
             "pids": {n: p.pid for n, p in self.procs.items()},
         }
+
+
+def _run_alive(run_id: str) -> bool:
+    """Whether the process that owns a run directory (``<date>-<time>-<pid>-<mode>``) still runs:
+    a live run's logs and configs are never pruned (a long ``make bench`` outlives many e2e
+    starts on a shared machine)."""
+    parts = run_id.split("-")
+    if len(parts) < 3 or not parts[2].isdigit():
+        return False
+    try:
+        os.kill(int(parts[2]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _listen_addrs(boot: Mapping[str, Any]) -> list[tuple[str, int]]:
