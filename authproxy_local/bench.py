@@ -1623,6 +1623,15 @@ def rebuild(results: Path, write_docs: bool = True) -> int:
     report = results.parent / "report.md"
     if not prof and report.exists() and "Where oauth2-proxy's time goes" in report.read_text():
         prof = "Where oauth2-proxy's time goes" + report.read_text().split("Where oauth2-proxy's time goes", 1)[1]
+    data = results.parent / "oauth2-proxy.perf.data"
+    if prof and data.exists():
+        # the run's own recording, named again (e.g. by a newer proxy_profile)
+        from authproxy_local import install, proxy_profile
+
+        head, _, _ = prof.partition("\n\n")
+        m = re.search(r"oauth2-proxy CPU (\d+) µs per check", head)
+        again = proxy_profile.profile(Path(str(install.ensure("oauth2-proxy"))), data)
+        prof = head + "\n\n" + proxy_profile.markdown(again, float(m.group(1)) if m else None) + "\n"
     if prof:
         section += "\n" + prof.rstrip() + "\n"
     print(section)

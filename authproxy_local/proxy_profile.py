@@ -53,9 +53,32 @@ class Profile:
     """(area, inclusive share), in :data:`AREAS` order."""
 
 
-def parse_perf_script(text: str) -> list[list[int]]:
-    """``perf script -F ip`` of a call-graph recording: one call chain (leaf first) per sample,
-    samples separated by blank lines."""
+VDSO = 1
+"""Stand-in address for frames in the vDSO."""
+
+
+def load_base(binary: Path) -> int:
+    """Virtual address minus file offset of an ELF64 executable's first ``PT_LOAD`` segment:
+    perf prints addresses in a binary it has no symbols for relative to that mapping."""
+    import struct
+
+    data = binary.read_bytes()[:4096]
+    if data[:4] != b"\x7fELF" or data[4] != 2:
+        raise ValueError(f"{binary} is not an ELF64 file")
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    for i in range(phnum):
+        off = phoff + i * phentsize
+        p_type, _flags, p_offset, p_vaddr = struct.unpack_from("<IIQQ", data, off)
+        if p_type == 1:
+            return int(p_vaddr - p_offset)
+    raise ValueError(f"{binary} has no PT_LOAD segment")
+
+
+def parse_perf_script(text: str, base: int = 0, binary_name: str = "") -> list[list[int]]:
+    """``perf script -F ip,dso`` of a call-graph recording: one call chain (leaf first) per
+    sample, samples separated by blank lines. Addresses in ``binary_name`` (perf prints them
+    relative to the mapping) get ``base`` added; vDSO frames become :data:`VDSO`."""
     out: list[list[int]] = []
     cur: list[int] = []
     for line in text.splitlines():
@@ -65,10 +88,17 @@ def parse_perf_script(text: str) -> list[list[int]]:
                 out.append(cur)
                 cur = []
             continue
+        parts = s.split(None, 1)
         try:
-            cur.append(int(s.split()[0], 16))
+            addr = int(parts[0], 16)
         except ValueError:
             continue
+        dso = parts[1] if len(parts) > 1 else ""
+        if "[vdso]" in dso:
+            addr = VDSO
+        elif addr < KERNEL_START and binary_name and binary_name in dso:
+            addr += base
+        cur.append(addr)
     if cur:
         out.append(cur)
     return out
@@ -79,6 +109,8 @@ def symbolize(binary: Path, addrs: Iterable[int], go: str = "go") -> dict[int, s
     binaries, reading the function table Go always keeps)."""
     every = set(addrs)
     kernel = {a: KERNEL for a in every if a >= KERNEL_START}
+    if VDSO in every:
+        kernel[VDSO] = "[vdso]"
     uniq = sorted(every - set(kernel))
     if not uniq:
         return kernel
@@ -129,9 +161,9 @@ def record(pid: int, seconds: float, out: Path, frequency: int = 999) -> None:
 
 def profile(binary: Path, data: Path, top: int = 15) -> Profile:
     perf = shutil.which("perf") or "perf"
-    r = subprocess.run([perf, "script", "-i", str(data), "-F", "ip"], capture_output=True, text=True,
+    r = subprocess.run([perf, "script", "-i", str(data), "-F", "ip,dso"], capture_output=True, text=True,
                        timeout=600, check=True)
-    chains = parse_perf_script(r.stdout)
+    chains = parse_perf_script(r.stdout, load_base(binary), binary.name)
     names = symbolize(binary, (a for c in chains for a in c))
     return summarize(chains, names, top=top)
 

@@ -47,3 +47,20 @@ def test_summarize_shares_self_inclusive_and_areas():
 def test_summarize_of_nothing_is_empty():
     p = pp.summarize([], {})
     assert p.samples == 0 and all(share == 0 for _, share in p.areas)
+
+
+def test_addresses_in_the_binary_are_moved_by_its_load_base_and_vdso_is_named():
+    text = "\tffffffff81000130 ([kernel.kallsyms])\n\t  31061c (/x/bin/oauth2-proxy)\n\t  7ffd (/x/[vdso])\n"
+    assert pp.parse_perf_script(text, 0x400000, "oauth2-proxy") == [[0xFFFFFFFF81000130, 0x71061C, pp.VDSO]]
+
+
+def test_load_base_of_a_real_elf(tmp_path):
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).resolve()
+    assert pp.load_base(exe) >= 0
+    bad = tmp_path / "x"
+    bad.write_bytes(b"not an elf")
+    with pytest.raises(ValueError):
+        pp.load_base(bad)
