@@ -374,14 +374,16 @@ def test_other_mode_listener_comes_from_its_render(boots):
     assert order.index("envoy.filters.http.jwt_authn") < order.index("envoy.filters.http.ext_authz")
 
 
-def test_bench_bootstrap_is_accepted_by_envoy(boots):
+@pytest.mark.parametrize("which", ["boot", "side"])
+def test_bench_bootstraps_are_accepted_by_envoy(boots, which):
+    """The bench gateway's and the bench sidecar's bootstraps."""
     exe = install.find("envoy")
     if exe is None:
         if CI:
             pytest.fail("CI=true and Envoy is not installed")
         pytest.skip("Envoy is not installed (python -m authproxy_local.install envoy)")
-    path = boots["tmp"] / "bench-envoy.yaml"
-    path.write_text(yaml.safe_dump(boots["boot"], sort_keys=False))
+    path = boots["tmp"] / f"bench-{which}.yaml"
+    path.write_text(yaml.safe_dump(boots[which], sort_keys=False))
     r = subprocess.run([str(exe), "--mode", "validate", "-c", str(path)], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -447,19 +449,6 @@ def test_sidecar_copies_are_istiods_inbound_config_on_their_own_port(boots):
     c = next(c for c in side["static_resources"]["clusters"] if c["name"].startswith("inbound|"))
     assert c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
         "address": IP, "port_value": 9000}
-
-
-def test_sidecar_bootstrap_is_accepted_by_envoy(boots):
-    exe = install.find("envoy")
-    if exe is None:
-        if CI:
-            pytest.fail("CI=true and Envoy is not installed")
-        pytest.skip("Envoy is not installed (python -m authproxy_local.install envoy)")
-    path = boots["tmp"] / "bench-sidecar.yaml"
-    path.write_text(yaml.safe_dump(boots["side"], sort_keys=False))
-    r = subprocess.run([str(exe), "--mode", "validate", "-c", str(path)], capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def _wp_sample(variant: str, conns: int, rps: float, p99: float) -> b.Sample:
