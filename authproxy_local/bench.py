@@ -1426,7 +1426,7 @@ def report_markdown(facts: Mapping[str, Any], samples: Sequence[Sample], variant
         f"Redis {v.get('redis')}, Keycloak {v.get('keycloak')}, {v.get('wrk')}.",
         f"- CPU: CPU {facts.get('cpu_layout', {}).get('load_generator_cpu')} runs `wrk -t1` (plus the idle Keycloak "
         f"and harness gateway); CPU {facts.get('cpu_layout', {}).get('system_under_test_cpu')} runs the system under "
-        "test: the bench Envoy (`--concurrency 1`), every oauth2-proxy "
+        "test: the bench gateway and the bench sidecar (Envoy, each `--concurrency 1`), every oauth2-proxy "
         f"(`GOMAXPROCS={facts.get('proxy_env_gomaxprocs')}`, "
         "from the rendered CPU limit) and Redis (`taskset`).",
         f"- Credentials: Redis-store session cookie {sizes.get('redis_cookie_header')} bytes; cookie-store session "
