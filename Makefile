@@ -59,7 +59,7 @@ demo: venv ## run the stack locally (STACK=dev [MODE=envoy-filter]); prints URLs
 	$(PY) -m authproxy_local.demo --stack $(STACK) $(if $(MODE),--mode $(MODE))
 
 bench: venv ## request-path benchmark on the live harness with wrk (~12 min; not in `make test`): docs/benchmarks.md + plot; QUICK=1 = 3-min smoke run
-	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy istio-xds wrk
+	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy istio-xds wrk perf
 	$(PY) -m authproxy_local.bench $(if $(QUICK),--quick)
 
 lint: venv ## ruff over the whole checkout (pyproject.toml [tool.ruff])

@@ -5,7 +5,7 @@ Usage::
     python -m authproxy_local.install [--json] COMPONENT...
 
 COMPONENT is one of keycloak, oauth2-proxy, redis, envoy, istioctl, istio-xds,
-chromium, wrk, pulumi, pulumi-random, pulumi-keycloak, pulumi-kubernetes, kube-apiserver,
+chromium, wrk, perf, pulumi, pulumi-random, pulumi-keycloak, pulumi-kubernetes, kube-apiserver,
 etcd, or ``all``.  Each install is idempotent: when the cached artifact exists
 and its stamp still matches, a second run returns at once.  ``--json`` prints a
 JSON map component -> path.
@@ -79,6 +79,8 @@ VERSIONS: dict[str, str] = {
     "chromium": "156.0.8078.108-1~deb12u1",
     # wrk HTTP benchmarking tool, Debian bookworm.
     "wrk": "4.1.0-3+b2",
+    # Linux perf (Debian linux-perf), for the bench's oauth2-proxy CPU profile (proxy_profile.py).
+    "linux-perf": "6.1.192-3",
     # The real Pulumi engine (make engine), all built with Go; facts in ../shared/third_party/README.md.
     # CLI: pkg/v3 from the Go module proxy (3.271-3.273 are not served; the SDK pin is 3.272.0).
     "pulumi": "3.274.0",
@@ -106,6 +108,7 @@ COMPONENTS: tuple[str, ...] = (
     "istio-xds",
     "chromium",
     "wrk",
+    "perf",
     "pulumi",
     "pulumi-random",
     "pulumi-keycloak",
@@ -888,6 +891,18 @@ def _install_wrk() -> pathlib.Path:
     return exe
 
 
+def _find_perf() -> pathlib.Path | None:
+    return _which_or(["/usr/bin/perf"], "perf")
+
+
+def _install_perf() -> pathlib.Path:
+    apt_install({"linux-perf": VERSIONS["linux-perf"]}, "perf")
+    exe = _find_perf()
+    if exe is None:
+        raise InstallError("perf still not on PATH after apt-get install linux-perf")
+    return exe
+
+
 # ---- the real Pulumi engine: CLI, language host, provider plugins (Go builds) ----
 # Facts and recipes: ../shared/third_party/README.md.  The CLI and the kubernetes provider come
 # from the Go module proxy; the language host, random and keycloak providers from the unmodified
@@ -1255,6 +1270,7 @@ _REGISTRY: dict[str, Component] = {
     "istio-xds": Component("istio-xds", _find_istio_xds, _install_istio_xds),
     "chromium": Component("chromium", _find_chromium, _install_chromium),
     "wrk": Component("wrk", _find_wrk, _install_wrk),
+    "perf": Component("perf", _find_perf, _install_perf),
     "pulumi": Component("pulumi", _find_pulumi, _install_pulumi),
     "pulumi-random": Component("pulumi-random", lambda: _find_built("pulumi-random", "pulumi-resource-random"),
                                _install_pulumi_random),
