@@ -270,6 +270,37 @@ def istio_crds() -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(crd_file.read_text()) if d]
 
 
+ADDON_CRDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # Go module -> (pinned version, CRD files in it): what the prod stack's Certificate (cert-manager)
+    # and ServiceMonitors (Prometheus operator) need in a cluster, as their projects publish them.
+    "github.com/cert-manager/cert-manager": ("v1.19.1", (
+        "deploy/crds/cert-manager.io_certificates.yaml", "deploy/crds/cert-manager.io_clusterissuers.yaml")),
+    "github.com/prometheus-operator/prometheus-operator": ("v0.85.0", (
+        "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",)),
+}
+
+
+def addon_crds() -> list[dict[str, Any]]:
+    """cert-manager's Certificate/ClusterIssuer and the Prometheus operator's ServiceMonitor CRDs,
+    from their Go modules (downloaded into the cache's module cache through the Go module proxy)."""
+    go = shutil.which("go")
+    if not go:
+        raise install.InstallError("the Go toolchain (`go`) is needed to fetch the cert-manager and "
+                                   "Prometheus operator CRDs")
+    env = install.go_env(os.environ, install.cache_dir())
+    docs: list[dict[str, Any]] = []
+    for module, (version, files) in ADDON_CRDS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            out = subprocess.run([go, "mod", "download", "-json", f"{module}@{version}"],
+                                 env=env, cwd=tmp, capture_output=True, text=True, timeout=1800)
+        if out.returncode != 0:
+            raise EngineError(f"go mod download {module}@{version}: {(out.stdout + out.stderr)[-1000:]}")
+        root = pathlib.Path(json.loads(out.stdout)["Dir"])
+        for f in files:
+            docs += [d for d in yaml.safe_load_all((root / f).read_text()) if d]
+    return docs
+
+
 # --------------------------------------------------------------------------------------------
 # Keycloak over HTTPS
 # --------------------------------------------------------------------------------------------
@@ -487,6 +518,8 @@ class Engine:
         self.cluster.start()
         n = self.cluster.apply_crds(istio_crds())
         log(f"{n} Istio CRDs established")
+        n = self.cluster.apply_crds(addon_crds())
+        log(f"{n} cert-manager and ServiceMonitor CRDs established")
         # What the stacks expect to exist in a user's cluster: the apps' namespaces and the
         # gateway's (made by the Istio install, which is not part of these stacks here).
         for ns in EXISTING_NAMESPACES:

@@ -265,6 +265,14 @@ class Harness:
                     "Secret", (rel.get("namespace") or "", v["existingSecret"], v.get("authKey", "auth")))
         return self.config_secrets.get("externalRedisPassword") or self.redis_password
 
+    def secret_values(self) -> set[str]:
+        """Every secret value of the run (tests only, to look for leaks; never log them): the
+        stack's secret config, the Secrets read from the API server, the users' passwords."""
+        out = set(self.config_secrets.values()) | {u.password for u in self.users.values()}
+        if self.stack_up is not None:
+            out |= self.stack_up.secret_values()
+        return out
+
     def admin_session(self) -> keycloak_admin.AdminSession:
         return keycloak_admin.AdminSession(
             f"http://{self.endpoints.keycloak[0]}:{self.endpoints.keycloak[1]}", "admin",

@@ -40,7 +40,15 @@ from typing import Any
 import yaml
 
 from authproxy_local import install
-from authproxy_local.engine import REDIS_CHART, Cluster, EngineError, Pulumi, istio_crds, run_group
+from authproxy_local.engine import (
+    REDIS_CHART,
+    Cluster,
+    EngineError,
+    Pulumi,
+    addon_crds,
+    istio_crds,
+    run_group,
+)
 
 _lock = threading.Lock()
 _session: Session | None = None
@@ -73,15 +81,15 @@ def required_tools() -> tuple[str, ...]:
 
 
 def start_cluster(work: pathlib.Path, namespaces: list[str]) -> Cluster:
-    """etcd + kube-apiserver with Istio's CRDs and the namespaces a user's cluster has before the
-    stack (the gateway's, made by the Istio install, and the apps')."""
+    """etcd + kube-apiserver with the CRDs the stacks use (Istio's, cert-manager's, ServiceMonitor)
+    and the namespaces a user's cluster has before the stack (the gateway's and the apps')."""
     global _crds
     work.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(work)
     try:
         cluster.start()
         if _crds is None:
-            _crds = istio_crds()
+            _crds = istio_crds() + addon_crds()
         cluster.apply_crds(_crds)
         for ns in namespaces:
             code, out = cluster.request("POST", "/api/v1/namespaces",
@@ -194,6 +202,13 @@ class LiveStack:
         if key not in values:
             raise EngineError(f"the stack's Secret {namespace}/{name} has no key {key!r}")
         return values[key]
+
+    def secret_values(self) -> set[str]:
+        return {v for data in self._secrets.values() for v in data.values()}
+
+    def log_files(self) -> list[pathlib.Path]:
+        """The logs of this stack's pulumi commands (the ones without secrets in or out)."""
+        return sorted((self.pulumi.work / "logs").glob(f"*-{self.name}.log"))
 
     def forget(self) -> None:
         """Remove the stack from the backend (its cluster and Keycloak are gone with the run)."""
