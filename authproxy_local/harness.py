@@ -580,6 +580,8 @@ class Harness:
 
             for i, addr in enumerate(self.endpoints.sentinels):
                 wait_for(f"sentinel-{i}", knows_master(addr), 30, self.procs[f"sentinel-{i}"])
+            # and every replica replicating (a session written now is on the replicas too)
+            wait_for("redis replicas", lambda: len(self.redis("ROLE")[2]) == len(self.redis_replicas), 30, p)
         self.timings.add("redis", time.monotonic() - p.started_at)
 
     # ---- Keycloak --------------------------------------------------------------------------
@@ -673,9 +675,14 @@ class Harness:
         the real `pulumi up`; the run's secrets are what it generated."""
         self._wait_keycloak()
         t0 = time.monotonic()
+        # A Keycloak just started answers its first logins slowly (key generation, password hashing,
+        # JIT; seconds on a busy machine): log in once before the provider does, so its client
+        # timeout measures the stack's calls, not Keycloak's warm-up.
+        session = self.admin_session()
+        wait_for("keycloak admin login", lambda: bool(session.token()), 120, self.procs["keycloak"])
         admin = self.config.keycloak.admin
         made = keycloak_admin.create_existing(
-            self.admin_session(), self.render.keycloak.get("lookups", []), self.existing_realm_settings(),
+            session, self.render.keycloak.get("lookups", []), self.existing_realm_settings(),
             (admin.realm, admin.client_id, self.config_secrets["keycloakAdminClientSecret"])
             if admin.auth == "client-credentials" else None)
         if made:
@@ -691,6 +698,7 @@ class Harness:
             up = live_stack.LiveStack(live_stack.shared_session(), f"h-{self.run_id}", values,
                                       self.config_secrets, proxy.address, Path(self.ca_file).read_text())
             self.stack_up = up
+            up.keep_logs_in = self.run_dir
             up.up(cluster)
             passwords = up.outputs().get("demoUserPasswords") or {}
             self.timings.add("pulumi-up", time.monotonic() - t1)

@@ -46,6 +46,8 @@ class AdminSession:
     realm: str = "master"
     client_id: str = "admin-cli"
     timeout: float = 30.0
+    verify: str | bool = True
+    """CA file for an HTTPS base URL."""
     _token: str | None = field(default=None, repr=False)
     _token_expiry: float = 0.0
 
@@ -54,6 +56,7 @@ class AdminSession:
 
         self._http = requests.Session()
         self._http.trust_env = False
+        self._http.verify = self.verify
 
     def token(self) -> str:
         if self._token and time.monotonic() < self._token_expiry - 10:

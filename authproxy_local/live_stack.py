@@ -132,6 +132,8 @@ class LiveStack:
         self._secrets: dict[tuple[str, str], dict[str, str]] = {}
         self.seconds: dict[str, float] = {}
         self.resources = 0
+        self.keep_logs_in: pathlib.Path | None = None
+        """Where the logs of a failed `pulumi up` are copied (the harness's run directory)."""
 
     @property
     def pulumi(self) -> Pulumi:
@@ -177,6 +179,11 @@ class LiveStack:
         env, p.env = p.env, self._env()
         try:
             p.run("up", "--yes", "--skip-preview", stack=self.name)
+        except EngineError:
+            if self.keep_logs_in:
+                for f in self.log_files():
+                    shutil.copy2(f, self.keep_logs_in / f"pulumi-{f.name}")
+            raise
         finally:
             p.env = env
         self.seconds["up"] = round(time.monotonic() - t0, 1)
