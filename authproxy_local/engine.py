@@ -236,7 +236,8 @@ class Cluster:
         def established() -> bool:
             for n in names:
                 crd = self.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{n}")
-                conds = {c["type"]: c["status"] for c in (crd or {}).get("status", {}).get("conditions", [])}
+                # a CRD just created may have no status or `conditions: null` yet
+                conds = {c["type"]: c["status"] for c in ((crd or {}).get("status") or {}).get("conditions") or []}
                 if conds.get("Established") != "True":
                     return False
             return True
