@@ -16,7 +16,8 @@ its pre-made realm and admin client and the cert-manager/ServiceMonitor CRDs fro
 modules); `--interrupt` also kills the first stack's `up` halfway (SIGKILL) and recovers it as
 README's troubleshooting says (cancel, refresh importing/clearing pending creates, up); the
 local servers are set through stack config only (`pulumi config set`), exactly as a user
-points a stack at their own Keycloak and cluster. Every tool comes from `authproxy_local.install` (CI=true: a missing one fails the run).
+points a stack at their own Keycloak and cluster. Every tool comes from `authproxy_local.install`
+(CI=true: a missing one fails the run).
 The last line is the summary `engine: <n> stacks up, <k> resources, ...`.
 """
 
