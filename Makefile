@@ -48,18 +48,19 @@ render: venv ## offline render of a stack into build/render/<stack>-<mode>: make
 conformance: venv ## dev+prod renders, both ext_authz modes, through kubernetes-validate and istioctl analyze
 	$(PYTEST) tests/conformance -q
 
-e2e: venv ## live end-to-end tests: the dev render on real Keycloak, Redis, oauth2-proxy, Envoy running istiod's config (both ext_authz modes)
-	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy istio-xds chromium
+e2e: venv ## live end-to-end tests: the dev stack (real `pulumi up`) on real Keycloak, Redis, oauth2-proxy, Envoy running istiod's config (both ext_authz modes)
+	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy istio-xds chromium pulumi pulumi-random pulumi-keycloak pulumi-kubernetes etcd kube-apiserver
 	$(PYTEST) tests/e2e -q
 
 engine: venv ## the stacks through the real pulumi CLI, providers, kube-apiserver and Keycloak: preview, policy, up, re-preview, rotation, destroy
 	$(PY) -m authproxy_local.engine
 
 demo: venv ## run the stack locally (STACK=dev [MODE=envoy-filter]); prints URLs and demo users; Ctrl-C stops it
+	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy istio-xds pulumi pulumi-random pulumi-keycloak pulumi-kubernetes etcd kube-apiserver
 	$(PY) -m authproxy_local.demo --stack $(STACK) $(if $(MODE),--mode $(MODE))
 
 bench: venv ## request-path benchmark on the live harness with wrk (~12 min; not in `make test`): docs/benchmarks.md + plot; QUICK=1 = 3-min smoke run
-	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy istio-xds wrk perf
+	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy istio-xds wrk perf pulumi pulumi-random pulumi-keycloak pulumi-kubernetes etcd kube-apiserver
 	$(PY) -m authproxy_local.bench $(if $(QUICK),--quick)
 
 lint: venv ## ruff over the whole checkout (pyproject.toml [tool.ruff])

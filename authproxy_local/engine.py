@@ -11,9 +11,13 @@ pulumi CLI into a file backend in a temp dir and then, for each stack, runs
     rotation.cookieSecret bump -> preview shows exactly the secret and the rollout
     pulumi destroy --yes (checks nothing is left)
 
-The stacks are the checked-in `Pulumi.<stack>.yaml` files; the local servers are set through stack
-config only (`pulumi config set`), exactly as a user points a stack at their own Keycloak and
-cluster. Every tool comes from `authproxy_local.install` (CI=true: a missing one fails the run).
+The stacks are the checked-in `Pulumi.<stack>.yaml` files (dev in both ext_authz modes, prod with
+its pre-made realm and admin client and the cert-manager/ServiceMonitor CRDs from their Go
+modules); `--interrupt` also kills the first stack's `up` halfway (SIGKILL) and recovers it as
+README's troubleshooting says (cancel, refresh importing/clearing pending creates, up); the
+local servers are set through stack config only (`pulumi config set`), exactly as a user
+points a stack at their own Keycloak and cluster. Every tool comes from `authproxy_local.install`
+(CI=true: a missing one fails the run).
 The last line is the summary `engine: <n> stacks up, <k> resources, ...`.
 """
 
@@ -44,7 +48,7 @@ from .processes import Process, _file_lock, free_port, wait_for
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "components", "policy")
 REDIS_CHART = REPO.parent / "shared" / "charts" / "redis-ha-4.39.0.tgz"
-EXISTING_NAMESPACES = ("istio-ingress", "demo")
+EXISTING_NAMESPACES = ("istio-ingress", "demo", "monitoring", "wiki")
 PLUGINS = ("random", "keycloak", "kubernetes")
 KEYCLOAK_ADMIN = "admin"
 
@@ -236,7 +240,8 @@ class Cluster:
         def established() -> bool:
             for n in names:
                 crd = self.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{n}")
-                conds = {c["type"]: c["status"] for c in (crd or {}).get("status", {}).get("conditions", [])}
+                # a CRD just created may have no status or `conditions: null` yet
+                conds = {c["type"]: c["status"] for c in ((crd or {}).get("status") or {}).get("conditions") or []}
                 if conds.get("Established") != "True":
                     return False
             return True
@@ -268,6 +273,37 @@ def istio_crds() -> list[dict[str, Any]]:
         raise EngineError(f"go mod download istio.io/istio: {out.stderr[-1000:]}")
     crd_file = pathlib.Path(json.loads(out.stdout)["Dir"]) / "manifests/charts/base/files/crd-all.gen.yaml"
     return [d for d in yaml.safe_load_all(crd_file.read_text()) if d]
+
+
+ADDON_CRDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # Go module -> (pinned version, CRD files in it): what the prod stack's Certificate (cert-manager)
+    # and ServiceMonitors (Prometheus operator) need in a cluster, as their projects publish them.
+    "github.com/cert-manager/cert-manager": ("v1.19.1", (
+        "deploy/crds/cert-manager.io_certificates.yaml", "deploy/crds/cert-manager.io_clusterissuers.yaml")),
+    "github.com/prometheus-operator/prometheus-operator": ("v0.85.0", (
+        "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",)),
+}
+
+
+def addon_crds() -> list[dict[str, Any]]:
+    """cert-manager's Certificate/ClusterIssuer and the Prometheus operator's ServiceMonitor CRDs,
+    from their Go modules (downloaded into the cache's module cache through the Go module proxy)."""
+    go = shutil.which("go")
+    if not go:
+        raise install.InstallError("the Go toolchain (`go`) is needed to fetch the cert-manager and "
+                                   "Prometheus operator CRDs")
+    env = install.go_env(os.environ, install.cache_dir())
+    docs: list[dict[str, Any]] = []
+    for module, (version, files) in ADDON_CRDS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            out = subprocess.run([go, "mod", "download", "-json", f"{module}@{version}"],
+                                 env=env, cwd=tmp, capture_output=True, text=True, timeout=1800)
+        if out.returncode != 0:
+            raise EngineError(f"go mod download {module}@{version}: {(out.stdout + out.stderr)[-1000:]}")
+        root = pathlib.Path(json.loads(out.stdout)["Dir"])
+        for f in files:
+            docs += [d for d in yaml.safe_load_all((root / f).read_text()) if d]
+    return docs
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,7 +440,8 @@ class Pulumi:
         logf.write_text(f"$ {' '.join(cmd)}\n(exit {proc.returncode}, {time.monotonic() - t0:.1f}s)\n"
                         f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}\n")
         if check and proc.returncode != 0:
-            tail = (proc.stdout[-3000:] + "\n" + proc.stderr[-2000:]).strip()
+            errors = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if "error:" in ln][:8]
+            tail = "\n".join([*errors, "...", (proc.stdout[-2000:] + "\n" + proc.stderr[-1500:]).strip()])
             raise EngineError(f"`pulumi {' '.join(args)}` failed (exit {proc.returncode}); log {logf}:\n{tail}")
         return proc
 
@@ -463,6 +500,7 @@ class StackRun:
     name: str
     resources: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    interrupted: dict[str, Any] = field(default_factory=dict)
 
 
 class Engine:
@@ -471,6 +509,8 @@ class Engine:
         self.cluster = Cluster(work / "cluster")
         self.keycloak = Keycloak(work, base64.urlsafe_b64encode(os.urandom(18)).decode())
         self.pulumi: Pulumi | None = None
+        self.existing_realm: str | None = None
+        self.admin_client_secret = ""
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Engine]:
@@ -487,6 +527,8 @@ class Engine:
         self.cluster.start()
         n = self.cluster.apply_crds(istio_crds())
         log(f"{n} Istio CRDs established")
+        n = self.cluster.apply_crds(addon_crds())
+        log(f"{n} cert-manager and ServiceMonitor CRDs established")
         # What the stacks expect to exist in a user's cluster: the apps' namespaces and the
         # gateway's (made by the Istio install, which is not part of these stacks here).
         for ns in EXISTING_NAMESPACES:
@@ -525,11 +567,11 @@ class Engine:
         p.run("config", "set", "kubernetes:clusterIdentifier", "engine-test-cluster", stack=stack)
         self.set_admin_password(stack, self.keycloak.password)
 
-    def set_admin_password(self, stack: str, password: str) -> None:
+    def set_admin_password(self, stack: str, password: str, key: str = "keycloakAdminPassword") -> None:
         assert self.pulumi
         p = self.pulumi
         # The secret goes in on stdin, never on a command line.
-        subprocess.run([str(p.exe), "config", "set", "--secret", "authproxy:keycloakAdminPassword",
+        subprocess.run([str(p.exe), "config", "set", "--secret", f"authproxy:{key}",
                         "--stack", stack, "--non-interactive"], input=password, text=True,
                        env=p.env, cwd=p.project, check=True, capture_output=True, timeout=120)
 
@@ -586,6 +628,93 @@ class Engine:
                             ["connection refused"])
         p.run("config", "set", "kubernetes:kubeconfig", str(self.cluster.kubeconfig), stack=stack)
 
+    def check_interrupted_up(self, stack: str) -> dict[str, Any]:
+        """Kill the CLI (SIGKILL, its plugins with it) halfway through `pulumi up`, then do what
+        README's troubleshooting tells a user: `pulumi cancel` if the stack is still locked,
+        `pulumi refresh` importing the pending creates that exist (IDs found on the servers) and
+        clearing the rest, then `pulumi up`, which must converge (the caller checks the result)."""
+        assert self.pulumi
+        p = self.pulumi
+        state = self.work / "state" / ".pulumi" / "stacks" / "authproxy" / f"{stack}.json"
+        logf = self.work / "logs" / f"interrupted-up-{stack}.log"
+        cmd = [str(p.exe), "up", "--yes", "--skip-preview", "--non-interactive", "--stack", stack]
+        with open(logf, "w") as logfh:
+            proc = subprocess.Popen(cmd, env=p.env, cwd=p.project, stdout=logfh, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+
+            def created() -> int:
+                try:
+                    doc = json.loads(state.read_text())
+                except (OSError, ValueError):
+                    return 0
+                return len((doc.get("checkpoint", {}).get("latest") or {}).get("resources") or [])
+
+            deadline = time.monotonic() + 600
+            while proc.poll() is None and created() < 12 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if proc.poll() is not None:
+                raise EngineError(f"{stack}: `pulumi up` ended before it could be interrupted (log {logf})")
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        export = json.loads(p.run("stack", "export", stack=stack).stdout).get("deployment", {})
+        pending = export.get("pending_operations") or []
+        log(f"{stack}: killed `pulumi up` with {len(export.get('resources') or [])} resources in the state, "
+            f"{len(pending)} pending operations ({sorted({op.get('type') for op in pending})})")
+        report: dict[str, Any] = {"pending": len(pending)}
+        again = p.run("up", "--yes", "--skip-preview", stack=stack, check=False)
+        out = again.stdout + again.stderr
+        if again.returncode == 0:
+            raise EngineError(f"{stack}: `pulumi up` after a killed `up` succeeded without a refresh: "
+                              "pending operations were ignored")
+        if "locked" in out:
+            report["locked"] = True
+            p.run("cancel", "--yes", stack=stack)
+        imports: list[str] = []
+        for op in pending:
+            if op.get("type") != "creating":
+                continue
+            found = self.find_live_id(op["resource"])
+            if found:
+                imports += [op["resource"]["urn"], found]
+        report["imported"] = len(imports) // 2
+        args = ["refresh", "--yes", "--skip-preview"]
+        if imports:
+            p.run(*args, *(f"--import-pending-creates={x}" for x in imports), stack=stack)
+        p.run(*args, "--clear-pending-creates", stack=stack)
+        log(f"{stack}: interrupted up: {report}")
+        return report
+
+    def find_live_id(self, res: dict[str, Any]) -> str | None:
+        """The provider ID of an object a killed `up` may have created, if it exists: what a user
+        looks up before `pulumi refresh --import-pending-creates`."""
+        t = res.get("type", "")
+        inputs = res.get("inputs") or {}
+        if t.startswith("kubernetes:") and t != "kubernetes:helm.sh/v3:Release":
+            meta = inputs.get("metadata") or {}
+            ns, name = meta.get("namespace"), meta.get("name")
+            if not name:
+                return None
+            if self.cluster.get(self.cluster.resource_path(inputs["apiVersion"], inputs["kind"], ns, name)) is None:
+                return None
+            return f"{ns}/{name}" if ns else str(name)
+        if t == "kubernetes:helm.sh/v3:Release":
+            ns, name = inputs.get("namespace"), inputs.get("name")
+            _, secrets = self.cluster.request(
+                "GET", f"/api/v1/namespaces/{ns}/secrets?labelSelector=owner%3Dhelm%2Cname%3D{name}")
+            return f"{ns}/{name}" if isinstance(secrets, dict) and secrets.get("items") else None
+        realm = inputs.get("realmId") or inputs.get("realm")
+        if t == "keycloak:index/realm:Realm":
+            code, _ = self.keycloak.admin("GET", f"/{realm}")
+            return str(realm) if code == 200 else None
+        lookups = {"keycloak:openid/client:Client": ("clients?clientId=", "clientId"),
+                   "keycloak:index/group:Group": ("groups?exact=true&search=", "name"),
+                   "keycloak:index/user:User": ("users?exact=true&username=", "username")}
+        if t in lookups:
+            path, key = lookups[t]
+            code, found = self.keycloak.admin("GET", f"/{realm}/{path}{inputs.get(key)}")
+            return str(found[0]["id"]) if code == 200 and found else None
+        return None  # mappers, memberships, random values: cleared; the next `up` makes them again
+
     def bad_kubeconfig(self) -> pathlib.Path:
         """The kubeconfig with the server moved to a port nobody listens on."""
         path = self.work / "kubeconfig-unreachable"
@@ -593,11 +722,13 @@ class Engine:
         path.write_text(text)
         return path
 
-    def run_stack(self, stack: str, base: str, overrides: dict[str, str], faults: bool = False) -> StackRun:
+    def run_stack(self, stack: str, base: str, overrides: dict[str, str], faults: bool = False,
+                  interrupt: bool = False) -> StackRun:
         assert self.pulumi
         p = self.pulumi
         run = StackRun(stack)
         self.init_stack(stack, base, overrides)
+        self.existing_realm = self.premade_keycloak(stack, base)
 
         def timed(what: str, fn: Any, *a: Any, **kw: Any) -> Any:
             t0 = time.monotonic()
@@ -613,6 +744,8 @@ class Engine:
         timed("preview+policy", p.run, "preview", "--policy-pack", "policy", stack=stack)
         if faults:
             self.check_faults_then_converge(stack)
+        if interrupt:
+            run.interrupted = self.check_interrupted_up(stack)
         timed("up", p.run, "up", "--yes", "--skip-preview", stack=stack)
         resources = p.stack_resources(stack)
         run.resources = len(resources)
@@ -640,10 +773,35 @@ class Engine:
         p.run("stack", "rm", "--yes", stack, check=True)
         return run
 
+    def premade_keycloak(self, stack: str, base: str) -> str | None:
+        """For a stack with ``realmMode: existing`` (prod): the realm (Keycloak's defaults) and the
+        admin client it logs in with (client credentials; what a user has before `pulumi up`),
+        made with plain admin REST calls. Returns the realm's name, else None."""
+        from .keycloak_admin import AdminSession, create_existing, make_password
+
+        kc = (yaml.safe_load((REPO / f"Pulumi.{base}.yaml").read_text())["config"]).get("authproxy:keycloak") or {}
+        if kc.get("realmMode") != "existing":
+            return None
+        admin = kc.get("admin") or {}
+        session = AdminSession(self.keycloak.url, KEYCLOAK_ADMIN, self.keycloak.password, verify=self.keycloak.ca_file)
+        code, _ = self.keycloak.admin("GET", f"/{kc['realm']}")
+        if code == 404:
+            lookups = [{"function": "keycloak:index/getRealm:getRealm", "args": {"realm": kc["realm"]}}]
+            client = None
+            if admin.get("auth") == "client-credentials":
+                secret = make_password(40)
+                client = (admin.get("realm", "master"), admin["clientId"], secret)
+                self.admin_client_secret = secret
+            made = create_existing(session, lookups, None, client)
+            log(f"{stack}: made what a user has before `pulumi up`: {', '.join(made)}")
+        if admin.get("auth") == "client-credentials":
+            self.set_admin_password(stack, self.admin_client_secret, "keycloakAdminClientSecret")
+        return str(kc["realm"])
+
     # ---- checks on the real servers ----
     def verify_keycloak(self, stack: str, resources: list[dict[str, Any]]) -> None:
-        realm = next(r["outputs"] for r in resources if r["type"] == "keycloak:index/realm:Realm")
-        name = realm["realm"]
+        realm = next((r["outputs"] for r in resources if r["type"] == "keycloak:index/realm:Realm"), None)
+        name = realm["realm"] if realm else self.existing_realm
         code, _ = self.keycloak.admin("GET", f"/{name}")
         if code != 200:
             raise EngineError(f"{stack}: realm {name} not in Keycloak (HTTP {code})")
@@ -733,6 +891,17 @@ class Engine:
             code, _ = self.keycloak.admin("GET", f"/{realm}")
             if code != 404:
                 left.append(f"Keycloak realm {realm} (HTTP {code})")
+        elif self.existing_realm:  # the realm stays (it is the user's); the stack's objects go
+            for r in resources:
+                if r["type"] == "keycloak:openid/client:Client":
+                    _, found = self.keycloak.admin(
+                        "GET", f"/{self.existing_realm}/clients?clientId={r['outputs']['clientId']}")
+                    if found:
+                        left.append(f"Keycloak client {r['outputs']['clientId']} in {self.existing_realm}")
+                if r["type"] == "keycloak:index/group:Group":
+                    _, groups = self.keycloak.admin("GET", f"/{self.existing_realm}/groups")
+                    if any(g["name"] == r["outputs"]["name"] for g in groups):
+                        left.append(f"Keycloak group {r['outputs']['name']} in {self.existing_realm}")
         if left:
             raise EngineError(f"{stack}: left after destroy: {left}")
 
@@ -762,6 +931,10 @@ STACKS: list[tuple[str, str, dict[str, str], bool]] = [
     ("dev-envoy-filter", "dev", {"authproxy:istio.install.enabled": "false",
                                  "authproxy:istio.extAuthzMode": "envoy-filter",
                                  "authproxy:namespace": "authproxy-envoy-filter"}, False),
+    # The prod stack as checked in (existing realm with a pre-made admin client, Redis HA, the
+    # cert-manager Certificate and ServiceMonitors), in its own namespace; its ext_authz mode only:
+    # the other mode's objects are the ones dev-envoy-filter already runs.
+    ("prod", "prod", {"authproxy:namespace": "authproxy-prod"}, False),
 ]
 
 
@@ -770,6 +943,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stack", action="append", help="only these stacks (default: all)")
     ap.add_argument("--scaling", type=int, nargs="*", help="also time `pulumi preview` for N generated apps")
     ap.add_argument("--no-faults", action="store_true", help="skip the fault checks (faster)")
+    ap.add_argument("--interrupt", action="store_true",
+                    help="also kill `pulumi up` halfway on the first stack and recover (refresh + up)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, state) afterwards")
     args = ap.parse_args(argv)
     ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -788,8 +963,9 @@ def main(argv: list[str] | None = None) -> int:
             for pair in sdk_plugin_pairs():
                 log(pair)
             engine.check_invalid_config()
-            runs = [engine.run_stack(s, base, ov, faults and not args.no_faults)
-                    for s, base, ov, faults in STACKS if not args.stack or s in args.stack]
+            runs = [engine.run_stack(s, base, ov, faults and not args.no_faults, args.interrupt and i == 0)
+                    for i, (s, base, ov, faults) in enumerate(
+                        x for x in STACKS if not args.stack or x[0] in args.stack)]
             scaling = preview_scaling(engine, args.scaling) if args.scaling else []
         for row in scaling:
             print(f"| {row['apps']} | {row['resources']} | {row['seconds']} |")

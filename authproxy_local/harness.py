@@ -10,8 +10,11 @@ What runs (all on loopback, free ports, one run directory per start):
   run's temp dir, so a restart keeps the sessions.
 - **Keycloak** (``kc.sh start-dev``) with ``--hostname`` set to the rendered Keycloak URL, so every
   issuer string is exactly the render's, and an H2 file database in the run's temp dir (a restart
-  keeps realm, users and SSO sessions). Then the render's ``keycloak.json`` is applied through the
-  admin REST API (:mod:`authproxy_local.keycloak_apply`).
+  keeps realm, users and SSO sessions). Then the stack itself configures it: the real
+  ``pulumi up`` of the program (pulumi-keycloak, pulumi-random, pulumi-kubernetes) against this
+  Keycloak and a throw-away etcd + kube-apiserver started for the run
+  (:mod:`authproxy_local.live_stack`; `--hostname` keeps the stack's issuer, the providers reach
+  Keycloak through a CONNECT proxy that knows only its host).
 - **echo apps** (:mod:`authproxy_local.echo`), one per rendered app, standing in for its pods.
 - **Envoy**: the ingress gateway (HTTPS 443 + HTTP 80 on a per-run loopback address 127.x.y.z)
   and one Envoy per app playing its sidecar (inbound), each running the configuration istiod
@@ -21,14 +24,20 @@ What runs (all on loopback, free ports, one run directory per start):
   (Keycloak's HTTPS listener, reached through a CONNECT proxy that knows only its host).
 - a **CONNECT proxy** through which oauth2-proxy reaches the public hosts (Keycloak via the
   gateway), and refuses any other host.
-- **oauth2-proxy** with exactly the Deployment's args and env from the render; only cluster
-  addresses are rewritten (:mod:`authproxy_local.local_map`), Secret references resolve to the
-  values generated for this run.
+- **oauth2-proxy** with exactly the args and env of the Deployment `pulumi up` created in the
+  API server; only cluster addresses are rewritten (:mod:`authproxy_local.local_map`), Secret
+  references resolve to the Secrets the stack created.
 
-Secrets (client secret, cookie secret, Redis password, demo passwords, Keycloak admin password)
-are generated per run with the form ``random.json`` gives (length, character classes), kept in
-memory and in 0600 files of the run's temp dir (deleted on stop), passed to processes through env
-or config files (never on a command line), and never logged. Logs go to
+The render (the program under mocks) still gives what the harness plays instead of a cluster:
+Istio's objects for istiod's translation, the pods/Services to stand in for, the chart values.
+
+Secrets: the client secret, cookie secret, Redis password and demo users' passwords are the
+values pulumi-random generated in that `pulumi up`, read from the Kubernetes Secrets the stack
+created in the API server (demo passwords from the stack's secret output); the Keycloak admin
+password (the stack's ``keycloakAdminPassword``) and, for ``realmMode: existing``, the pre-made
+admin client's secret are the run's own (a user supplies those). They are kept in memory and in
+0600 files of the run's temp dir (deleted on stop), passed to processes through env or config
+files (never on a command line), and never logged. Logs go to
 ``<cache>/runs/<run id>/`` (the last 10 runs are kept).
 
 Every process started is stopped on :meth:`Harness.stop`, on an exception during start, on
@@ -42,19 +51,17 @@ CONNECT proxy and in-process name resolution are :mod:`authproxy_local.processes
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import os
-import secrets as pysecrets
 import shutil
 import signal
-import string
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,8 +69,7 @@ from typing import Any
 import redis as redis_py
 import yaml
 
-from authproxy_local import install, keycloak_apply, local_map, xds_adapter
-from authproxy_local import placeholders as ph
+from authproxy_local import install, keycloak_admin, live_stack, local_map, xds_adapter
 from authproxy_local.cache import cache_dir
 from authproxy_local.echo import EchoServer
 from authproxy_local.processes import (
@@ -84,80 +90,6 @@ COMPONENTS = ("redis", "keycloak", "echo", "envoy", "oauth2-proxy")
 KEEP_RUNS = 10
 
 
-
-
-# --------------------------------------------------------------------------------------------
-# Local secret values, in the form the render declares
-# --------------------------------------------------------------------------------------------
-
-# pulumi-random's RandomPassword: default special characters (override_special replaces them).
-RANDOM_SPECIAL = "!@#$%&*()-_=+[]{}<>:?"
-
-
-def random_password(form: Mapping[str, Any]) -> str:
-    """A value of a pulumi-random RandomPassword/RandomString with these inputs (length,
-    upper/lower/numeric/special, overrideSpecial, min* counts)."""
-    length = int(form.get("length", 16))
-    classes = []
-    for name, chars, default in (
-        ("upper", string.ascii_uppercase, True),
-        ("lower", string.ascii_lowercase, True),
-        ("numeric", string.digits, True),
-        ("special", form.get("overrideSpecial") or RANDOM_SPECIAL, True),
-    ):
-        if form.get(name, default):
-            mins = int(form.get("min" + name.capitalize(), 0) or 0)
-            classes.append((chars, mins))
-    if not classes:
-        raise HarnessError(f"random password form {dict(form)} allows no characters")
-    alphabet = "".join(c for c, _ in classes)
-    rng = pysecrets.SystemRandom()
-    while True:
-        value = "".join(rng.choice(alphabet) for _ in range(length))
-        if all(sum(ch in chars for ch in value) >= mins for chars, mins in classes):
-            return value
-
-
-def random_bytes_field(raw: bytes, fld: str) -> str:
-    """A RandomBytes field or one of the derived forms the render names (render.py)."""
-    std = base64.b64encode(raw).decode()
-    url = std.replace("+", "-").replace("/", "_")
-    forms = {"base64": std, "hex": raw.hex(), "base64url": url,
-             "base64url-nopad": url.rstrip("="), "base64-nopad": std.rstrip("=")}
-    if fld not in forms:
-        raise HarnessError(f"unknown RandomBytes field {fld!r}")
-    return forms[fld]
-
-
-def generate_secrets(sources: Mapping[str, Mapping[str, Any]], config_secrets: Mapping[str, str]) -> dict[str, str]:
-    """A value for every ``${secret:...}`` placeholder of a render (render.json ``placeholders``).
-
-    Random resources get values of their declared form; fields of one resource are consistent
-    (one RandomBytes value gives its base64 and base64url forms). ``config.<key>`` placeholders
-    take ``config_secrets[key]``."""
-    out: dict[str, str] = {}
-    raw_bytes: dict[str, bytes] = {}
-    passwords: dict[str, str] = {}
-    for placeholder, src in sorted(sources.items()):
-        if src.get("kind") != "secret":
-            continue
-        resource, fld = src["resource"], src["field"]
-        if resource == "config":
-            if fld not in config_secrets:
-                raise HarnessError(f"no local value for secret config key {fld!r}")
-            out[placeholder] = config_secrets[fld]
-        elif src.get("type") == "random:index/randomBytes:RandomBytes":
-            form = src.get("form") or {}
-            raw = raw_bytes.setdefault(resource, os.urandom(int(form.get("length", 32))))
-            out[placeholder] = random_bytes_field(raw, fld)
-        elif src.get("type") in ("random:index/randomPassword:RandomPassword",
-                                 "random:index/randomString:RandomString"):
-            if fld != "result":
-                raise HarnessError(f"{placeholder}: only .result of a random password is supported")
-            out[placeholder] = passwords.setdefault(resource, random_password(src.get("form") or {}))
-        else:
-            raise HarnessError(f"{placeholder}: cannot generate a local value for {src}")
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,9 +172,13 @@ class Harness:
         self.procs: dict[str, Process] = {}
         self.echo: dict[str, EchoServer] = {}
         self.connect_proxy: ConnectProxy | None = None
-        self.values: dict[str, str] = {}
+        self.config_secrets: dict[str, str] = {}
+        """The stack's secret config values for this run (a user supplies these)."""
         self.users: dict[str, DemoUser] = {}
-        self.applied: keycloak_apply.Applied | None = None
+        self.stack_up: live_stack.LiveStack | None = None
+        """The run's `pulumi up` (its secrets and the objects it created)."""
+        self._cluster: Future[Any] | None = None
+        self._live_deployment: dict[str, Any] | None = None
         self.run_id = ""
         self._run_dir: Path | None = None
         self._tmp: Path | None = None
@@ -313,10 +249,6 @@ class Harness:
     def issuer(self) -> str:
         return self.config.keycloak.issuer
 
-    def secret(self, source: str) -> str:
-        """The run's value of ``${secret:<source>}`` (tests only; never log it)."""
-        return self.values[ph.secret(source)]
-
     @property
     def redis_password(self) -> str:
         """The password oauth2-proxy sends to Redis (its container's Secret reference)."""
@@ -331,11 +263,18 @@ class Harness:
             if rel.get("chart") in ("redis-ha", "valkey", "redis") and v.get("existingSecret"):
                 return self._secret_for_kube(
                     "Secret", (rel.get("namespace") or "", v["existingSecret"], v.get("authKey", "auth")))
-        key = ph.secret("config.externalRedisPassword")
-        return self.values.get(key) or self.redis_password
+        return self.config_secrets.get("externalRedisPassword") or self.redis_password
 
-    def admin_session(self) -> keycloak_apply.AdminSession:
-        return keycloak_apply.AdminSession(
+    def secret_values(self) -> set[str]:
+        """Every secret value of the run (tests only, to look for leaks; never log them): the
+        stack's secret config, the Secrets read from the API server, the users' passwords."""
+        out = set(self.config_secrets.values()) | {u.password for u in self.users.values()}
+        if self.stack_up is not None:
+            out |= self.stack_up.secret_values()
+        return out
+
+    def admin_session(self) -> keycloak_admin.AdminSession:
+        return keycloak_admin.AdminSession(
             f"http://{self.endpoints.keycloak[0]}:{self.endpoints.keycloak[1]}", "admin",
             self.keycloak_admin_password)
 
@@ -380,11 +319,12 @@ class Harness:
         t_all = time.monotonic()
         try:
             self._prepare()
-            self._start_redis()
             self._start_keycloak_process()
+            self._start_cluster()
             self._start_echo_and_proxy()
+            self._wait_keycloak_and_up()
+            self._start_redis()
             self._wait_redis()
-            self._wait_keycloak_and_apply()
             if self.before_gateway is not None:
                 self.before_gateway(self)
             # The gateway starts once Keycloak serves the realm, as istiod only pushes JWT
@@ -413,6 +353,7 @@ class Harness:
         if self.connect_proxy:
             self.connect_proxy.stop()
             self.connect_proxy = None
+        self._stop_cluster()
         if self._tmp and self._tmp.exists():
             shutil.rmtree(self._tmp, ignore_errors=True)
         self._restore_signal_handlers()
@@ -464,15 +405,16 @@ class Harness:
         os.chmod(self.tmp, 0o700)
         self.log(f"stack {self.stack}, ext_authz mode {self.render.mode}, logs in {self.run_dir}")
 
-        # Local secret values for every placeholder; the Keycloak bootstrap admin password is the
-        # stack's keycloakAdminPassword.
-        self.keycloak_admin_password = random_password({"length": 32, "special": False})
-        config_secrets = {
-            "keycloakAdminPassword": self.keycloak_admin_password,
-            "keycloakAdminClientSecret": random_password({"length": 40, "special": False}),
-            "externalRedisPassword": random_password({"length": 40, "special": False}),
-        }
-        self.values = generate_secrets(self.render.placeholders, config_secrets)
+        # The secrets a user supplies as stack config: the Keycloak bootstrap admin password is the
+        # stack's keycloakAdminPassword; a pre-made admin client's secret (client-credentials).
+        # Everything else is generated by pulumi-random in the run's `pulumi up`.
+        self.keycloak_admin_password = keycloak_admin.make_password(32)
+        self.config_secrets = {"keycloakAdminPassword": self.keycloak_admin_password}
+        if self.config.keycloak.admin.auth == "client-credentials":
+            self.config_secrets["keycloakAdminClientSecret"] = keycloak_admin.make_password(40)
+        if any(src.get("resource") == "config" and src.get("field") == "externalRedisPassword"
+               for src in self.render.placeholders.values()):
+            self.config_secrets["externalRedisPassword"] = keycloak_admin.make_password(40)
 
         gw_ip = pick_gateway_ip()
         tls = make_tls(self._cert_hosts(), self.tmp / "tls", keycloak_host=self.config.keycloak.host)
@@ -492,38 +434,24 @@ class Harness:
             ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file,
             keycloak_cert_file=tls.keycloak_cert_file, keycloak_key_file=tls.keycloak_key_file,
         )
-        self.users = self._demo_users()
 
     def _cert_hosts(self) -> list[str]:
         """Every public host by name (no wildcard even if the Gateway has one, so the gateway's
         certificate never covers the Keycloak host)."""
         return self.public_hosts
 
-    def _demo_users(self) -> dict[str, DemoUser]:
+    def _demo_users(self, passwords: Mapping[str, str]) -> dict[str, DemoUser]:
+        """The demo users the stack created, with the passwords pulumi-random generated (the
+        stack output ``demoUserPasswords``)."""
         users: dict[str, DemoUser] = {}
-        kc = self.render.keycloak
-        groups_by_user: dict[str, list[str]] = {}
-        group_names = {ph.computed(f"{g['name']}.id"): g["inputs"]["name"] for g in kc.get("Group", [])}
-        user_ref = {ph.computed(f"{u['name']}.id"): u["inputs"]["username"] for u in kc.get("User", [])}
-        for ug in kc.get("UserGroups", []):
-            uname = user_ref.get(ug["inputs"]["userId"])
-            if uname:
-                groups_by_user[uname] = [group_names.get(g, g) for g in ug["inputs"].get("groupIds", [])]
-        for u in kc.get("User", []):
-            i = u["inputs"]
-            pw = (i.get("initialPassword") or {}).get("value", "")
-            users[i["username"]] = DemoUser(
-                username=i["username"], password=ph.substitute(pw, self._resolve_secret_only),
-                groups=groups_by_user.get(i["username"], []), email=i.get("email", ""))
+        kc = self.config.keycloak
+        for u in kc.demo_users:
+            if u.username not in passwords:
+                raise HarnessError(f"the stack output demoUserPasswords has no password for {u.username!r}")
+            users[u.username] = DemoUser(
+                username=u.username, password=passwords[u.username], groups=list(u.groups),
+                email=u.email or f"{u.username}@{self.config.domain}")
         return users
-
-    def _resolve_secret_only(self, kind: str, source: str) -> str:
-        if kind != "secret":
-            raise HarnessError(f"unexpected ${{{kind}:{source}}} where a secret was expected")
-        key = ph.secret(source)
-        if key not in self.values:
-            raise HarnessError(f"no local value for {key}")
-        return self.values[key]
 
     # ---- the rendered objects ------------------------------------------------------------
 
@@ -532,24 +460,30 @@ class Harness:
                 if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
 
     def _proxy_deployment(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The oauth2-proxy Deployment and its container (found by the container's args)."""
+        """The oauth2-proxy Deployment and its container (found by the container's args): the one
+        `pulumi up` created in the API server once it has run, else the render's."""
         for d in self.kube("Deployment"):
             for c in d["spec"]["template"]["spec"]["containers"]:
                 if any(str(a).startswith("--provider=") for a in c.get("args", [])):
-                    return d, c
+                    if self.stack_up is None:
+                        return d, c
+                    live = self._live_proxy_deployment(d["metadata"].get("namespace"), d["metadata"]["name"])
+                    return live, next(x for x in live["spec"]["template"]["spec"]["containers"]
+                                      if x["name"] == c["name"])
         raise HarnessError("the render has no oauth2-proxy Deployment (no container with --provider)")
 
+    def _live_proxy_deployment(self, namespace: str | None, name: str) -> dict[str, Any]:
+        if self._live_deployment is None:
+            assert self.stack_up is not None
+            self._live_deployment = self.stack_up.object("apps/v1", "Deployment", namespace, name)
+        return self._live_deployment
+
     def _secret_for_kube(self, _kind: str, ref: tuple[str, str, str]) -> str:
+        """A key of a Secret the stack created in the API server (pulumi-random's value)."""
+        if self.stack_up is None:
+            raise HarnessError("secrets are known once the stack is up")
         namespace, name, key = ref
-        for s in self.kube("Secret", name):
-            if (s["metadata"].get("namespace") or "") != namespace:
-                continue
-            if key in (s.get("stringData") or {}):
-                return ph.substitute(s["stringData"][key], self._resolve_secret_only)
-            if key in (s.get("data") or {}):
-                raw = ph.substitute(s["data"][key], self._resolve_secret_only)
-                return base64.b64decode(raw).decode()
-        raise HarnessError(f"the render has no Secret {namespace}/{name} with key {key!r}")
+        return self.stack_up.secret(namespace, name, key)
 
     def _redis_secret_ref(self) -> tuple[str, str, str]:
         d, c = self._proxy_deployment()
@@ -649,6 +583,8 @@ class Harness:
 
             for i, addr in enumerate(self.endpoints.sentinels):
                 wait_for(f"sentinel-{i}", knows_master(addr), 30, self.procs[f"sentinel-{i}"])
+            # and every replica replicating (a session written now is on the replicas too)
+            wait_for("redis replicas", lambda: len(self.redis("ROLE")[2]) == len(self.redis_replicas), 30, p)
         self.timings.add("redis", time.monotonic() - p.started_at)
 
     # ---- Keycloak --------------------------------------------------------------------------
@@ -717,18 +653,91 @@ class Harness:
         return {"ssoSessionIdleTimeout": s.sso_session_idle_timeout,
                 "ssoSessionMaxLifespan": s.sso_session_max_lifespan}
 
-    def _wait_keycloak_and_apply(self) -> None:
+    def _start_cluster(self) -> None:
+        """etcd + kube-apiserver for the run's `pulumi up`, started in the background while
+        Keycloak boots (the shared CLI session too)."""
+        missing = [t for t in live_stack.required_tools() if install.find(t) is None]
+        for tool in missing:
+            install.ensure(tool)  # raises InstallError naming it
+        pool = ThreadPoolExecutor(1, thread_name_prefix="cluster")
+
+        def start() -> Any:
+            t0 = time.monotonic()
+            live_stack.shared_session()
+            cfg = self.config
+            existing = {cfg.istio.gateway.namespace, *(a.service.namespace for a in cfg.apps)} - {cfg.namespace}
+            cluster = live_stack.start_cluster(self.tmp / "cluster", sorted(existing))
+            self.timings.add("cluster", time.monotonic() - t0)
+            return cluster
+
+        self._cluster = pool.submit(start)
+        pool.shutdown(wait=False)
+
+    def _wait_keycloak_and_up(self) -> None:
+        """Keycloak ready, what the stack expects to exist made by hand (as a user has it), then
+        the real `pulumi up`; the run's secrets are what it generated."""
         self._wait_keycloak()
         t0 = time.monotonic()
+        # A Keycloak just started answers its first logins slowly (key generation, password hashing,
+        # JIT; seconds on a busy machine): log in once before the provider does, so its client
+        # timeout measures the stack's calls, not Keycloak's warm-up.
         session = self.admin_session()
-        made = keycloak_apply.create_existing(
-            session, self.render.keycloak.get("lookups", []), self.existing_realm_settings())
+        wait_for("keycloak admin login", lambda: bool(session.token()), 120, self.procs["keycloak"])
+        admin = self.config.keycloak.admin
+        made = keycloak_admin.create_existing(
+            session, self.render.keycloak.get("lookups", []), self.existing_realm_settings(),
+            (admin.realm, admin.client_id, self.config_secrets["keycloakAdminClientSecret"])
+            if admin.auth == "client-credentials" else None)
         if made:
             self.log("created what the stack expects to exist: " + ", ".join(made))
-        objects = keycloak_apply.objects_from_render(self.render.keycloak)
-        self.applied = keycloak_apply.apply(session, objects, lambda src: self.values[ph.secret(src)])
-        self.timings.add("keycloak-apply", time.monotonic() - t0)
-        self.log(f"applied {len(objects)} Keycloak objects ({self.applied.calls} calls)")
+        from authproxy_local import render as render_mod
+
+        values = render_mod.stack_values(self.stack, self.overrides or None, self.render.mode)
+        proxy = ConnectProxy([self.config.keycloak.host], self.endpoints.keycloak_https).start()
+        try:
+            assert self._cluster is not None
+            cluster = self._cluster.result()
+            t1 = time.monotonic()
+            up = live_stack.LiveStack(live_stack.shared_session(), f"h-{self.run_id}", values,
+                                      self.config_secrets, proxy.address, Path(self.ca_file).read_text())
+            self.stack_up = up
+            up.keep_logs_in = self.run_dir
+            up.up(cluster)
+            passwords = up.outputs().get("demoUserPasswords") or {}
+            self.timings.add("pulumi-up", time.monotonic() - t1)
+        finally:
+            proxy.stop()
+        self.users = self._demo_users(passwords)
+        # Read what the run needs from the API server now: the Secrets oauth2-proxy and Redis
+        # use, and oauth2-proxy's Deployment.
+        self.redis_server_password()
+        self.oauth2_proxy_secrets()
+        self.timings.add("keycloak+stack", time.monotonic() - t0)
+        self.log(f"pulumi up: {up.resources} resources ({up.seconds})")
+        # Everything the run needs from the API server is read: stop it (about 450 MB with etcd).
+        self._stop_cluster()
+
+    def _stop_cluster(self) -> None:
+        fut, self._cluster = self._cluster, None
+        if fut is None:
+            return
+        try:
+            cluster = fut.result()
+        except Exception:  # noqa: BLE001 - its failure was raised to start(); here only cleanup
+            return
+        cluster.stop()
+        if self.stack_up is not None:
+            self.stack_up.forget()
+
+    def oauth2_proxy_secrets(self) -> list[tuple[str, str, str]]:
+        """The (namespace, name, key) of every Secret key oauth2-proxy's container reads."""
+        d, c = self._proxy_deployment()
+        ns = d["metadata"].get("namespace") or ""
+        refs = [(ns, e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+                for e in c.get("env", []) if (e.get("valueFrom") or {}).get("secretKeyRef")]
+        for ref in refs:
+            self._secret_for_kube("Secret", ref)
+        return refs
 
     # ---- echo apps and the CONNECT proxy ----------------------------------------------------
 

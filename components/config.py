@@ -361,6 +361,15 @@ class Keycloak(_Model):
         "admin API calls `pulumi up` makes (a private CA); unset = the system trust store.",
     )
 
+    client_timeout: int = Field(
+        30,
+        ge=1,
+        le=600,
+        description="Seconds each admin API call of `pulumi up` may take (the Keycloak provider's "
+        "client timeout; its SDK default of 5 s fails against a busy Keycloak, whose password "
+        "hashing alone can take seconds per login).",
+    )
+
     @field_validator("ca_certificate")
     @classmethod
     def _ca_certificate(cls, v: str | None) -> str | None:

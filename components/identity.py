@@ -55,6 +55,7 @@ class IdentityArgs(TypedDict):
     sso_session_idle_timeout: int
     sso_session_max_lifespan: int
     ca_certificate: NotRequired[str | None]
+    client_timeout: NotRequired[int]
     """PEM of the CA behind Keycloak's TLS certificate (admin API calls); None = system store."""
 
 
@@ -214,6 +215,7 @@ class Identity(pulumi.ComponentResource):
                 else None
             ),
             root_ca_certificate=args.get("ca_certificate") or None,
+            client_timeout=args.get("client_timeout", 30),
             initial_login=False,
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -94,6 +94,7 @@ def identity_args(cfg: StackConfig, secrets: StackSecrets, client_secret: pulumi
         sso_session_idle_timeout=cfg.session.sso_session_idle_timeout,
         sso_session_max_lifespan=cfg.session.sso_session_max_lifespan,
         ca_certificate=kc.ca_certificate,
+        client_timeout=kc.client_timeout,
     )
 
 

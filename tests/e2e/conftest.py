@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from authproxy_local import install
+from authproxy_local import install, live_stack
 from authproxy_local.cache import cache_dir
 from authproxy_local.harness import Harness
 from authproxy_local.mockrun import project_config
@@ -42,7 +42,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _ensure_components() -> None:
-    for component in ("redis", "keycloak", "oauth2-proxy", "envoy", "istio-xds"):
+    # The harness brings the stack up with the real `pulumi up` (CLI, providers, kube-apiserver).
+    for component in ("redis", "keycloak", "oauth2-proxy", "envoy", "istio-xds", *live_stack.required_tools()):
         try:
             install.ensure(component)
         except install.InstallError as e:

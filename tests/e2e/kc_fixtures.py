@@ -18,7 +18,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from authproxy_local.harness import Harness, random_password
+from authproxy_local.harness import Harness
+from authproxy_local.keycloak_admin import make_password
 
 TEST_KEY_KID_NAME = "authproxy-e2e-test-key"
 MACHINE_CLIENT = "authproxy-e2e-machine"
@@ -43,7 +44,7 @@ def add_test_objects(h: Harness) -> None:
     })
     keys = s.call("GET", f"/realms/{realm}/keys").json()["keys"]
     kid = next(k["kid"] for k in keys if k.get("providerPriority") == 1 and k.get("algorithm") == "RS256")
-    secret = random_password({"length": 40, "special": False})
+    secret = make_password(40)
     cid = s.create(f"/realms/{realm}/clients", {
         "clientId": MACHINE_CLIENT, "protocol": "openid-connect", "publicClient": False,
         "secret": secret, "standardFlowEnabled": False, "directAccessGrantsEnabled": False,
@@ -70,7 +71,7 @@ def add_prod_test_objects(h: Harness) -> None:
     wanted = [(f"e2e-{g}", [g]) for g in sorted({g for a in h.config.apps for g in a.groups})]
     wanted.append(("e2e-nogroup", []))
     for username, member_of in wanted:
-        password = random_password({"length": 24, "special": False})
+        password = make_password(24)
         email = f"{username}@{h.config.domain}"
         uid = s.create(f"/realms/{realm}/users", {
             "username": username, "email": email, "emailVerified": True, "enabled": True,

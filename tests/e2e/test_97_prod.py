@@ -70,16 +70,17 @@ def test_api_client_token_on_the_api_app(prod_live: Harness) -> None:
 def test_client_applies_to_an_existing_realm_left_at_keycloak_defaults(prod_live: Harness) -> None:
     """An existing realm keeps Keycloak's default SSO session idle timeout (30 min). The stack's
     client must still be accepted there; Keycloak refuses client session lifetimes longer than
-    the realm's, so a stack whose session.ssoSessionIdleTimeout exceeds the realm's cannot apply
-    (prod sets 1h)."""
-    from authproxy_local import keycloak_apply as ka
-
+    the realm's. The client is the one pulumi-keycloak created in the run's `pulumi up` (read back
+    from Keycloak, ids dropped), offered to a fresh realm left at Keycloak's defaults."""
     s = prod_live.admin_session()
+    kc = prod_live.config.keycloak
+    (created,) = s.call("GET", f"/realms/{kc.realm}/clients?clientId={kc.client_id}").json()
+    secret = s.call("GET", f"/realms/{kc.realm}/clients/{created['id']}/client-secret").json()["value"]
+    client = {k: v for k, v in created.items() if k not in ("id", "secret")}
+    client["protocolMappers"] = [{k: v for k, v in m.items() if k != "id"} for m in created.get("protocolMappers", [])]
     realm = "e2e-defaults"
     s.call("POST", "/realms", {"realm": realm, "enabled": True}, ok=(201,))
-    (client,) = prod_live.render.keycloak["openid/Client"]
-    inputs = {**client["inputs"], "realmId": realm, "clientSecret": "e2e-placeholder-secret"}
-    r = s._http.post(f"{s.base_url}/admin/realms/{realm}/clients", json=ka.client_representation(inputs),
+    r = s._http.post(f"{s.base_url}/admin/realms/{realm}/clients", json={**client, "secret": secret},
                      headers={"Authorization": f"Bearer {s.token()}"}, timeout=30)
     assert r.status_code == 201, f"Keycloak refused the stack's client: {r.status_code} {r.text[:200]}"
 

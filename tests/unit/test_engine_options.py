@@ -38,6 +38,14 @@ def test_keycloak_ca_certificate_reaches_the_provider_and_is_validated():
     assert "rootCaCertificate" not in run_program("dev").one("pulumi:providers:keycloak").wire_inputs
 
 
+def test_keycloak_client_timeout_reaches_the_provider_and_is_validated():
+    """The SDK's default (5 s) failed `pulumi up` against a busy Keycloak in the live harness."""
+    assert run_program("dev").one("pulumi:providers:keycloak").wire_inputs["clientTimeout"] in (30, "30")
+    run = run_program("dev", overrides={"keycloak": {"clientTimeout": 90}})
+    assert run.one("pulumi:providers:keycloak").wire_inputs["clientTimeout"] in (90, "90")
+    assert "authproxy:keycloak.clientTimeout" in keys(with_("keycloak.clientTimeout", 0))
+
+
 def _targs(type_: str, props: dict, custom: bool = True) -> pulumi.ResourceTransformArgs:
     return pulumi.ResourceTransformArgs(custom=custom, type_=type_, name="x", props=props,
                                         opts=pulumi.ResourceOptions())

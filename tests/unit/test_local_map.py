@@ -1,16 +1,14 @@
-"""The harness's pure parts: the cluster -> local address mapping, local secret generation, the
+"""The harness's pure parts: the cluster -> local address mapping, the
 CONNECT proxy's refusal of unknown hosts, in-process name resolution, the echo document."""
 
 from __future__ import annotations
 
-import base64
 import socket
-import string
 from typing import Any
 
 import pytest
 
-from authproxy_local import harness, local_map, processes
+from authproxy_local import local_map, processes
 from authproxy_local.echo import describe
 
 EP = local_map.LocalEndpoints(
@@ -88,44 +86,6 @@ def test_public_hosts_and_resolver_rules() -> None:
     assert hosts == ["a.x.test", "auth.x.test", "kc.x.test"]
     assert local_map.host_resolver_rules(hosts, "127.1.2.3") == (
         "MAP a.x.test 127.1.2.3, MAP auth.x.test 127.1.2.3, MAP kc.x.test 127.1.2.3")
-
-
-# ---- local secret values ------------------------------------------------------------------------
-
-
-def test_random_password_follows_the_form() -> None:
-    pw = harness.random_password({"length": 40, "special": False})
-    assert len(pw) == 40 and set(pw) <= set(string.ascii_letters + string.digits)
-    pw = harness.random_password({"length": 12, "upper": False, "lower": False, "numeric": True,
-                                  "special": False})
-    assert pw.isdigit() and len(pw) == 12
-    pw = harness.random_password({"length": 30, "overrideSpecial": "#", "minSpecial": 3})
-    assert pw.count("#") >= 3
-
-
-def test_generate_secrets_consistent_forms() -> None:
-    sources: dict[str, dict[str, Any]] = {
-        "${secret:c.base64url}": {"kind": "secret", "resource": "c", "field": "base64url",
-                                  "type": "random:index/randomBytes:RandomBytes", "form": {"length": 32}},
-        "${secret:c.base64}": {"kind": "secret", "resource": "c", "field": "base64",
-                               "type": "random:index/randomBytes:RandomBytes", "form": {"length": 32}},
-        "${secret:p.result}": {"kind": "secret", "resource": "p", "field": "result",
-                               "type": "random:index/randomPassword:RandomPassword",
-                               "form": {"length": 20, "special": False}},
-        "${secret:config.keycloakAdminPassword}": {"kind": "secret", "resource": "config",
-                                                   "field": "keycloakAdminPassword"},
-        "${computed:x.id}": {"kind": "computed", "resource": "x", "field": "id"},
-    }
-    v = harness.generate_secrets(sources, {"keycloakAdminPassword": "admin-pw"})
-    assert set(v) == {"${secret:c.base64url}", "${secret:c.base64}", "${secret:p.result}",
-                      "${secret:config.keycloakAdminPassword}"}
-    raw = base64.urlsafe_b64decode(v["${secret:c.base64url}"])
-    assert len(raw) == 32 and base64.b64decode(v["${secret:c.base64}"]) == raw
-    assert len(v["${secret:p.result}"]) == 20
-    assert v["${secret:config.keycloakAdminPassword}"] == "admin-pw"
-    # a fresh value per run
-    again = harness.generate_secrets(sources, {"keycloakAdminPassword": "x"})
-    assert again["${secret:p.result}"] != v["${secret:p.result}"]
 
 
 # ---- CONNECT proxy and resolution -----------------------------------------------------------------
