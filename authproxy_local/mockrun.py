@@ -9,7 +9,6 @@ placeholders).
 
 from __future__ import annotations
 
-import base64
 import copy
 import json
 import runpy
@@ -101,27 +100,11 @@ def unwrap_secrets(value: Any) -> Any:
     return value
 
 
-def mock_random_bytes(name: str, length: int) -> bytes:
-    """The mock value of a RandomBytes resource: traceable to its name, with '+' and '/' in its
-    standard base64 so the URL-safe conversion is exercised.
-
-    The first bytes spell ``mock-secret-<name>`` (truncated, padded with '-') so the base64 decodes
-    to something recognisable; then 0xfb 0xef 0xff, which encodes to ``++//`` on a 3-byte
-    boundary; then zero bytes up to ``length``.
-    """
-    head_len = max(0, ((length - 3) // 3) * 3)
-    head = f"{MOCK_SECRET_PREFIX}{name}".encode()[:head_len].ljust(head_len, b"-")
-    return (head + b"\xfb\xef\xff" + b"\x00" * length)[:length]
-
-
 def _computed(args: pmocks.MockResourceArgs) -> dict[str, Any]:
     """Provider-computed values the program reads back."""
     t, n, i = args.typ, args.name, args.inputs
     if t == "random:index/randomPassword:RandomPassword":
         return {"result": f"{MOCK_SECRET_PREFIX}{n}", "bcryptHash": f"mock-bcrypt-{n}"}
-    if t == "random:index/randomBytes:RandomBytes":
-        raw = mock_random_bytes(n, int(i.get("length", 32)))
-        return {"base64": base64.b64encode(raw).decode(), "hex": raw.hex()}
     if t == "keycloak:index/realm:Realm":
         return {"id": i.get("realm", n), "internalId": f"mock-uuid-{n}"}
     if t == "keycloak:openid/client:Client":

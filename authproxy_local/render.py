@@ -39,7 +39,6 @@ import yaml
 from authproxy_local import mockrun
 from authproxy_local import placeholders as ph
 from components.config import SECRET_KEYS, StackConfig, load
-from components.secrets import urlsafe_b64
 
 ROOT = mockrun.ROOT
 FORMAT_VERSION = 1
@@ -50,7 +49,6 @@ KEYCLOAK_PROVIDER = "pulumi:providers:keycloak"
 
 SECRET_FIELDS: dict[str, set[str]] = {
     "random:index/randomPassword:RandomPassword": {"result", "bcryptHash"},
-    "random:index/randomBytes:RandomBytes": {"base64", "hex"},
 }
 """Provider-computed fields that are secrets (besides anything starting with mock-secret-)."""
 
@@ -255,16 +253,6 @@ def build_substitutions(run: mockrun.Run, secrets: Mapping[str, str]) -> Substit
             else:
                 subs.add(value, Source(ph.computed(src), "computed", r.name, fld, r.type),
                          bounded=not value.startswith("mock-"))
-            if r.type == "random:index/randomBytes:RandomBytes" and fld == "base64":
-                # derived forms the program may use (components.secrets.urlsafe_b64)
-                for suffix, derived in (
-                    ("base64url", urlsafe_b64(value)),
-                    ("base64url-nopad", urlsafe_b64(value).rstrip("=")),
-                    ("base64-nopad", value.rstrip("=")),
-                ):
-                    if derived != value:
-                        subs.add(derived, Source(ph.secret(f"{r.name}.{suffix}"), "secret", r.name,
-                                                 suffix, r.type, form))
     for inv in run.invocations:
         fn = inv.token.rsplit(":", 1)[-1]
         args = ",".join(f"{k}={v}" for k, v in sorted(normalize(inv.args).items())

@@ -12,16 +12,14 @@ import pulumi
 import pulumi_random as random
 
 COOKIE_SECRET_BYTES = 32
-"""oauth2-proxy accepts 16, 24 or 32 byte secrets (AES-128/192/256)."""
+"""oauth2-proxy accepts 16, 24 or 32 byte secrets (AES-128/192/256); we use 32 (AES-256)."""
 
+URLSAFE_B64_SPECIAL = "-_"
+"""With letters and digits, the URL-safe base64 alphabet (RFC 4648 section 5)."""
 
-def urlsafe_b64(std_b64: str) -> str:
-    """Turn standard base64 into the URL-safe alphabet oauth2-proxy decodes.
-
-    oauth2-proxy rejects standard base64 of 32 bytes (it contains '+' and '/'), but decodes URL-safe
-    base64 (with or without padding) to the raw key.
-    """
-    return std_b64.replace("+", "-").replace("/", "_")
+COOKIE_SECRET_LENGTH = (COOKIE_SECRET_BYTES * 8 + 5) // 6
+"""43 characters of that alphabet: unpadded URL-safe base64 of 32 bytes, which oauth2-proxy
+decodes to its key (each character uniform over 64 values, so the key is 256 random bits)."""
 
 
 class SecretsArgs(TypedDict):
@@ -36,7 +34,8 @@ class Secrets(pulumi.ComponentResource):
     """The stack's generated secrets.
 
     Outputs (all secret):
-      cookie_secret: URL-safe base64 of 32 random bytes (oauth2-proxy --cookie-secret).
+      cookie_secret: unpadded URL-safe base64 of 32 random bytes, 43 characters (oauth2-proxy
+        --cookie-secret).
       client_secret: 40 alphanumerics (Keycloak client secret, oauth2-proxy --client-secret).
       redis_password: 40 alphanumerics (Redis auth).
     """
@@ -50,9 +49,14 @@ class Secrets(pulumi.ComponentResource):
     ) -> None:
         super().__init__("authproxy:secrets:Secrets", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        cookie = random.RandomBytes(
+        # A RandomPassword, not a RandomBytes: pulumi-random uses a RandomBytes' base64 value as
+        # its resource ID, and IDs are never secret (the key would sit in plain text in the
+        # state and in `pulumi stack export`). A RandomPassword's ID is "none".
+        cookie = random.RandomPassword(
             f"{name}-cookie-secret",
-            length=COOKIE_SECRET_BYTES,
+            length=COOKIE_SECRET_LENGTH,
+            special=True,
+            override_special=URLSAFE_B64_SPECIAL,
             keepers={"rotation": args["cookie_secret_rotation"]},
             opts=child,
         )
@@ -70,7 +74,7 @@ class Secrets(pulumi.ComponentResource):
             keepers={"rotation": args["redis_password_rotation"]},
             opts=child,
         )
-        self.cookie_secret = pulumi.Output.secret(cookie.base64.apply(urlsafe_b64))
+        self.cookie_secret = pulumi.Output.secret(cookie.result)
         self.client_secret = pulumi.Output.secret(client.result)
         self.redis_password = pulumi.Output.secret(redis.result)
         self.register_outputs(

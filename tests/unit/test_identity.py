@@ -8,7 +8,6 @@ import json
 import pytest
 
 from authproxy_local.mockrun import MOCK_SECRET_PREFIX, Run, is_secret, run_program
-from components.secrets import urlsafe_b64
 
 CLIENT = "keycloak:openid/client:Client"
 AUDIENCE = "keycloak:openid/audienceProtocolMapper:AudienceProtocolMapper"
@@ -161,10 +160,12 @@ def test_no_secret_in_plain_outputs_or_inputs(stack, dev, prod):
 
 
 def test_secrets_are_random_with_rotation_keepers(dev):
-    byts = dev.one("random:index/randomBytes:RandomBytes").inputs
-    assert byts["length"] == 32
-    assert byts["keepers"] == {"rotation": "1"}
+    assert not dev.of_type("random:index/randomBytes:RandomBytes")  # its ID is its value
     names = {r.name: r.inputs for r in dev.of_type("random:index/randomPassword:RandomPassword")}
+    cookie = names["secrets-cookie-secret"]
+    assert cookie["length"] == 43
+    assert cookie["special"] is True and cookie["overrideSpecial"] == "-_"
+    assert cookie["keepers"] == {"rotation": "1"}
     assert names["secrets-client-secret"]["length"] >= 32
     assert names["secrets-redis-password"]["length"] >= 32
     rotated = run_program("dev", overrides={"rotation": {"clientSecret": "2"}})
@@ -173,16 +174,23 @@ def test_secrets_are_random_with_rotation_keepers(dev):
     assert again["secrets-redis-password"]["keepers"] == {"rotation": "1"}
 
 
-def test_cookie_secret_form_is_accepted_by_oauth2_proxy():
+def test_cookie_secret_alphabet_and_length_decode_to_a_256_bit_key():
+    """Every string RandomPassword can make from these inputs is unpadded URL-safe base64 that
+    decodes to exactly 32 bytes (oauth2-proxy's AES-256 key), every 32-byte key is reachable, and
+    a standard-base64 or padded form is not what we generate."""
     import base64
     import os
+    import string
 
+    from components.secrets import COOKIE_SECRET_LENGTH, URLSAFE_B64_SPECIAL
+
+    alphabet = string.ascii_letters + string.digits + URLSAFE_B64_SPECIAL
+    assert sorted(alphabet) == sorted(set(alphabet)) and len(alphabet) == 64
     for _ in range(50):
         raw = os.urandom(32)
-        std = base64.b64encode(raw).decode()
-        safe = urlsafe_b64(std)
-        assert "+" not in safe and "/" not in safe
-        assert base64.urlsafe_b64decode(safe) == raw  # decodes to 32 bytes: AES-256
+        encoded = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        assert len(encoded) == COOKIE_SECRET_LENGTH and set(encoded) <= set(alphabet)
+        assert base64.urlsafe_b64decode(encoded + "=") == raw
 
 
 def test_stack_outputs(dev):

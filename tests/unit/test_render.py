@@ -157,8 +157,8 @@ def test_keycloak_lookups_prod():
 
 def test_random_resources_carry_their_form():
     rnd = {e["name"]: e for e in rendered("dev", "extension-provider").random}
-    assert rnd["secrets-cookie-secret"]["kind"] == "RandomBytes"
-    assert rnd["secrets-cookie-secret"]["inputs"]["length"] == 32
+    assert rnd["secrets-cookie-secret"]["kind"] == "RandomPassword"
+    assert rnd["secrets-cookie-secret"]["inputs"]["length"] == 43
     assert rnd["secrets-client-secret"]["inputs"] == {"keepers": {"rotation": "1"}, "length": 40,
                                                        "special": False}
     assert isinstance(rnd["secrets-client-secret"]["inputs"]["length"], int)  # not 40.0
@@ -270,15 +270,6 @@ def test_ambiguous_mock_values_are_refused():
     s = _subs()
     with pytest.raises(RenderError, match="share the mock value"):
         s.add("mock-secret-pw", Source("${secret:other.result}", "secret", "other", "result"))
-
-
-def test_mock_random_bytes_is_traceable_and_exercises_urlsafe():
-    raw = mockrun.mock_random_bytes("secrets-cookie-secret", 32)
-    assert len(raw) == 32
-    assert raw.startswith(b"mock-secret-secrets-cookie")
-    std = base64.b64encode(raw).decode()
-    assert "+" in std and "/" in std
-    assert mockrun.mock_random_bytes("a", 32) != mockrun.mock_random_bytes("b", 32)
 
 
 # ---------------------------------------------------------------- helpers and CLI
