@@ -742,7 +742,9 @@ def istio_xds_source_digest(src: pathlib.Path = ISTIO_XDS_SOURCE) -> str:
 
 
 def _istio_xds_dir() -> pathlib.Path:
-    return cache_dir() / "istio-xds" / VERSIONS["istio"]
+    # One build per translator source: checkouts with different main.go versions sharing the
+    # cache (branches, worktrees) never rebuild over each other's binary.
+    return cache_dir() / "istio-xds" / f"{VERSIONS['istio']}-{istio_xds_source_digest()}"
 
 
 def _istio_xds_stamp_version() -> str:
