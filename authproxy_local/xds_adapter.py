@@ -594,9 +594,9 @@ def credential_names(render: Any) -> list[str]:
             ns = o["metadata"].get("namespace") or "default"
             for lst in o["spec"].get("listeners", []):
                 for ref in (lst.get("tls") or {}).get("certificateRefs", []):
-                    n = f"kubernetes-gateway://{ref.get('namespace', ns)}/{ref['name']}"
-                    if n not in names:
-                        names.append(n)
+                    sds = f"kubernetes-gateway://{ref.get('namespace', ns)}/{ref['name']}"
+                    if sds not in names:
+                        names.append(sds)
         elif o.get("kind") == "Gateway":
             for s in o["spec"].get("servers", []):
                 n = (s.get("tls") or {}).get("credentialName")

@@ -1035,6 +1035,15 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
                 "the Gateway by targetRefs and its pods carry "
                 f"`{GATEWAY_NAME_LABEL}: {gw.name}`; remove it",
             ))
+        for i, app in enumerate(cfg.apps):
+            for path in app.public_paths:
+                if path.endswith("*") and not path.endswith("/*"):
+                    p.append((
+                        f"{k}apps[{i}].publicPaths",
+                        f"{path!r}: with istio.ingressApi=gateway-api a prefix must end in '/*' "
+                        "(Gateway API PathPrefix matches whole path segments, so the route and the "
+                        f"authorization policies would disagree); use {path[:-1].rstrip('/') + '/*'!r}",
+                    ))
         ga = cfg.istio.gateway_api
         if ga.http_listener == ga.https_listener:
             p.append((

@@ -22,8 +22,8 @@ attach a route that skips the checks).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
 import pulumi

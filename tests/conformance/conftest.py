@@ -1,4 +1,5 @@
-"""Shared fixtures of the conformance tests: the four renders (dev/prod x both ext_authz modes),
+"""Shared fixtures of the conformance tests: the six renders (dev/prod/gateway-api x both ext_authz
+modes),
 the validators, and a closing report of what was validated (printed after the test summary)."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pytest
 
 from authproxy_local.render import MODES, RenderResult, render, write
 
-STACKS = ("dev", "prod")
+STACKS = ("dev", "prod", "gateway-api")
 CASES = [(s, m) for s in STACKS for m in MODES]
 CASE_IDS = [f"{s}-{m}" for s, m in CASES]
 
@@ -80,4 +81,18 @@ def istioctl() -> Path:
     except InstallError as e:
         unavailable("istioctl", str(e))
     report("validators", f"istioctl {VERSIONS['istio-label']} (istio.io/istio {VERSIONS['istio']}), {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def gateway_api_crds() -> Path:
+    """The standard-channel Gateway API CRDs of the pinned sigs.k8s.io/gateway-api module."""
+    from authproxy_local.install import VERSIONS, InstallError, ensure
+
+    try:
+        path = ensure("gateway-api-crds")
+    except InstallError as e:
+        unavailable("the Gateway API CRDs", str(e))
+    report("validators", f"Gateway API CRDs sigs.k8s.io/gateway-api {VERSIONS['gateway-api']} "
+                         f"(standard channel), {path}")
     return path
