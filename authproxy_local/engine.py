@@ -2,7 +2,8 @@
 
 On this machine (no cluster, no Docker, no GitHub) it starts etcd and kube-apiserver on loopback
 (throw-away CA, serving and admin client certificates, service-account keys), installs the CRDs the
-stacks use (Istio's, from the istio.io/istio Go module), starts a real Keycloak over HTTPS, logs the
+stacks use (Istio's, from the istio.io/istio Go module; the Gateway API's, from the
+sigs.k8s.io/gateway-api module), starts a real Keycloak over HTTPS, logs the
 pulumi CLI into a file backend in a temp dir and then, for each stack, runs
 
     pulumi preview; pulumi preview --policy-pack policy; pulumi up --yes
@@ -270,6 +271,16 @@ def istio_crds() -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(crd_file.read_text()) if d]
 
 
+def gateway_api_crds() -> list[dict[str, Any]]:
+    """The standard-channel Gateway API CRDs of the pinned sigs.k8s.io/gateway-api module (what a
+    cluster running Istio with the Gateway API has installed); their CEL rules run in this API
+    server when the gateway-api stack creates its objects."""
+    docs: list[dict[str, Any]] = []
+    for f in install.gateway_api_crd_files(install.ensure("gateway-api-crds")):
+        docs += [d for d in yaml.safe_load_all(f.read_text()) if d]
+    return docs
+
+
 # --------------------------------------------------------------------------------------------
 # Keycloak over HTTPS
 # --------------------------------------------------------------------------------------------
@@ -487,6 +498,9 @@ class Engine:
         self.cluster.start()
         n = self.cluster.apply_crds(istio_crds())
         log(f"{n} Istio CRDs established")
+        n = self.cluster.apply_crds(gateway_api_crds())
+        log(f"{n} Gateway API CRDs established (sigs.k8s.io/gateway-api {install.VERSIONS['gateway-api']}, "
+            "standard channel)")
         # What the stacks expect to exist in a user's cluster: the apps' namespaces and the
         # gateway's (made by the Istio install, which is not part of these stacks here).
         for ns in EXISTING_NAMESPACES:
@@ -762,6 +776,9 @@ STACKS: list[tuple[str, str, dict[str, str], bool]] = [
     ("dev-envoy-filter", "dev", {"authproxy:istio.install.enabled": "false",
                                  "authproxy:istio.extAuthzMode": "envoy-filter",
                                  "authproxy:namespace": "authproxy-envoy-filter"}, False),
+    # The Gateway API ingress (issue 13): Gateway, HTTPRoutes, ReferenceGrants through the
+    # Gateway API CRDs' schemas and CEL rules, policies attached by targetRefs.
+    ("gateway-api", "gateway-api", {"authproxy:namespace": "authproxy-gateway-api"}, False),
 ]
 
 
