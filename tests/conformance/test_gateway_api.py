@@ -111,3 +111,60 @@ def test_the_crd_rules_the_route_plan_relies_on_are_enforced(renders, schemas):
     r = next(r for r in prefix["spec"]["rules"] if r["matches"][0].get("headers"))
     r["matches"][0]["headers"][0]["type"] = "Prefix"
     assert any("is not one of" in e for e in crd_errors(schemas, prefix))
+
+
+def reference_problems(objs: list[dict[str, Any]], config: Any) -> list[str]:
+    """References istioctl analyze does not check for the Gateway API: route parentRefs (Gateway
+    and listener), policy targetRefs (a Gateway of the policy's namespace), backendRefs (a Service
+    the render or the config names, and a ReferenceGrant wherever a route crosses namespaces)."""
+    gateways = {(o["metadata"]["namespace"], o["metadata"]["name"]): {l["name"] for l in o["spec"]["listeners"]}
+                for o in objs if o["kind"] == "Gateway" and category(o) == "gateway-api"}
+    services = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objs if o["kind"] == "Service"}
+    services |= {(a.service.namespace, a.service.name) for a in config.apps}
+    grants = {(o["metadata"]["namespace"], f["namespace"], t["name"])
+              for o in objs if o["kind"] == "ReferenceGrant"
+              for f in o["spec"]["from"] if f["kind"] == "HTTPRoute"
+              for t in o["spec"]["to"] if t["kind"] == "Service"}
+    problems = []
+    for o in objs:
+        ns, name = o["metadata"].get("namespace"), o["metadata"]["name"]
+        spec = o.get("spec") or {}
+        for ref in spec.get("targetRefs", []) if isinstance(spec, dict) else []:
+            if ref.get("kind") == "Gateway" and (ns, ref["name"]) not in gateways:
+                problems.append(f"{o['kind']} {ns}/{name}: targetRefs Gateway {ref['name']} not found")
+        if o["kind"] != "HTTPRoute":
+            continue
+        for ref in spec["parentRefs"]:
+            listeners = gateways.get((ref.get("namespace", ns), ref["name"]))
+            if listeners is None or ref.get("sectionName") not in listeners:
+                problems.append(f"HTTPRoute {ns}/{name}: parentRef {ref} not found")
+        for rule in spec["rules"]:
+            for b in rule.get("backendRefs", []):
+                bns = b.get("namespace", ns)
+                if (bns, b["name"]) not in services:
+                    problems.append(f"HTTPRoute {ns}/{name}: backend Service {bns}/{b['name']} not found")
+                if bns != ns and (bns, ns, b["name"]) not in grants:
+                    problems.append(f"HTTPRoute {ns}/{name}: no ReferenceGrant in {bns} for Service {b['name']}")
+    return problems
+
+
+@pytest.mark.parametrize("mode", ["extension-provider", "envoy-filter"])
+def test_gateway_api_references_resolve_and_broken_ones_are_found(renders, mode):
+    r = renders[("gateway-api", mode)].result
+    objs = [concrete(o) for o in r.kubernetes]
+    assert reference_problems(objs, r.config) == []
+    grants = [o for o in objs if o["kind"] == "ReferenceGrant"]
+    broken = copy.deepcopy(objs)
+    for o in broken:
+        spec = o.get("spec") if isinstance(o.get("spec"), dict) else {}
+        for ref in spec.get("targetRefs", []) + spec.get("parentRefs", []):
+            ref["name"] += "x"
+    found = reference_problems(broken, r.config)
+    expected = sum(len(o["spec"].get("targetRefs", [])) + len(o["spec"].get("parentRefs", []))
+                   for o in objs if isinstance(o.get("spec"), dict))
+    assert len(found) == expected > 0
+    # Without the grants every cross-namespace backend is reported.
+    no_grants = [o for o in objs if o["kind"] != "ReferenceGrant"]
+    assert grants and any("no ReferenceGrant" in p for p in reference_problems(no_grants, r.config))
+    report("Gateway API references", f"gateway-api-{mode}: parentRefs, targetRefs, backendRefs and "
+                                     f"ReferenceGrants resolve; {len(found)} misspelled references found")
