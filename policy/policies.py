@@ -991,15 +991,15 @@ def _gateway_virtual_services(
     for r in resources:
         ns = str(_get(r.props, "metadata", "namespace") or "default")
         if _is_kind(r.resource_type, GATEWAY_API, "HTTPRoute"):
-            spec = _http_route_as_virtual_service(r.props, ns)
+            as_vs = _http_route_as_virtual_service(r.props, ns)
             refs = [
                 f"{_m(ref).get('namespace') or ns}/{_m(ref).get('name')}"
                 for ref in _l(_get(r.props, "spec", "parentRefs"))
                 if str(_m(ref).get("kind") or "Gateway") == "Gateway"
                 and str(_m(ref).get("group") or GATEWAY_API) == GATEWAY_API
             ]
-            if refs and spec["http"]:
-                yield r, ns, spec, refs
+            if refs and as_vs["http"]:
+                yield r, ns, as_vs, refs
             continue
         if not _is_kind(r.resource_type, ISTIO_NETWORKING, "VirtualService"):
             continue

@@ -159,7 +159,7 @@ def load_crd_schemas(files: list[Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 def crd_errors(schemas: dict[tuple[str, str], dict[str, Any]], obj: dict[str, Any]) -> list[str]:
     """Every schema violation of ``obj`` (empty: valid); an unknown apiVersion/kind is one."""
-    import jsonschema  # type: ignore[import-untyped]
+    import jsonschema
 
     schema = schemas.get((obj["apiVersion"], obj["kind"]))
     if schema is None:

@@ -117,7 +117,7 @@ def reference_problems(objs: list[dict[str, Any]], config: Any) -> list[str]:
     """References istioctl analyze does not check for the Gateway API: route parentRefs (Gateway
     and listener), policy targetRefs (a Gateway of the policy's namespace), backendRefs (a Service
     the render or the config names, and a ReferenceGrant wherever a route crosses namespaces)."""
-    gateways = {(o["metadata"]["namespace"], o["metadata"]["name"]): {l["name"] for l in o["spec"]["listeners"]}
+    gateways = {(o["metadata"]["namespace"], o["metadata"]["name"]): {lst["name"] for lst in o["spec"]["listeners"]}
                 for o in objs if o["kind"] == "Gateway" and category(o) == "gateway-api"}
     services = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objs if o["kind"] == "Service"}
     services |= {(a.service.namespace, a.service.name) for a in config.apps}
