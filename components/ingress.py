@@ -501,16 +501,8 @@ class Ingress(pulumi.ComponentResource):
              app_virtual_service_annotations(app))
             for app in args["apps"]
         ]
-        vs_names = [f"{gw['name']}-{suffix}" for suffix, _, _ in virtual_services]
-        for (suffix, spec, notes), vs_name in zip(virtual_services, vs_names, strict=True):
-            k8s.apiextensions.CustomResource(
-                f"{name}-vs-{suffix}",
-                api_version="networking.istio.io/v1",
-                kind="VirtualService",
-                metadata=meta(vs_name, notes),
-                spec=spec,
-                opts=after_gateway,
-            )
+        vs_names = self._route_objects(f"{name}-vs", gw["name"], "networking.istio.io/v1",
+                                       "VirtualService", virtual_services, meta, after_gateway)
 
         self.gateway = pulumi.Output.from_input(gateway_ref(gw))
         self.virtual_services = pulumi.Output.from_input(vs_names)
@@ -553,16 +545,27 @@ class Ingress(pulumi.ComponentResource):
              app_virtual_service_annotations(app))
             for app in args["apps"]
         ]
-        route_names = [f"{gw['name']}-{suffix}" for suffix, _, _ in routes]
-        for (suffix, spec, notes), route_name in zip(routes, route_names, strict=True):
-            k8s.apiextensions.CustomResource(
-                f"{name}-route-{suffix}",
-                api_version=GATEWAY_API_VERSION,
-                kind="HTTPRoute",
-                metadata=meta(route_name, notes),
-                spec=spec,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=after),
-            )
+        route_names = self._route_objects(f"{name}-route", gw["name"], GATEWAY_API_VERSION,
+                                          "HTTPRoute", routes, meta,
+                                          pulumi.ResourceOptions(parent=self, depends_on=after))
         self.gateway = pulumi.Output.from_input(gateway_ref(gw))
         self.http_routes = pulumi.Output.from_input(route_names)
         self.register_outputs({"gateway": self.gateway, "http_routes": self.http_routes})
+
+    def _route_objects(self, logical: str, prefix: str, api_version: str, kind: str,
+                       items: list[tuple[str, dict[str, Any], dict[str, str]]],
+                       meta: Callable[[str, dict[str, str] | None], dict[str, Any]],
+                       opts: pulumi.ResourceOptions) -> list[str]:
+        """One route object per (suffix, spec, annotations), named ``<prefix>-<suffix>``
+        (logical name ``<logical>-<suffix>``); returns the object names."""
+        names = [f"{prefix}-{suffix}" for suffix, _, _ in items]
+        for (suffix, spec, notes), obj_name in zip(items, names, strict=True):
+            k8s.apiextensions.CustomResource(
+                f"{logical}-{suffix}",
+                api_version=api_version,
+                kind=kind,
+                metadata=meta(obj_name, notes),
+                spec=spec,
+                opts=opts,
+            )
+        return names
