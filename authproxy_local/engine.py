@@ -307,7 +307,10 @@ class Keycloak:
         self.port, self.mgmt_port = free_port(), free_port()
         cmd = [
             str(home / "bin" / "kc.sh"), "start-dev",
-            "--http-enabled=false", "--https-port", str(self.port), "--http-host=127.0.0.1",
+            # start-dev binds its HTTP port even with --http-enabled=false: a free one, not the
+            # default 8080 (two engine runs on one machine collided there).
+            "--http-enabled=false", f"--http-port={free_port()}", "--https-port", str(self.port),
+            "--http-host=127.0.0.1",
             f"--https-certificate-file={tls_cert}", f"--https-certificate-key-file={tls_key}",
             f"--hostname={self.url}", "--health-enabled=true", f"--http-management-port={self.mgmt_port}",
             f"--db-url=jdbc:h2:file:{self.work / 'keycloak-db' / 'keycloakdb'};NON_KEYWORDS=VALUE",
