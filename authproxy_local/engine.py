@@ -2,7 +2,8 @@
 
 On this machine (no cluster, no Docker, no GitHub) it starts etcd and kube-apiserver on loopback
 (throw-away CA, serving and admin client certificates, service-account keys), installs the CRDs the
-stacks use (Istio's, from the istio.io/istio Go module), starts a real Keycloak over HTTPS, logs the
+stacks use (Istio's, from the istio.io/istio Go module; the Gateway API's, from the
+sigs.k8s.io/gateway-api module), starts a real Keycloak over HTTPS, logs the
 pulumi CLI into a file backend in a temp dir and then, for each stack, runs
 
     pulumi preview; pulumi preview --policy-pack policy; pulumi up --yes
@@ -306,6 +307,16 @@ def addon_crds() -> list[dict[str, Any]]:
     return docs
 
 
+def gateway_api_crds() -> list[dict[str, Any]]:
+    """The standard-channel Gateway API CRDs of the pinned sigs.k8s.io/gateway-api module (what a
+    cluster running Istio with the Gateway API has installed); their CEL rules run in this API
+    server when the gateway-api stack creates its objects."""
+    docs: list[dict[str, Any]] = []
+    for f in install.gateway_api_crd_files(install.ensure("gateway-api-crds")):
+        docs += [d for d in yaml.safe_load_all(f.read_text()) if d]
+    return docs
+
+
 # --------------------------------------------------------------------------------------------
 # Keycloak over HTTPS
 # --------------------------------------------------------------------------------------------
@@ -332,7 +343,10 @@ class Keycloak:
         self.port, self.mgmt_port = free_port(), free_port()
         cmd = [
             str(home / "bin" / "kc.sh"), "start-dev",
-            "--http-enabled=false", "--https-port", str(self.port), "--http-host=127.0.0.1",
+            # start-dev binds its HTTP port even with --http-enabled=false: a free one, not the
+            # default 8080 (two engine runs on one machine collided there).
+            "--http-enabled=false", f"--http-port={free_port()}", "--https-port", str(self.port),
+            "--http-host=127.0.0.1",
             f"--https-certificate-file={tls_cert}", f"--https-certificate-key-file={tls_key}",
             f"--hostname={self.url}", "--health-enabled=true", f"--http-management-port={self.mgmt_port}",
             f"--db-url=jdbc:h2:file:{self.work / 'keycloak-db' / 'keycloakdb'};NON_KEYWORDS=VALUE",
@@ -529,6 +543,9 @@ class Engine:
         log(f"{n} Istio CRDs established")
         n = self.cluster.apply_crds(addon_crds())
         log(f"{n} cert-manager and ServiceMonitor CRDs established")
+        n = self.cluster.apply_crds(gateway_api_crds())
+        log(f"{n} Gateway API CRDs established (sigs.k8s.io/gateway-api {install.VERSIONS['gateway-api']}, "
+            "standard channel)")
         # What the stacks expect to exist in a user's cluster: the apps' namespaces and the
         # gateway's (made by the Istio install, which is not part of these stacks here).
         for ns in EXISTING_NAMESPACES:
@@ -935,6 +952,9 @@ STACKS: list[tuple[str, str, dict[str, str], bool]] = [
     # cert-manager Certificate and ServiceMonitors), in its own namespace; its ext_authz mode only:
     # the other mode's objects are the ones dev-envoy-filter already runs.
     ("prod", "prod", {"authproxy:namespace": "authproxy-prod"}, False),
+    # The Gateway API ingress (issue 13): Gateway, HTTPRoutes, ReferenceGrants through the
+    # Gateway API CRDs' schemas and CEL rules, policies attached by targetRefs.
+    ("gateway-api", "gateway-api", {"authproxy:namespace": "authproxy-gateway-api"}, False),
 ]
 
 

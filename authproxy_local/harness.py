@@ -393,7 +393,7 @@ class Harness:
 
             self.render = render_mod.render(self.stack, self.mode, self.overrides or None)
         self.timings.add("render", time.monotonic() - t0)
-        self.run_id = f"{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}-{self.render.mode}"
+        self.run_id = f"{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}-{self.stack}-{self.render.mode}"
         runs = cache_dir() / "runs"
         runs.mkdir(parents=True, exist_ok=True)
         old = sorted(p for p in runs.iterdir() if p.is_dir() and not _run_alive(p.name))

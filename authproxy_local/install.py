@@ -4,7 +4,7 @@ Usage::
 
     python -m authproxy_local.install [--json] COMPONENT...
 
-COMPONENT is one of keycloak, oauth2-proxy, redis, envoy, istioctl, istio-xds,
+COMPONENT is one of keycloak, oauth2-proxy, redis, envoy, istioctl, istio-xds, gateway-api-crds,
 chromium, wrk, perf, pulumi, pulumi-random, pulumi-keycloak, pulumi-kubernetes, kube-apiserver,
 etcd, or ``all``.  Each install is idempotent: when the cached artifact exists
 and its stamp still matches, a second run returns at once.  ``--json`` prints a
@@ -94,6 +94,10 @@ VERSIONS: dict[str, str] = {
     "pulumi-kubernetes": "4.25.0",
     # The proxy serves provider/v4 only as this pseudo-version, which is the v4.25.0 tag.
     "pulumi-kubernetes-module": "v4.0.0-20260115033456-f47bc2d6f199",
+    # The Gateway API CRDs (sigs.k8s.io/gateway-api config/crd/standard): the version istio.io/istio
+    # above requires, so the objects are validated against (and the engine installs) the CRDs
+    # istiod's Gateway API controller is built for.
+    "gateway-api": "v1.6.0",
     # kube-apiserver (k8s.io/kubernetes, staging modules at v0.35.4) and etcd for it.
     "kubernetes": "1.35.4",
     "etcd": "3.6.16",
@@ -106,6 +110,7 @@ COMPONENTS: tuple[str, ...] = (
     "envoy",
     "istioctl",
     "istio-xds",
+    "gateway-api-crds",
     "chromium",
     "wrk",
     "perf",
@@ -745,7 +750,9 @@ def istio_xds_source_digest(src: pathlib.Path = ISTIO_XDS_SOURCE) -> str:
 
 
 def _istio_xds_dir() -> pathlib.Path:
-    return cache_dir() / "istio-xds" / VERSIONS["istio"]
+    # One build per translator source: checkouts with different main.go versions sharing the
+    # cache (branches, worktrees) never rebuild over each other's binary.
+    return cache_dir() / "istio-xds" / f"{VERSIONS['istio']}-{istio_xds_source_digest()}"
 
 
 def _istio_xds_stamp_version() -> str:
@@ -794,6 +801,43 @@ def _install_istio_xds() -> pathlib.Path:
     write_stamp(exe.parent / STAMP_NAME, _istio_xds_stamp_version(), exe, build_seconds=round(build_s, 1),
                 install_seconds=round(time.monotonic() - t0, 1), go_version=have)
     return exe
+
+
+# ---- Gateway API CRDs (the sigs.k8s.io/gateway-api module's config/crd/standard) ----
+GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"
+
+
+def _gateway_api_crd_dir() -> pathlib.Path:
+    return (cache_dir() / "go" / "pkg" / "mod" / f"{GATEWAY_API_MODULE}@{VERSIONS['gateway-api']}"
+            / "config" / "crd" / "standard")
+
+
+def _find_gateway_api_crds() -> pathlib.Path | None:
+    d = _gateway_api_crd_dir()
+    return d if (d / "gateway.networking.k8s.io_httproutes.yaml").is_file() else None
+
+
+def _install_gateway_api_crds() -> pathlib.Path:
+    """``go mod download`` the pinned sigs.k8s.io/gateway-api module into the cache's module
+    cache (checksum-verified like every module); its standard-channel CRDs are the directory."""
+    go = _require_go()
+    v = VERSIONS["gateway-api"]
+    _log(f"go mod download {GATEWAY_API_MODULE}@{v}")
+    env = go_env(os.environ, cache_dir())
+    tmp = cache_dir() / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    info = json.loads(_run([go, "mod", "download", "-json", f"{GATEWAY_API_MODULE}@{v}"], env=env,
+                           cwd=tmp, timeout=900, what=f"downloading {GATEWAY_API_MODULE}").stdout)
+    d = pathlib.Path(info["Dir"]) / "config" / "crd" / "standard"
+    if not (d / "gateway.networking.k8s.io_httproutes.yaml").is_file():
+        raise InstallError(f"{GATEWAY_API_MODULE}@{v} has no standard-channel CRDs under {d}")
+    return d
+
+
+def gateway_api_crd_files(directory: pathlib.Path) -> list[pathlib.Path]:
+    """The CRD manifests of the standard channel (not the ValidatingAdmissionPolicy file)."""
+    return sorted(p for p in directory.glob("gateway.networking.k8s.io_*.yaml")
+                  if "vap_" not in p.name)
 
 
 def _go_mod_body(text: str) -> list[str]:
@@ -1268,6 +1312,7 @@ _REGISTRY: dict[str, Component] = {
     "envoy": Component("envoy", _find_envoy, _install_envoy),
     "istioctl": Component("istioctl", _find_istioctl, _install_istioctl),
     "istio-xds": Component("istio-xds", _find_istio_xds, _install_istio_xds),
+    "gateway-api-crds": Component("gateway-api-crds", _find_gateway_api_crds, _install_gateway_api_crds),
     "chromium": Component("chromium", _find_chromium, _install_chromium),
     "wrk": Component("wrk", _find_wrk, _install_wrk),
     "perf": Component("perf", _find_perf, _install_perf),

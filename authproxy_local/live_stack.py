@@ -46,6 +46,7 @@ from authproxy_local.engine import (
     EngineError,
     Pulumi,
     addon_crds,
+    gateway_api_crds,
     istio_crds,
     run_group,
 )
@@ -81,7 +82,7 @@ def required_tools() -> tuple[str, ...]:
 
 
 def start_cluster(work: pathlib.Path, namespaces: list[str]) -> Cluster:
-    """etcd + kube-apiserver with the CRDs the stacks use (Istio's, cert-manager's, ServiceMonitor)
+    """etcd + kube-apiserver with the CRDs the stacks use (Istio's, cert-manager's, ServiceMonitor, Gateway API)
     and the namespaces a user's cluster has before the stack (the gateway's and the apps')."""
     global _crds
     work.mkdir(parents=True, exist_ok=True)
@@ -89,7 +90,7 @@ def start_cluster(work: pathlib.Path, namespaces: list[str]) -> Cluster:
     try:
         cluster.start()
         if _crds is None:
-            _crds = istio_crds() + addon_crds()
+            _crds = istio_crds() + addon_crds() + gateway_api_crds()
         cluster.apply_crds(_crds)
         for ns in namespaces:
             code, out = cluster.request("POST", "/api/v1/namespaces",

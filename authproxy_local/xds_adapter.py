@@ -18,6 +18,7 @@ the ``istio-xds`` translator (see ``docs/e2e.md``). This module only
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import subprocess
@@ -129,21 +130,105 @@ def _target_port(port: Mapping[str, Any], container_ports: Mapping[str, int]) ->
     return container_ports[tp]
 
 
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+ISTIO_GATEWAY_CONTROLLER = "istio.io/gateway-controller"
+"""The ``controllerName`` of the GatewayClasses istiod creates and serves (``istio``)."""
+
+
+def is_gateway_api(obj: Mapping[str, Any]) -> bool:
+    return str(obj.get("apiVersion", "")).split("/")[0] == GATEWAY_API_GROUP
+
+
+def deployed_gateway_labels(gw: Mapping[str, Any]) -> dict[str, str]:
+    """The labels istiod's gateway deployment template gives the pods of a Gateway API Gateway
+    (istio.io/istio manifests/charts/istio-control/istio-discovery/files/kube-gateway.yaml): the
+    Deployment is ``<name>-<class>``; ``targetRefs`` policies find the pods by the gateway name."""
+    name, cls = gw["metadata"]["name"], gw["spec"]["gatewayClassName"]
+    return {
+        "sidecar.istio.io/inject": "false",
+        "service.istio.io/canonical-name": f"{name}-{cls}",
+        "service.istio.io/canonical-revision": "latest",
+        f"{GATEWAY_API_GROUP}/gateway-name": name,
+        f"{GATEWAY_API_GROUP}/gateway-class-name": cls,
+        "gateway.istio.io/managed": "istio.io-gateway-controller",
+    }
+
+
+def deployed_gateway_service(gw: Mapping[str, Any]) -> dict[str, Any]:
+    """The Service istiod's deployment controller creates for a Gateway API Gateway
+    (``<name>-<class>``: the status port and one port per listener port, named after the first
+    listener on it; pilot/pkg/config/kube/gatewaycommon/deploymentcontroller.go
+    extractServicePorts). istiod binds the Gateway's servers to the proxies behind it."""
+    name, cls = gw["metadata"]["name"], gw["spec"]["gatewayClassName"]
+    ns = gw["metadata"].get("namespace") or "default"
+    # targetPort as the API server defaults it (= port): the pods listen on the listener ports.
+    ports: list[dict[str, Any]] = [{"name": "status-port", "port": 15021, "targetPort": 15021,
+                                    "protocol": "TCP", "appProtocol": "tcp"}]
+    seen: set[int] = set()
+    for lst in gw["spec"].get("listeners", []):
+        if lst["port"] in seen:
+            continue
+        seen.add(lst["port"])
+        ports.append({"name": lst["name"], "port": lst["port"], "targetPort": lst["port"],
+                      "protocol": "TCP", "appProtocol": str(lst["protocol"]).lower()})
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": _meta(f"{name}-{cls}", ns, {f"{GATEWAY_API_GROUP}/gateway-name": name,
+                                                 f"{GATEWAY_API_GROUP}/gateway-class-name": cls}),
+        "spec": {"selector": {f"{GATEWAY_API_GROUP}/gateway-name": name},
+                 "clusterIP": f"{POD_CIDR}.4.1", "ports": ports},
+    }
+
+
+def gateway_class(name: str) -> dict[str, Any]:
+    """The GatewayClass istiod creates in a cluster (its ``gatewayClass`` controller)."""
+    return {"apiVersion": f"{GATEWAY_API_GROUP}/v1", "kind": "GatewayClass",
+            "metadata": {"name": name, "labels": {HARNESS_LABEL: "true"}},
+            "spec": {"controllerName": ISTIO_GATEWAY_CONTROLLER}}
+
+
+def gateway_api_tls_secrets(gw: Mapping[str, Any], ep: local_map.LocalEndpoints) -> list[dict[str, Any]]:
+    """The TLS Secrets the Gateway's listeners reference, holding the run's gateway certificate:
+    istiod's Gateway API conversion only accepts a listener whose Secret exists and holds a valid
+    key pair (a cluster has it from cert-manager or the operator)."""
+
+    ns = gw["metadata"].get("namespace") or "default"
+    crt = base64.b64encode(Path(ep.cert_file).read_bytes()).decode()
+    key = base64.b64encode(Path(ep.key_file).read_bytes()).decode()
+    out = []
+    for name in sorted({r["name"] for lst in gw["spec"].get("listeners", [])
+                        for r in (lst.get("tls") or {}).get("certificateRefs", [])}):
+        out.append({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                    "metadata": _meta(name, ns), "data": {"tls.crt": crt, "tls.key": key}})
+    return out
+
+
 def workloads(render: Any, ep: local_map.LocalEndpoints) -> Workloads:
     """The objects and proxies the harness models for the render and the run's addresses."""
     cfg = render.config
     objs = render.kubernetes
     w = Workloads()
 
-    # The ingress gateway pods: the Gateway's namespace, labelled as its selector.
+    # The ingress gateway pods: the Gateway's namespace, labelled as its selector (Istio
+    # Gateway) or as istiod labels the pods of a Gateway API Gateway it deploys.
     gws = [o for o in objs if o.get("kind") == "Gateway"]
     if len(gws) != 1:
         raise AdapterError(f"expected one Gateway in the render, found {len(gws)}")
     gw = gws[0]
     gw_ns = gw["metadata"].get("namespace") or "default"
-    gw_labels = dict(gw["spec"].get("selector") or {})
-    w.proxies.append(Proxy("gateway", "router", gw_ns, f"{POD_CIDR}.0.1", gw_labels))
-    w.objects.append(_pod("ingressgateway-harness", gw_ns, gw_labels, f"{POD_CIDR}.0.1", []))
+    gw_ip = f"{POD_CIDR}.0.1"
+    if is_gateway_api(gw):
+        gw_labels = deployed_gateway_labels(gw)
+        w.objects.append(gateway_class(gw["spec"]["gatewayClassName"]))
+        w.objects += gateway_api_tls_secrets(gw, ep)
+        svc = deployed_gateway_service(gw)
+        w.objects.append(svc)
+        w.objects.append(_slice(svc["metadata"]["name"], gw_ns, "ingressgateway-harness", gw_ip,
+                                [(p["name"], p["port"]) for p in svc["spec"]["ports"]]))
+    else:
+        gw_labels = dict(gw["spec"].get("selector") or {})
+    w.proxies.append(Proxy("gateway", "router", gw_ns, gw_ip, gw_labels))
+    w.objects.append(_pod("ingressgateway-harness", gw_ns, gw_labels, gw_ip, []))
 
     # oauth2-proxy: the render's Deployment and Service; the pod and EndpointSlice are ours.
     proxy_svc, proxy_ns, proxy_ports = _oauth2_proxy_service(render)
@@ -268,7 +353,8 @@ def run_secrets(ep: local_map.LocalEndpoints, credential_names: Iterable[str]) -
     the ``security.istio.io/tlsMode`` label, so the gateway talks plaintext to the sidecars and the
     workload certificate is only loaded, never presented (nothing in the stack depends on peer
     identity)."""
-    certs = {f"kubernetes://{n}": (ep.cert_file, ep.key_file) for n in credential_names}
+    certs = {n if "://" in n else f"kubernetes://{n}": (ep.cert_file, ep.key_file)
+             for n in credential_names}
     certs["default"] = (ep.cert_file, ep.key_file)
     return Secrets(certs=certs, cas={"ROOTCA": ep.ca_file})
 
@@ -500,10 +586,18 @@ def bootstraps(xds: Mapping[str, Any], w: Workloads, ep: local_map.LocalEndpoint
 
 
 def credential_names(render: Any) -> list[str]:
-    """The Gateway servers' ``tls.credentialName`` values."""
+    """The Gateway servers' ``tls.credentialName`` values; for a Gateway API Gateway the SDS
+    names istiod gives its listeners' Secrets (``kubernetes-gateway://<namespace>/<name>``)."""
     names = []
     for o in render.kubernetes:
-        if o.get("kind") == "Gateway":
+        if o.get("kind") == "Gateway" and is_gateway_api(o):
+            ns = o["metadata"].get("namespace") or "default"
+            for lst in o["spec"].get("listeners", []):
+                for ref in (lst.get("tls") or {}).get("certificateRefs", []):
+                    sds = f"kubernetes-gateway://{ref.get('namespace', ns)}/{ref['name']}"
+                    if sds not in names:
+                        names.append(sds)
+        elif o.get("kind") == "Gateway":
             for s in o["spec"].get("servers", []):
                 n = (s.get("tls") or {}).get("credentialName")
                 if n and n not in names:

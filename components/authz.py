@@ -104,8 +104,10 @@ from components.cookies import SessionCookies, lua_disabled_per_route, lua_filte
 from components.headers import HEADERS, HeaderFlow, early_header_mutation, list_matcher
 from components.ingress import (
     BEARER_PREFIX,
+    GATEWAY_API_GROUP,
     HTTP_PORT,
     HTTPS_PORT,
+    IngressApi,
     Route,
     RoutedApp,
     app_routes,
@@ -167,6 +169,9 @@ class ProviderArgs(TypedDict):
 class GatewayRef(TypedDict):
     name: str
     namespace: str
+    api: IngressApi
+    """``istio``: policies select the gateway pods by ``selector``; ``gateway-api``: they attach
+    to the Gateway API Gateway ``namespace/name`` with ``targetRefs``."""
     selector: dict[str, str]
     http_ports: list[int]
     """Container ports of the gateway's plain-HTTP listener (the one redirecting to HTTPS)."""
@@ -311,6 +316,33 @@ def _selector(gw: GatewayRef) -> dict[str, Any]:
     return {"matchLabels": dict(gw["selector"])}
 
 
+def gateway_target_refs(gw: GatewayRef) -> list[dict[str, str]]:
+    """Istio's attachment of a policy to a Gateway API Gateway (same namespace as the policy)."""
+    return [{"group": GATEWAY_API_GROUP, "kind": "Gateway", "name": gw["name"]}]
+
+
+def policy_attachment(gw: GatewayRef) -> dict[str, Any]:
+    """How an AuthorizationPolicy or RequestAuthentication at the gateway picks its proxies:
+    ``selector`` (Istio Gateway) or ``targetRefs`` (Gateway API Gateway)."""
+    if gw["api"] == "gateway-api":
+        return {"targetRefs": gateway_target_refs(gw)}
+    return {"selector": _selector(gw)}
+
+
+def envoy_filter_attachment(gw: GatewayRef) -> dict[str, Any]:
+    """The same for an EnvoyFilter: ``workloadSelector`` or ``targetRefs``."""
+    if gw["api"] == "gateway-api":
+        return {"targetRefs": gateway_target_refs(gw)}
+    return {"workloadSelector": {"labels": dict(gw["selector"])}}
+
+
+def vhost_ports(gw: GatewayRef) -> tuple[int, ...]:
+    """Gateway servers whose virtual hosts carry the named routes: both with the Istio Gateway
+    (the HTTP server's ``httpsRedirect`` keeps the routes), only HTTPS with the Gateway API (the
+    HTTP listener has nothing but the redirect route)."""
+    return (HTTPS_PORT,) if gw["api"] == "gateway-api" else (HTTPS_PORT, HTTP_PORT)
+
+
 def _ports(ports: list[int]) -> list[str]:
     return [str(p) for p in ports]
 
@@ -339,7 +371,7 @@ def custom_policy_spec(args: AuthzArgs) -> dict[str, Any]:
         for cond in not_redirected(args["gateway"]):
             rules.append({"to": to, "when": [cond, *bearer]})
     return {
-        "selector": _selector(args["gateway"]),
+        **policy_attachment(args["gateway"]),
         "action": "CUSTOM",
         "provider": {"name": args["provider"]["name"]},
         "rules": rules,
@@ -360,11 +392,13 @@ def _route_disable_patch(vhost: str, route: str, per_filter: dict[str, Any]) -> 
     }
 
 
-def _on_both_servers(routes: list[tuple[str, str]], per_filter: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per-route patches for the virtual hosts of both Gateway servers (``host:443``, ``host:80``)."""
+def _on_both_servers(gw: GatewayRef, routes: list[tuple[str, str]],
+                     per_filter: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-route patches for the virtual hosts of the Gateway servers that carry the routes
+    (:func:`vhost_ports`: ``host:443``, and ``host:80`` with the Istio Gateway)."""
     return [
         _route_disable_patch(vhost_name(host, port), route, per_filter)
-        for port in (HTTPS_PORT, HTTP_PORT)
+        for port in vhost_ports(gw)
         for host, route in routes
     ]
 
@@ -373,7 +407,7 @@ def gateway_routes_where(args: AuthzArgs, keep: Callable[[Route], bool]) -> list
     """(host, route name) of the gateway routes (auth host, then each app) that ``keep`` selects."""
     out = [(args["auth_host"], r.name) for r in auth_routes() if keep(r)]
     for app in args["apps"]:
-        out += [(app["host"], r.name) for r in app_routes(app) if keep(r)]
+        out += [(app["host"], r.name) for r in app_routes(app, args["gateway"]["api"]) if keep(r)]
     return out
 
 
@@ -447,10 +481,10 @@ def ext_authz_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
     ]
     patches += http_listener_patches(args["gateway"])
     patches += _on_both_servers(
-        exempt_routes(args), {EXT_AUTHZ_FILTER: {"@type": EXT_AUTHZ_PER_ROUTE_TYPE, "disabled": True}}
+        args["gateway"], exempt_routes(args), {EXT_AUTHZ_FILTER: {"@type": EXT_AUTHZ_PER_ROUTE_TYPE, "disabled": True}}
     )
     return {
-        "workloadSelector": {"labels": dict(args["gateway"]["selector"])},
+        **envoy_filter_attachment(args["gateway"]),
         # INSERT_BEFORE is relative; an explicit priority orders it against other EnvoyFilters
         # (the router it anchors on always exists).
         "priority": EXT_AUTHZ_PRIORITY,
@@ -477,9 +511,10 @@ def session_cookie_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
             "patch": {"operation": "INSERT_BEFORE", "value": lua_filter(cookies)},
         }
     ]
-    patches += _on_both_servers(cookie_forwarding_routes(args), lua_disabled_per_route())
+    patches += _on_both_servers(args["gateway"], cookie_forwarding_routes(args),
+                                lua_disabled_per_route())
     return {
-        "workloadSelector": {"labels": dict(args["gateway"]["selector"])},
+        **envoy_filter_attachment(args["gateway"]),
         "priority": COOKIE_STRIP_PRIORITY,
         "configPatches": patches,
     }
@@ -488,7 +523,7 @@ def session_cookie_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
 def gateway_hardening_envoy_filter_spec(gw: GatewayRef) -> dict[str, Any]:
     """Both modes: strip client identity headers before any filter, normalize paths."""
     return {
-        "workloadSelector": {"labels": dict(gw["selector"])},
+        **envoy_filter_attachment(gw),
         "configPatches": [
             {
                 "applyTo": "NETWORK_FILTER",
@@ -538,7 +573,7 @@ def needs_gateway_jwt(args: AuthzArgs) -> bool:
 
 
 def gateway_request_authentication_spec(args: AuthzArgs) -> dict[str, Any]:
-    return {"selector": _selector(args["gateway"]), "jwtRules": [jwt_rule(args["jwt"])]}
+    return {**policy_attachment(args["gateway"]), "jwtRules": [jwt_rule(args["jwt"])]}
 
 
 def _scopes(args: AuthzArgs, app: AppAuthzArgs) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
@@ -561,7 +596,7 @@ def bearer_deny_policy_spec(args: AuthzArgs) -> dict[str, Any] | None:
     if not apps:
         return None
     return {
-        "selector": _selector(args["gateway"]),
+        **policy_attachment(args["gateway"]),
         "action": "DENY",
         "rules": [
             {
@@ -588,7 +623,7 @@ def gateway_app_policy_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any
         if app["groups"]:
             rules.append({"to": [to],
                           "when": [{"key": GROUPS_CLAIM, "notValues": list(app["groups"])}, *extra]})
-    return {"selector": _selector(args["gateway"]), "action": "DENY", "rules": rules}
+    return {**policy_attachment(args["gateway"]), "action": "DENY", "rules": rules}
 
 
 def app_request_authentication_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:

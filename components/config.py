@@ -758,6 +758,34 @@ class CertManager(_Model):
     )
 
 
+GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+"""The label istiod puts on the pods of a Gateway API gateway it deploys (value: the Gateway's
+name); Istio's own attachment of policies by `targetRefs` matches proxies by it."""
+
+
+class GatewayApi(_Model):
+    """Kubernetes Gateway API ingress (istio.ingressApi=gateway-api)."""
+
+    class_name: DnsLabel = Field(
+        "istio",
+        description="`gatewayClassName` of the Gateway the stack creates (`istio`: deployed by "
+        "istiod).",
+    )
+    create: bool = Field(
+        True,
+        description="Create the Gateway (`istio.gateway.name` in `istio.gateway.namespace`). "
+        "`false`: attach the routes and policies to an existing Gateway of that name and "
+        "namespace, which must have the listeners `httpListener` and `httpsListener` and admit "
+        "HTTPRoutes from its own namespace.",
+    )
+    http_listener: DnsLabel = Field(
+        "http", description="Name of the Gateway's HTTP listener (port 80, redirects to HTTPS)."
+    )
+    https_listener: DnsLabel = Field(
+        "https", description="Name of the Gateway's HTTPS listener (port 443)."
+    )
+
+
 class IstioInstall(_Model):
     """Optional Istio install through Helm (dev clusters)."""
 
@@ -784,6 +812,18 @@ class IstioInstall(_Model):
 class Istio(_Model):
     """Istio ingress and authorization."""
 
+    ingress_api: Literal["istio", "gateway-api"] = Field(
+        "istio",
+        description="`istio`: an Istio Gateway (`networking.istio.io/v1`) and VirtualServices. "
+        "`gateway-api`: a Kubernetes Gateway API Gateway (`gateway.networking.k8s.io/v1`, class "
+        "`istio.gatewayApi.className`) and HTTPRoutes; the gateway's policies and EnvoyFilters "
+        "attach to it with `targetRefs`, and its pods are the ones istiod labels "
+        "`gateway.networking.k8s.io/gateway-name: <istio.gateway.name>` (`istio.gateway.selector` "
+        "is not used).",
+    )
+    gateway_api: GatewayApi = Field(
+        default_factory=GatewayApi, description="Gateway API ingress (istio.ingressApi=gateway-api)."
+    )
     ext_authz_mode: Literal["extension-provider", "envoy-filter"] = Field(
         "extension-provider",
         description="`extension-provider` (mesh config + CUSTOM AuthorizationPolicy) or "
@@ -887,6 +927,14 @@ class StackConfig(_Model):
         return f"https://{self.auth_hostname}/oauth2/callback"
 
     @property
+    def gateway_pod_labels(self) -> dict[str, str]:
+        """Labels of the ingress gateway's pods: `istio.gateway.selector`, or with the Gateway API
+        the label istiod gives the pods of the Gateway it deploys."""
+        if self.istio.ingress_api == "gateway-api":
+            return {GATEWAY_NAME_LABEL: self.istio.gateway.name}
+        return dict(self.istio.gateway.selector)
+
+    @property
     def gateway_hosts(self) -> tuple[str, ...]:
         if self.istio.gateway.hosts:
             return self.istio.gateway.hosts
@@ -987,6 +1035,43 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
             k + "istio.gateway.httpTargetPorts",
             f"lists {both}, which istio.gateway.httpsTargetPorts lists too; requests on the HTTP "
             "ports skip ext_authz until they are redirected, so a port must be one or the other",
+        ))
+    if cfg.istio.ingress_api == "gateway-api":
+        if "selector" in gw.model_fields_set:
+            p.append((
+                k + "istio.gateway.selector",
+                "is not used with istio.ingressApi=gateway-api: the gateway's policies attach to "
+                "the Gateway by targetRefs and its pods carry "
+                f"`{GATEWAY_NAME_LABEL}: {gw.name}`; remove it",
+            ))
+        for i, app in enumerate(cfg.apps):
+            for path in app.public_paths:
+                if path.endswith("*") and not path.endswith("/*"):
+                    p.append((
+                        f"{k}apps[{i}].publicPaths",
+                        f"{path!r}: with istio.ingressApi=gateway-api a prefix must end in '/*' "
+                        "(Gateway API PathPrefix matches whole path segments, so the route and the "
+                        f"authorization policies would disagree); use {path[:-1].rstrip('/') + '/*'!r}",
+                    ))
+        ga = cfg.istio.gateway_api
+        if ga.http_listener == ga.https_listener:
+            p.append((
+                k + "istio.gatewayApi.httpsListener",
+                f"is the same listener as istio.gatewayApi.httpListener ({ga.http_listener!r}); "
+                "the HTTP listener only redirects to HTTPS, so name two different listeners",
+            ))
+        if cfg.istio.install.enabled:
+            p.append((
+                k + "istio.install.enabled",
+                "is not supported with istio.ingressApi=gateway-api: Istio's charts do not carry "
+                "the Gateway API CRDs, and istiod deploys the gateway itself. Install the Gateway "
+                "API CRDs (standard channel) and Istio first, and set istio.install.enabled=false",
+            ))
+    elif "gateway_api" in cfg.istio.model_fields_set:
+        p.append((
+            k + "istio.gatewayApi",
+            "is only used with istio.ingressApi=gateway-api (it is 'istio'); remove it or set "
+            "istio.ingressApi",
         ))
     if cfg.istio.install.enabled:
         # The installed gateway chart serves 80/443 on the same container ports.

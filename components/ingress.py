@@ -22,6 +22,7 @@ attach a route that skips the checks).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
@@ -64,6 +65,9 @@ class Backend(TypedDict):
     host: str
     """Cluster DNS name of the Service."""
     port: int
+    name: str
+    """The Service's name (Gateway API backendRefs name Services, not hosts)."""
+    namespace: str
 
 
 class RoutedApp(TypedDict):
@@ -86,8 +90,21 @@ class CertificateArgs(TypedDict):
     issuer_kind: str
 
 
+IngressApi = Literal["istio", "gateway-api"]
+
+
+class GatewayApiArgs(TypedDict):
+    class_name: str
+    create: bool
+    """False: attach to an existing Gateway (name/namespace of ``gateway``)."""
+    http_listener: str
+    https_listener: str
+
+
 class IngressArgs(TypedDict):
+    api: IngressApi
     gateway: GatewayArgs
+    gateway_api: GatewayApiArgs
     auth_host: str
     proxy: Backend
     """oauth2-proxy's Service."""
@@ -130,8 +147,14 @@ def public_path_match(path: str) -> dict[str, Any]:
     return {"uri": {"exact": path}}
 
 
-def app_routes(app: RoutedApp) -> list[Route]:
-    """The routes of one protected app host, most specific first."""
+def app_routes(app: RoutedApp, api: IngressApi = "istio") -> list[Route]:
+    """The routes of one protected app host, most specific first.
+
+    With the Gateway API (``api="gateway-api"``) a header match cannot require a header's
+    *absence*, so the bearer route keeps only its ``Authorization`` match and a ``<app>-signed-in``
+    route, listed before it, takes the requests that also carry :data:`CHECKED_MARK` (oauth2-proxy
+    checked them): the same split as ``withoutHeaders``. Gateway API precedence (more header
+    matches first, which Istio's conversion applies) keeps that order."""
     n = app["name"]
     strip = app["strip_session_cookies"]
     routes = [
@@ -143,7 +166,29 @@ def app_routes(app: RoutedApp) -> list[Route]:
             Route(f"{n}-public-{i}", (public_path_match(path),), "app", False, identity_headers(),
                   strip)
         )
-    if app["api_clients"]:
+    if app["api_clients"] and api == "gateway-api":
+        routes.append(
+            Route(
+                f"{n}-signed-in",
+                ({"headers": {"authorization": {"prefix": BEARER_PREFIX},
+                              CHECKED_MARK: {"regex": ".+"}}},),
+                "app",
+                ext_authz=True,
+                remove=never_upstream(),
+                strip_cookies=strip,
+            )
+        )
+        routes.append(
+            Route(
+                f"{n}-bearer",
+                ({"headers": {"authorization": {"prefix": BEARER_PREFIX}}},),
+                "app",
+                ext_authz=False,
+                remove=identity_headers(),
+                strip_cookies=strip,
+            )
+        )
+    elif app["api_clients"]:
         routes.append(
             Route(
                 f"{n}-bearer",
@@ -220,6 +265,156 @@ def app_virtual_service_spec(args: IngressArgs, app: AppRouteArgs) -> dict[str, 
     }
 
 
+# --------------------------------------------------------------------------------------------
+# Kubernetes Gateway API (istio.ingressApi=gateway-api)
+# --------------------------------------------------------------------------------------------
+
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+GATEWAY_API_VERSION = GATEWAY_API_GROUP + "/v1"
+REFERENCE_GRANT_VERSION = GATEWAY_API_GROUP + "/v1beta1"
+HTTPS_REDIRECT_ROUTE = "https-redirect"
+"""Name of the HTTP listener's only route (and rule): everything -> 301 to https."""
+
+
+def gateway_api_gateway_spec(args: IngressArgs) -> dict[str, Any]:
+    """HTTP (80) and HTTPS (443, TLS from the Secret ``tls_credential_name``) listeners that
+    admit HTTPRoutes of the Gateway's own namespace only (the Istio mode's ``./host``)."""
+    gw, ga = args["gateway"], args["gateway_api"]
+    allowed = {
+        "namespaces": {"from": "Same"},
+        "kinds": [{"group": GATEWAY_API_GROUP, "kind": "HTTPRoute"}],
+    }
+    return {
+        "gatewayClassName": ga["class_name"],
+        "listeners": [
+            {"name": ga["http_listener"], "port": HTTP_PORT, "protocol": "HTTP",
+             "allowedRoutes": allowed},
+            {
+                "name": ga["https_listener"],
+                "port": HTTPS_PORT,
+                "protocol": "HTTPS",
+                "tls": {
+                    "mode": "Terminate",
+                    "certificateRefs": [
+                        {"group": "", "kind": "Secret", "name": gw["tls_credential_name"]}
+                    ],
+                },
+                "allowedRoutes": allowed,
+            },
+        ],
+    }
+
+
+def _parent_ref(args: IngressArgs, section: str) -> dict[str, Any]:
+    gw = args["gateway"]
+    return {"group": GATEWAY_API_GROUP, "kind": "Gateway", "name": gw["name"],
+            "namespace": gw["namespace"], "sectionName": section}
+
+
+_RE2_SPECIAL = set("\\.+*?()|[]{}^$")
+
+
+def re2_literal(text: str) -> str:
+    """``text`` as an RE2 pattern matching exactly it (only metacharacters escaped: RE2 rejects
+    escapes of letters and spaces, which Python's ``re.escape`` produces)."""
+    return "".join("\\" + c if c in _RE2_SPECIAL else c for c in text)
+
+
+def _header_match(name: str, m: dict[str, str]) -> dict[str, Any]:
+    """A VirtualService StringMatch on a header as a Gateway API HTTPHeaderMatch (which has no
+    prefix type: a prefix becomes an anchored regular expression, which Envoy matches whole)."""
+    if "exact" in m:
+        return {"type": "Exact", "name": name, "value": m["exact"]}
+    if "prefix" in m:
+        return {"type": "RegularExpression", "name": name, "value": re2_literal(m["prefix"]) + ".*"}
+    if "regex" in m:
+        return {"type": "RegularExpression", "name": name, "value": m["regex"]}
+    raise ValueError(f"header match {m!r} has no Gateway API form")
+
+
+def gateway_api_match(m: dict[str, Any]) -> dict[str, Any]:
+    """One route match of the plan (VirtualService form) as a Gateway API HTTPRouteMatch."""
+    if "withoutHeaders" in m:
+        raise ValueError("the Gateway API cannot match a header's absence; plan the route with "
+                         "api='gateway-api'")
+    uri = m.get("uri") or {"prefix": "/"}
+    if "exact" in uri:
+        path = {"type": "Exact", "value": uri["exact"]}
+    else:
+        path = {"type": "PathPrefix", "value": uri["prefix"]}
+    out: dict[str, Any] = {"path": path}
+    headers = m.get("headers") or {}
+    if headers:
+        out["headers"] = [_header_match(n, headers[n]) for n in sorted(headers)]
+    return out
+
+
+def _backend_ref(b: Backend) -> dict[str, Any]:
+    return {"group": "", "kind": "Service", "name": b["name"], "namespace": b["namespace"],
+            "port": b["port"], "weight": 1}
+
+
+def _gateway_api_rule(r: Route, app: Backend, proxy: Backend) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": r.name,
+                           "matches": [gateway_api_match(dict(m)) for m in (r.match or ({},))]}
+    if r.remove:
+        out["filters"] = [{"type": "RequestHeaderModifier",
+                           "requestHeaderModifier": {"remove": list(r.remove)}}]
+    out["backendRefs"] = [_backend_ref(app if r.backend == "app" else proxy)]
+    return out
+
+
+def redirect_http_route_spec(args: IngressArgs) -> dict[str, Any]:
+    """The HTTP listener's route: every gateway host, 301 to the same URL over https."""
+    return {
+        "parentRefs": [_parent_ref(args, args["gateway_api"]["http_listener"])],
+        "hostnames": list(dict.fromkeys(args["gateway"]["hosts"])),
+        "rules": [{
+            "name": HTTPS_REDIRECT_ROUTE,
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "filters": [{"type": "RequestRedirect",
+                         "requestRedirect": {"scheme": "https", "statusCode": 301}}],
+        }],
+    }
+
+
+def auth_http_route_spec(args: IngressArgs) -> dict[str, Any]:
+    proxy = args["proxy"]
+    return {
+        "parentRefs": [_parent_ref(args, args["gateway_api"]["https_listener"])],
+        "hostnames": [args["auth_host"]],
+        "rules": [_gateway_api_rule(r, proxy, proxy) for r in auth_routes()],
+    }
+
+
+def app_http_route_spec(args: IngressArgs, app: AppRouteArgs) -> dict[str, Any]:
+    return {
+        "parentRefs": [_parent_ref(args, args["gateway_api"]["https_listener"])],
+        "hostnames": [app["host"]],
+        "rules": [_gateway_api_rule(r, app["backend"], args["proxy"])
+                  for r in app_routes(app, "gateway-api")],
+    }
+
+
+def reference_grant_specs(args: IngressArgs) -> dict[str, dict[str, Any]]:
+    """Per backend namespace other than the routes' (the Gateway's): a ReferenceGrant that lets
+    HTTPRoutes of the Gateway's namespace reference exactly the Services the routes use there."""
+    ns = args["gateway"]["namespace"]
+    services: dict[str, list[str]] = {}
+    for b in [args["proxy"], *(a["backend"] for a in args["apps"])]:
+        if b["namespace"] != ns:
+            names = services.setdefault(b["namespace"], [])
+            if b["name"] not in names:
+                names.append(b["name"])
+    return {
+        target: {
+            "from": [{"group": GATEWAY_API_GROUP, "kind": "HTTPRoute", "namespace": ns}],
+            "to": [{"group": "", "kind": "Service", "name": n} for n in sorted(names)],
+        }
+        for target, names in sorted(services.items())
+    }
+
+
 def certificate_spec(args: IngressArgs) -> dict[str, Any] | None:
     """cert-manager Certificate writing the gateway's TLS Secret, for every gateway host."""
     cert = args["certificate"]
@@ -248,11 +443,15 @@ class Ingress(pulumi.ComponentResource):
 
     Outputs:
       gateway: "<namespace>/<name>" of the Gateway.
-      virtual_services: names of the VirtualServices (auth host first).
+      virtual_services: names of the VirtualServices (auth host first; ingress API ``istio``).
+      http_routes: names of the HTTPRoutes (redirect, auth host, apps; ingress API
+        ``gateway-api``, which creates a ``gateway.networking.k8s.io/v1`` Gateway unless it
+        exists, and ReferenceGrants in the backends' namespaces).
     """
 
     gateway: pulumi.Output[str]
     virtual_services: pulumi.Output[list[str]]
+    http_routes: pulumi.Output[list[str]]
 
     def __init__(
         self, name: str, args: IngressArgs, opts: pulumi.ResourceOptions | None = None
@@ -281,6 +480,9 @@ class Ingress(pulumi.ComponentResource):
                     opts=child,
                 )
             )
+        if args["api"] == "gateway-api":
+            self._gateway_api(name, args, meta, deps)
+            return
         gateway = k8s.apiextensions.CustomResource(
             f"{name}-gateway",
             api_version="networking.istio.io/v1",
@@ -299,19 +501,71 @@ class Ingress(pulumi.ComponentResource):
              app_virtual_service_annotations(app))
             for app in args["apps"]
         ]
-        vs_names = [f"{gw['name']}-{suffix}" for suffix, _, _ in virtual_services]
-        for (suffix, spec, notes), vs_name in zip(virtual_services, vs_names, strict=True):
-            k8s.apiextensions.CustomResource(
-                f"{name}-vs-{suffix}",
-                api_version="networking.istio.io/v1",
-                kind="VirtualService",
-                metadata=meta(vs_name, notes),
-                spec=spec,
-                opts=after_gateway,
-            )
+        vs_names = self._route_objects(f"{name}-vs", gw["name"], "networking.istio.io/v1",
+                                       "VirtualService", virtual_services, meta, after_gateway)
 
         self.gateway = pulumi.Output.from_input(gateway_ref(gw))
         self.virtual_services = pulumi.Output.from_input(vs_names)
         self.register_outputs(
             {"gateway": self.gateway, "virtual_services": self.virtual_services}
         )
+
+    def _gateway_api(self, name: str, args: IngressArgs,
+                     meta: Callable[[str, dict[str, str] | None], dict[str, Any]],
+                     deps: list[pulumi.Resource]) -> None:
+        """istio.ingressApi=gateway-api: the Gateway (unless it exists), ReferenceGrants, then
+        the HTTPRoutes (redirect, auth host, each app)."""
+        gw = args["gateway"]
+        after: list[pulumi.Resource] = list(deps)
+        if args["gateway_api"]["create"]:
+            after.append(k8s.apiextensions.CustomResource(
+                f"{name}-gateway",
+                api_version=GATEWAY_API_VERSION,
+                kind="Gateway",
+                metadata=meta(gw["name"], None),
+                spec=gateway_api_gateway_spec(args),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=deps),
+            ))
+        for target, spec in reference_grant_specs(args).items():
+            # Granted before the routes exist, so no route is ever accepted without its backend.
+            after.append(k8s.apiextensions.CustomResource(
+                f"{name}-grant-{target}",
+                api_version=REFERENCE_GRANT_VERSION,
+                kind="ReferenceGrant",
+                metadata={"name": f"{gw['name']}-{gw['namespace']}-routes", "namespace": target,
+                          "labels": object_labels()},
+                spec=spec,
+                opts=pulumi.ResourceOptions(parent=self),
+            ))
+        routes: list[tuple[str, dict[str, Any], dict[str, str]]] = [
+            (HTTPS_REDIRECT_ROUTE, redirect_http_route_spec(args), {}),
+            (AUTH_ROUTE, auth_http_route_spec(args), {}),
+        ] + [
+            (f"app-{app['name']}", app_http_route_spec(args, app),
+             app_virtual_service_annotations(app))
+            for app in args["apps"]
+        ]
+        route_names = self._route_objects(f"{name}-route", gw["name"], GATEWAY_API_VERSION,
+                                          "HTTPRoute", routes, meta,
+                                          pulumi.ResourceOptions(parent=self, depends_on=after))
+        self.gateway = pulumi.Output.from_input(gateway_ref(gw))
+        self.http_routes = pulumi.Output.from_input(route_names)
+        self.register_outputs({"gateway": self.gateway, "http_routes": self.http_routes})
+
+    def _route_objects(self, logical: str, prefix: str, api_version: str, kind: str,
+                       items: list[tuple[str, dict[str, Any], dict[str, str]]],
+                       meta: Callable[[str, dict[str, str] | None], dict[str, Any]],
+                       opts: pulumi.ResourceOptions) -> list[str]:
+        """One route object per (suffix, spec, annotations), named ``<prefix>-<suffix>``
+        (logical name ``<logical>-<suffix>``); returns the object names."""
+        names = [f"{prefix}-{suffix}" for suffix, _, _ in items]
+        for (suffix, spec, notes), obj_name in zip(items, names, strict=True):
+            k8s.apiextensions.CustomResource(
+                f"{logical}-{suffix}",
+                api_version=api_version,
+                kind=kind,
+                metadata=meta(obj_name, notes),
+                spec=spec,
+                opts=opts,
+            )
+        return names

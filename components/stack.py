@@ -251,7 +251,7 @@ def oauth2_proxy_args(
         service_monitor=px.service_monitor,
         gateway={
             "namespace": cfg.istio.gateway.namespace,
-            "selector": dict(cfg.istio.gateway.selector),
+            "selector": cfg.gateway_pod_labels,
         },
         keycloak_in_cluster=(
             {
@@ -284,16 +284,25 @@ def ingress_args(cfg: StackConfig) -> IngressArgs:
     """Map the stack config onto the ingress component's arguments."""
     gw = cfg.istio.gateway
     cm = cfg.istio.cert_manager
+    ga = cfg.istio.gateway_api
     return IngressArgs(
+        api=cfg.istio.ingress_api,
         gateway={
             "name": gw.name,
             "namespace": gw.namespace,
-            "selector": dict(gw.selector),
+            "selector": cfg.gateway_pod_labels,
             "tls_credential_name": gw.tls_credential_name,
             "hosts": list(cfg.gateway_hosts),
         },
+        gateway_api={
+            "class_name": ga.class_name,
+            "create": ga.create,
+            "http_listener": ga.http_listener,
+            "https_listener": ga.https_listener,
+        },
         auth_host=cfg.auth_hostname,
-        proxy={"host": service_fqdn(PROXY_NAME, cfg.namespace), "port": PROXY_PORT},
+        proxy={"host": service_fqdn(PROXY_NAME, cfg.namespace), "port": PROXY_PORT,
+               "name": PROXY_NAME, "namespace": cfg.namespace},
         apps=[
             {
                 "name": a.name,
@@ -301,6 +310,8 @@ def ingress_args(cfg: StackConfig) -> IngressArgs:
                 "backend": {
                     "host": service_fqdn(a.service.name, a.service.namespace),
                     "port": a.service.port,
+                    "name": a.service.name,
+                    "namespace": a.service.namespace,
                 },
                 "public_paths": list(a.public_paths),
                 "api_clients": a.api_clients,
@@ -324,7 +335,8 @@ def authz_args(cfg: StackConfig) -> AuthzArgs:
         gateway={
             "name": gw.name,
             "namespace": gw.namespace,
-            "selector": dict(gw.selector),
+            "api": cfg.istio.ingress_api,
+            "selector": cfg.gateway_pod_labels,
             "http_ports": list(gw.http_target_ports),
             "https_ports": list(gw.https_target_ports),
         },

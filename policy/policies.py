@@ -48,6 +48,9 @@ HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 STACK = "pulumi:pulumi:Stack"
 ISTIO_NETWORKING = "networking.istio.io"
 ISTIO_SECURITY = "security.istio.io"
+GATEWAY_API = "gateway.networking.k8s.io"
+GATEWAY_NAME_LABEL = GATEWAY_API + "/gateway-name"
+"""The label istiod gives the pods of a Gateway API Gateway it deploys (value: the Gateway's name)."""
 EXT_AUTHZ_TYPE = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
 EXT_AUTHZ_PER_ROUTE_TYPE = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
 DEFAULT_ROOT_NAMESPACE = "istio-system"
@@ -712,7 +715,36 @@ class GatewayInfo:
     """``namespace/name``."""
     namespace: str
     selector: Mapping[str, Any] | None
-    """Labels of the gateway pods (None if the Gateway object is not in this stack)."""
+    """Labels of the gateway pods (None if the Gateway object is not in this stack). For a
+    Gateway API Gateway: the label istiod gives the pods it deploys for it."""
+    gateway_api: bool = False
+    """A ``gateway.networking.k8s.io`` Gateway (policies may attach to it by ``targetRefs``)."""
+
+
+def _target_gateways(spec: Mapping[str, Any], ns: str) -> tuple[str, ...] | None:
+    """``namespace/name`` of the Gateway API Gateways a policy's ``targetRef(s)`` name (Istio
+    attaches to Gateways of the policy's own namespace); None if it has no target references
+    (it selects workloads instead). References to other kinds attach to no ingress gateway."""
+    refs = [_m(r) for r in _l(spec.get("targetRefs"))]
+    if spec.get("targetRef"):
+        refs.append(_m(spec.get("targetRef")))
+    if not refs:
+        return None
+    return tuple(
+        f"{ns}/{r.get('name')}" for r in refs
+        if r.get("kind") == "Gateway" and r.get("group") == GATEWAY_API and r.get("name")
+    )
+
+
+def _attaches(namespace: str, selector: Mapping[str, Any] | None, targets: tuple[str, ...] | None,
+              gateway: GatewayInfo, root_namespace: str) -> bool:
+    """Whether a policy (of ``namespace``, with a workload ``selector`` or ``targets``) applies to
+    the gateway's proxies, as Istio binds it."""
+    if targets is not None:
+        return gateway.gateway_api and gateway.key in targets
+    if namespace not in (gateway.namespace, root_namespace):
+        return False
+    return _labels_subset(selector, gateway.selector)
 
 
 @dataclass(frozen=True)
@@ -729,11 +761,11 @@ class Guard:
     disabled_routes: tuple[tuple[str, str], ...] = ()
     """(Envoy virtual host name ``host:port`` or ``*``, route name or ``*``) where ext_authz is
     switched off per route (EnvoyFilter ``ExtAuthzPerRoute disabled``)."""
+    targets: tuple[str, ...] | None = None
+    """Gateway API Gateways (``namespace/name``) it attaches to by ``targetRefs``, else None."""
 
     def applies_to(self, gateway: GatewayInfo, root_namespace: str) -> bool:
-        if self.namespace not in (gateway.namespace, root_namespace):
-            return False
-        return _labels_subset(self.selector, gateway.selector)
+        return _attaches(self.namespace, self.selector, self.targets, gateway, root_namespace)
 
     def covers(self, host: str, catch_all_routes: set[str]) -> bool:
         """Whether requests for ``host`` are checked, apart from paths the owner exempted.
@@ -760,17 +792,16 @@ def _authz_policy_guards(resource: PolicyResource) -> list[Guard]:
     A rule operation covers a host when it checks every path of it: ``paths``, ``methods``,
     ``ports`` or ``notPorts`` restrict it to part of the host and do not count; ``notPaths``
     (public paths, ``/oauth2/*``) and ``notMethods`` are exemptions the policy owner chose.
-    ``from``/``when`` conditions are not evaluated. Policies bound with ``targetRef(s)`` are not
-    counted.
+    ``from``/``when`` conditions are not evaluated. Policies bound with ``targetRef(s)`` count
+    for the Gateway API Gateways they name.
     """
     p = resource.props
     spec = _m(p.get("spec"))
     if spec.get("action") != "CUSTOM" or not _m(spec.get("provider")).get("name"):
         return []
-    if spec.get("targetRef") or spec.get("targetRefs"):
-        return []
     meta = _m(p.get("metadata"))
     ns = str(meta.get("namespace") or "default")
+    targets = _target_gateways(spec, ns)
     selector_value = _m(spec.get("selector")).get("matchLabels")
     selector = _m(selector_value) if selector_value is not None else None
     source = f"AuthorizationPolicy {ns}/{_label(p, 'metadata', 'name') or resource.name}"
@@ -785,7 +816,7 @@ def _authz_policy_guards(resource: PolicyResource) -> list[Guard]:
                 continue
             hosts = tuple(str(h) for h in _l(op.get("hosts"))) or None
             guards.append(Guard(source, ns, selector, hosts,
-                                tuple(str(h) for h in _l(op.get("notHosts")))))
+                                tuple(str(h) for h in _l(op.get("notHosts"))), targets=targets))
     return guards
 
 
@@ -828,7 +859,7 @@ def _envoy_filter_guards(resource: PolicyResource) -> list[Guard]:
     selector_value = _m(spec.get("workloadSelector")).get("labels")
     selector = _m(selector_value) if selector_value is not None else None
     source = f"EnvoyFilter {ns}/{_label(p, 'metadata', 'name') or resource.name}"
-    return [Guard(source, ns, selector, None, (), tuple(disabled))]
+    return [Guard(source, ns, selector, None, (), tuple(disabled), _target_gateways(spec, ns))]
 
 
 def _oauth2_proxy_services(resources: Sequence[PolicyResource]) -> set[tuple[str, str]]:
@@ -891,30 +922,95 @@ def _routes_only_to(spec: Mapping[str, Any], services: set[tuple[str, str]], ns:
 
 
 def _gateways(resources: Sequence[PolicyResource]) -> dict[str, GatewayInfo]:
-    """The Istio Gateways of the stack by ``namespace/name``."""
+    """The Istio Gateways and Gateway API Gateways of the stack by ``namespace/name`` (an Istio
+    Gateway API route's parentRef and a VirtualService's ``gateways`` use the same key form; the
+    two kinds are told apart by the ``gateway_api`` flag)."""
     out: dict[str, GatewayInfo] = {}
     for r in resources:
-        if _is_kind(r.resource_type, ISTIO_NETWORKING, "Gateway"):
+        api = _is_kind(r.resource_type, GATEWAY_API, "Gateway")
+        if api or _is_kind(r.resource_type, ISTIO_NETWORKING, "Gateway"):
             meta = _m(r.props.get("metadata"))
             ns = str(meta.get("namespace") or "default")
-            key = f"{ns}/{meta.get('name') or r.name}"
-            out[key] = GatewayInfo(key, ns, _m(_get(r.props, "spec", "selector")))
+            name = str(meta.get("name") or r.name)
+            key = f"{ns}/{name}"
+            selector = {GATEWAY_NAME_LABEL: name} if api else _m(_get(r.props, "spec", "selector"))
+            out[key] = GatewayInfo(key, ns, selector, gateway_api=api)
     return out
+
+
+def _http_route_rule_name(rule: Mapping[str, Any], route_ns: str, route_name: str, i: int) -> str:
+    """The Envoy route name istiod gives an HTTPRoute rule: its ``name``, else ``ns.name.index``
+    (pilot/pkg/config/kube/gateway/conversion.go)."""
+    return str(rule.get("name") or f"{route_ns}.{route_name}.{i}")
+
+
+def _http_route_match(match: Mapping[str, Any]) -> dict[str, Any]:
+    """A Gateway API HTTPRouteMatch in VirtualService form (path only; any header or query
+    match makes it narrower, which is what matters for the catch-all check)."""
+    path = _m(match.get("path")) or {"type": "PathPrefix", "value": "/"}
+    kind = {"Exact": "exact", "PathPrefix": "prefix", "RegularExpression": "regex"}.get(
+        str(path.get("type") or "PathPrefix"), "regex")
+    out: dict[str, Any] = {"uri": {kind: str(path.get("value") or "/")}}
+    if match.get("headers"):
+        out["headers"] = {str(_m(h).get("name")): {} for h in _l(match.get("headers"))}
+    if match.get("queryParams"):
+        out["queryParams"] = {str(_m(q).get("name")): {} for q in _l(match.get("queryParams"))}
+    if match.get("method"):
+        out["method"] = {"exact": str(match.get("method"))}
+    return out
+
+
+def _http_route_as_virtual_service(props: Mapping[str, Any], ns: str) -> dict[str, Any]:
+    """An HTTPRoute in the VirtualService shape the checks read: ``hosts`` from ``hostnames``,
+    one named ``http`` route per rule that has backends (``destination.host`` as
+    ``name.namespace``); redirect-only rules route nowhere and are left out."""
+    spec = _m(props.get("spec"))
+    name = str(_get(props, "metadata", "name") or "")
+    http: list[dict[str, Any]] = []
+    for i, rule in enumerate(_m(x) for x in _l(spec.get("rules"))):
+        dests = [
+            {"destination": {"host": f"{b.get('name')}.{b.get('namespace') or ns}"}}
+            for b in (_m(x) for x in _l(rule.get("backendRefs")))
+            if str(b.get("kind") or "Service") == "Service" and str(b.get("group") or "") in ("", "core")
+        ]
+        if not dests:
+            continue
+        matches = [_http_route_match(_m(x)) for x in _l(rule.get("matches"))]
+        http.append({"name": _http_route_rule_name(rule, ns, name, i),
+                     "match": matches or [{"uri": {"prefix": "/"}}], "route": dests})
+    return {"hosts": [str(h) for h in _l(spec.get("hostnames"))] or ["*"], "http": http}
 
 
 def _gateway_virtual_services(
     resources: Sequence[PolicyResource],
 ) -> Iterator[tuple[PolicyResource, str, Mapping[str, Any], list[str]]]:
     """(resource, namespace, spec, ``namespace/name`` of each gateway) of every VirtualService
-    bound to an ingress gateway (mesh-internal routes are skipped)."""
+    bound to an ingress gateway (mesh-internal routes are skipped), and of every Gateway API
+    HTTPRoute attached to a Gateway (its spec in VirtualService form; routes whose rules only
+    redirect are skipped: they send nothing anywhere)."""
     for r in resources:
+        ns = str(_get(r.props, "metadata", "namespace") or "default")
+        if _is_kind(r.resource_type, GATEWAY_API, "HTTPRoute"):
+            as_vs = _http_route_as_virtual_service(r.props, ns)
+            refs = [
+                f"{_m(ref).get('namespace') or ns}/{_m(ref).get('name')}"
+                for ref in _l(_get(r.props, "spec", "parentRefs"))
+                if str(_m(ref).get("kind") or "Gateway") == "Gateway"
+                and str(_m(ref).get("group") or GATEWAY_API) == GATEWAY_API
+            ]
+            if refs and as_vs["http"]:
+                yield r, ns, as_vs, refs
+            continue
         if not _is_kind(r.resource_type, ISTIO_NETWORKING, "VirtualService"):
             continue
-        ns = str(_get(r.props, "metadata", "namespace") or "default")
         spec = _m(r.props.get("spec"))
         refs = [str(g) for g in _l(spec.get("gateways")) if str(g) != "mesh"]
         if refs:
             yield r, ns, spec, [ref if "/" in ref else f"{ns}/{ref}" for ref in refs]
+
+
+def _route_kind(resource: PolicyResource) -> str:
+    return "HTTPRoute" if _is_kind(resource.resource_type, GATEWAY_API, "HTTPRoute") else "VirtualService"
 
 
 def validate_gateway_hosts_covered(args: StackValidationArgs, report_violation: ReportViolation) -> None:
@@ -935,10 +1031,11 @@ def validate_gateway_hosts_covered(args: StackValidationArgs, report_violation: 
     for r, ns, spec, gateway_keys in _gateway_virtual_services(resources):
         if _routes_only_to(spec, proxy_services, ns):
             continue  # the auth host: everything goes to oauth2-proxy, which signs users in
-        vs = f"VirtualService {ns}/{_label(r.props, 'metadata', 'name') or r.name}"
+        vs = f"{_route_kind(r)} {ns}/{_label(r.props, 'metadata', 'name') or r.name}"
         catch_all = _catch_all_routes(spec)
         for key in gateway_keys:
-            gw = gateways.get(key) or GatewayInfo(key, key.split("/")[0], None)
+            gw = gateways.get(key) or GatewayInfo(
+                key, key.split("/")[0], None, gateway_api=_route_kind(r) == "HTTPRoute")
             applicable = [g for g in guards if g.applies_to(gw, root_ns)]
             for host in (str(h) for h in _l(spec.get("hosts"))):
                 if any(host_matches(p, host) for p in public):
@@ -978,11 +1075,11 @@ class CookieStrip:
     filter_name: str
     disabled_routes: tuple[tuple[str, str], ...]
     """(virtual host ``host:port`` or ``*``, route name or ``*``) where it is switched off."""
+    targets: tuple[str, ...] | None = None
+    """Gateway API Gateways (``namespace/name``) it attaches to by ``targetRefs``, else None."""
 
     def applies_to(self, gateway: GatewayInfo, root_namespace: str) -> bool:
-        if self.namespace not in (gateway.namespace, root_namespace):
-            return False
-        return _labels_subset(self.selector, gateway.selector)
+        return _attaches(self.namespace, self.selector, self.targets, gateway, root_namespace)
 
     def strips(self, cookie: str) -> bool:
         return f'"{cookie}"' in self.code
@@ -1028,7 +1125,8 @@ def _cookie_strips(resource: PolicyResource) -> list[CookieStrip]:
     selector = _m(selector_value) if selector_value is not None else None
     source = f"EnvoyFilter {ns}/{_label(p, 'metadata', 'name') or resource.name}"
     priority = int(spec.get("priority") or 0)
-    return [CookieStrip(source, ns, selector, priority, code, name, tuple(disabled))
+    targets = _target_gateways(spec, ns)
+    return [CookieStrip(source, ns, selector, priority, code, name, tuple(disabled), targets)
             for name, code in inserted]
 
 
@@ -1071,7 +1169,7 @@ def validate_session_cookie_stripped(args: StackValidationArgs, report_violation
               for s in _cookie_strips(r)]
     ext_authz_priority = _ext_authz_filter_priority(resources)
     for r, ns, spec, gateway_keys in _gateway_virtual_services(resources):
-        vs = f"VirtualService {ns}/{_label(r.props, 'metadata', 'name') or r.name}"
+        vs = f"{_route_kind(r)} {ns}/{_label(r.props, 'metadata', 'name') or r.name}"
         opted_out = str(_m(_get(r.props, "metadata", "annotations")).get(
             COOKIES_FORWARDED_ANNOTATION) or "") == "forwarded"
         app_routes = [
@@ -1082,7 +1180,8 @@ def validate_session_cookie_stripped(args: StackValidationArgs, report_violation
         if not app_routes or opted_out:
             continue
         for key in gateway_keys:
-            gw = gateways.get(key) or GatewayInfo(key, key.split("/")[0], None)
+            gw = gateways.get(key) or GatewayInfo(
+                key, key.split("/")[0], None, gateway_api=_route_kind(r) == "HTTPRoute")
             applicable = [
                 s for s in strips
                 if s.applies_to(gw, root_ns) and all(s.strips(c) for c in cookie_names)

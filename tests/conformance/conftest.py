@@ -1,4 +1,5 @@
-"""Shared fixtures of the conformance tests: the four renders (dev/prod x both ext_authz modes),
+"""Shared fixtures of the conformance tests: the six renders (dev/prod/gateway-api x both ext_authz
+modes),
 the validators, and a closing report of what was validated (printed after the test summary)."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pytest
 
 from authproxy_local.render import MODES, RenderResult, render, write
 
-STACKS = ("dev", "prod")
+STACKS = ("dev", "prod", "gateway-api")
 CASES = [(s, m) for s in STACKS for m in MODES]
 CASE_IDS = [f"{s}-{m}" for s, m in CASES]
 
@@ -70,14 +71,27 @@ def unavailable(what: str, why: str) -> None:
     pytest.skip(msg + " (set CI=true to make this a failure)")
 
 
-@pytest.fixture(scope="session")
-def istioctl() -> Path:
-    """istioctl built from the pinned istio.io/istio module (authproxy_local.install)."""
+def installed(component: str, what: str, describe: str) -> Path:
+    """A validator from authproxy_local.install (``describe`` is formatted with the install's
+    VERSIONS and ``path`` for the report), or :func:`unavailable`."""
     from authproxy_local.install import VERSIONS, InstallError, ensure
 
     try:
-        path = ensure("istioctl")
+        path = ensure(component)
     except InstallError as e:
-        unavailable("istioctl", str(e))
-    report("validators", f"istioctl {VERSIONS['istio-label']} (istio.io/istio {VERSIONS['istio']}), {path}")
+        unavailable(what, str(e))
+    report("validators", describe.format(path=path, **VERSIONS))
     return path
+
+
+@pytest.fixture(scope="session")
+def istioctl() -> Path:
+    """istioctl built from the pinned istio.io/istio module (authproxy_local.install)."""
+    return installed("istioctl", "istioctl", "istioctl {istio-label} (istio.io/istio {istio}), {path}")
+
+
+@pytest.fixture(scope="session")
+def gateway_api_crds() -> Path:
+    """The standard-channel Gateway API CRDs of the pinned sigs.k8s.io/gateway-api module."""
+    return installed("gateway-api-crds", "the Gateway API CRDs",
+                     "Gateway API CRDs sigs.k8s.io/gateway-api {gateway-api} (standard channel), {path}")

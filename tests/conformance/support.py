@@ -21,9 +21,15 @@ def group_of(obj: dict[str, Any]) -> str:
     return api.split("/", 1)[0] if "/" in api else ""
 
 
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+
+
 def category(obj: dict[str, Any]) -> str:
-    """'core' (built-in Kubernetes API), 'istio', or 'custom' (other custom resources)."""
+    """'core' (built-in Kubernetes API), 'istio', 'gateway-api' (Kubernetes Gateway API custom
+    resources, validated against the upstream CRDs), or 'custom' (other custom resources)."""
     g = group_of(obj)
+    if g == GATEWAY_API_GROUP:
+        return "gateway-api"
     if g in BUILTIN_GROUPS or g.endswith(".k8s.io"):
         return "core"
     if g in ISTIO_GROUPS:
@@ -111,3 +117,53 @@ def misspell_spec(obj: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     path = f"spec.{misspell(k)}"
     spec[misspell(k)] = spec.pop(k)
     return path, o
+
+
+# --------------------------------------------------------------------------------------------
+# Gateway API: strict validation against the upstream CRDs' OpenAPI v3 schemas
+# --------------------------------------------------------------------------------------------
+
+
+def _strict(schema: Any) -> Any:
+    """A CRD structural schema as strict JSON Schema: every object that declares ``properties``
+    (and does not preserve unknown fields) rejects any other field, as the API server prunes or,
+    with ``kubectl apply --validate=strict``, rejects them."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items()}
+    if ("properties" in out and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+def load_crd_schemas(files: list[Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> strict JSON Schema, for every served version of every CRD file."""
+    import yaml
+
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for f in files:
+        with open(f) as fh:
+            docs = list(yaml.safe_load_all(fh))
+        for crd in docs:
+            if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+            for v in crd["spec"]["versions"]:
+                if v.get("served"):
+                    out[(f"{group}/{v['name']}", kind)] = _strict(v["schema"]["openAPIV3Schema"])
+    return out
+
+
+def crd_errors(schemas: dict[tuple[str, str], dict[str, Any]], obj: dict[str, Any]) -> list[str]:
+    """Every schema violation of ``obj`` (empty: valid); an unknown apiVersion/kind is one."""
+    import jsonschema
+
+    schema = schemas.get((obj["apiVersion"], obj["kind"]))
+    if schema is None:
+        return [f"no served CRD version for {obj['apiVersion']} {obj['kind']}"]
+    v = jsonschema.validators.Draft202012Validator(schema)
+    return [f"{'.'.join(str(p) for p in e.absolute_path)}: {e.message}"
+            for e in sorted(v.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))]

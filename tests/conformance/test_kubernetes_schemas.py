@@ -52,19 +52,21 @@ def test_core_objects_validate_strictly(renders, stack, mode):
 
 @pytest.mark.parametrize("stack,mode", CASES, ids=CASE_IDS)
 def test_custom_resources_are_accounted_for(renders, stack, mode):
-    """Objects that are neither built-in nor Istio (cert-manager Certificate, prometheus-operator
-    ServiceMonitor): no validator here has their CRD schemas, so they are listed explicitly as
+    """Objects that are neither built-in, Istio nor Gateway API (cert-manager Certificate,
+    prometheus-operator ServiceMonitor): no validator here has their CRD schemas, so they are listed explicitly as
     not schema-validated (their components' unit tests check their content)."""
     r = renders[(stack, mode)].result
     custom = [ident(o) for o in r.kubernetes if category(o) == "custom"]
     istio = [o for o in r.kubernetes if category(o) == "istio"]
+    gateway_api = [o for o in r.kubernetes if category(o) == "gateway-api"]
+    core = [o for o in r.kubernetes if category(o) == "core"]
     report("objects by validator",
            f"{stack}-{mode}: {len(r.kubernetes)} objects = "
-           f"{len(r.kubernetes) - len(custom) - len(istio)} core (kubernetes-validate) + "
-           f"{len(istio)} Istio (istioctl validate + analyze) + {len(custom)} other custom "
+           f"{len(core)} core (kubernetes-validate) + "
+           f"{len(istio)} Istio (istioctl validate + analyze) + {len(gateway_api)} Gateway API "
+           f"(upstream CRD schemas) + {len(custom)} other custom "
            f"resources NOT schema-validated ({', '.join(custom) or 'none'})")
-    assert len(r.kubernetes) == len(custom) + len(istio) + len(
-        [o for o in r.kubernetes if category(o) == "core"])
+    assert len(r.kubernetes) == len(custom) + len(istio) + len(gateway_api) + len(core)
 
 
 @pytest.mark.parametrize("stack,mode", CASES, ids=CASE_IDS)

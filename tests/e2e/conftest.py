@@ -1,9 +1,13 @@
-"""E2E fixtures: the live harness, started once per ext_authz mode and shared by every test of
-that mode (pytest groups the tests by the session fixture's parameter, so each mode's stack runs
-once; the fault tests run last in each group).
+"""E2E fixtures: the live harness, started once per (ingress API, ext_authz mode) and shared by
+every test of that case (pytest groups the tests by the session fixture's parameter, so each
+case's stack runs once; the fault tests run last in each group). The cases: the dev stack (Istio
+Gateway + VirtualServices) and the gateway-api stack (the same apps behind a Gateway API Gateway +
+HTTPRoutes, Pulumi.gateway-api.yaml), each in both ext_authz modes.
 
-``AUTHPROXY_E2E_MODES=envoy-filter`` restricts the modes (default: both). With ``CI=true`` a
-component that cannot be installed fails the run; otherwise the tests skip with the reason.
+``AUTHPROXY_E2E_MODES=envoy-filter`` restricts the modes (default: both),
+``AUTHPROXY_E2E_INGRESS=gateway-api`` the ingress APIs (default: istio,gateway-api). With
+``CI=true`` a component that cannot be installed fails the run; otherwise the tests skip with the
+reason.
 """
 
 from __future__ import annotations
@@ -25,7 +29,16 @@ from tests.e2e.kc_fixtures import add_prod_test_objects, add_test_objects
 
 ALL_MODES = ("extension-provider", "envoy-filter")
 MODES = tuple(m for m in os.environ.get("AUTHPROXY_E2E_MODES", ",".join(ALL_MODES)).split(",") if m)
+INGRESS_STACKS = {"istio": "dev", "gateway-api": "gateway-api"}
+"""Ingress API -> the stack whose live run covers it (same apps, users and protection)."""
+INGRESS = tuple(i for i in os.environ.get("AUTHPROXY_E2E_INGRESS", ",".join(INGRESS_STACKS)).split(",") if i)
+CASES = [(INGRESS_STACKS[i], m) for i in INGRESS for m in MODES]
 CI = os.environ.get("CI", "").lower() == "true"
+
+
+def case_key(stack: str, mode: str) -> str:
+    """The report key of a live case: the mode for the dev stack (as before), else stack/mode."""
+    return mode if stack == "dev" else f"{stack}/{mode}"
 
 REPORT: dict[str, Any] = {"modes": {}}
 
@@ -74,11 +87,12 @@ def _running(stack: str, mode: str | None, key: str, hook,
         h.stop()
 
 
-@pytest.fixture(scope="session", params=MODES)
+@pytest.fixture(scope="session", params=CASES, ids=[case_key(s, m) for s, m in CASES])
 def live(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    """The dev stack running for one ext_authz mode, with the public hosts resolving to its
-    gateway inside this process."""
-    yield from _running("dev", request.param, request.param, add_test_objects)
+    """The dev stack (Istio ingress) or the gateway-api stack running for one ext_authz mode, with
+    the public hosts resolving to its gateway inside this process."""
+    stack, mode = request.param
+    yield from _running(stack, mode, case_key(stack, mode), add_test_objects)
 
 
 PROD_COOKIE_OPT_OUT = "wiki"
@@ -111,7 +125,7 @@ def record(request: pytest.FixtureRequest):
     if "prod_live" in request.fixturenames:
         return lambda key, value: _record("prod", key, value)
     h = request.getfixturevalue("live")
-    return lambda key, value: _record(h.render.mode, key, value)
+    return lambda key, value: _record(case_key(h.stack, h.render.mode), key, value)
 
 
 @pytest.fixture

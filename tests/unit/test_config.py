@@ -315,3 +315,47 @@ def test_sso_lifetimes_only_for_a_created_realm():
     found = problems(raw)
     assert [k for k, _ in found] == ["authproxy:session.ssoSessionIdleTimeout"]
     assert "realmMode=create" in found[0][1]
+
+
+# ---------------------------------------------------------------- ingress API (issue 13)
+def gateway_api(raw: dict | None = None) -> dict:
+    return with_("istio.ingressApi", "gateway-api", raw)
+
+
+def test_gateway_api_is_off_by_default_and_labels_the_pods_istiod_deploys():
+    cfg = load(base(), {"keycloakAdminPassword"})
+    assert cfg.istio.ingress_api == "istio"
+    assert cfg.gateway_pod_labels == {"istio": "ingressgateway"}
+    cfg = load(gateway_api(with_("istio.gateway.name", "edge")), {"keycloakAdminPassword"})
+    assert cfg.gateway_pod_labels == {"gateway.networking.k8s.io/gateway-name": "edge"}
+    assert (cfg.istio.gateway_api.class_name, cfg.istio.gateway_api.create) == ("istio", True)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "says"),
+    [
+        (gateway_api(with_("istio.gateway.selector", {"istio": "ingressgateway"})),
+         "authproxy:istio.gateway.selector", "gateway-name"),
+        (gateway_api(with_("istio.install.enabled", True)),
+         "authproxy:istio.install.enabled", "Gateway API CRDs"),
+        (with_("istio.gatewayApi", {"className": "istio"}), "authproxy:istio.gatewayApi",
+         "istio.ingressApi"),
+        (gateway_api(with_("istio.gatewayApi", {"httpListener": "web", "httpsListener": "web"})),
+         "authproxy:istio.gatewayApi.httpsListener", "two different listeners"),
+        (gateway_api(with_("apps.0.publicPaths", ["/static*"])), "authproxy:apps[0].publicPaths",
+         "'/static/*'"),
+        (with_("istio.ingressApi", "ingress"), "authproxy:istio.ingressApi", ""),
+        (gateway_api(with_("istio.gatewayApi", {"className": "Istio"})),
+         "authproxy:istio.gatewayApi.className", ""),
+    ],
+)
+def test_gateway_api_combinations_that_cannot_work_name_the_key(raw, key, says):
+    found = dict(problems(raw))
+    assert key in found, found
+    assert says in found[key]
+
+
+def test_gateway_api_accepts_both_ext_authz_modes_and_segment_prefixes():
+    for mode in ("extension-provider", "envoy-filter"):
+        raw = gateway_api(with_("istio.extAuthzMode", mode, with_("apps.0.publicPaths", ["/static/*", "/healthz"])))
+        assert load(raw, {"keycloakAdminPassword"}).istio.ext_authz_mode == mode

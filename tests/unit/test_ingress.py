@@ -121,10 +121,15 @@ def test_gateway_redirects_http_and_terminates_tls_with_the_credential():
 
 
 def test_certificate_only_with_an_issuer():
-    args: IngressArgs = {"gateway": {"name": "gw", "namespace": "ing", "selector": {"a": "b"},
-                        "tls_credential_name": "cred", "hosts": ["a.example.com", "b.example.com"]},
-            "auth_host": "a.example.com", "proxy": {"host": "p", "port": 1}, "apps": [],
-            "certificate": None}
+    args: IngressArgs = {"api": "istio",
+                         "gateway": {"name": "gw", "namespace": "ing", "selector": {"a": "b"},
+                                     "tls_credential_name": "cred",
+                                     "hosts": ["a.example.com", "b.example.com"]},
+                         "gateway_api": {"class_name": "istio", "create": True,
+                                         "http_listener": "http", "https_listener": "https"},
+                         "auth_host": "a.example.com",
+                         "proxy": {"host": "p", "port": 1, "name": "p", "namespace": "n"},
+                         "apps": [], "certificate": None}
     assert certificate_spec(args) is None
     args["certificate"] = {"issuer": "le", "issuer_kind": "ClusterIssuer"}
     cert = certificate_spec(args)

@@ -102,6 +102,8 @@ ENVOYFILTER = "kubernetes:networking.istio.io/v1alpha3:EnvoyFilter"
 AUTHZ = "kubernetes:security.istio.io/v1:AuthorizationPolicy"
 GATEWAY = "kubernetes:networking.istio.io/v1:Gateway"
 VS = "kubernetes:networking.istio.io/v1:VirtualService"
+K8S_GATEWAY = "kubernetes:gateway.networking.k8s.io/v1:Gateway"
+HTTPROUTE = "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"
 SERVICE = "kubernetes:core/v1:Service"
 ISTIO_OPERATOR = "kubernetes:install.istio.io/v1alpha1:IstioOperator"
 
@@ -779,7 +781,7 @@ def test_every_stack_policy_has_a_failing_case() -> None:
 # The real stacks: every resource passes every policy
 # --------------------------------------------------------------------------------------------
 
-STACKS = [(s, m) for s in ("dev", "prod") for m in ("extension-provider", "envoy-filter")]
+STACKS = [(s, m) for s in ("dev", "prod", "gateway-api") for m in ("extension-provider", "envoy-filter")]
 
 
 @pytest.fixture(scope="module", params=STACKS, ids=[f"{s}-{m}" for s, m in STACKS])
@@ -804,7 +806,8 @@ def test_every_resource_of_the_stacks_passes_every_policy(
     resources = stack_resources(run, name)
     types = {t for t, _, _ in resources}
     # The sweep only means something if the checked kinds are there.
-    for needed in (CLIENT, DEPLOYMENT, RELEASE, VS, GATEWAY, "kubernetes:core/v1:Secret"):
+    routes = (HTTPROUTE, K8S_GATEWAY) if name.startswith("gateway-api") else (VS, GATEWAY)
+    for needed in (CLIENT, DEPLOYMENT, RELEASE, *routes, "kubernetes:core/v1:Secret"):
         assert needed in types, f"{name}: no {needed} in the stack"
     violations: list[str] = []
     for policy in P.POLICIES:
@@ -849,9 +852,74 @@ def test_the_stacks_fail_the_pack_when_weakened(stack_run: tuple[str, mockrun.Ru
     assert {h for _, h in _leaks(no_strip)} == set(app_hosts)
     # In extension-provider mode the CUSTOM policy lists hosts: a new one must be added to it.
     if name.endswith("extension-provider"):
-        app_vs = next(p for t, p, n in resources if t == VS and "app" in n)
-        app_vs["spec"]["hosts"].append("unguarded.example.com")
+        route_type, hosts_field = (HTTPROUTE, "hostnames") if name.startswith("gateway-api") else (VS, "hosts")
+        app_vs = next(p for t, p, n in resources if t == route_type and "app" in n)
+        app_vs["spec"][hosts_field].append("unguarded.example.com")
         assert _uncovered(resources) == ["unguarded.example.com"]
+
+
+GATEWAY_API_STACKS = [m for s, m in STACKS if s == "gateway-api"]
+
+
+@pytest.mark.parametrize("mode", GATEWAY_API_STACKS)
+def test_a_weakened_gateway_api_stack_fails_the_pack(mode: str) -> None:
+    """Gateway API attachment: the guards and the cookie filter count only for the Gateway their
+    targetRefs name, routes count by their parentRefs, rules by their names."""
+    run = mockrun.run_program("gateway-api", overrides={"istio": {"extAuthzMode": mode}})
+    resources = stack_resources(run, "gateway-api")
+    app_hosts = sorted(u.split("/")[2] for u in run.plain_output("protectedUrls"))
+    assert _uncovered(resources) == [] and _leaks(resources) == []
+
+    def retargeted(pred: Any) -> list[Res]:
+        out = copy.deepcopy(resources)
+        for t, p, n in out:
+            if pred(t, p, n):
+                assert p["spec"]["targetRefs"][0]["name"] == "authproxy"
+                p["spec"]["targetRefs"][0]["name"] = "another-gateway"
+        return out
+
+    # ext_authz attached to another Gateway: every app host is open.
+    assert sorted(_uncovered(retargeted(lambda t, p, n: _is_guard(t, p)))) == app_hosts
+    # The same policy by a workload selector that does not select the Gateway's pods, too.
+    by_selector = copy.deepcopy(resources)
+    for t, p, _ in by_selector:
+        if _is_guard(t, p):
+            p["spec"].pop("targetRefs")
+            key = "selector" if t == AUTHZ else "workloadSelector"
+            p["spec"][key] = ({"matchLabels": {"istio": "ingressgateway"}} if t == AUTHZ
+                              else {"labels": {"istio": "ingressgateway"}})
+    assert sorted(_uncovered(by_selector)) == app_hosts
+    # ... while selecting the label istiod gives the Gateway's pods covers them again.
+    for t, p, _ in by_selector:
+        if _is_guard(t, p):
+            sel = p["spec"].get("selector", {}).get("matchLabels") or p["spec"]["workloadSelector"]["labels"]
+            sel.clear()
+            sel[P.GATEWAY_NAME_LABEL] = "authproxy"
+    assert _uncovered(by_selector) == []
+    # The cookie filter attached to another Gateway: every app route leaks the session cookie.
+    leaking = retargeted(lambda t, p, n: t == ENVOYFILTER and n.endswith("-cookie-strip"))
+    assert {h for _, h in _leaks(leaking)} == set(app_hosts)
+    # An HTTPRoute attached to another Gateway (no guard there) is reported.
+    other = copy.deepcopy(resources)
+    route = next(p for t, p, n in other if t == HTTPROUTE and n.endswith("app-echo"))
+    route["spec"]["parentRefs"][0]["name"] = "another-gateway"
+    assert _uncovered(other) == ["echo.authproxy.test"]
+    if mode == "envoy-filter":
+        # ext_authz switched off on a catch-all rule (by its Envoy route name) opens the host.
+        off = copy.deepcopy(resources)
+        ef = next(p for t, p, n in off if t == ENVOYFILTER and _is_guard(t, p))
+        patch = next(x for x in ef["spec"]["configPatches"] if x["applyTo"] == "HTTP_ROUTE")
+        patch["match"]["routeConfiguration"]["vhost"] = {
+            "name": "admin.authproxy.test:443", "route": {"name": "admin-default"}}
+        assert _uncovered(off) == ["admin.authproxy.test"]
+    # Unnamed rules are named as istiod names them (namespace.route.index): a per-route switch-off
+    # of the old name no longer matches anything, and the unnamed catch-all rule stays guarded.
+    unnamed = copy.deepcopy(resources)
+    for t, p, _n in unnamed:
+        if t == HTTPROUTE:
+            for rule in p["spec"]["rules"]:
+                rule.pop("name", None)
+    assert _uncovered(unnamed) == []
 
 
 # --------------------------------------------------------------------------------------------

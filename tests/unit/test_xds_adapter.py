@@ -246,3 +246,30 @@ def test_translator_env_fetches_jwks_like_istiod_and_keeps_no_other_environment(
     env = xa.translator_env({"PATH": "/bin", "SECRET_TOKEN": "x", "HOME": "/h"}, ("127.0.0.9", 3128), "/ca.pem")
     assert env == {"PATH": "/bin", "HOME": "/h", "PILOT_JWT_ENABLE_REMOTE_JWKS": "istiod",
                    "SSL_CERT_FILE": "/ca.pem", "HTTPS_PROXY": "http://127.0.0.9:3128"}
+
+
+def test_harness_additions_for_the_gateway_api_render(tmp_path: Path) -> None:
+    """What a cluster gives istiod for a Gateway API Gateway of class istio: the pods its
+    deployment template labels, the <name>-<class> Service (a port per listener, targetPort =
+    port), the GatewayClass istiod creates, and the listener's TLS Secret (istiod's conversion
+    refuses a listener whose Secret is missing or holds no key pair)."""
+    r = render.render("gateway-api", "extension-provider")
+    apps = [a.name for a in r.config.apps]
+    ep = _ep(tmp_path)
+    ep = local_map.LocalEndpoints(gateway_ip=IP, oauth2_proxy=(IP, 4180), oauth2_proxy_metrics=(IP, 44180),
+                                  sidecars={a: (IP, 15000 + i) for i, a in enumerate(apps)},
+                                  apps={a: (IP, 16000 + i) for i, a in enumerate(apps)},
+                                  cert_file=ep.cert_file, key_file=ep.key_file, ca_file=ep.ca_file)
+    w = xa.workloads(r, ep)
+    gw = w.proxies[0]
+    assert gw.labels["gateway.networking.k8s.io/gateway-name"] == "authproxy"
+    assert gw.labels["gateway.istio.io/managed"] == "istio.io-gateway-controller"
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in w.objects}
+    assert {("GatewayClass", "istio"), ("Service", "authproxy-istio"), ("Secret", "authproxy-tls")} <= kinds
+    svc = next(o for o in w.objects if o["kind"] == "Service" and o["metadata"]["name"] == "authproxy-istio")
+    assert [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [
+        ("status-port", 15021, 15021), ("http", 80, 80), ("https", 443, 443)]
+    assert svc["spec"]["selector"] == {"gateway.networking.k8s.io/gateway-name": "authproxy"}
+    assert xa.credential_names(r) == ["kubernetes-gateway://istio-ingress/authproxy-tls"]
+    secrets = xa.run_secrets(ep, xa.credential_names(r))
+    assert "kubernetes-gateway://istio-ingress/authproxy-tls" in secrets.certs

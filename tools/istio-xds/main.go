@@ -13,8 +13,10 @@
 //
 //	*.yaml        Istio and Kubernetes objects (multi-document). Istio kinds
 //	              (*.istio.io) become istiod config; Pods, Services,
-//	              EndpointSlices, Namespaces and Secrets feed the Kubernetes
-//	              registry; every other kind is listed on stderr and ignored.
+//	              EndpointSlices, Namespaces, Secrets and Gateway API objects
+//	              (gateway.networking.k8s.io) feed the Kubernetes client that
+//	              istiod's registry and Gateway API controller read; every
+//	              other kind is listed on stderr and ignored.
 //	mesh-config.yaml   the MeshConfig (istiod's `mesh` ConfigMap value)
 //	proxies.json  the proxies to generate for: a list of
 //	              {"name", "type": "router"|"sidecar", "namespace", "ip", "labels"}
@@ -36,14 +38,17 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"istio.io/istio/pilot/pkg/model"
 	"istio.io/istio/pilot/test/xds"
 	"istio.io/istio/pkg/config/constants"
+	"istio.io/istio/pkg/config/schema/gvk"
 	"istio.io/istio/pkg/config/mesh"
 	istiolog "istio.io/istio/pkg/log"
 	"istio.io/istio/pkg/test"
@@ -70,6 +75,11 @@ var kubeKinds = map[string]bool{
 	"Pod": true, "Service": true, "EndpointSlice": true, "Namespace": true, "Secret": true,
 }
 
+// gatewayAPIGroup: Gateway API objects (Gateway, HTTPRoute, ReferenceGrant,
+// GatewayClass) reach istiod as Kubernetes objects, read by its Gateway API
+// controller (pilot/pkg/config/kube/gateway), as in a cluster.
+const gatewayAPIGroup = "gateway.networking.k8s.io"
+
 type header struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
@@ -85,10 +95,10 @@ func splitDocs(text string) []string {
 	return out
 }
 
-func readInputs(dir string) (istioCfg, kubeObjs string, err error) {
+func readInputs(dir string) (istioCfg, kubeObjs string, gatewayAPI bool, err error) {
 	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil {
-		return "", "", err
+		return "", "", false, err
 	}
 	sort.Strings(files)
 	var icfg, kobjs []string
@@ -98,12 +108,12 @@ func readInputs(dir string) (istioCfg, kubeObjs string, err error) {
 		}
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return "", "", err
+			return "", "", false, err
 		}
 		for _, doc := range splitDocs(string(b)) {
 			var h header
 			if err := yaml.Unmarshal([]byte(doc), &h); err != nil {
-				return "", "", fmt.Errorf("%s: %v", f, err)
+				return "", "", false, fmt.Errorf("%s: %v", f, err)
 			}
 			if h.Kind == "" {
 				continue
@@ -112,14 +122,52 @@ func readInputs(dir string) (istioCfg, kubeObjs string, err error) {
 			switch {
 			case strings.HasSuffix(group, "istio.io") && strings.Contains(h.APIVersion, "/"):
 				icfg = append(icfg, doc)
-			case kubeKinds[h.Kind]:
+			case kubeKinds[h.Kind] || group == gatewayAPIGroup:
 				kobjs = append(kobjs, doc)
+				gatewayAPI = gatewayAPI || group == gatewayAPIGroup
 			default:
 				fmt.Fprintf(os.Stderr, "istio-xds: ignoring %s %s (not read by istiod's config generation)\n", h.APIVersion, h.Kind)
 			}
 		}
 	}
-	return strings.Join(icfg, "\n---\n"), strings.Join(kobjs, "\n---\n"), nil
+	return strings.Join(icfg, "\n---\n"), strings.Join(kobjs, "\n---\n"), gatewayAPI, nil
+}
+
+// settleGatewayAPI waits until istiod's Gateway API controller has converted the
+// Gateway API objects. The controller's collections only compute once a push
+// context exists (PushContext init calls its Reconcile) and then update
+// asynchronously, feeding the next push; a real istiod pushes again on those
+// events. Here: push and wait until the converted Gateways and
+// VirtualServices are there and unchanged over several pushes.
+func settleGatewayAPI(t test.Failer, s *xds.FakeDiscoveryServer) error {
+	gwc := s.Env().GatewayAPIController
+	if gwc == nil {
+		return fmt.Errorf("Gateway API objects given, but istiod's Gateway API controller is off")
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	last, stable := "", 0
+	for time.Now().Before(deadline) {
+		s.Discovery.ConfigUpdate(&model.PushRequest{Forced: true, Reason: model.NewReasonStats(model.ConfigUpdate)})
+		s.EnsureSynced(t)
+		gws := gwc.List(gvk.Gateway, metav1.NamespaceAll)
+		vss := gwc.List(gvk.VirtualService, metav1.NamespaceAll)
+		state := fmt.Sprintf("%d/%d", len(gws), len(vss))
+		for _, c := range append(gws, vss...) {
+			state += " " + c.Namespace + "/" + c.Name + "@" + c.ResourceVersion
+		}
+		if len(gws) > 0 && state == last {
+			stable++
+			if stable >= 3 {
+				fmt.Fprintf(os.Stderr, "istio-xds: Gateway API converted: %d gateway servers, %d virtual services\n", len(gws), len(vss))
+				return nil
+			}
+		} else {
+			stable = 0
+		}
+		last = state
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("istiod's Gateway API controller produced no stable Gateway config within 60s (last: %s); see the log for the Gateway's status", last)
 }
 
 // nameOf is the xDS resource name: Name for listeners, routes and clusters,
@@ -165,7 +213,7 @@ func run(t test.Failer, in string) (map[string]any, error) {
 	if err := json.Unmarshal(pb, &specs); err != nil {
 		return nil, fmt.Errorf("proxies.json: %v", err)
 	}
-	istioCfg, kubeObjs, err := readInputs(in)
+	istioCfg, kubeObjs, hasGatewayAPI, err := readInputs(in)
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +222,11 @@ func run(t test.Failer, in string) (map[string]any, error) {
 		KubernetesObjectString: kubeObjs,
 		MeshConfig:             mc,
 	})
+	if hasGatewayAPI {
+		if err := settleGatewayAPI(t, s); err != nil {
+			return nil, err
+		}
+	}
 	proxies := map[string]any{}
 	for _, sp := range specs {
 		p := &model.Proxy{
