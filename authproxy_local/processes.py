@@ -42,10 +42,35 @@ class HarnessError(RuntimeError):
 # --------------------------------------------------------------------------------------------
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def free_port(host: str = "127.0.0.1", tries: int = 200) -> int:
+    """A port free on ``host`` now, chosen at random below the kernel's ephemeral range.
+
+    A port is picked here and bound later by another process (Envoy, Redis, Keycloak). Ports the
+    kernel hands out for port 0 come from the ephemeral range, so a port from that range can be
+    taken in between by any process that binds port 0 on all addresses (a pulumi plugin, a JVM) or
+    by an outgoing connection: that happened while a real ``pulumi up`` ran between pick and bind.
+    Below the range, only a process asking for that exact port can collide."""
+    low, _high = _ephemeral_range()
+    rng = random.SystemRandom()
+    for _ in range(tries):
+        port = rng.randint(10000, max(10001, low - 1))
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded range: let the kernel choose
         s.bind((host, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def pick_gateway_ip(ports: tuple[int, ...] = (443, 80), tries: int = 50) -> str:

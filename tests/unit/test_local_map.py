@@ -122,3 +122,18 @@ def test_echo_document() -> None:
     doc = describe("echo", "GET", "/x?y=1", [("X-A", "1"), ("x-a", "2"), ("Host", "h")], 0)
     assert doc == {"app": "echo", "method": "GET", "path": "/x?y=1",
                    "headers": {"x-a": "1, 2", "host": "h"}, "body_bytes": 0}
+
+
+def test_free_port_is_below_the_ephemeral_range_and_bindable():
+    """Ports the harness picks and binds later stay out of the range the kernel hands out for
+    port 0, so no process binding port 0 in between can take them."""
+    import socket
+
+    from authproxy_local.processes import _ephemeral_range, free_port
+
+    low, _ = _ephemeral_range()
+    ports = {free_port("127.0.0.1") for _ in range(20)}
+    assert all(10000 <= p < low for p in ports)
+    assert len(ports) > 1  # random, not one fixed port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports.pop()))
