@@ -54,6 +54,11 @@ PLUGINS = ("random", "keycloak", "kubernetes")
 KEYCLOAK_ADMIN = "admin"
 
 
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+SECRET_SIG_VALUE = "1b47061264138c4ac30d75fd1eb44270"
+"""How Pulumi's state marks a secret value (github.com/pulumi/pulumi sdk/go/common/resource/sig)."""
+
+
 class EngineError(RuntimeError):
     """A step failed; the message says which and where its log is."""
 
@@ -441,7 +446,9 @@ class Pulumi:
         }
 
     def run(self, *args: str, stack: str | None = None, check: bool = True, timeout: float = 1200,
-            cwd: pathlib.Path | None = None) -> subprocess.CompletedProcess[str]:
+            cwd: pathlib.Path | None = None, secret_stdout: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run the CLI; its output goes to a log file under ``work/logs`` (stdout withheld when
+        ``secret_stdout``: e.g. `stack export --show-secrets`)."""
         self.calls += 1
         flags = ["--non-interactive", *(["--stack", stack] if stack else [])]
         cut = args.index("--") if "--" in args else len(args)  # flags go before a `--`
@@ -452,7 +459,8 @@ class Pulumi:
         t0 = time.monotonic()
         proc = run_group(cmd, env=self.env, cwd=cwd or self.project, timeout=timeout)
         logf.write_text(f"$ {' '.join(cmd)}\n(exit {proc.returncode}, {time.monotonic() - t0:.1f}s)\n"
-                        f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}\n")
+                        f"--- stdout\n{'(withheld: secrets)' if secret_stdout else proc.stdout}\n"
+                        f"--- stderr\n{proc.stderr}\n")
         if check and proc.returncode != 0:
             errors = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if "error:" in ln][:8]
             tail = "\n".join([*errors, "...", (proc.stdout[-2000:] + "\n" + proc.stderr[-1500:]).strip()])
@@ -769,6 +777,7 @@ class Engine:
         log(f"{stack}: up created {run.resources} resources ({run.timings['up']:.0f}s)")
         self.verify_keycloak(stack, resources)
         self.verify_kubernetes(stack, resources)
+        self.verify_state_secrets(stack)
 
         again = changes(timed("re-preview", p.preview_steps, stack))
         if again:
@@ -878,6 +887,52 @@ class Engine:
             if len(live) != 1:
                 raise EngineError(f"{stack}: Helm release {st.get('name')}: no deployed release record in {ns}")
         log(f"{stack}: {len(objs)} Kubernetes objects live as in the state; {len(releases)} Helm release(s) deployed")
+
+    def verify_state_secrets(self, stack: str) -> None:
+        """No secret the state keeps encrypted is also in it in plain text (a resource ID is never
+        encrypted: pulumi-random's RandomBytes uses its value as ID). The secrets looked for, from
+        `pulumi stack export --show-secrets`: every secret that is a single string (the random
+        values, secret stack outputs, ...) and every value of a Kubernetes Secret's data, decoded
+        and base64 (whole secret objects such as Helm values hold ordinary strings too)."""
+        assert self.pulumi
+        shown = json.loads(self.pulumi.run("stack", "export", "--show-secrets", stack=stack,
+                                           secret_stdout=True).stdout)
+        values: set[str] = set()
+
+        def walk(node: Any) -> None:
+            if isinstance(node, dict):
+                if node.get(SECRET_SIG) == SECRET_SIG_VALUE and "plaintext" in node:
+                    value = json.loads(node["plaintext"])
+                    if isinstance(value, str):
+                        values.add(value)
+                    else:
+                        walk(value)
+                    return
+                for v in node.values():
+                    walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+
+        for r in shown["deployment"].get("resources") or []:
+            walk(r.get("outputs"))
+            if r["type"] == "kubernetes:core/v1:Secret":
+                for fld, field_value in (r.get("outputs") or {}).items():
+                    if fld in ("data", "stringData") and isinstance(field_value, dict):
+                        plain = json.loads(field_value["plaintext"]) if "plaintext" in field_value else field_value
+                        for v in plain.values():
+                            values.add(v)
+                            if fld == "data":
+                                values.add(base64.b64decode(v).decode("utf-8", "replace"))
+        values = {v for v in values if len(v) >= 8}
+        if not values:
+            raise EngineError(f"{stack}: `pulumi stack export --show-secrets` shows no secret value")
+        state = self.pulumi.run("stack", "export", stack=stack).stdout
+        leaked = [v for v in values if v in state]
+        if leaked:  # counted, never printed
+            raise EngineError(f"{stack}: {len(leaked)} of the state's {len(values)} secret values are also in "
+                              "plain text in `pulumi stack export` (e.g. as a resource ID)")
+        log(f"{stack}: none of the state's {len(values)} secret values is in plain text in it")
 
     def check_rotation(self, stack: str, rot: list[tuple[str, str]]) -> None:
         names = {n for _, n in rot}
