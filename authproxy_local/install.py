@@ -923,28 +923,20 @@ def _install_chromium() -> pathlib.Path:
     return exe
 
 
-def _find_wrk() -> pathlib.Path | None:
-    return _which_or(["/usr/bin/wrk"], "wrk")
+def _apt_tool(exe: str, package: str) -> Component:
+    """A tool that is one Debian package's executable in /usr/bin (wrk, perf)."""
 
+    def find() -> pathlib.Path | None:
+        return _which_or([f"/usr/bin/{exe}"], exe)
 
-def _install_wrk() -> pathlib.Path:
-    apt_install({"wrk": VERSIONS["wrk"]}, "wrk")
-    exe = _find_wrk()
-    if exe is None:
-        raise InstallError("wrk still not on PATH after apt-get install wrk")
-    return exe
+    def install_() -> pathlib.Path:
+        apt_install({package: VERSIONS[package]}, exe)
+        found = find()
+        if found is None:
+            raise InstallError(f"{exe} still not on PATH after apt-get install {package}")
+        return found
 
-
-def _find_perf() -> pathlib.Path | None:
-    return _which_or(["/usr/bin/perf"], "perf")
-
-
-def _install_perf() -> pathlib.Path:
-    apt_install({"linux-perf": VERSIONS["linux-perf"]}, "perf")
-    exe = _find_perf()
-    if exe is None:
-        raise InstallError("perf still not on PATH after apt-get install linux-perf")
-    return exe
+    return Component(exe, find, install_)
 
 
 # ---- the real Pulumi engine: CLI, language host, provider plugins (Go builds) ----
@@ -1374,8 +1366,8 @@ _REGISTRY: dict[str, Component] = {
     "istio-xds": Component("istio-xds", _find_istio_xds, _install_istio_xds),
     "gateway-api-crds": Component("gateway-api-crds", _find_gateway_api_crds, _install_gateway_api_crds),
     "chromium": Component("chromium", _find_chromium, _install_chromium),
-    "wrk": Component("wrk", _find_wrk, _install_wrk),
-    "perf": Component("perf", _find_perf, _install_perf),
+    "wrk": _apt_tool("wrk", "wrk"),
+    "perf": _apt_tool("perf", "linux-perf"),
     "pulumi": Component("pulumi", _find_pulumi, _install_pulumi),
     "pulumi-random": Component("pulumi-random", lambda: _find_built("pulumi-random", "pulumi-resource-random"),
                                _install_pulumi_random),

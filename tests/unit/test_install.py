@@ -363,7 +363,9 @@ def test_third_party_snapshot_from_github_when_not_beside_the_checkout(tmp_path,
     assert urls == [f"https://github.com/pulumi/pulumi/archive/{v}.tar.gz"]
     with tarfile.open(path) as tf:
         files = sorted(m.name for m in tf.getmembers() if m.isfile())
-        host = tf.extractfile("sdk/python/cmd/pulumi-language-python/main.go").read()
+        member = tf.extractfile("sdk/python/cmd/pulumi-language-python/main.go")
+        assert member is not None
+        host = member.read()
     assert files == ["LICENSE", "sdk/python/cmd/pulumi-language-python/go.mod",
                      "sdk/python/cmd/pulumi-language-python/main.go"]
     assert host == b"package main // host"
