@@ -1004,9 +1004,11 @@ STACKS: list[tuple[str, str, dict[str, str], bool]] = [
                                  "authproxy:istio.extAuthzMode": "envoy-filter",
                                  "authproxy:namespace": "authproxy-envoy-filter"}, False),
     # The prod stack as checked in (existing realm with a pre-made admin client, Redis HA, the
-    # cert-manager Certificate and ServiceMonitors), in its own namespace; its ext_authz mode only:
-    # the other mode's objects are the ones dev-envoy-filter already runs.
+    # cert-manager Certificate and ServiceMonitors), in its own namespace, in both ext_authz modes
+    # (one after the other in the same pre-made realm, as a user switching modes would).
     ("prod", "prod", {"authproxy:namespace": "authproxy-prod"}, False),
+    ("prod-envoy-filter", "prod", {"authproxy:istio.extAuthzMode": "envoy-filter",
+                                   "authproxy:namespace": "authproxy-prod-envoy-filter"}, False),
     # The Gateway API ingress (issue 13): Gateway, HTTPRoutes, ReferenceGrants through the
     # Gateway API CRDs' schemas and CEL rules, policies attached by targetRefs.
     ("gateway-api", "gateway-api", {"authproxy:namespace": "authproxy-gateway-api"}, False),
