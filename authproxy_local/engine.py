@@ -266,19 +266,23 @@ class Cluster:
         raise EngineError(f"the API server does not serve {kind} in {api_version}")
 
 
-def istio_crds() -> list[dict[str, Any]]:
-    """Istio's CRDs from the istio.io/istio module the installer pins (manifests/charts/base)."""
-    go = shutil.which("go")
-    if not go:
-        raise install.InstallError("the Go toolchain (`go`) is needed to fetch Istio's CRDs (istio.io/istio)")
+def _module_dir(mod: str) -> pathlib.Path:
+    """``mod`` (module@version) in the cache's Go module cache: downloaded through the Go module
+    proxy, checksum-verified, like every module the installer uses."""
+    go = install.require_go()
     env = install.go_env(os.environ, install.cache_dir())
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run([go, "mod", "download", "-json", f"{install.ISTIO_MODULE}@{install.VERSIONS['istio']}"],
-                             env=env, cwd=tmp, capture_output=True, text=True, timeout=1800)
-    if out.returncode != 0:
-        raise EngineError(f"go mod download istio.io/istio: {out.stderr[-1000:]}")
-    crd_file = pathlib.Path(json.loads(out.stdout)["Dir"]) / "manifests/charts/base/files/crd-all.gen.yaml"
-    return [d for d in yaml.safe_load_all(crd_file.read_text()) if d]
+        return pathlib.Path(install.go_download(go, env, pathlib.Path(tmp), mod)["Dir"])
+
+
+def _yaml_docs(path: pathlib.Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def istio_crds() -> list[dict[str, Any]]:
+    """Istio's CRDs from the istio.io/istio module the installer pins (manifests/charts/base)."""
+    root = _module_dir(f"{install.ISTIO_MODULE}@{install.VERSIONS['istio']}")
+    return _yaml_docs(root / "manifests/charts/base/files/crd-all.gen.yaml")
 
 
 ADDON_CRDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -293,22 +297,12 @@ ADDON_CRDS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 def addon_crds() -> list[dict[str, Any]]:
     """cert-manager's Certificate/ClusterIssuer and the Prometheus operator's ServiceMonitor CRDs,
-    from their Go modules (downloaded into the cache's module cache through the Go module proxy)."""
-    go = shutil.which("go")
-    if not go:
-        raise install.InstallError("the Go toolchain (`go`) is needed to fetch the cert-manager and "
-                                   "Prometheus operator CRDs")
-    env = install.go_env(os.environ, install.cache_dir())
+    from their Go modules."""
     docs: list[dict[str, Any]] = []
     for module, (version, files) in ADDON_CRDS.items():
-        with tempfile.TemporaryDirectory() as tmp:
-            out = subprocess.run([go, "mod", "download", "-json", f"{module}@{version}"],
-                                 env=env, cwd=tmp, capture_output=True, text=True, timeout=1800)
-        if out.returncode != 0:
-            raise EngineError(f"go mod download {module}@{version}: {(out.stdout + out.stderr)[-1000:]}")
-        root = pathlib.Path(json.loads(out.stdout)["Dir"])
+        root = _module_dir(f"{module}@{version}")
         for f in files:
-            docs += [d for d in yaml.safe_load_all((root / f).read_text()) if d]
+            docs += _yaml_docs(root / f)
     return docs
 
 
@@ -318,8 +312,14 @@ def gateway_api_crds() -> list[dict[str, Any]]:
     server when the gateway-api stack creates its objects."""
     docs: list[dict[str, Any]] = []
     for f in install.gateway_api_crd_files(install.ensure("gateway-api-crds")):
-        docs += [d for d in yaml.safe_load_all(f.read_text()) if d]
+        docs += _yaml_docs(f)
     return docs
+
+
+def cluster_crds() -> list[dict[str, Any]]:
+    """Every CRD the stacks use, as a user's cluster has them before `pulumi up`: Istio's,
+    cert-manager's Certificate/ClusterIssuer, the ServiceMonitor, the Gateway API's."""
+    return istio_crds() + addon_crds() + gateway_api_crds()
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,13 +547,9 @@ class Engine:
         self.pulumi = Pulumi(self.work, install.ensure("pulumi"))
         self.cluster.work.mkdir(parents=True, exist_ok=True)
         self.cluster.start()
-        n = self.cluster.apply_crds(istio_crds())
-        log(f"{n} Istio CRDs established")
-        n = self.cluster.apply_crds(addon_crds())
-        log(f"{n} cert-manager and ServiceMonitor CRDs established")
-        n = self.cluster.apply_crds(gateway_api_crds())
-        log(f"{n} Gateway API CRDs established (sigs.k8s.io/gateway-api {install.VERSIONS['gateway-api']}, "
-            "standard channel)")
+        n = self.cluster.apply_crds(cluster_crds())
+        log(f"{n} CRDs established (Istio, cert-manager, ServiceMonitor, Gateway API "
+            f"{install.VERSIONS['gateway-api']} standard channel)")
         # What the stacks expect to exist in a user's cluster: the apps' namespaces and the
         # gateway's (made by the Istio install, which is not part of these stacks here).
         for ns in EXISTING_NAMESPACES:

@@ -422,7 +422,7 @@ def _lock(name: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _require_go() -> str:
+def require_go() -> str:
     go = shutil.which("go")
     if not go:
         raise InstallError(
@@ -641,7 +641,7 @@ def _find_oauth2_proxy() -> pathlib.Path | None:
 def _install_oauth2_proxy() -> pathlib.Path:
     v = VERSIONS["oauth2-proxy"]
     t0 = time.monotonic()
-    go = _require_go()
+    go = require_go()
     exe = _oauth2_proxy_bin()
     exe.parent.mkdir(parents=True, exist_ok=True)
     env = go_env(os.environ, cache_dir(), gobin=exe.parent)
@@ -703,7 +703,7 @@ def _istio_gomod(go: str, env: Mapping[str, str], cwd: pathlib.Path) -> tuple[st
 def _install_istioctl() -> pathlib.Path:
     v = VERSIONS["istio"]
     t0 = time.monotonic()
-    go = _require_go()
+    go = require_go()
     root = _istioctl_dir()
     src = root / "wrapper"
     exe = root / "bin" / "istioctl"
@@ -771,7 +771,7 @@ def _install_istio_xds() -> pathlib.Path:
     two builds share every compiled istio package."""
     v = VERSIONS["istio"]
     t0 = time.monotonic()
-    go = _require_go()
+    go = require_go()
     root = _istio_xds_dir()
     src = root / "src"
     exe = root / "bin" / "istio-xds"
@@ -820,7 +820,7 @@ def _find_gateway_api_crds() -> pathlib.Path | None:
 def _install_gateway_api_crds() -> pathlib.Path:
     """``go mod download`` the pinned sigs.k8s.io/gateway-api module into the cache's module
     cache (checksum-verified like every module); its standard-channel CRDs are the directory."""
-    go = _require_go()
+    go = require_go()
     v = VERSIONS["gateway-api"]
     _log(f"go mod download {GATEWAY_API_MODULE}@{v}")
     env = go_env(os.environ, cache_dir())
@@ -1069,7 +1069,7 @@ def published_replaces(gomod_text: str, version: str, prefix: str = "") -> list[
     return out
 
 
-def _go_download(go: str, env: Mapping[str, str], cwd: pathlib.Path, mod: str) -> dict:
+def go_download(go: str, env: Mapping[str, str], cwd: pathlib.Path, mod: str) -> dict:
     cwd.mkdir(parents=True, exist_ok=True)
     return json.loads(_run([go, "mod", "download", "-json", mod], env=env, cwd=cwd, timeout=1800,
                            what=f"go mod download {mod}").stdout)
@@ -1115,7 +1115,7 @@ def _find_pulumi() -> pathlib.Path | None:
 def _install_pulumi() -> pathlib.Path:
     """The pulumi CLI (pkg/v3 from the proxy) and the Python language host next to it."""
     v = VERSIONS["pulumi"]
-    go = _require_go()
+    go = require_go()
     root = _engine_dir("pulumi")
     bindir = root / "bin"
     env = go_env(os.environ, cache_dir())
@@ -1141,7 +1141,7 @@ def _install_pulumi() -> pathlib.Path:
     host_s = _go_build(go, env, host, bindir / "pulumi-language-python", f"-s -w {version_x}",
                        what="pulumi-language-python")
     # The host runs the program through this script, which must sit next to it (sdk/v3 ships it).
-    sdk_dir = pathlib.Path(_go_download(go, env, root, f"{PULUMI_SDK}@v{v}")["Dir"])
+    sdk_dir = pathlib.Path(go_download(go, env, root, f"{PULUMI_SDK}@v{v}")["Dir"])
     exec_script = bindir / "pulumi-language-python-exec"
     shutil.copyfile(sdk_dir / "python" / "cmd" / "pulumi-language-python-exec", exec_script)
     exec_script.chmod(0o755)
@@ -1233,7 +1233,7 @@ def _write_converter_stubs(root: pathlib.Path, gomod_text: str) -> list[str]:
 def _provider_from_snapshot(name: str, module: str, upstream: str | None = None) -> pathlib.Path:
     """pulumi-resource-<name> built from its provider/ source snapshot (generate, then build)."""
     v = VERSIONS[f"pulumi-{name}"]
-    go = _require_go()
+    go = require_go()
     root = _engine_dir(f"pulumi-{name}")
     src = root / "src"
     shutil.rmtree(src, ignore_errors=True)
@@ -1271,14 +1271,14 @@ def _install_pulumi_kubernetes() -> pathlib.Path:
     """pulumi-resource-kubernetes from the proxy: the module zip lacks the generated schema, so
     the cmd's files go into a wrapper and generate.go runs there first."""
     v = VERSIONS["pulumi-kubernetes"]
-    go = _require_go()
+    go = require_go()
     root = _engine_dir("pulumi-kubernetes")
     wrapper = root / "wrapper"
     shutil.rmtree(wrapper, ignore_errors=True)
     wrapper.mkdir(parents=True)
     env = go_env(os.environ, cache_dir())
     mod = f"{K8S_PROVIDER_MODULE}@{VERSIONS['pulumi-kubernetes-module']}"
-    src = pathlib.Path(_go_download(go, env, root, mod)["Dir"]) / "cmd" / "pulumi-resource-kubernetes"
+    src = pathlib.Path(go_download(go, env, root, mod)["Dir"]) / "cmd" / "pulumi-resource-kubernetes"
     for f in ("main.go", "generate.go", "schema.json", "terraform-mapping.json"):
         shutil.copyfile(src / f, wrapper / f)
     (wrapper / "go.mod").write_text(plain_go_mod(
@@ -1308,12 +1308,12 @@ def _install_kube_apiserver() -> pathlib.Path:
     """kube-apiserver from k8s.io/kubernetes; its 31 staging replaces become the published
     v0.<minor>.<patch> modules (generated from its go.mod, not by hand)."""
     v = VERSIONS["kubernetes"]
-    go = _require_go()
+    go = require_go()
     root = _engine_dir("kubernetes")
     wrapper = root / "wrapper"
     wrapper.mkdir(parents=True, exist_ok=True)
     env = go_env(os.environ, cache_dir())
-    info = _go_download(go, env, root, f"{KUBERNETES_MODULE}@v{v}")
+    info = go_download(go, env, root, f"{KUBERNETES_MODULE}@v{v}")
     gomod = pathlib.Path(info["GoMod"]).read_text()
     staging = "v0." + ".".join(v.split(".")[1:])
     replaces = published_replaces(gomod, staging, prefix="k8s.io/")
@@ -1336,12 +1336,12 @@ def _install_etcd() -> pathlib.Path:
     """etcd: go.etcd.io/etcd/server/v3 is the main package; its ../ replaces become the published
     modules of the same version."""
     v = VERSIONS["etcd"]
-    go = _require_go()
+    go = require_go()
     root = _engine_dir("etcd")
     wrapper = root / "wrapper"
     wrapper.mkdir(parents=True, exist_ok=True)
     env = go_env(os.environ, cache_dir())
-    info = _go_download(go, env, root, f"{ETCD_MODULE}@v{v}")
+    info = go_download(go, env, root, f"{ETCD_MODULE}@v{v}")
     gomod = pathlib.Path(info["GoMod"]).read_text()
     replaces = published_replaces(gomod, f"v{v}", prefix="go.etcd.io/")
     (wrapper / "go.mod").write_text(plain_go_mod(

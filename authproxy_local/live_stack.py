@@ -45,9 +45,7 @@ from authproxy_local.engine import (
     Cluster,
     EngineError,
     Pulumi,
-    addon_crds,
-    gateway_api_crds,
-    istio_crds,
+    cluster_crds,
     run_group,
 )
 
@@ -90,7 +88,7 @@ def start_cluster(work: pathlib.Path, namespaces: list[str]) -> Cluster:
     try:
         cluster.start()
         if _crds is None:
-            _crds = istio_crds() + addon_crds() + gateway_api_crds()
+            _crds = cluster_crds()
         cluster.apply_crds(_crds)
         for ns in namespaces:
             code, out = cluster.request("POST", "/api/v1/namespaces",
