@@ -80,6 +80,11 @@ request it does not list. Gateway DENY rules name the gateway's HTTP and HTTPS l
 (``istio.gateway.httpTargetPorts``, ``httpsTargetPorts``); without ports Istio would apply an
 HTTP-only DENY rule to raw TCP servers of the same gateway as "deny everything".
 
+**Ambient apps** (``apps[].dataplane: ambient``): the same app-side RequestAuthentication and ALLOW
+policy attach with ``targetRefs`` to the app's Service and run in its waypoint, with a DENY beside
+them (:func:`app_deny_policy_spec`); the waypoint, the Service labels and ztunnel's L4 policy are
+components/ambient.py. The gateway side is unchanged: the gateway is an ordinary Envoy in ambient.
+
 **Per application**, at the app's sidecar (``authorizeAt`` sidecar/both): a RequestAuthentication
 (issuer and JWKS of the realm, audiences = the client id, ``forwardOriginalToken: true``) and an
 ALLOW AuthorizationPolicy: requests carrying a principal of our issuer (and, if the app lists
@@ -117,7 +122,8 @@ from components.ingress import (
 )
 
 Mode = Literal["extension-provider", "envoy-filter"]
-AuthorizeAt = Literal["sidecar", "gateway", "both"]
+AuthorizeAt = Literal["sidecar", "waypoint", "gateway", "both"]
+Dataplane = Literal["sidecar", "ambient"]
 
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 EXT_AUTHZ_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
@@ -193,6 +199,11 @@ class AppAuthzArgs(RoutedApp):
     """Labels of the app's pods."""
     groups: list[str]
     authorize_at: AuthorizeAt
+    dataplane: Dataplane
+    """``sidecar``: the app-side policies select the pods; ``ambient``: they attach to the app's
+    Service (``targetRefs``), which its waypoint enforces (components/ambient.py)."""
+    service: str
+    """Name of the app's Service (in ``namespace``)."""
 
 
 class AuthzArgs(TypedDict):
@@ -567,6 +578,20 @@ def at_sidecar(app: AppAuthzArgs) -> bool:
     return app["authorize_at"] in ("sidecar", "both")
 
 
+def at_app_proxy(app: AppAuthzArgs) -> bool:
+    """The app's own proxy checks the JWT and groups: its sidecar, or an ambient app's waypoint."""
+    return app["authorize_at"] in ("sidecar", "waypoint", "both")
+
+
+def app_attachment(app: AppAuthzArgs) -> dict[str, Any]:
+    """How an app-side policy picks its proxy: the pods' ``selector`` (sidecar), or
+    ``targetRefs`` to the app's Service (ambient: enforced by the Service's waypoint; a
+    ``selector`` policy would land on ztunnel, which cannot read HTTP)."""
+    if app["dataplane"] == "ambient":
+        return {"targetRefs": [{"group": "", "kind": "Service", "name": app["service"]}]}
+    return {"selector": {"matchLabels": dict(app["selector"])}}
+
+
 def needs_gateway_jwt(args: AuthzArgs) -> bool:
     """The gateway verifies tokens when an app takes bearer tokens or is authorized there."""
     return any(a["api_clients"] or at_gateway(a) for a in args["apps"])
@@ -627,7 +652,7 @@ def gateway_app_policy_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any
 
 
 def app_request_authentication_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:
-    return {"selector": {"matchLabels": dict(app["selector"])}, "jwtRules": [jwt_rule(args["jwt"])]}
+    return {**app_attachment(app), "jwtRules": [jwt_rule(args["jwt"])]}
 
 
 def app_authorization_policy_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:
@@ -638,7 +663,22 @@ def app_authorization_policy_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[st
     rules = [signed_in]
     if app["public_paths"]:
         rules.append({"to": [{"operation": {"paths": list(app["public_paths"])}}]})
-    return {"selector": {"matchLabels": dict(app["selector"])}, "action": "ALLOW", "rules": rules}
+    return {**app_attachment(app), "action": "ALLOW", "rules": rules}
+
+
+def app_deny_policy_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:
+    """DENY at an ambient app's waypoint, beside the ALLOW: a request without our principal, or
+    (if the app lists groups) without one of its groups, on any path but the public ones. ALLOW
+    policies add up, so another ALLOW attached to a shared waypoint (the namespace's, a
+    GatewayClass's) could admit what ours does not; a DENY holds whatever else is attached."""
+    to = [{"operation": {"notPaths": list(app["public_paths"])}}] if app["public_paths"] else []
+    no_principal: dict[str, Any] = {
+        "from": [{"source": {"notRequestPrincipals": [principal(args["jwt"])]}}]}
+    rules = [{**no_principal, **({"to": to} if to else {})}]
+    if app["groups"]:
+        rules.append({**({"to": to} if to else {}),
+                      "when": [{"key": GROUPS_CLAIM, "notValues": list(app["groups"])}]})
+    return {**app_attachment(app), "action": "DENY", "rules": rules}
 
 
 class Authz(pulumi.ComponentResource):
@@ -693,12 +733,15 @@ class Authz(pulumi.ComponentResource):
             if at_gateway(app):
                 cr(f"gateway-{a}", sec, "AuthorizationPolicy", f"{prefix}-{a}-gateway-authz", gns,
                    gateway_app_policy_spec(args, app))
-            if at_sidecar(app):
+            if at_app_proxy(app):
                 ans = app["namespace"]
                 cr(f"app-{a}-jwt", sec, "RequestAuthentication", f"{prefix}-{a}-jwt", ans,
                    app_request_authentication_spec(args, app))
                 cr(f"app-{a}-allow", sec, "AuthorizationPolicy", f"{prefix}-{a}-require-jwt", ans,
                    app_authorization_policy_spec(args, app))
+                if app["dataplane"] == "ambient":
+                    cr(f"app-{a}-deny", sec, "AuthorizationPolicy", f"{prefix}-{a}-deny-unsigned",
+                       ans, app_deny_policy_spec(args, app))
 
         self.mesh_config = pulumi.Output.from_input(mesh_config_yaml(args["mode"], args["provider"]))
         self.provider_name = pulumi.Output.from_input(args["provider"]["name"])

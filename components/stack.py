@@ -8,6 +8,7 @@ from typing import Any, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.ambient import Ambient, AmbientArgs
 from components.authz import Authz, AuthzArgs, ProviderArgs, mesh_config
 from components.config import StackConfig
 from components.identity import DemoUserSpec, Identity, IdentityArgs
@@ -135,6 +136,22 @@ def skip_await_transform(
                         DELETION_POLICY_ANNOTATION: "background"},
     }
     return pulumi.ResourceTransformResult(props=props, opts=args.opts)
+
+
+def wait_for(resources: list[pulumi.Resource]) -> pulumi.ResourceTransformation:
+    """A transformation for a component: every custom resource under it waits for ``resources``
+    (``depends_on`` on a component itself does not hold its children back). An SDK-side
+    transformation, so the dependency is in the registration itself (and visible under mocks)."""
+
+    def transformation(
+        args: pulumi.ResourceTransformationArgs,
+    ) -> pulumi.ResourceTransformationResult | None:
+        if not isinstance(args.resource, pulumi.CustomResource):
+            return None
+        opts = pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(depends_on=resources))
+        return pulumi.ResourceTransformationResult(props=args.props, opts=opts)
+
+    return transformation
 
 
 PROXY_NAME = "oauth2-proxy"
@@ -354,8 +371,34 @@ def authz_args(cfg: StackConfig) -> AuthzArgs:
                 "api_clients": a.api_clients,
                 "strip_session_cookies": a.strip_session_cookies,
                 "authorize_at": a.authorize_at,
+                "dataplane": a.dataplane,
+                "service": a.service.name,
             }
             for a in cfg.apps
+        ],
+    )
+
+
+def ambient_args(cfg: StackConfig, policies: list[pulumi.Resource]) -> AmbientArgs:
+    """The ambient apps' waypoints, Service labels and L4 policies; ``policies``: what the
+    Services wait for before they switch to their waypoints."""
+    return AmbientArgs(
+        prefix=cfg.istio.gateway.name,
+        policies=policies,
+        apps=[
+            {
+                "name": a.name,
+                "namespace": a.service.namespace,
+                "service": a.service.name,
+                "selector": a.selector_labels,
+                "waypoint": {
+                    "name": a.waypoint_ref.name,
+                    "namespace": a.waypoint_namespace,
+                    "create": a.waypoint_ref.create,
+                    "service_account": a.waypoint_ref.identity_account,
+                },
+            }
+            for a in cfg.ambient_apps
         ],
     )
 
@@ -452,8 +495,17 @@ class AuthProxy(pulumi.ComponentResource):
             install = IstioInstall("istio", istio_install_args(cfg), opts=child)
             istio_ready = install.ready
         after_istio = pulumi.ResourceOptions(parent=self, depends_on=istio_ready)
-        ingress = Ingress("ingress", ingress_args(cfg), opts=after_istio)
         authz = Authz("authz", authz_args(cfg), opts=after_istio)
+        ingress_opts = after_istio
+        if cfg.ambient_apps:
+            # Ambient apps: their Services switch to the waypoint only once the policies the
+            # waypoint and ztunnel enforce exist, and the gateway routes to them after that (a
+            # route before the Service label would reach the pods without the waypoint).
+            ambient = Ambient("ambient", ambient_args(cfg, [authz]), opts=child)
+            self.ambient = ambient
+            ingress_opts = pulumi.ResourceOptions.merge(
+                after_istio, pulumi.ResourceOptions(transformations=[wait_for([ambient])]))
+        ingress = Ingress("ingress", ingress_args(cfg), opts=ingress_opts)
         self.ingress = ingress
         self.authz = authz
         self.mesh_config = authz.mesh_config
