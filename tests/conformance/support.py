@@ -37,6 +37,17 @@ def category(obj: dict[str, Any]) -> str:
     return "custom"
 
 
+PATCHED_KINDS = {"Service"}
+"""Kinds the stack only patches (pulumi-kubernetes ``ServicePatch``: server-side apply of the
+labels it sets onto the app's own Service). The render shows such a patch as an object of its kind
+without a ``spec``, which a Service the stack created always has."""
+
+
+def is_patch(obj: dict[str, Any]) -> bool:
+    """A partial object the stack applies to an existing one (see PATCHED_KINDS)."""
+    return category(obj) == "core" and obj["kind"] in PATCHED_KINDS and "spec" not in obj
+
+
 def ident(obj: dict[str, Any]) -> str:
     m = obj["metadata"]
     ns = m.get("namespace")
