@@ -19,7 +19,7 @@ from typing import Any, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.labels import COMMON_LABELS
+from components.common import COMMON_LABELS
 from components.proxy_settings import (
     CLIENT_SECRET_KEY,
     COOKIE_SECRET_KEY,

@@ -22,7 +22,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.labels import COMMON_LABELS
+from components.common import COMMON_LABELS
 from components.proxy_settings import RedisConnection
 
 REDIS_PORT = 6379

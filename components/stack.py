@@ -9,11 +9,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.authz import Authz, AuthzArgs, ProviderArgs, mesh_config
+from components.common import COMMON_LABELS
 from components.config import StackConfig
 from components.identity import DemoUserSpec, Identity, IdentityArgs
 from components.ingress import Ingress, IngressArgs
 from components.istio_install import IstioInstall, IstioInstallArgs
-from components.labels import COMMON_LABELS
 from components.oauth2_proxy import (
     OAuth2Proxy,
     OAuth2ProxyArgs,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from components.common import format_duration
 from components.config import (
     ConfigError,
-    format_duration,
     host_matches,
     load,
     parse_duration,
