@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from authproxy_local.mockrun import MOCK_SECRET_PREFIX, Run, is_secret, run_program
+from authproxy_local.render.mockrun import MOCK_SECRET_PREFIX, Run, is_secret, run_program
 
 CLIENT = "keycloak:openid/client:Client"
 AUDIENCE = "keycloak:openid/audienceProtocolMapper:AudienceProtocolMapper"
@@ -78,7 +78,7 @@ def test_audience_and_groups_mappers(stack, dev, prod):
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_groups_match_the_apps(stack, dev, prod):
     run = {"dev": dev, "prod": prod}[stack]
-    from authproxy_local.mockrun import stack_config
+    from authproxy_local.render.mockrun import stack_config
 
     apps = stack_config(stack)["authproxy:apps"]
     wanted = sorted({g for a in apps for g in a.get("groups", [])})

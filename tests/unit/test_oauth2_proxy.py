@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from authproxy_local.mockrun import (
+from authproxy_local.render.mockrun import (
     DEFAULT_TEST_SECRETS,
     MOCK_SECRET_PREFIX,
     is_secret,

@@ -4,7 +4,7 @@ Bounds are generous (the measured numbers are in docs/benchmarks.md): 100 apps m
 10 s (the target) on this 2-core machine, and the cost of going from 100 to 200 apps must stay
 close to the cost of going from 1 to 100 (linear growth; a quadratic step would double it)."""
 
-from authproxy_local.program_scaling import generated_config, measure
+from authproxy_local.render.scaling import generated_config, measure
 
 
 def test_generated_apps_cover_every_code_path():

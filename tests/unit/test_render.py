@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from authproxy_local import mockrun, placeholders
-from authproxy_local.render import (
+from authproxy_local.render import mockrun, placeholders
+from authproxy_local.render.offline import (
     FILES,
     MODES,
     RENDER_SECRETS,
