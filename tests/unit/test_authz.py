@@ -758,11 +758,11 @@ def test_install_order_and_istio_objects_wait_for_it(monkeypatch):
         monkeypatch.setattr(stack_module, comp, wrapper)
     monkeypatch.setattr(k8s.helm.v3, "Release", recording_release)
     run_program("dev")
-    assert deps["istio-base"] == []
-    assert deps["istio-istiod"] == ["istio-base"]
-    assert deps["istio-gateway"] == ["istio-istiod"]
-    assert seen == {"ingress": ["istio-base", "istio-istiod", "istio-gateway"],
-                    "authz": ["istio-base", "istio-istiod", "istio-gateway"]}
+    releases = ["authproxy-istio-base", "authproxy-istio-istiod", "authproxy-istio-gateway"]
+    assert deps[releases[0]] == []
+    assert deps[releases[1]] == releases[:1]
+    assert deps[releases[2]] == releases[1:2]
+    assert seen == {"authproxy-ingress": releases, "authproxy-authz": releases}
 
 
 # ---------------------------------------------------------------- bad input

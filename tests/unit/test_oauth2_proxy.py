@@ -469,7 +469,7 @@ def _by_name(run, kind: str) -> dict[str, Any]:
 
 def mine(run, kind: str) -> list[Any]:
     """Objects of a kind registered by the oauth2-proxy component (others add their own)."""
-    return [r for r in run.kube(kind) if r.parent.endswith("OAuth2Proxy::oauth2-proxy")]
+    return [r for r in run.kube(kind) if r.parent.endswith("OAuth2Proxy::authproxy-oauth2-proxy")]
 
 
 def deployment(run) -> Any:
@@ -478,19 +478,19 @@ def deployment(run) -> Any:
 
 
 def namespace(run) -> Any:
-    (ns,) = [r for r in run.kube("Namespace") if r.name == "namespace"]
+    (ns,) = [r for r in run.kube("Namespace") if r.name == "authproxy-namespace"]
     return ns
 
 
 @pytest.mark.parametrize("which", ["dev", "prod", "external"])
 def test_objects_registered(runs, which):
     run = runs[which]
-    assert set(_by_name(run, "NetworkPolicy")) >= {"oauth2-proxy-ingress", "oauth2-proxy-egress"}
+    assert set(_by_name(run, "NetworkPolicy")) >= {"authproxy-oauth2-proxy-ingress", "authproxy-oauth2-proxy-egress"}
     for kind in ("Deployment", "Service", "PodDisruptionBudget", "ServiceAccount", "Secret"):
         assert len(mine(run, kind)) == 1, kind
     assert namespace(run).inputs["metadata"]["name"] == "authproxy"
     dep = deployment(run)
-    assert dep.parent.endswith("OAuth2Proxy::oauth2-proxy")
+    assert dep.parent.endswith("OAuth2Proxy::authproxy-oauth2-proxy")
     assert dep.inputs["metadata"] == {
         "name": PROXY_NAME, "namespace": "authproxy",
         "labels": dep.inputs["metadata"]["labels"]}
@@ -514,11 +514,11 @@ def test_hpa_and_service_monitor_only_when_enabled(runs):
 @pytest.mark.parametrize("which", ["dev", "prod", "external"])
 def test_secret_values_only_in_the_secret_and_marked_secret(runs, which):
     run = runs[which]
-    secret = _by_name(run, "Secret")["oauth2-proxy-secret"]
+    secret = _by_name(run, "Secret")["authproxy-oauth2-proxy-secret"]
     assert is_secret(secret.wire_inputs["stringData"])
     data = secret.inputs["stringData"]
     assert set(data) == {"cookie-secret", "client-secret", "redis-password"}
-    assert data["client-secret"] == f"{MOCK_SECRET_PREFIX}secrets-client-secret"
+    assert data["client-secret"] == f"{MOCK_SECRET_PREFIX}authproxy-secrets-client-secret"
     for r in run.resources:
         if not r.type.startswith("kubernetes:"):
             continue
@@ -533,9 +533,9 @@ def test_secret_values_only_in_the_secret_and_marked_secret(runs, which):
 
 
 def test_redis_password_in_secret_matches_mode(runs):
-    dev = _by_name(runs["dev"], "Secret")["oauth2-proxy-secret"].inputs["stringData"]
-    assert dev["redis-password"] == f"{MOCK_SECRET_PREFIX}secrets-redis-password"
-    ext = _by_name(runs["external"], "Secret")["oauth2-proxy-secret"].inputs["stringData"]
+    dev = _by_name(runs["dev"], "Secret")["authproxy-oauth2-proxy-secret"].inputs["stringData"]
+    assert dev["redis-password"] == f"{MOCK_SECRET_PREFIX}authproxy-secrets-redis-password"
+    ext = _by_name(runs["external"], "Secret")["authproxy-oauth2-proxy-secret"].inputs["stringData"]
     assert ext["redis-password"] == DEFAULT_TEST_SECRETS["externalRedisPassword"]
 
 
