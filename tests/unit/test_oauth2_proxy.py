@@ -334,8 +334,8 @@ def test_deployment_replicas_and_checksum_annotation():
     assert dev["replicas"] == 1
     assert dev["template"]["metadata"]["annotations"]["checksum/secret"] == "abc"
     assert dev["template"]["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
-    assert dev["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
-    assert dev["selector"]["matchLabels"] == proxy_labels(PROXY_NAME)
+    assert dev["strategy"]["rolling_update"] == {"max_unavailable": 0, "max_surge": 1}
+    assert dev["selector"]["match_labels"] == proxy_labels(PROXY_NAME)
     # With the HPA on, the HPA owns the replica count.
     assert "replicas" not in deployment_spec(proxy("prod"), "abc")
     no_hpa = deployment_spec(proxy("prod", proxy={"autoscaling": {"enabled": False}}), "x")
@@ -344,17 +344,17 @@ def test_deployment_replicas_and_checksum_annotation():
 
 def test_pdb_and_hpa_shapes():
     dev, prod = pdb_spec(proxy("dev")), pdb_spec(proxy("prod"))
-    assert dev["minAvailable"] == 0 and prod["minAvailable"] == 2
-    assert prod["selector"]["matchLabels"] == proxy_labels(PROXY_NAME)
-    assert prod["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert dev["min_available"] == 0 and prod["min_available"] == 2
+    assert prod["selector"]["match_labels"] == proxy_labels(PROXY_NAME)
+    assert prod["unhealthy_pod_eviction_policy"] == "AlwaysAllow"
     derived = pdb_spec(proxy("prod", proxy={"pdbMinAvailable": None}))
-    assert derived["minAvailable"] == 2  # autoscaling.minReplicas 3 - 1
+    assert derived["min_available"] == 2  # autoscaling.minReplicas 3 - 1
     h = hpa_spec(proxy("prod"))
-    assert h["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+    assert h["scale_target_ref"] == {"api_version": "apps/v1", "kind": "Deployment",
                                    "name": PROXY_NAME}
-    assert (h["minReplicas"], h["maxReplicas"]) == (3, 10)
+    assert (h["min_replicas"], h["max_replicas"]) == (3, 10)
     assert h["metrics"][0]["resource"]["target"] == {"type": "Utilization",
-                                                     "averageUtilization": 75}
+                                                     "average_utilization": 75}
 
 
 def test_service_ports_and_fqdn():
@@ -367,49 +367,49 @@ def test_service_ports_and_fqdn():
 
 def test_ingress_policy_gateway_and_namespace_only():
     spec = ingress_policy_spec(proxy("dev"))
-    assert spec["policyTypes"] == ["Ingress"]
+    assert spec["policy_types"] == ["Ingress"]
     gw, same_ns = spec["ingress"]
-    assert gw["from"] == [{
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-ingress"}},
-        "podSelector": {"matchLabels": {"istio": "ingressgateway"}},
+    assert gw["from_"] == [{
+        "namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "istio-ingress"}},
+        "pod_selector": {"match_labels": {"istio": "ingressgateway"}},
     }]
     assert gw["ports"] == [{"protocol": "TCP", "port": 4180}]
-    assert same_ns["from"] == [{"podSelector": {}}]
+    assert same_ns["from_"] == [{"pod_selector": {}}]
     assert {p["port"] for p in same_ns["ports"]} == {4180, 44180}
     # With a ServiceMonitor, the metrics port (only) opens to Prometheus in any namespace.
     prod = ingress_policy_spec(proxy("prod"))["ingress"]
-    assert prod[-1] == {"from": [{"namespaceSelector": {}}],
+    assert prod[-1] == {"from_": [{"namespace_selector": {}}],
                         "ports": [{"protocol": "TCP", "port": 44180}]}
     for rule in prod:
-        if rule["from"] == [{"namespaceSelector": {}}]:
+        if rule["from_"] == [{"namespace_selector": {}}]:
             assert all(p["port"] != 4180 for p in rule["ports"])
 
 
 def test_ingress_policy_follows_gateway_config():
     spec = ingress_policy_spec(proxy("dev", istio={"gateway": {
         "namespace": "gw", "selector": {"app": "edge"}, "tlsCredentialName": "t"}}))
-    assert spec["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {
+    assert spec["ingress"][0]["from_"][0]["namespace_selector"]["match_labels"] == {
         "kubernetes.io/metadata.name": "gw"}
-    assert spec["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == {"app": "edge"}
+    assert spec["ingress"][0]["from_"][0]["pod_selector"]["match_labels"] == {"app": "edge"}
 
 
 def _egress(args: OAuth2ProxyArgs) -> list[dict[str, Any]]:
     spec = egress_policy_spec(args)
-    assert spec["policyTypes"] == ["Egress"]
-    assert spec["podSelector"]["matchLabels"] == proxy_labels(PROXY_NAME)
+    assert spec["policy_types"] == ["Egress"]
+    assert spec["pod_selector"]["match_labels"] == proxy_labels(PROXY_NAME)
     return spec["egress"]
 
 
 def test_egress_dns_redis_keycloak_only_dev():
     dns, redis, keycloak = _egress(proxy("dev"))
     assert dns["to"][0] == {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+        "namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "pod_selector": {"match_labels": {"k8s-app": "kube-dns"}}}
     assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
-    assert redis["to"] == [{"podSelector": {"matchLabels": {"app": "redis-ha",
+    assert redis["to"] == [{"pod_selector": {"match_labels": {"app": "redis-ha",
                                                             "release": REDIS_RELEASE}}}]
     assert [p["port"] for p in redis["ports"]] == [6379]
-    assert keycloak["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]
+    assert keycloak["to"] == [{"ip_block": {"cidr": "0.0.0.0/0"}}, {"ip_block": {"cidr": "::/0"}}]
     assert keycloak["ports"] == [{"protocol": "TCP", "port": 443}]
 
 
@@ -417,7 +417,7 @@ def test_egress_ha_adds_sentinel_port_and_external_uses_url_ports():
     _, redis, _ = _egress(proxy("prod"))
     assert [p["port"] for p in redis["ports"]] == [6379, 26379]
     _, ext, _ = _egress(proxy("prod", redis=EXTERNAL))
-    assert ext["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]
+    assert ext["to"] == [{"ip_block": {"cidr": "0.0.0.0/0"}}, {"ip_block": {"cidr": "::/0"}}]
     assert ext["ports"] == [{"protocol": "TCP", "port": 6380}]
 
 
@@ -426,8 +426,8 @@ def test_egress_keycloak_in_cluster_and_custom_port():
     _, _, peer = _egress(proxy("dev", keycloak={**kc, "inCluster": {
         "namespace": "keycloak", "podLabels": {"app": "keycloak"}, "port": 8443}}))
     assert peer == {"to": [{
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keycloak"}},
-        "podSelector": {"matchLabels": {"app": "keycloak"}}}],
+        "namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "keycloak"}},
+        "pod_selector": {"match_labels": {"app": "keycloak"}}}],
         "ports": [{"protocol": "TCP", "port": 8443}]}
     _, _, anywhere = _egress(proxy("dev", keycloak={**kc, "url": "https://kc.authproxy.test:8443"}))
     assert anywhere["ports"] == [{"protocol": "TCP", "port": 8443}]
@@ -599,8 +599,8 @@ def test_pdb_failure_stops_the_program_before_resources():
 
 
 def test_hpa_max_below_min_is_rejected():
-    probs, _ = problems("prod", proxy={"autoscaling": {"enabled": True, "minReplicas": 4,
-                                                       "maxReplicas": 3}})
+    probs, _ = problems("prod", proxy={"autoscaling": {"enabled": True, "min_replicas": 4,
+                                                       "max_replicas": 3}})
     assert "authproxy:proxy.autoscaling.maxReplicas" in [k for k, _ in probs]
 
 

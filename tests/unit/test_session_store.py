@@ -200,12 +200,12 @@ def test_external_ports_for_egress():
 def test_redis_accepts_only_oauth2_proxy_and_itself():
     s = store("dev")
     spec = redis_network_policy(s)
-    assert spec["podSelector"]["matchLabels"] == redis_pod_labels(s)
-    assert spec["policyTypes"] == ["Ingress"]
-    peers = [r["from"] for r in spec["ingress"]]
+    assert spec["pod_selector"]["match_labels"] == redis_pod_labels(s)
+    assert spec["policy_types"] == ["Ingress"]
+    peers = [r["from_"] for r in spec["ingress"]]
     assert peers == [
-        [{"podSelector": {"matchLabels": s["client_pod_labels"]}}],
-        [{"podSelector": {"matchLabels": redis_pod_labels(s)}}],
+        [{"pod_selector": {"match_labels": s["client_pod_labels"]}}],
+        [{"pod_selector": {"match_labels": redis_pod_labels(s)}}],
     ]
     for rule in spec["ingress"]:
         assert {p["port"] for p in rule["ports"]} == {REDIS_PORT, SENTINEL_PORT}
@@ -217,7 +217,7 @@ def test_redis_policy_opens_exporter_port_only_with_metrics():
     assert all(EXPORTER_PORT not in [p["port"] for p in r["ports"]]
                for r in redis_network_policy(store("dev"))["ingress"])
     rules = redis_network_policy(store("dev", redis={"metrics": True}))["ingress"]
-    assert rules[-1] == {"from": [{"namespaceSelector": {}}],
+    assert rules[-1] == {"from_": [{"namespace_selector": {}}],
                          "ports": [{"protocol": "TCP", "port": EXPORTER_PORT}]}
 
 
