@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from authproxy_local import install
 from authproxy_local.core import local_map
 from authproxy_local.core.pki import make_tls
 from authproxy_local.core.processes import HarnessError, free_port, pick_gateway_ip
@@ -52,6 +53,9 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
         self._install_signal_handlers()
         t_all = time.monotonic()
         try:
+            # Everything installed first: no install waits while a process (or a lock of the
+            # shared cache, such as Keycloak's start lock) is held.
+            install.ensure_group("harness")
             self._prepare()
             self._start_keycloak_process()
             self._start_cluster()

@@ -170,7 +170,6 @@ class StackPart(KeycloakPart):
     def _start_cluster(self) -> None:
         """etcd + kube-apiserver for the run's `pulumi up`, started in the background while
         Keycloak boots (the shared project too)."""
-        install.ensure_group("stack")  # raises InstallError naming what is missing
         pool = ThreadPoolExecutor(1, thread_name_prefix="cluster")
 
         def start() -> Cluster:
