@@ -330,57 +330,50 @@ def _install_pulumi_kubernetes() -> pathlib.Path:
 
 
 
-def _install_kube_apiserver() -> pathlib.Path:
-    """kube-apiserver from k8s.io/kubernetes; its 31 staging replaces become the published
-    v0.<minor>.<patch> modules (generated from its go.mod, not by hand)."""
-    v = VERSIONS["kubernetes"]
+def _build_with_published_replaces(key: str, module: str, exe_name: str, *, replace_version: str,
+                                   prefix: str, ldflags: str, pkg: str, version_text: str) -> pathlib.Path:
+    """``pkg`` built from ``module`` at ``v<VERSIONS[key]>``: the module's local-path replaces
+    (staging or sibling modules, which do not exist outside its repository) become the published
+    modules of ``replace_version`` (generated from its go.mod, not by hand); ``<exe> --version``
+    must print ``version_text``."""
+    v = VERSIONS[key]
     go = require_go()
-    root = engine_dir("kubernetes")
+    root = engine_dir(key)
     wrapper = root / "wrapper"
     wrapper.mkdir(parents=True, exist_ok=True)
     env = go_env(os.environ, cache_dir())
-    info = go_download(go, env, root, f"{KUBERNETES_MODULE}@v{v}")
-    gomod = pathlib.Path(info["GoMod"]).read_text()
-    staging = "v0." + ".".join(v.split(".")[1:])
-    replaces = published_replaces(gomod, staging, prefix="k8s.io/")
+    gomod = pathlib.Path(go_download(go, env, root, f"{module}@v{v}")["GoMod"]).read_text()
+    replaces = published_replaces(gomod, replace_version, prefix=prefix)
     (wrapper / "go.mod").write_text(plain_go_mod(
-        "authproxy.local/kube-apiserver", go_directive(gomod) or "1.25",
-        [(KUBERNETES_MODULE, f"v{v}")], replaces))
+        f"authproxy.local/{exe_name}", go_directive(gomod) or "1.25", [(module, f"v{v}")], replaces))
     (wrapper / "go.sum").unlink(missing_ok=True)
-    exe = root / "bin" / "kube-apiserver"
-    secs = go_build(go, env, wrapper, exe, kubernetes_ldflags(v), f"{KUBERNETES_MODULE}/cmd/kube-apiserver",
-                     what="kube-apiserver")
-    out = run([str(exe), "--version"], timeout=60, what="kube-apiserver --version")
-    if f"v{v}" not in out.stdout:
-        raise InstallError(f"unexpected `kube-apiserver --version` output: {out.stdout}{out.stderr}")
+    exe = root / "bin" / exe_name
+    secs = go_build(go, env, wrapper, exe, ldflags, pkg, what=exe_name)
+    out = run([str(exe), "--version"], timeout=60, what=f"{exe_name} --version")
+    if version_text not in out.stdout:
+        raise InstallError(f"unexpected `{exe_name} --version` output: {out.stdout}{out.stderr}")
     write_stamp(exe.parent / STAMP_NAME, v, exe, build_seconds=round(secs, 1), replaces=len(replaces),
                 go_version=go_version(go))
     return exe
+
+
+def _install_kube_apiserver() -> pathlib.Path:
+    """kube-apiserver from k8s.io/kubernetes; its 31 staging replaces become the published
+    v0.<minor>.<patch> modules."""
+    v = VERSIONS["kubernetes"]
+    return _build_with_published_replaces(
+        "kubernetes", KUBERNETES_MODULE, "kube-apiserver", replace_version="v0." + ".".join(v.split(".")[1:]),
+        prefix="k8s.io/", ldflags=kubernetes_ldflags(v), pkg=f"{KUBERNETES_MODULE}/cmd/kube-apiserver",
+        version_text=f"v{v}")
 
 
 def _install_etcd() -> pathlib.Path:
     """etcd: go.etcd.io/etcd/server/v3 is the main package; its ../ replaces become the published
     modules of the same version."""
     v = VERSIONS["etcd"]
-    go = require_go()
-    root = engine_dir("etcd")
-    wrapper = root / "wrapper"
-    wrapper.mkdir(parents=True, exist_ok=True)
-    env = go_env(os.environ, cache_dir())
-    info = go_download(go, env, root, f"{ETCD_MODULE}@v{v}")
-    gomod = pathlib.Path(info["GoMod"]).read_text()
-    replaces = published_replaces(gomod, f"v{v}", prefix="go.etcd.io/")
-    (wrapper / "go.mod").write_text(plain_go_mod(
-        "authproxy.local/etcd", go_directive(gomod) or "1.25", [(ETCD_MODULE, f"v{v}")], replaces))
-    (wrapper / "go.sum").unlink(missing_ok=True)
-    exe = root / "bin" / "etcd"
-    secs = go_build(go, env, wrapper, exe, f"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=v{v}",
-                     ETCD_MODULE, what="etcd")
-    out = run([str(exe), "--version"], timeout=60, what="etcd --version")
-    if v not in out.stdout:
-        raise InstallError(f"unexpected `etcd --version` output: {out.stdout}{out.stderr}")
-    write_stamp(exe.parent / STAMP_NAME, v, exe, build_seconds=round(secs, 1), go_version=go_version(go))
-    return exe
+    return _build_with_published_replaces(
+        "etcd", ETCD_MODULE, "etcd", replace_version=f"v{v}", prefix="go.etcd.io/",
+        ldflags=f"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=v{v}", pkg=ETCD_MODULE, version_text=v)
 
 
 REGISTRY: dict[str, Component] = {

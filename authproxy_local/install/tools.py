@@ -246,17 +246,20 @@ def _istio_gomod(go: str, env: Mapping[str, str], cwd: pathlib.Path) -> tuple[st
     return istio_gomod, have
 
 
+def _go_build_dirs(root: pathlib.Path, src_name: str, exe_name: str) -> tuple[str, pathlib.Path, pathlib.Path,
+                                                                              dict[str, str]]:
+    """(go, source dir, executable path, go environment) of a Go build under ``root``."""
+    go = require_go()
+    src, exe = root / src_name, root / "bin" / exe_name
+    src.mkdir(parents=True, exist_ok=True)
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    return go, src, exe, go_env(os.environ, cache_dir())
+
+
 def _install_istioctl() -> pathlib.Path:
     v = VERSIONS["istio"]
     t0 = time.monotonic()
-    go = require_go()
-    root = _istioctl_dir()
-    src = root / "wrapper"
-    exe = root / "bin" / "istioctl"
-    src.mkdir(parents=True, exist_ok=True)
-    exe.parent.mkdir(parents=True, exist_ok=True)
-    env = go_env(os.environ, cache_dir())
-
+    go, src, exe, env = _go_build_dirs(_istioctl_dir(), "wrapper", "istioctl")
     istio_gomod, have = _istio_gomod(go, env, src.parent)
 
     (src / "go.mod").write_text(wrapper_go_mod(istio_gomod, v))
@@ -315,13 +318,8 @@ def _install_istio_xds() -> pathlib.Path:
     two builds share every compiled istio package."""
     v = VERSIONS["istio"]
     t0 = time.monotonic()
-    go = require_go()
     root = _istio_xds_dir()
-    src = root / "src"
-    exe = root / "bin" / "istio-xds"
-    src.mkdir(parents=True, exist_ok=True)
-    exe.parent.mkdir(parents=True, exist_ok=True)
-    env = go_env(os.environ, cache_dir())
+    go, src, exe, env = _go_build_dirs(root, "src", "istio-xds")
     gomod = (ISTIO_XDS_SOURCE / "go.mod").read_text()
     if f"require {ISTIO_MODULE} {v}" not in gomod:
         raise InstallError(f"tools/istio-xds/go.mod does not require {ISTIO_MODULE} {v} (VERSIONS['istio']); "
