@@ -69,6 +69,11 @@ EXTERNAL_SENTINEL = {"mode": "external", "external": {
     "sentinelUrls": ["redis://s1.example.net:26379"], "sentinelMasterName": "sessions"}}
 
 
+def plain(spec: Any) -> Any:
+    """A spec builder's typed result (the SDK's *ArgsDict) as plain data for the assertions."""
+    return spec
+
+
 def raw(stack: str) -> dict[str, Any]:
     return project_config(stack)
 
@@ -330,26 +335,26 @@ def test_replicas_spread_over_zones_and_nodes():
 
 
 def test_deployment_replicas_and_checksum_annotation():
-    dev = deployment_spec(proxy("dev"), "abc")
+    dev = plain(deployment_spec(proxy("dev"), "abc"))
     assert dev["replicas"] == 1
     assert dev["template"]["metadata"]["annotations"]["checksum/secret"] == "abc"
     assert dev["template"]["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
     assert dev["strategy"]["rolling_update"] == {"max_unavailable": 0, "max_surge": 1}
     assert dev["selector"]["match_labels"] == proxy_labels(PROXY_NAME)
     # With the HPA on, the HPA owns the replica count.
-    assert "replicas" not in deployment_spec(proxy("prod"), "abc")
-    no_hpa = deployment_spec(proxy("prod", proxy={"autoscaling": {"enabled": False}}), "x")
+    assert "replicas" not in plain(deployment_spec(proxy("prod"), "abc"))
+    no_hpa = plain(deployment_spec(proxy("prod", proxy={"autoscaling": {"enabled": False}}), "x"))
     assert no_hpa["replicas"] == 3
 
 
 def test_pdb_and_hpa_shapes():
-    dev, prod = pdb_spec(proxy("dev")), pdb_spec(proxy("prod"))
+    dev, prod = plain(pdb_spec(proxy("dev"))), plain(pdb_spec(proxy("prod")))
     assert dev["min_available"] == 0 and prod["min_available"] == 2
     assert prod["selector"]["match_labels"] == proxy_labels(PROXY_NAME)
     assert prod["unhealthy_pod_eviction_policy"] == "AlwaysAllow"
-    derived = pdb_spec(proxy("prod", proxy={"pdbMinAvailable": None}))
+    derived = plain(pdb_spec(proxy("prod", proxy={"pdbMinAvailable": None})))
     assert derived["min_available"] == 2  # autoscaling.minReplicas 3 - 1
-    h = hpa_spec(proxy("prod"))
+    h = plain(hpa_spec(proxy("prod")))
     assert h["scale_target_ref"] == {"api_version": "apps/v1", "kind": "Deployment",
                                    "name": PROXY_NAME}
     assert (h["min_replicas"], h["max_replicas"]) == (3, 10)
@@ -366,7 +371,7 @@ def test_service_ports_and_fqdn():
 
 
 def test_ingress_policy_gateway_and_namespace_only():
-    spec = ingress_policy_spec(proxy("dev"))
+    spec = plain(ingress_policy_spec(proxy("dev")))
     assert spec["policy_types"] == ["Ingress"]
     gw, same_ns = spec["ingress"]
     assert gw["from_"] == [{
@@ -377,7 +382,7 @@ def test_ingress_policy_gateway_and_namespace_only():
     assert same_ns["from_"] == [{"pod_selector": {}}]
     assert {p["port"] for p in same_ns["ports"]} == {4180, 44180}
     # With a ServiceMonitor, the metrics port (only) opens to Prometheus in any namespace.
-    prod = ingress_policy_spec(proxy("prod"))["ingress"]
+    prod = plain(ingress_policy_spec(proxy("prod")))["ingress"]
     assert prod[-1] == {"from_": [{"namespace_selector": {}}],
                         "ports": [{"protocol": "TCP", "port": 44180}]}
     for rule in prod:
@@ -386,15 +391,15 @@ def test_ingress_policy_gateway_and_namespace_only():
 
 
 def test_ingress_policy_follows_gateway_config():
-    spec = ingress_policy_spec(proxy("dev", istio={"gateway": {
-        "namespace": "gw", "selector": {"app": "edge"}, "tlsCredentialName": "t"}}))
+    spec = plain(ingress_policy_spec(proxy("dev", istio={"gateway": {
+        "namespace": "gw", "selector": {"app": "edge"}, "tlsCredentialName": "t"}})))
     assert spec["ingress"][0]["from_"][0]["namespace_selector"]["match_labels"] == {
         "kubernetes.io/metadata.name": "gw"}
     assert spec["ingress"][0]["from_"][0]["pod_selector"]["match_labels"] == {"app": "edge"}
 
 
 def _egress(args: OAuth2ProxyArgs) -> list[dict[str, Any]]:
-    spec = egress_policy_spec(args)
+    spec = plain(egress_policy_spec(args))
     assert spec["policy_types"] == ["Egress"]
     assert spec["pod_selector"]["match_labels"] == proxy_labels(PROXY_NAME)
     return spec["egress"]

@@ -43,6 +43,11 @@ EXTERNAL_SENTINEL: dict[str, Any] = {
 }
 
 
+def plain(spec: Any) -> Any:
+    """A spec builder's typed result (the SDK's *ArgsDict) as plain data for the assertions."""
+    return spec
+
+
 def raw(stack: str) -> dict[str, Any]:
     return project_config(stack)
 
@@ -199,7 +204,7 @@ def test_external_ports_for_egress():
 # ---------------------------------------------------------------- NetworkPolicy
 def test_redis_accepts_only_oauth2_proxy_and_itself():
     s = store("dev")
-    spec = redis_network_policy(s)
+    spec = plain(redis_network_policy(s))
     assert spec["pod_selector"]["match_labels"] == redis_pod_labels(s)
     assert spec["policy_types"] == ["Ingress"]
     peers = [r["from_"] for r in spec["ingress"]]
@@ -215,8 +220,8 @@ def test_redis_accepts_only_oauth2_proxy_and_itself():
 
 def test_redis_policy_opens_exporter_port_only_with_metrics():
     assert all(EXPORTER_PORT not in [p["port"] for p in r["ports"]]
-               for r in redis_network_policy(store("dev"))["ingress"])
-    rules = redis_network_policy(store("dev", redis={"metrics": True}))["ingress"]
+               for r in plain(redis_network_policy(store("dev")))["ingress"])
+    rules = plain(redis_network_policy(store("dev", redis={"metrics": True})))["ingress"]
     assert rules[-1] == {"from_": [{"namespace_selector": {}}],
                          "ports": [{"protocol": "TCP", "port": EXPORTER_PORT}]}
 
