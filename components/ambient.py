@@ -38,7 +38,7 @@ from typing import Any, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.labels import COMMON_LABELS
+from components.common import COMMON_LABELS
 
 WAYPOINT_CLASS = "istio-waypoint"
 """The GatewayClass istiod serves for waypoints (pkg/config/constants WaypointGatewayClassName)."""

@@ -29,9 +29,10 @@ from typing import Any
 
 import yaml
 
-from authproxy_local import local_map
-from authproxy_local import xds_adapter as xa
-from tests.conformance.support import is_patch
+from authproxy_local.core import local_map
+from authproxy_local.mesh import workloads as xa
+from authproxy_local.mesh.envoy_config import HARNESS_LABEL, POD_CIDR
+from authproxy_local.render import is_patch
 
 WAYPOINT_CLASS = "istio-waypoint"
 MESH_CONTROLLER = "istio.io/mesh-controller"
@@ -68,7 +69,7 @@ def ambient_input(render: Any, ep: local_map.LocalEndpoints, directory: Path) ->
     namespaces = sorted({a.service.namespace for a in ambient.values()})
     for ns in namespaces:
         objects.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {
-            "name": ns, "labels": {"istio.io/dataplane-mode": "ambient", xa.HARNESS_LABEL: "true"}}})
+            "name": ns, "labels": {"istio.io/dataplane-mode": "ambient", HARNESS_LABEL: "true"}}})
     app_pods = {f"{a.name}-harness": a for a in ambient.values()}
     for o in w.objects:
         o = copy.deepcopy(o)
@@ -83,18 +84,18 @@ def ambient_input(render: Any, ep: local_map.LocalEndpoints, directory: Path) ->
     proxies = [p for p in w.proxies if not (p.type == "sidecar" and p.app in ambient)]
     if waypoints:
         objects.append({"apiVersion": f"{xa.GATEWAY_API_GROUP}/v1", "kind": "GatewayClass",
-                        "metadata": {"name": WAYPOINT_CLASS, "labels": {xa.HARNESS_LABEL: "true"}},
+                        "metadata": {"name": WAYPOINT_CLASS, "labels": {HARNESS_LABEL: "true"}},
                         "spec": {"controllerName": MESH_CONTROLLER}})
     statuses: dict[tuple[str, str], dict[str, Any]] = {}
     for i, gw in enumerate(waypoints):
         name, ns = gw["metadata"]["name"], gw["metadata"]["namespace"]
-        vip, ip = f"{xa.POD_CIDR}.5.{i + 1}", f"{xa.POD_CIDR}.6.{i + 1}"
+        vip, ip = f"{POD_CIDR}.5.{i + 1}", f"{POD_CIDR}.6.{i + 1}"
         ports = [("status-port", 15021, "tcp"), ("mesh", 15008, "hbone")]
         objects.append({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": name, "namespace": ns, "labels": {
                 GATEWAY_NAME: name, "gateway.networking.k8s.io/gateway-class-name": WAYPOINT_CLASS,
-                xa.HARNESS_LABEL: "true"}},
+                HARNESS_LABEL: "true"}},
             "spec": {"selector": {GATEWAY_NAME: name}, "clusterIP": vip, "ports": [
                 {"name": n, "port": p, "targetPort": p, "protocol": "TCP", "appProtocol": a}
                 for n, p, a in ports]},
@@ -109,7 +110,7 @@ def ambient_input(render: Any, ep: local_map.LocalEndpoints, directory: Path) ->
             {"type": "Hostname", "value": f"{name}.{ns}.svc.cluster.local"},
             {"type": "IPAddress", "value": vip}]}
         proxies.append(xa.Proxy(f"waypoint-{name}", "waypoint", ns, ip, labels))
-    proxies.append(xa.Proxy("ztunnel", "ztunnel", "istio-system", f"{xa.POD_CIDR}.7.1", {}))
+    proxies.append(xa.Proxy("ztunnel", "ztunnel", "istio-system", f"{POD_CIDR}.7.1", {}))
 
     rendered = []
     for o in render.kubernetes:

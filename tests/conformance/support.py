@@ -7,7 +7,7 @@ import copy
 from importlib import metadata
 from typing import Any
 
-from authproxy_local import placeholders
+from authproxy_local.render import placeholders
 
 ISTIO_GROUPS = {
     "networking.istio.io", "security.istio.io", "telemetry.istio.io", "extensions.istio.io",
@@ -35,17 +35,6 @@ def category(obj: dict[str, Any]) -> str:
     if g in ISTIO_GROUPS:
         return "istio"
     return "custom"
-
-
-PATCHED_KINDS = {"Service"}
-"""Kinds the stack only patches (pulumi-kubernetes ``ServicePatch``: server-side apply of the
-labels it sets onto the app's own Service). The render shows such a patch as an object of its kind
-without a ``spec``, which a Service the stack created always has."""
-
-
-def is_patch(obj: dict[str, Any]) -> bool:
-    """A partial object the stack applies to an existing one (see PATCHED_KINDS)."""
-    return category(obj) == "core" and obj["kind"] in PATCHED_KINDS and "spec" not in obj
 
 
 def ident(obj: dict[str, Any]) -> str:

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from authproxy_local.render import is_patch
 from tests.conformance.conftest import MODES, report
-from tests.conformance.support import concrete, is_patch
+from tests.conformance.support import concrete
 
 AMBIENT = [(s, m) for s in ("ambient", "ambient-gateway-api") for m in MODES]
 

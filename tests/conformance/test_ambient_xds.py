@@ -25,17 +25,19 @@ from typing import Any
 
 import pytest
 
-from authproxy_local import local_map, render
-from authproxy_local import xds_adapter as xa
-from authproxy_local.harness import make_tls
+from authproxy_local import render
+from authproxy_local.core import local_map
+from authproxy_local.core.pki import make_tls
+from authproxy_local.mesh import adapter as xa
+from authproxy_local.mesh.envoy_config import HCM, POD_CIDR, ROUTER
+from authproxy_local.render import is_patch
 from tests.conformance.ambient_cluster import ambient_input
 from tests.conformance.conftest import installed, report
-from tests.conformance.support import is_patch
 
 JWT = "envoy.filters.http.jwt_authn"
 RBAC = "envoy.filters.http.rbac"
 WAYPOINT = "waypoint-authproxy-waypoint"
-WAYPOINT_IP = f"{xa.POD_CIDR}.6.1"
+WAYPOINT_IP = f"{POD_CIDR}.6.1"
 IP = "127.78.0.1"
 CASES = {
     "istio-extension-provider": ("extension-provider", {}),
@@ -86,7 +88,7 @@ def _chain(proxy: dict[str, Any], listener: str, name: str) -> dict[str, Any]:
 
 
 def _hcm(fc: dict[str, Any]) -> dict[str, Any]:
-    (hcm,) = [f["typed_config"] for f in fc["filters"] if f["name"] == xa.HCM]
+    (hcm,) = [f["typed_config"] for f in fc["filters"] if f["name"] == HCM]
     return hcm
 
 
@@ -146,7 +148,7 @@ def test_waypoint_verifies_the_jwt_of_each_ambient_app(xds, case):
     for app in r.config.ambient_apps:
         filters = _app_filters(xd, app.service.name)
         names = [f["name"] for f in filters]
-        assert names.index(JWT) < names.index(RBAC) < names.index(xa.ROUTER)
+        assert names.index(JWT) < names.index(RBAC) < names.index(ROUTER)
         (jwt,) = [f["typed_config"] for f in filters if f["name"] == JWT]
         (provider,) = jwt["providers"].values()
         assert provider["issuer"] == kc.issuer and provider["audiences"] == [kc.client_id]
@@ -193,7 +195,7 @@ def test_waypoint_reaches_the_pods_over_hbone(xds, case):
         (cla,) = [e for e in wp["endpoints"]
                   if e["cluster_name"] == f"inbound-vip|8080|http|{app.service.name}.demo.svc.cluster.local"]
         (lb,) = [lb for ep in cla["endpoints"] for lb in ep["lb_endpoints"]]
-        pod = f"{xa.POD_CIDR}.2.{i + 1}:8080"
+        pod = f"{POD_CIDR}.2.{i + 1}:8080"
         assert lb["endpoint"]["address"]["envoy_internal_address"] == {
             "server_listener_name": "connect_originate", "endpoint_id": pod}
         assert lb["metadata"]["filter_metadata"]["envoy.filters.listener.original_dst"] == {"local": pod}
@@ -223,7 +225,7 @@ def test_gateway_sends_ambient_apps_to_the_waypoint_over_hbone(xds, case):
         addr = lb["endpoint"]["address"]["envoy_internal_address"]
         assert addr == {"server_listener_name": "connect_originate", "endpoint_id": f"{WAYPOINT_IP}:15008"}
         odst = lb["metadata"]["filter_metadata"]["envoy.filters.listener.original_dst"]
-        assert odst == {"local": f"{xa.POD_CIDR}.3.{i + 1}:8080", "waypoint": f"{WAYPOINT_IP}:15008"}
+        assert odst == {"local": f"{POD_CIDR}.3.{i + 1}:8080", "waypoint": f"{WAYPOINT_IP}:15008"}
     # the gateway's own checks are there as in sidecar mode (ext_authz by either mode)
     text = json.dumps(gw["listeners"]) + json.dumps(gw["routes"])
     assert "envoy.filters.http.ext_authz" in text
@@ -305,4 +307,4 @@ def test_without_ingress_use_waypoint_the_gateway_skips_the_waypoint(istio_xds, 
     (cla,) = [e for e in gw["endpoints"] if e["cluster_name"] == "outbound|8080||echo.demo.svc.cluster.local"]
     text = json.dumps(cla)
     assert f"{WAYPOINT_IP}:15008" not in text
-    assert f"{xa.POD_CIDR}.2.1" in text  # the pod itself
+    assert f"{POD_CIDR}.2.1" in text  # the pod itself

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from authproxy_local.install import gateway_api_crd_files
+from authproxy_local.render import is_patch
 from tests.conformance.conftest import CASE_IDS, CASES, report
 from tests.conformance.support import (
     category,
     concrete,
     crd_errors,
     ident,
-    is_patch,
     load_crd_schemas,
     misspell,
 )

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from authproxy_local.render import dump_yaml_all
+from authproxy_local.render import dump_yaml_all, is_patch
 from tests.conformance.conftest import CASE_IDS, CASES, report
-from tests.conformance.support import category, concrete, ident, is_patch, misspell_spec
+from tests.conformance.support import category, concrete, ident, misspell_spec
 
 ALLOWLIST: list[tuple[str, str, str]] = [
     # (tool:code, regex on "<origin> <message>", why it is accepted)

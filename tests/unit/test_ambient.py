@@ -8,8 +8,8 @@ from typing import Any, cast
 
 import pytest
 
-from authproxy_local import mockrun
-from authproxy_local.mockrun import project_config, run_program
+from authproxy_local.render import mockrun
+from authproxy_local.render.mockrun import project_config, run_program
 from components import ambient as A
 from components import config as C
 from components.authz import (
