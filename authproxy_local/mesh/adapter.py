@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from authproxy_local.core import local_map
+from authproxy_local.render import is_patch
 
 from .envoy_config import DOWNSTREAM_TLS_TYPE, HCM, HCM_TYPE, ISTIO_ONLY, ROUTER, ROUTER_TYPE
 from .workloads import AdapterError, Proxy, Workloads, is_gateway_api
@@ -42,7 +43,15 @@ def write_input(render: Any, w: Workloads, directory: Path) -> Path:
     """The translator's input folder: the render's objects, its mesh config, the harness
     additions (in their own file) and the proxies to generate for."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "kubernetes.yaml").write_text(yaml.safe_dump_all(render.kubernetes, sort_keys=False))
+    # The render's objects as the cluster holds them: a patch is merged into the object the
+    # harness models (its labels are on that Service), and the status the cluster writes is set.
+    objs = []
+    for o in render.kubernetes:
+        if is_patch(o):
+            continue
+        key = (o["kind"], o["metadata"].get("namespace") or "default", o["metadata"]["name"])
+        objs.append({**o, "status": w.status[key]} if key in w.status else o)
+    (directory / "kubernetes.yaml").write_text(yaml.safe_dump_all(objs, sort_keys=False))
     (directory / "harness-additions.yaml").write_text(yaml.safe_dump_all(w.objects, sort_keys=False))
     (directory / "mesh-config.yaml").write_text(yaml.safe_dump(render.mesh_config or {}, sort_keys=False))
     (directory / "proxies.json").write_text(json.dumps(

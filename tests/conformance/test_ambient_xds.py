@@ -8,7 +8,7 @@ waypoint, "deny all" at ztunnel) and that without `istio.io/ingress-use-waypoint
 straight to the pods.
 
 The cluster's part of the input (ambient namespace, captured pods, waypoint Service and pods,
-Gateway status) is tests/conformance/ambient_cluster.py.
+Gateway status) is authproxy_local/mesh/workloads.py's, as for the live harness.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from authproxy_local.core import local_map
 from authproxy_local.core.pki import make_tls
 from authproxy_local.mesh import adapter as xa
 from authproxy_local.mesh.envoy_config import HCM, POD_CIDR, ROUTER
+from authproxy_local.mesh.workloads import workloads
 from authproxy_local.render import is_patch
-from tests.conformance.ambient_cluster import ambient_input
 from tests.conformance.conftest import installed, report
 
 JWT = "envoy.filters.http.jwt_authn"
@@ -64,7 +64,7 @@ def _endpoints(r: Any, tmp: Path) -> local_map.LocalEndpoints:
 
 
 def translate(exe: Path, r: Any, tmp: Path) -> dict[str, Any]:
-    ambient_input(r, _endpoints(r, tmp), tmp / "in")
+    xa.write_input(r, workloads(r, _endpoints(r, tmp)), tmp / "in")
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "TMPDIR")}
     return xa.translate(exe, tmp / "in", env=env)
 
