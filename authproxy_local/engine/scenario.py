@@ -43,7 +43,7 @@ from pulumi import automation as auto
 
 from authproxy_local import install
 from authproxy_local.cluster.apiserver import Cluster
-from authproxy_local.cluster.crds import cluster_crds
+from authproxy_local.cluster.crds import cluster_crds, patched_services
 from authproxy_local.cluster.stacks import Project, changes
 from authproxy_local.core.paths import REDIS_CHART
 from authproxy_local.core.processes import free_port
@@ -105,6 +105,8 @@ class Engine:
         log(f"{n} CRDs established (Istio, cert-manager, ServiceMonitor, Gateway API "
             f"{install.VERSIONS['gateway-api']} standard channel)")
         self.cluster.create_namespaces(EXISTING_NAMESPACES)
+        # The apps' Services the ambient stack patches exist before it, as in a user's cluster.
+        self.cluster.create_objects(patched_services(load(project_config("ambient"), secrets_set=SECRET_KEYS)))
         pki = self.cluster.pki
         port = free_port()
         self.keycloak = KeycloakServer(
@@ -307,4 +309,8 @@ STACKS: list[tuple[str, str, dict[str, Any], bool]] = [
     # The Gateway API ingress (issue 13): Gateway, HTTPRoutes, ReferenceGrants through the
     # Gateway API CRDs' schemas and CEL rules, policies attached by targetRefs.
     ("gateway-api", "gateway-api", namespace_values("authproxy-gateway-api"), False),
+    # Istio ambient (issue 24): waypoint Gateway through the Gateway API CRDs, policies attached
+    # to the apps' Services by targetRefs, the Services (a user's, made before `up`) patched by
+    # server-side apply: their labels set by `up` and removed by `destroy`, the Services kept.
+    ("ambient", "ambient", namespace_values("authproxy-ambient"), False),
 ]

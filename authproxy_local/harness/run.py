@@ -24,6 +24,7 @@ from authproxy_local.core.processes import HarnessError, free_port, pick_gateway
 from authproxy_local.keycloak.admin import make_password
 from components.config import KEYCLOAK_ADMIN_PASSWORD_KEY, required_secret_keys
 
+from .ambient import AmbientPart
 from .envoy import EnvoyPart
 from .oauth2_proxy import ProxyPart
 from .redis import RedisPart
@@ -33,7 +34,7 @@ SECRET_LENGTHS = {KEYCLOAK_ADMIN_PASSWORD_KEY: 32}
 """Length of the secret config values a run makes up (a user supplies these); others: 40."""
 
 
-class Harness(RedisPart, ProxyPart, EnvoyPart):
+class Harness(RedisPart, ProxyPart, EnvoyPart, AmbientPart):
     """Starts, controls and stops the rendered stack locally. See :mod:`authproxy_local.harness`."""
 
     _stopped = True
@@ -57,6 +58,8 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
             # shared cache, such as Keycloak's start lock) is held.
             install.ensure_group("harness")
             self._prepare()
+            if self.is_ambient:
+                self._prepare_ambient()
             self._start_keycloak_process()
             self._start_cluster()
             self._start_echo_and_proxy()
@@ -68,6 +71,9 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
             # The gateway starts once Keycloak serves the realm, as istiod only pushes JWT
             # policies after it fetched their JWKS; oauth2-proxy needs the gateway for discovery.
             self._start_envoy()
+            if self.is_ambient:
+                assert self.xds_output is not None
+                self._start_ambient(self.xds_output)
             self._start_oauth2_proxy()
         except BaseException:
             self.log("start failed; stopping everything started so far")
@@ -93,6 +99,7 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
         if self.connect_proxy:
             self.connect_proxy.stop()
             self.connect_proxy = None
+        self._stop_ambient()
         self._stop_cluster()
         if self._tmp and self._tmp.exists():
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -151,7 +158,6 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
         # Every public host by name (no wildcard even if the Gateway has one, so the gateway's
         # certificate never covers the Keycloak host).
         tls = make_tls(self.public_hosts, self.tmp / "tls", keycloak_host=self.config.keycloak.host)
-        apps = [a.name for a in self.config.apps]
         self._endpoints = local_map.LocalEndpoints(
             gateway_ip=gw_ip,
             # Every local listener sits on the run's own loopback address: other processes on the
@@ -161,7 +167,7 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
             oauth2_proxy=(gw_ip, free_port(gw_ip)),
             oauth2_proxy_metrics=(gw_ip, free_port(gw_ip)),
             redis=(gw_ip, free_port(gw_ip)),
-            sidecars={a: (gw_ip, free_port(gw_ip)) for a in apps},
+            sidecars={a.name: (gw_ip, free_port(gw_ip)) for a in self.config.apps if not a.ambient},
             envoy_admin=(gw_ip, free_port(gw_ip)),
             keycloak_https=(gw_ip, free_port(gw_ip)),
             ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file,

@@ -193,6 +193,7 @@ MESH_CONTROLLER = "istio.io/mesh-controller"
 GATEWAY_NAME_LABEL = f"{GATEWAY_API_GROUP}/gateway-name"
 AMBIENT_REDIRECTION = "ambient.istio.io/redirection"
 NODE = "harness-node"
+HBONE_PORT = 15008
 MESH_CLIENT = "mesh-client"
 """A workload in the first ambient namespace, in the mesh (its own ztunnel and identity) and not
 the waypoint: tests send from it straight to the app pods, around the waypoint."""
@@ -223,7 +224,7 @@ def _ambient_pod(pod: AmbientPod, labels: Mapping[str, str], ports: Iterable[tup
     return obj
 
 
-def _ambient_additions(render: Any, w: Workloads) -> None:
+def _ambient_additions(render: Any, ep: local_map.LocalEndpoints, w: Workloads) -> None:
     """Namespaces, waypoints (class, Service, pod, slice, status), the mesh client and ztunnel."""
     cfg = render.config
     namespaces = sorted({a.service.namespace for a in cfg.ambient_apps})
@@ -238,7 +239,7 @@ def _ambient_additions(render: Any, w: Workloads) -> None:
     for i, gw in enumerate(waypoints):
         name, ns = gw["metadata"]["name"], gw["metadata"].get("namespace") or "default"
         vip, ip = f"{POD_CIDR}.5.{i + 1}", f"{POD_CIDR}.6.{i + 1}"
-        ports = [("status-port", 15021, "tcp"), ("mesh", 15008, "hbone")]
+        ports = [("status-port", 15021, "tcp"), ("mesh", HBONE_PORT, "hbone")]
         w.objects.append({
             "apiVersion": "v1", "kind": "Service",
             "metadata": _meta(name, ns, {GATEWAY_NAME_LABEL: name,
@@ -258,6 +259,8 @@ def _ambient_additions(render: Any, w: Workloads) -> None:
             {"type": "IPAddress", "value": vip}]}
         proxy = f"waypoint-{name}"
         w.waypoints[proxy] = pod
+        if proxy in ep.waypoints:
+            w.endpoints[(ip, HBONE_PORT)] = ep.waypoints[proxy]
         w.proxies.append(Proxy(proxy, "waypoint", ns, ip, labels))
     if namespaces:
         client = AmbientPod(f"{MESH_CLIENT}-harness", namespaces[0], f"{POD_CIDR}.8.1", MESH_CLIENT)
@@ -338,7 +341,7 @@ def workloads(render: Any, ep: local_map.LocalEndpoints) -> Workloads:
         w.sidecar_listen[pname] = ep.sidecars[app.name]
         w.inbound[pname] = {port: ep.apps[app.name]}
     if cfg.ambient_apps:
-        _ambient_additions(render, w)
+        _ambient_additions(render, ep, w)
     return w
 
 
