@@ -380,7 +380,7 @@ def bootstraps(xds: Mapping[str, Any], w: Workloads, ep: local_map.LocalEndpoint
         b = _proxy_bootstrap(p.name, xds["proxies"][p.name], p, w, ep, secrets, admin[p.name], removed)
         if p.type == "router":
             https = [lst for lst in b["static_resources"]["listeners"]
-                     if _sock(lst["address"]) == (ep.gateway_ip, ep.https_port)]
+                     if _sock(lst.get("address") or {}) == (ep.gateway_ip, ep.https_port)]
             if not https:
                 raise AdapterError("the gateway has no HTTPS listener")
             chain, cluster = keycloak_chain(kc_host, ep)
