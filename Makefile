@@ -31,10 +31,13 @@ $(VENV)/.installed: $(REQS)
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -m pip install -q -r requirements-dev.txt
 	@touch $@
-	@# venvs of older requirement sets are dead weight in the cache: drop them
-	@for d in $(CACHE)/venv-????????????; do [ "$$d" = "$(VENV)" ] || rm -rf "$$d"; done
+	@# venvs of older requirement sets are dead weight, but the cache may be shared by several
+	@# checkouts (branches with other pins): drop only those unused for a week
+	@for d in $(CACHE)/venv-????????????; do [ "$$d" = "$(VENV)" ] || \
+	  [ -n "$$(find "$$d" -maxdepth 1 \( -name .used -o -name .installed \) -mtime -7)" ] || rm -rf "$$d"; done
 
 venv: $(VENV)/.installed ## install the Python dependencies into the cache
+	@touch $(VENV)/.used
 
 unit: venv ## fast tests: config, components under Pulumi mocks, pure spec builders
 	$(PYTEST) tests/unit -q
