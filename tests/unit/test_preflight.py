@@ -553,3 +553,39 @@ def test_http_get_trusts_a_private_ca_only_when_given(tmp_path: Path) -> None:
         assert missing.value["status"] == 404
     finally:
         server.shutdown()
+
+
+# ------------------------------------------------------------------ the mesh config to merge before `up`
+def test_the_merged_mesh_config_satisfies_the_check(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """What docs/deploy.md tells a user to run turns the failing mesh-config check into a pass,
+    keeping istiod's other settings and providers."""
+    from preflight import meshconfig
+
+    cfg = load_stack("prod")
+    cluster = ready_cluster(cfg)
+    cm = cluster.find("ConfigMap", "istio")[0]
+    current = {"accessLogFile": "/dev/stdout", "trustDomain": "cluster.local",
+               "extensionProviders": [{"name": "otel", "opentelemetry": {"service": "otel.obs", "port": 4317}},
+                                      {"name": "authproxy-oauth2-proxy",
+                                       "envoyExtAuthzHttp": {"service": "old", "port": 1}}]}
+    cm["data"]["mesh"] = yaml.safe_dump(current)
+    assert [f.check for f in run(cfg, cluster)[0]] == ["istio-mesh-config"] * 2
+    (tmp_path / "current.yaml").write_text(cm["data"]["mesh"])
+    assert meshconfig.main(["--stack", "prod", "--merge", str(tmp_path / "current.yaml"),
+                            "--format", "configmap-patch"]) == 0
+    cm["data"].update(json.loads(capsys.readouterr().out)["data"])
+    assert run(cfg, cluster) == ([], [])
+    merged = yaml.safe_load(cm["data"]["mesh"])
+    assert merged["accessLogFile"] == "/dev/stdout"
+    assert [p["name"] for p in merged["extensionProviders"]] == ["otel", "authproxy-oauth2-proxy"]
+    assert meshconfig.main(["--stack", "prod", "--format", "helm-values"]) == 0
+    values = yaml.safe_load(capsys.readouterr().out)
+    from authproxy_local.mockrun import run_program
+    assert values["meshConfig"] == yaml.safe_load(run_program("prod").plain_output("meshConfig"))
+
+
+def test_meshconfig_errors_name_the_problem(capsys: pytest.CaptureFixture[str]) -> None:
+    from preflight import meshconfig
+
+    assert meshconfig.main(["--stack", "no-such-stack"]) == 2
+    assert "Pulumi.no-such-stack.yaml does not exist" in capsys.readouterr().err
