@@ -22,14 +22,12 @@ from preflight.core import (
     HttpGet,
     List,
     Query,
-    ServerVersion,
     Snapshot,
     check,
     labels_of,
 )
 
 K = NAMESPACE + ":"
-MIN_KUBERNETES = (1, 28)
 MIN_ISTIO = (1, 22)
 """Oldest Istio whose APIs the stack uses (targetRefs on gateway policies came with 1.22)."""
 SIDECAR = "istio-proxy"
@@ -74,27 +72,6 @@ def has_sidecar(pod: Mapping[str, Any]) -> bool:
         return True
     return any(c.get("name") == SIDECAR and c.get("restartPolicy") == "Always"
                for c in spec.get("initContainers") or [])
-
-
-# --------------------------------------------------------------------------------------------
-# Kubernetes
-# --------------------------------------------------------------------------------------------
-
-
-@check("kubernetes-version", "the API server is Kubernetes 1.28 or newer",
-       lambda _cfg, _snap: [ServerVersion()])
-def kubernetes_version(_cfg: StackConfig, snap: Snapshot) -> Iterator[Failure]:
-    r = snap.get(ServerVersion())
-    doc = (r.value if r is not None and r.state == "ok" else None) or {}
-    found = _version(str(doc.get("gitVersion", "")))
-    if found is None:
-        yield Failure("kubernetes-version", f"the API server reports no version ({doc!r:.80})")
-    elif found[:2] < MIN_KUBERNETES:
-        yield Failure(
-            "kubernetes-version",
-            f"the cluster runs Kubernetes {_dotted(found)}; the stack needs "
-            f"{_dotted(MIN_KUBERNETES)} or newer: upgrade the cluster",
-        )
 
 
 # --------------------------------------------------------------------------------------------

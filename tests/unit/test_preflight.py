@@ -142,10 +142,6 @@ def _cordoned(c: Cluster, cfg: StackConfig) -> None:
     c.find("Node", "node-1")[0]["spec"] = {"unschedulable": True}
 
 
-def _old_kubernetes(c: Cluster, cfg: StackConfig) -> None:
-    c.version = "v1.27.16"
-
-
 def _keycloak_down(c: Cluster, cfg: StackConfig) -> None:
     c.http.clear()
 
@@ -166,7 +162,6 @@ def _no_gateway_api(c: Cluster, cfg: StackConfig) -> None:
 
 # (check, stack, break the cluster, words the one line must contain)
 BREAKS: list[tuple[str, str, Callable[[Cluster, StackConfig], None], list[str]]] = [
-    ("kubernetes-version", "dev", _old_kubernetes, ["1.27.16", "upgrade the cluster"]),
     ("istio-control-plane", "dev", _istiod_gone, ["no istiod", "authproxy:preflight.istioNamespace"]),
     ("istio-control-plane", "prod", _old_istio, ["1.20.3", "upgrade Istio"]),
     ("istio-mesh-config", "dev", _no_provider, ["no extension provider 'authproxy-oauth2-proxy'",
@@ -254,7 +249,7 @@ def test_no_secret_value_reaches_a_message() -> None:
     cfg = load_stack("dev", istio={"install": {"enabled": False}})
     cluster = ready_cluster(cfg)
     reader = FakeReader(cluster)
-    _old_kubernetes(cluster, cfg)
+    _no_default_class(cluster, cfg)
     _no_sidecar(cluster, cfg)
     with pytest.raises(PreflightError) as e:
         preflight.run(cfg, preflight.KubeTarget(), False, reader=reader, warn=print, info=print)
