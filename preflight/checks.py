@@ -205,7 +205,14 @@ def provider_differences(found: Mapping[str, Any], wanted: Mapping[str, Any]) ->
     w = wanted["envoyExtAuthzHttp"]
     if not isinstance(f, Mapping):
         return ["envoyExtAuthzHttp"]
-    return sorted(k for k in set(f) | set(w) if _norm(f.get(k)) != _norm(w.get(k)))
+
+    def same(k: str) -> bool:
+        # An unset field is Istio's default (false, empty): equal to the stack's falsy value.
+        if k not in f and not w.get(k):
+            return True
+        return bool(_norm(f.get(k)) == _norm(w.get(k)))
+
+    return sorted(k for k in set(f) | set(w) if not same(k))
 
 
 @check("istio-mesh-config", "istiod's mesh config registers the stack's ext_authz provider "

@@ -106,8 +106,11 @@ def ready_cluster(cfg: StackConfig) -> Cluster:
     objects.append(obj("apps/v1", "Deployment", "istiod", ns,
                        {"app": "istiod", "istio.io/rev": "default",
                         "app.kubernetes.io/version": "1.31.0"},
-                       spec={"template": {"spec": {"containers": [
-                           {"name": "discovery", "image": "docker.io/istio/pilot:1.31.0"}]}}}))
+                       spec={"selector": {"matchLabels": {"app": "istiod"}},
+                             "template": {"metadata": {"labels": {"app": "istiod"}},
+                                          "spec": {"containers": [
+                                              {"name": "discovery",
+                                               "image": "docker.io/istio/pilot:1.31.0"}]}}}))
     mesh = mesh_config(cfg.istio.ext_authz_mode, provider_args(cfg))
     objects.append(obj("v1", "ConfigMap", "istio", ns, data={"mesh": yaml.safe_dump(mesh)}))
     gw = cfg.istio.gateway
@@ -135,6 +138,7 @@ def ready_cluster(cfg: StackConfig) -> Cluster:
     if cm.issuer:
         objects.append(obj("cert-manager.io/v1", cm.issuer_kind, cm.issuer,
                            gw.namespace if cm.issuer_kind == "Issuer" else None,
+                           spec={"selfSigned": {}},
                            status={"conditions": [{"type": "Ready", "status": "True"}]}))
     else:
         objects.append(obj("v1", "Secret", gw.tls_credential_name, gw.namespace,

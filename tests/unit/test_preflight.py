@@ -330,6 +330,21 @@ def test_revisions() -> None:
     assert run(pinned, cluster) == ([], [])
 
 
+def test_provider_fields_left_at_istios_default_are_equal() -> None:
+    cfg = load_stack("prod")
+    from components.authz import extension_provider
+    from components.stack import provider_args
+
+    wanted = extension_provider(provider_args(cfg))
+    found = {"name": wanted["name"], "envoyExtAuthzHttp": {
+        k: v for k, v in wanted["envoyExtAuthzHttp"].items() if k != "failOpen"}}
+    found["envoyExtAuthzHttp"]["port"] = str(found["envoyExtAuthzHttp"]["port"])
+    assert pc.provider_differences(found, wanted) == []
+    found["envoyExtAuthzHttp"]["pathPrefix"] = "/check"
+    found["envoyExtAuthzHttp"]["headersToUpstreamOnAllow"] = ["authorization"]
+    assert pc.provider_differences(found, wanted) == ["headersToUpstreamOnAllow", "pathPrefix"]
+
+
 def test_the_version_comes_from_the_image_when_unlabelled() -> None:
     d = obj("apps/v1", "Deployment", "istiod", "istio-system", {"app": "istiod"},
             spec={"template": {"spec": {"containers": [
