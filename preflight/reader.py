@@ -12,10 +12,12 @@ kinds in :data:`preflight.core.KINDS`. Secrets are read as metadata only
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -160,6 +162,18 @@ def _status_named(resp: httpx.Response, name: str) -> bool:
     return isinstance(body, dict) and (body.get("details") or {}).get("name") == name
 
 
+def loopback(url: str) -> bool:
+    """Whether ``url`` names this machine: Go's HTTP client (client-go, the providers) never sends
+    such requests through HTTP(S)_PROXY, and neither does the preflight."""
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class LiveReader:
     """GETs against the API server (lightkube's authenticated client) and Keycloak (urllib)."""
 
@@ -167,8 +181,9 @@ class LiveReader:
                  transport: httpx.BaseTransport | None = None) -> None:
         self.where = where
         self.timeout = timeout
-        self.http = http_client(single, ConnectionParams(timeout=httpx.Timeout(timeout),
-                                                         transport=transport))
+        self.http = http_client(single, ConnectionParams(
+            timeout=httpx.Timeout(timeout), transport=transport,
+            trust_env=not loopback(single.cluster.server)))
 
     @classmethod
     def connect(cls, target: KubeTarget, timeout: float) -> LiveReader:
@@ -242,8 +257,11 @@ def http_get(q: HttpGet, timeout: float) -> Result:
         except ssl.SSLError as e:
             return Result("error", detail=f"keycloak.caCertificate is not a usable CA ({e.reason})")
     req = urllib.request.Request(q.url, headers={"Accept": "application/json"})
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.HTTPSHandler(context=ctx)]
+    if loopback(q.url):
+        handlers.append(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
+        with urllib.request.build_opener(*handlers).open(req, timeout=timeout) as resp:
             status, body = resp.status, resp.read(1 << 20)
     except urllib.error.HTTPError as e:
         status, body = e.code, e.read(1 << 20)

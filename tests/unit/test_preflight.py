@@ -532,7 +532,13 @@ def test_the_live_reader_gets_only(tmp_path: Path) -> None:
     assert any(r.url.params.get("labelSelector") == "app=x" for r in seen)
 
 
-def test_http_get_trusts_a_private_ca_only_when_given(tmp_path: Path) -> None:
+def test_loopback_is_never_proxied() -> None:
+    assert rd.loopback("https://127.0.0.1:6443") and rd.loopback("https://localhost/x")
+    assert rd.loopback("https://[::1]:8443/realms/master")
+    assert not rd.loopback("https://k8s.example.com:6443") and not rd.loopback("https://10.0.0.1")
+
+
+def test_http_get_trusts_a_private_ca_only_when_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keycloak behind a private CA: refused with the system store, accepted with
     keycloak.caCertificate (a real TLS server on loopback)."""
     ca_pem = write_tls(tmp_path)
@@ -553,6 +559,7 @@ def test_http_get_trusts_a_private_ca_only_when_given(tmp_path: Path) -> None:
     ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # a proxy would refuse: loopback bypasses it
     try:
         url = f"https://localhost:{server.server_address[1]}/realms/master/.well-known/openid-configuration"
         untrusted = rd.http_get(HttpGet(url), 5)
