@@ -68,7 +68,11 @@ def run(cfg: StackConfig, target: KubeTarget, dry_run: bool, reader: Reader | No
         warn(f"preflight: {w.line()} (`pulumi up` refuses until this is fixed)")
     if verdict.errors:
         raise PreflightError(verdict.errors, reader.where)
-    info(f"preflight: {len(chosen)} checks passed against {reader.where}")
+    if verdict.warnings:
+        info(f"preflight: {len(chosen)} checks against {reader.where}, {len(verdict.warnings)} "
+             "warning(s) that `pulumi up` refuses")
+    else:
+        info(f"preflight: {len(chosen)} checks passed against {reader.where}")
     return verdict
 
 

@@ -213,10 +213,10 @@ class PreflightError(pulumi.RunError):
     def __init__(self, failures: list[Failure], where: str = ""):
         self.failures = failures
         n = len(failures)
-        head = f"preflight: {n} check{'s' if n != 1 else ''} failed"
-        head += f" against {where}" if where else ""
+        head = f"preflight: {n} problem{'s' if n != 1 else ''}"
+        head += f" in {where}" if where else ""
         lines = [f"  - {f.line()}" for f in failures]
-        super().__init__(head + "; nothing was created:\n" + "\n".join(lines))
+        super().__init__(head + "; nothing was created or changed:\n" + "\n".join(lines))
 
 
 def selected(skip: Iterable[str]) -> list[Check]:

@@ -258,7 +258,7 @@ def test_no_secret_value_reaches_a_message() -> None:
     assert secret_reads and all(q.metadata_only for q in secret_reads)
 
 
-def test_the_error_is_one_line_per_failing_check_and_says_nothing_was_created() -> None:
+def test_the_error_is_one_line_per_problem_and_says_nothing_was_created() -> None:
     cfg = load_stack("prod")
     cluster = ready_cluster(cfg)
     _two_nodes(cluster, cfg)
@@ -267,7 +267,7 @@ def test_the_error_is_one_line_per_failing_check_and_says_nothing_was_created() 
         preflight.run(cfg, preflight.KubeTarget(), False, reader=FakeReader(cluster),
                       warn=print, info=print)
     lines = str(e.value).splitlines()
-    assert lines[0] == "preflight: 2 checks failed against the fake cluster; nothing was created:"
+    assert lines[0] == "preflight: 2 problems in the fake cluster; nothing was created or changed:"
     assert [ln.split(":")[0] for ln in lines[1:]] == ["  - tls", "  - redis-nodes"]
     assert isinstance(e.value, __import__("pulumi").RunError)  # printed without a traceback
 
