@@ -396,7 +396,7 @@ def test_switched_off() -> None:
 
 
 def test_under_mocks_the_program_does_not_read_a_cluster() -> None:
-    from authproxy_local.mockrun import run_program
+    from authproxy_local.render.mockrun import run_program
 
     # Would raise PreflightError (no cluster) if the preflight ran under the mocks.
     assert run_program("prod").of_type("kubernetes:core/v1:Namespace")
@@ -597,7 +597,7 @@ def test_the_merged_mesh_config_satisfies_the_check(capsys: pytest.CaptureFixtur
     assert [p["name"] for p in merged["extensionProviders"]] == ["otel", "authproxy-oauth2-proxy"]
     assert meshconfig.main(["--stack", "prod", "--format", "helm-values"]) == 0
     values = yaml.safe_load(capsys.readouterr().out)
-    from authproxy_local.mockrun import run_program
+    from authproxy_local.render.mockrun import run_program
     assert values["meshConfig"] == yaml.safe_load(run_program("prod").plain_output("meshConfig"))
 
 
