@@ -45,7 +45,6 @@ from authproxy_local import install
 from authproxy_local.cluster.apiserver import Cluster
 from authproxy_local.cluster.crds import cluster_crds
 from authproxy_local.cluster.stacks import Project, changes
-from authproxy_local.core.paths import REDIS_CHART
 from authproxy_local.core.processes import free_port
 from authproxy_local.keycloak.admin import AdminSession, create_existing, make_password
 from authproxy_local.keycloak.server import ADMIN_USER, KeycloakServer
@@ -136,7 +135,8 @@ class Engine:
         if values is not None:
             self.p.write_config(st, values)
         local = local_server_values(keycloak_ca_pem=Path(self.cluster.pki["ca"]).read_text(),
-                                    redis_chart_path=str(REDIS_CHART), keycloak_url=self.keycloak.hostname)
+                                    redis_chart_path=str(install.ensure("redis-ha-chart")),
+                                    keycloak_url=self.keycloak.hostname)
         # kubernetes:clusterIdentifier: without it, any change of the kubeconfig (a fixed server
         # address, a moved file) replaces the provider and so every object, and the Helm release
         # then collides with itself ("cannot re-use a name that is still in use"); found by the
