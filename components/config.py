@@ -1503,3 +1503,9 @@ def flatten_values(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def preflight_values(enabled: bool) -> dict[str, Any]:
+    """The `authproxy:*` values that switch the preflight on or off (for runs whose cluster has
+    no real Istio: the live harness, generated stacks)."""
+    return {"preflight": {"enabled": enabled}}

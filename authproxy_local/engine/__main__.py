@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"total {time.monotonic() - t0:.0f}s")
         for pair in sdk_plugin_pairs():
             print(pair)
+        if not args.stack:
+            print(engine.proof.summary())
         print(f"engine: {len(runs)} stacks up, {sum(r.resources for r in runs)} resources, "
               f"0 changes on re-preview, 0 left after destroy")
         return 0

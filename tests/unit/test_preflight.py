@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 import preflight
+from authproxy_local.cluster.ready import Cluster, FakeReader, obj, pod, ready_cluster
 from components.config import StackConfig
 from preflight import checks as pc
 from preflight import reader as rd
@@ -32,7 +33,6 @@ from preflight.core import (
     Result,
     ServerVersion,
 )
-from tests.unit.preflight_cluster import Cluster, FakeReader, obj, pod, ready_cluster
 from tests.unit.stacks import load_stack
 
 STACKS = ["dev", "prod", "gateway-api"]
@@ -107,12 +107,12 @@ def _wrong_port(c: Cluster, cfg: StackConfig) -> None:
 
 
 def _no_sidecar(c: Cluster, cfg: StackConfig) -> None:
-    p = c.find("Pod", f"{cfg.apps[0].service.name}-1")[0]
+    p = c.find("Pod", f"{cfg.apps[0].service.name}-app-0")[0]
     p["spec"]["containers"] = [x for x in p["spec"]["containers"] if x["name"] != "istio-proxy"]
 
 
 def _no_pods(c: Cluster, cfg: StackConfig) -> None:
-    c.drop("Pod", f"{cfg.apps[0].service.name}-1")
+    c.drop("Pod", f"{cfg.apps[0].service.name}-app-0")
 
 
 def _ambient(c: Cluster, cfg: StackConfig) -> None:
@@ -300,7 +300,7 @@ def test_the_pods_are_read_after_their_service() -> None:
     cfg = load_stack("dev", istio={"install": {"enabled": False}})
     cluster = ready_cluster(cfg)
     cluster.find("Service", "echo")[0]["spec"]["selector"] = {"app.kubernetes.io/name": "echo"}
-    cluster.find("Pod", "echo-1")[0]["metadata"]["labels"] = {"app.kubernetes.io/name": "echo"}
+    cluster.find("Pod", "echo-app-0")[0]["metadata"]["labels"] = {"app.kubernetes.io/name": "echo"}
     reader = FakeReader(cluster)
     preflight.run(cfg, preflight.KubeTarget(), False, reader=reader, warn=print, info=print)
     pods = List("v1", "Pod", "demo", (("app.kubernetes.io/name", "echo"),))

@@ -1,8 +1,13 @@
-"""A cluster as plain objects, and a reader over them, for the preflight's unit tests.
+"""What a user's cluster holds when a stack can be deployed safely, as plain API objects, and a
+reader over such objects.
 
-:func:`ready_cluster` gives the objects a user's cluster holds when a stack is ready to deploy
-(istiod with the merged mesh config, gateway pods, the apps with sidecars, TLS, storage, nodes) and
-Keycloak's discovery answer; each test then removes or alters one thing.
+:func:`ready_cluster` gives the objects (istiod with the merged mesh config, gateway pods, the apps'
+Services and sidecar-injected pods, the TLS Secret or a Ready issuer, a default StorageClass, nodes)
+and Keycloak's discovery answer. The preflight's unit tests read them through :class:`FakeReader`
+and break one thing at a time; `make engine` creates them in its API server (what an Istio install,
+the apps' deployments and the cluster's operator would have made) to run the preflight both ways.
+
+Imports: :mod:`components`, :mod:`preflight`, PyYAML.
 """
 
 from __future__ import annotations
@@ -115,7 +120,7 @@ def ready_cluster(cfg: StackConfig) -> Cluster:
     objects.append(obj("v1", "ConfigMap", "istio", ns, data={"mesh": yaml.safe_dump(mesh)}))
     gw = cfg.istio.gateway
     if cfg.istio.ingress_api == "istio":
-        objects.append(pod("ingressgateway-1", gw.namespace, dict(gw.selector)))
+        objects.append(pod("ingressgateway-0", gw.namespace, dict(gw.selector)))
     elif cfg.istio.gateway_api.create:
         objects.append(obj("gateway.networking.k8s.io/v1", "GatewayClass",
                            cfg.istio.gateway_api.class_name,
@@ -124,7 +129,7 @@ def ready_cluster(cfg: StackConfig) -> Cluster:
         ga = cfg.istio.gateway_api
         objects.append(obj("gateway.networking.k8s.io/v1", "Gateway", gw.name, gw.namespace,
                            spec={"listeners": [{"name": ga.http_listener}, {"name": ga.https_listener}]}))
-        objects.append(pod(f"{gw.name}-istio-1", gw.namespace, {GATEWAY_NAME_LABEL: gw.name}))
+        objects.append(pod(f"{gw.name}-istio-0", gw.namespace, {GATEWAY_NAME_LABEL: gw.name}))
     seen_ns: set[str] = set()
     for app in cfg.apps:
         s = app.service
@@ -133,7 +138,10 @@ def ready_cluster(cfg: StackConfig) -> Cluster:
             seen_ns.add(s.namespace)
         objects.append(obj("v1", "Service", s.name, s.namespace,
                            spec={"selector": {"app": s.name}, "ports": [{"port": s.port}]}))
-        objects.append(pod(f"{s.name}-1", s.namespace, {"app": s.name}))
+        objects.append(pod(f"{s.name}-app-0", s.namespace, {"app": s.name}))
+    for ns in sorted({gw.namespace, *(a.service.namespace for a in cfg.apps)}):
+        # the account pods run as by default (the ServiceAccount admission plugin requires it)
+        objects.append(obj("v1", "ServiceAccount", "default", ns))
     cm = cfg.istio.cert_manager
     if cm.issuer:
         objects.append(obj("cert-manager.io/v1", cm.issuer_kind, cm.issuer,
@@ -157,4 +165,4 @@ def ready_cluster(cfg: StackConfig) -> Cluster:
     return Cluster(objects, http=http)
 
 
-__all__ = ["Cluster", "FakeReader", "Get", "List", "obj", "pod", "ready_cluster"]
+__all__ = ["Cluster", "FakeReader", "obj", "pod", "ready_cluster"]
