@@ -58,11 +58,6 @@ render: venv ## offline render of a stack into build/render/<stack>-<mode>: make
 conformance: venv ## dev+prod renders, both ext_authz modes, through kubernetes-validate and istioctl analyze
 	$(PYTEST) tests/conformance -q
 
-# The live harness's local cluster is an API server without Istio, gateways or app pods (the
-# harness runs istiod's translation itself): its stacks run with the preflight off
-# (docs/preflight.md). `make engine` runs the preflight, both ways.
-e2e demo bench: export AUTHPROXY_PREFLIGHT := off
-
 e2e: venv ## live end-to-end tests: the dev stack (real `pulumi up`) on real Keycloak, Redis, oauth2-proxy, Envoy running istiod's config (both ext_authz modes)
 	$(PY) -m authproxy_local.install --group e2e
 	$(PYTEST) tests/e2e -q

@@ -44,6 +44,7 @@ from components.config import (
     EXTERNAL_REDIS_PASSWORD_KEY,
     admin_client_secret_key,
     local_server_values,
+    preflight_values,
 )
 
 from .keycloak import KeycloakPart
@@ -88,8 +89,9 @@ class LiveStack:
         chart = install.ensure("redis-ha-chart")  # a local mirror, else the release (pinned digest)
         self.project = project
         self.name = name
-        self.values = deep_merge(values, local_server_values(keycloak_ca_pem=ca_pem,
-                                                             redis_chart_path=str(chart)))
+        self.values = deep_merge(deep_merge(values, local_server_values(keycloak_ca_pem=ca_pem,
+                                                                        redis_chart_path=str(chart))),
+                                 preflight_values(False))
         self.secrets = secrets
         url = f"http://{proxy[0]}:{proxy[1]}"
         self.env = {"HTTPS_PROXY": url, "https_proxy": url,
