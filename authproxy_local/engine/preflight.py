@@ -63,6 +63,8 @@ class Staging:
             if _key(o) in self.made:
                 continue
             status = o.get("status")
+            if o["metadata"].get("namespace"):
+                self.cluster.create_namespaces([o["metadata"]["namespace"]])  # an existing one is kept
             res = from_dict({k: v for k, v in o.items() if k != "status"})
             try:
                 self.cluster.client.create(res)
