@@ -59,7 +59,8 @@ class Staging:
 
     def create(self, objects: Iterable[dict[str, Any]]) -> int:
         n = 0
-        for o in objects:
+        first = {"Namespace": 0, "ServiceAccount": 1}  # pods need their namespace's account
+        for o in sorted(objects, key=lambda o: first.get(o["kind"], 2)):
             if _key(o) in self.made:
                 continue
             status = o.get("status")
