@@ -214,7 +214,12 @@ class Engine:
         st = self.init_stack(stack, base, overrides)
         cfg = load(deep_merge(project_config(base), overrides), secrets_set=SECRET_KEYS)
         # The preflight against the cluster as it is: nothing the stack needs is there (nor, for
-        # an existing realm, the realm), so the preview must stop in it, naming the checks.
+        # an existing realm, the realm), so the preview must stop in it, naming the checks. (The
+        # admin client's secret is not made yet either; any value passes validation, and the
+        # preflight stops the run before the provider would use it.)
+        client_key = admin_client_secret_key(cfg)
+        if client_key:
+            p.set_secret(stack, client_key, make_password(40))
         self.proof.saw_failures(stack, p.attempt("preview", st, st.preview))
         self.no_resources(stack, "a preview the preflight refused")
         self.existing_realm = self.premade_keycloak(stack, base)
