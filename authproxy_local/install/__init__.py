@@ -34,7 +34,7 @@ from collections.abc import Iterable
 
 from authproxy_local.core.locks import cache_lock
 
-from . import engine_tools, tools, ztunnel
+from . import engine_tools, releases, tools, ztunnel
 from .base import Component, InstallError, log
 from .gomod import go_download, go_env
 from .tools import gateway_api_crd_files, keycloak_java
@@ -58,9 +58,10 @@ __all__ = [
 
 from .base import require_go
 
-_REGISTRY: dict[str, Component] = {**tools.REGISTRY, **engine_tools.REGISTRY, **ztunnel.REGISTRY}
+_MODULES = (tools, engine_tools, releases, ztunnel)
+_REGISTRY: dict[str, Component] = {k: v for m in _MODULES for k, v in m.REGISTRY.items()}
 _REGISTRY = {name: _REGISTRY[name] for name in COMPONENTS}
-assert set(_REGISTRY) == set(tools.REGISTRY) | set(engine_tools.REGISTRY) | set(ztunnel.REGISTRY)
+assert set(_REGISTRY) == {k for m in _MODULES for k in m.REGISTRY}
 assert {c for g in GROUPS.values() for c in g} <= set(COMPONENTS)
 
 INSTALL_HINT = "python -m authproxy_local.install {name}"
