@@ -26,6 +26,7 @@ from preflight.checks import (
     istiod,
     istiod_query,
     live_pods,
+    no_selector,
     service_pods_query,
     service_query,
 )
@@ -143,9 +144,7 @@ def app_ambient(cfg: StackConfig, snap: Snapshot) -> Iterator[Failure]:
             continue  # app-service says so
         q = service_pods_query(app, snap)
         if q is None:
-            yield Failure(NAME, (
-                f"Service {s.namespace}/{s.name} has no pod selector, so its pods cannot be "
-                f"checked: give it one, or skip this check with {K}preflight.skip"), app.name)
+            yield no_selector(NAME, app)
             continue
         pods = live_pods(snap.objs(q))
         if not pods:

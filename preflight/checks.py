@@ -362,6 +362,14 @@ def service_pods_query(app: App, snap: Snapshot) -> List | None:
     return List("v1", "Pod", app.service.namespace, labels_of(selector))
 
 
+def no_selector(check_name: str, app: App) -> Failure:
+    """The failure of a pod check for an app whose Service selects no pods (app-sidecar, app-ambient)."""
+    s = app.service
+    return Failure(check_name, (
+        f"Service {s.namespace}/{s.name} has no pod selector, so its pods cannot be "
+        f"checked: give it one, or skip this check with {K}preflight.skip"), app.name)
+
+
 def _service_reads(cfg: StackConfig, _snap: Snapshot) -> list[Query]:
     return [service_query(a) for a in cfg.apps]
 
@@ -416,9 +424,7 @@ def app_sidecar(cfg: StackConfig, snap: Snapshot) -> Iterator[Failure]:
             continue  # app-service says so
         q = service_pods_query(app, snap)
         if q is None:
-            yield Failure(name, (
-                f"Service {s.namespace}/{s.name} has no pod selector, so its pods cannot be "
-                f"checked: give it one, or skip this check with {K}preflight.skip"), app.name)
+            yield no_selector(name, app)
             continue
         pods = _live(snap.objs(q))
         if cfg.istio.install.enabled:
