@@ -18,16 +18,16 @@ FLAG = "--provider-ca-file="
 
 def test_oauth2_proxy_trusts_keycloak_only_through_the_ca_its_deployment_mounts(live: Harness) -> None:
     ca = Path(live.ca_file).read_text()
-    mounts = live.oauth2_proxy_configmaps()
-    assert set(mounts) == {KEYCLOAK_CA_DIR}, mounts
-    _, data = mounts[KEYCLOAK_CA_DIR]
-    assert data == {KEYCLOAK_CA_KEY: ca}, "the ConfigMap holds the stack's keycloak.caCertificate"
-
     cmd, env = live.oauth2_proxy_command()
     assert not {"SSL_CERT_FILE", "SSL_CERT_DIR"} & set(env), "oauth2-proxy gets no other trust store"
     (flag,) = [a for a in cmd if a.startswith(FLAG)]
     local = Path(flag[len(FLAG):])
     assert local.read_text() == ca and local.name == Path(KEYCLOAK_CA_FILE).name
+
+    mounts = live.oauth2_proxy_configmaps()
+    assert set(mounts) == {KEYCLOAK_CA_DIR}, mounts
+    _, data = mounts[KEYCLOAK_CA_DIR]
+    assert data == {KEYCLOAK_CA_KEY: ca}, "the ConfigMap holds the stack's keycloak.caCertificate"
 
     # The same command without the mounted CA: Keycloak's discovery fails its TLS check and
     # oauth2-proxy does not start.
