@@ -19,8 +19,11 @@ FLAG = "--provider-ca-file="
 def test_oauth2_proxy_trusts_keycloak_only_through_the_ca_its_deployment_mounts(live: Harness) -> None:
     ca = Path(live.ca_file).read_text()
     cmd, env = live.oauth2_proxy_command()
-    assert not {"SSL_CERT_FILE", "SSL_CERT_DIR"} & set(env), "oauth2-proxy gets no other trust store"
-    (flag,) = [a for a in cmd if a.startswith(FLAG)]
+    other_trust = sorted({"SSL_CERT_FILE", "SSL_CERT_DIR"} & set(env))  # (env holds secrets: not shown)
+    assert other_trust == [], "oauth2-proxy gets no other trust store"
+    flags = [a for a in cmd if a.startswith(FLAG)]
+    assert len(flags) == 1, "--provider-ca-file names the mounted CA"
+    flag = flags[0]
     local = Path(flag[len(FLAG):])
     assert local.read_text() == ca and local.name == Path(KEYCLOAK_CA_FILE).name
 
