@@ -83,6 +83,8 @@ class Release:
     version_args: tuple[str, ...] = ()
     version_text: str = ""
     """``<executable> <version_args>`` must print this (checked after the install)."""
+    companions: tuple[str, ...] = ()
+    """Files that must sit next to the executable in the archive (the CLI's Python language host)."""
 
     @property
     def host(self) -> str:
@@ -98,7 +100,8 @@ def releases(versions: Mapping[str, str] = VERSIONS, base: str = GITHUB,
     rel = f"{base}/pulumi/pulumi/releases/download/v{v}"
     out["pulumi"] = Release("pulumi", v, f"{rel}/pulumi-v{v}-linux-x64.tar.gz",
                             f"{rel}/pulumi-{v}-checksums.txt", f"pulumi-v{v}-linux-x64.tar.gz",
-                            "pulumi/pulumi", ("version",), f"v{v}")
+                            "pulumi/pulumi", ("version",), f"v{v}",
+                            ("pulumi-language-python", "pulumi-language-python-exec"))
     for name in ("random", "keycloak", "kubernetes"):
         v = versions[f"pulumi-{name}"]
         asset = f"pulumi-resource-{name}-v{v}-linux-amd64.tar.gz"
@@ -212,8 +215,9 @@ def install_release(rel: Release, bindir: pathlib.Path, want: str | None = None,
         else:
             exe = out / rel.asset
             shutil.move(str(work / rel.asset), exe)
-        if not exe.is_file():
-            raise InstallError(f"{rel.url} has no {rel.executable}")
+        missing = [n for n in (exe.name, *rel.companions) if not (exe.parent / n).is_file()]
+        if missing:
+            raise InstallError(f"{rel.url} has no {', '.join(missing)} (next to {rel.executable or rel.asset})")
         exe.chmod(0o755)
         if bindir.exists():
             shutil.rmtree(bindir)

@@ -191,6 +191,18 @@ def test_releases_required_and_unreachable_is_an_error(tmp_path: Path) -> None:
         rl.release_or_source(rel, tmp_path / "bin", never(), environ={rl.TOOLS_FROM: "releases"})
 
 
+def test_a_cli_archive_without_its_python_language_host_is_refused(host: Host, tmp_path: Path) -> None:
+    rel = host.releases()["pulumi"]
+    artifact = rl._tgz({"pulumi/pulumi": b"#!/bin/sh\n"}, "")
+    (host.www / rel.url[len(host.base) + 1:]).parent.mkdir(parents=True)
+    (host.www / rel.url[len(host.base) + 1:]).write_bytes(artifact)
+    (host.www / rel.checksums_url[len(host.base) + 1:]).write_text(
+        f"{hashlib.sha256(artifact).hexdigest()}  {rel.asset}\n")
+    with pytest.raises(InstallError, match="has no pulumi-language-python, pulumi-language-python-exec"):
+        rl.release_or_source(rel, tmp_path / "bin", never(), environ={})
+    assert not (tmp_path / "bin").exists()
+
+
 def test_a_release_the_host_does_not_have_is_an_error_not_a_fallback(host: Host, tmp_path: Path) -> None:
     rel = host.releases()["pulumi-keycloak"]  # nothing published: 404
     with pytest.raises(InstallError, match="HTTP 404"):
