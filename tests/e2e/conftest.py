@@ -198,8 +198,31 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         path.write_text(json.dumps(REPORT, indent=2, sort_keys=True, default=str))
 
 
+def ambient_line(case: str, data: dict[str, Any]) -> str | None:
+    """The ambient case's closing line: what the waypoint and ztunnel refused (test_53), and what
+    got through without them; "not recorded" where a test did not get that far."""
+    if data.get("dataplane") != "ambient":
+        return None
+    forged = data.get("waypoint_forged_jwt_status") or {}
+    refused = [k for k, v in forged.items() if v in (401, 403)]
+    group = data.get("ambient_group_refused_by")
+    bypass = data.get("ambient_bypass_attempts_refused")
+    return (f"ambient {case}: waypoint refused "
+            f"{'the outsider of the group' if group == 'waypoint' else 'the outsider: not recorded'} and "
+            f"{len(refused)}/{len(forged)} missing or forged tokens; ztunnel refused "
+            f"{bypass if bypass is not None else 'not recorded'} connections around the waypoint "
+            f"(policy {data.get('ambient_bypass_refused_by', 'not recorded')}); unprotected: outsider "
+            f"{data.get('ambient_group_without_waypoint_policies', 'not recorded')} without the waypoint's "
+            f"policies, bypass {data.get('ambient_bypass_without_l4_policy', 'not recorded')} without the "
+            f"L4 policy")
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if REPORT["modes"]:
         terminalreporter.section("authproxy e2e numbers")
         for mode, data in sorted(REPORT["modes"].items()):
             terminalreporter.write_line(f"{mode}: {json.dumps(data, sort_keys=True, default=str)}")
+        for mode, data in sorted(REPORT["modes"].items()):
+            line = ambient_line(mode, data)
+            if line:
+                terminalreporter.write_line(line)

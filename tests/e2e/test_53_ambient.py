@@ -149,6 +149,7 @@ def test_request_skipping_the_waypoint_is_refused_by_ztunnel(live: Harness, reco
     # Through the waypoint the same app answers.
     assert _through_mesh(live, app.name, forge(live))[0] == 200
     record("ambient_bypass_refused_by", policy)
+    record("ambient_bypass_attempts_refused", 2)  # HBONE with the client's identity, plain text
 
     # Against the unprotected behaviour: ztunnel on istiod's push without the L4 policy.
     try:
