@@ -170,6 +170,23 @@ class AmbientPart(HarnessState):
             ready = f"http://127.0.0.1:{ZTUNNEL_READY}/healthz/ready"
             check = partial(netns.in_namespace, self.net.pods[pod.name], partial(http_ok, ready))
             wait_for(f"ztunnel-{pod.name}", check, 60, self.procs[f"ztunnel-{pod.name}"])
+        self._mint_certificates()
+
+    def _mint_certificates(self) -> None:
+        """ztunnel's fake CA mints a workload certificate on first use with notBefore = now in
+        whole seconds, from a clock of its own (its start time + monotonic time) that can run a few
+        milliseconds ahead under load: a certificate minted just before a second boundary is then
+        not yet valid to its peer for up to a second (the waypoint's Envoy answers
+        `CertificateExpired`, seen once in `make e2e`). istiod's CA backdates notBefore instead.
+        So every ztunnel's certificate is minted here, by one HBONE connection from the mesh client
+        to each app pod (refused by the L4 policy after the handshake, or passed when it is off),
+        and then a second passes."""
+        assert self.ambient_pods is not None
+        client = next(p.name for p in self.ambient_pods.ambient_pods.values() if not p.app)
+        for pod in self.ambient_pods.ambient_pods.values():
+            if pod.app:
+                self.curl_from(client, f"http://{pod.ip}:{pod.port}/", timeout=5)
+        time.sleep(1.5)
 
     def _start_waypoint(self, proxy: str, pod: AmbientPod, boot: dict[str, Any]) -> None:
         assert self.net is not None
