@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from components.cookies import COOKIE_NAME
+from components.versions import OAUTH2_PROXY_REPOSITORY, OAUTH2_PROXY_VERSION
 
 NAMESPACE = "authproxy"
 """The Pulumi config namespace (the project name)."""
@@ -639,8 +640,9 @@ class Proxy(_Model):
     """The oauth2-proxy workload."""
 
     image: Image = Field(
-        default_factory=lambda: Image(repository="quay.io/oauth2-proxy/oauth2-proxy", tag="v7.15.3"),
-        description="oauth2-proxy image (pinned v7.15.x).",
+        default_factory=lambda: Image(repository=OAUTH2_PROXY_REPOSITORY, tag=OAUTH2_PROXY_VERSION),
+        description="oauth2-proxy image (pinned; the default is the release the live tests build "
+        "and prove, components/versions.py).",
     )
     replicas: int = Field(
         1, ge=1, le=50,

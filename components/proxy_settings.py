@@ -17,7 +17,8 @@ Args or env, per setting:
   or the container's CPU limit through ``resourceFieldRef`` (rounded up to whole CPUs), so the
   scheduler threads match the CPU quota whatever Go release the (overridable) image was built with.
 
-Every flag name was checked against oauth2-proxy v7.15.3 (pkg/apis/options).
+Every flag name was checked against oauth2-proxy v7.15.6 (pkg/apis/options), the release
+components/versions.py pins.
 """
 
 from __future__ import annotations

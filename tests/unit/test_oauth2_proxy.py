@@ -51,9 +51,10 @@ from components.stack import (
     proxy_settings,
     session_store_args,
 )
+from components.versions import OAUTH2_PROXY_REPOSITORY, OAUTH2_PROXY_VERSION
 from tests.unit.stacks import load_stack
 
-# Every flag the settings may emit, as defined in oauth2-proxy v7.15.3 (pkg/apis/options).
+# Every flag the settings may emit, as defined in oauth2-proxy v7.15.6 (pkg/apis/options).
 OAUTH2_PROXY_V7_15_FLAGS = {
     "provider", "oidc-issuer-url", "client-id", "redirect-url", "code-challenge-method", "scope",
     "oidc-groups-claim", "email-domain", "cookie-name", "cookie-domain", "whitelist-domain",
@@ -314,7 +315,7 @@ def test_pod_is_hardened_with_probes_and_resources():
     assert c["livenessProbe"]["httpGet"] == {"path": "/ping", "port": "http"}
     assert c["resources"] == {"requests": {"cpu": "100m", "memory": "64Mi"},
                               "limits": {"cpu": "1", "memory": "256Mi"}}
-    assert c["image"] == "quay.io/oauth2-proxy/oauth2-proxy:v7.15.3"
+    assert c["image"] == f"{OAUTH2_PROXY_REPOSITORY}:{OAUTH2_PROXY_VERSION}" == "quay.io/oauth2-proxy/oauth2-proxy:v7.15.6"
     assert {(x["name"], x["containerPort"]) for x in c["ports"]} == {("http", 4180),
                                                                      ("metrics", 44180)}
 
