@@ -101,7 +101,13 @@ import yaml
 
 from components.config import OAUTH2_PREFIX, format_duration
 from components.cookies import SessionCookies, lua_disabled_per_route, lua_filter
-from components.headers import HEADERS, HeaderFlow, early_header_mutation, list_matcher
+from components.headers import (
+    CHECK_PATH_PREFIX,
+    HEADERS,
+    HeaderFlow,
+    early_header_mutation,
+    list_matcher,
+)
 from components.ingress import (
     BEARER_PREFIX,
     GATEWAY_API_GROUP,
@@ -221,6 +227,7 @@ def extension_provider(p: ProviderArgs, flow: HeaderFlow = HEADERS) -> dict[str,
             "timeout": format_duration(p["timeout_seconds"]),
             "failOpen": False,
             "statusOnError": str(STATUS_ON_ERROR),
+            "pathPrefix": CHECK_PATH_PREFIX,
             "includeRequestHeadersInCheck": list(flow.check_request),
             "includeAdditionalHeadersInCheck": dict(flow.check_additional),
             "headersToUpstreamOnAllow": list(flow.upstream_on_allow),
@@ -277,6 +284,7 @@ def ext_authz_filter_config(provider: dict[str, Any], cluster: str) -> dict[str,
                 "cluster": cluster,
                 "timeout": h["timeout"],
             },
+            "path_prefix": h["pathPrefix"],
             "authorization_request": {
                 "headers_to_add": [
                     {"key": k, "value": v}

@@ -11,6 +11,7 @@ Secret values never enter this module: only whether a secret key is set.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal, cast
@@ -42,6 +43,15 @@ SECRET_KEYS = {
 
 OAUTH2_PREFIX = "/oauth2/"
 """oauth2-proxy's own endpoints; always routed to oauth2-proxy and never behind ext_authz."""
+
+CLUSTER_ADDRESS_RANGES = (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7",
+    "127.0.0.0/8", "::1/128",
+)
+"""Default of ``proxy.trustedProxyIps`` (oauth2-proxy's ``--trusted-proxy-ip``): the private
+(RFC 1918, RFC 6598, IPv6 ULA) ranges pod networks use, and loopback (the pod itself; the local
+harness). Only callers there may name the client address; anything else is logged by its own
+address. oauth2-proxy's NetworkPolicy admits only the gateway and its own namespace anyway."""
 
 
 class ConfigError(pulumi.RunError):
@@ -663,6 +673,34 @@ class Proxy(_Model):
     go_max_procs: int | None = Field(
         None, ge=1, le=64, description="GOMAXPROCS for oauth2-proxy; unset = the CPU limit."
     )
+    trusted_proxy_ips: tuple[str, ...] = Field(
+        CLUSTER_ADDRESS_RANGES,
+        description="Address ranges (CIDR) of callers oauth2-proxy lets name the client address "
+        "(`--trusted-proxy-ip`; it reads it only from the `X-Envoy-External-Address` the gateway "
+        "sets on every check). The default is the private, CGNAT, IPv6 ULA and loopback ranges "
+        "pod networks use; narrow it to the gateway pods' range if you know it. `0.0.0.0/0` and "
+        "`::/0` are refused.",
+    )
+
+    @field_validator("trusted_proxy_ips")
+    @classmethod
+    def _trusted_proxy_ips(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("is empty; list the gateway pods' address range(s) in CIDR form")
+        for c in v:
+            try:
+                net = ipaddress.ip_network(c, strict=True)
+            except ValueError:
+                raise ValueError(
+                    f"{c!r} is not a CIDR range; write it like '10.0.0.0/8' or 'fd00::/8' "
+                    "(host bits zero)"
+                ) from None
+            if net.prefixlen == 0:
+                raise ValueError(
+                    f"{c!r} trusts every address to name the client, so anyone could forge the "
+                    "addresses oauth2-proxy logs; list the gateway pods' range instead"
+                )
+        return v
 
     @field_validator("email_domains")
     @classmethod

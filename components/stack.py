@@ -209,6 +209,7 @@ def proxy_settings(cfg: StackConfig, redis: RedisConnection) -> ProxySettings:
         cookie_name=s.cookie_name,
         api_routes=tuple(p for a in cfg.apps for p in a.api_paths),
         go_max_procs=cfg.proxy.go_max_procs,
+        trusted_proxy_ips=cfg.proxy.trusted_proxy_ips,
         secret_name=PROXY_NAME,
     )
 

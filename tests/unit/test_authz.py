@@ -27,7 +27,7 @@ from components.authz import (
     mesh_config,
     outbound_cluster,
 )
-from components.headers import HEADERS, early_header_mutation, list_matcher
+from components.headers import CHECK_PATH_PREFIX, HEADERS, early_header_mutation, list_matcher
 from components.ingress import HTTP_PORT, HTTPS_PORT, vhost_name
 
 SECRETS = {"keycloakAdminPassword", "keycloakAdminClientSecret", "externalRedisPassword"}
@@ -297,7 +297,8 @@ def test_provider_entry_is_fail_closed_with_the_shared_header_lists():
     e = extension_provider(PROVIDER)["envoyExtAuthzHttp"]
     assert e["service"] == PROVIDER["service_host"] and e["port"] == 4180
     assert e["timeout"] == "3s" and e["failOpen"] is False and e["statusOnError"] == "503"
-    assert "pathPrefix" not in e  # oauth2-proxy answers the original path (static://200)
+    # The checked path is the request's under a prefix outside oauth2-proxy's own endpoints.
+    assert e["pathPrefix"] == CHECK_PATH_PREFIX == "/authproxy-check"
     assert e["includeRequestHeadersInCheck"] == list(HEADERS.check_request)
     assert e["includeAdditionalHeadersInCheck"] == dict(HEADERS.check_additional)
     assert e["headersToUpstreamOnAllow"] == list(HEADERS.upstream_on_allow)
@@ -315,7 +316,7 @@ def test_envoy_config_is_the_translation_istiod_applies():
     assert svc["server_uri"] == {"uri": "http://oauth2-proxy.ns.svc.cluster.local",
                                  "cluster": "outbound|4180||oauth2-proxy.ns.svc.cluster.local",
                                  "timeout": "3s"}
-    assert "path_prefix" not in svc
+    assert svc["path_prefix"] == CHECK_PATH_PREFIX
     assert svc["authorization_request"]["headers_to_add"] == [
         {"key": k, "value": v} for k, v in HEADERS.check_additional]
     resp = svc["authorization_response"]

@@ -112,6 +112,12 @@ def test_durations_round_trip():
         ("session.cookieExpire", "soon", "authproxy:session.cookieExpire"),
         ("apps.0.apiPaths", ["api/"], "authproxy:apps[0].apiPaths"),
         ("apps.0.groups", ["admins", "admins"], "authproxy:apps[0].groups"),
+        # oauth2-proxy's trusted callers: never everyone, only real ranges
+        ("proxy.trustedProxyIps", ["0.0.0.0/0"], "authproxy:proxy.trustedProxyIps"),
+        ("proxy.trustedProxyIps", ["::/0"], "authproxy:proxy.trustedProxyIps"),
+        ("proxy.trustedProxyIps", [], "authproxy:proxy.trustedProxyIps"),
+        ("proxy.trustedProxyIps", ["10.0.0.1/8"], "authproxy:proxy.trustedProxyIps"),
+        ("proxy.trustedProxyIps", ["gateway"], "authproxy:proxy.trustedProxyIps"),
     ],
 )
 def test_field_rules_name_the_key(path, value, key):
