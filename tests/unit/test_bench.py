@@ -369,9 +369,12 @@ def test_cookie_listener_uses_its_own_proxy_everywhere(boots):
 
 def test_other_mode_listener_comes_from_its_render(boots):
     ef = _listener(boots["boot"], "ef")
-    # envoy-filter mode: ext_authz runs after jwt_authn and RBAC (the EnvoyFilter's position)
+    # envoy-filter mode, as istiod translates the EnvoyFilter: ext_authz first, before jwt_authn
+    # and RBAC (so the gateway checks the token oauth2-proxy returns, as in the other mode)
     order = _filters(ef)[0]
-    assert order.index("envoy.filters.http.jwt_authn") < order.index("envoy.filters.http.ext_authz")
+    assert order[0] == "envoy.filters.http.ext_authz"
+    assert order.index("envoy.filters.http.ext_authz") < order.index("envoy.filters.http.jwt_authn")
+    assert order.index("envoy.filters.http.ext_authz") < order.index("envoy.filters.http.rbac")
 
 
 @pytest.mark.parametrize("which", ["boot", "side"])

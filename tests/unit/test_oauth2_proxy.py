@@ -18,6 +18,7 @@ from authproxy_local.mockrun import (
     run_program,
 )
 from components import config as C
+from components.headers import CHECK_PATH_PREFIX
 from components.oauth2_proxy import (
     OAuth2ProxyArgs,
     deployment_spec,
@@ -36,8 +37,8 @@ from components.proxy_settings import (
     SECRET_ENV,
     ProxySettings,
     backend_logout_url,
-    cookie_domain,
     check_path_regex,
+    cookie_domain,
     proxy_args,
     proxy_command,
     proxy_env,
@@ -52,7 +53,6 @@ from components.stack import (
     proxy_settings,
     session_store_args,
 )
-from components.headers import CHECK_PATH_PREFIX
 from components.versions import OAUTH2_PROXY_REPOSITORY, OAUTH2_PROXY_VERSION
 from tests.unit.stacks import load_stack
 
@@ -340,7 +340,8 @@ def test_pod_is_hardened_with_probes_and_resources():
     assert f["ping-path"] == ["/oauth2/ping"] and f["ready-path"] == ["/oauth2/ready"]
     assert c["resources"] == {"requests": {"cpu": "100m", "memory": "64Mi"},
                               "limits": {"cpu": "1", "memory": "256Mi"}}
-    assert c["image"] == f"{OAUTH2_PROXY_REPOSITORY}:{OAUTH2_PROXY_VERSION}" == "quay.io/oauth2-proxy/oauth2-proxy:v7.15.6"
+    assert c["image"] == f"{OAUTH2_PROXY_REPOSITORY}:{OAUTH2_PROXY_VERSION}"
+    assert c["image"] == "quay.io/oauth2-proxy/oauth2-proxy:v7.15.6"
     assert {(x["name"], x["containerPort"]) for x in c["ports"]} == {("http", 4180),
                                                                      ("metrics", 44180)}
 
