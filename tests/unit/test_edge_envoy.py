@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -52,12 +52,12 @@ class _Backend(BaseHTTPRequestHandler):
     with it) and the app (answers with the ``Set-Cookie`` headers the request's ``x-set`` headers
     ask for, and its own HSTS header)."""
 
-    seen: list[dict[str, str]] = []
+    seen: ClassVar[list[dict[str, str]]] = []
 
     def log_message(self, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         if self.path.startswith(CHECK_PATH_PREFIX + "/"):
             if self.headers.get("cookie") == "ok":
                 self.send_response(200)
