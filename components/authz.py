@@ -800,6 +800,15 @@ def app_destination_rule_spec(app: AppAuthzArgs) -> dict[str, Any]:
             "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}
 
 
+AUTHORIZE_AT_ANNOTATION = "authproxy.io/authorize-at"
+"""On the sidecar policy of an app checked only there (``authorizeAt: sidecar``): the choice stays
+visible on the object, and the policy pack's groups-checked-at-the-gateway rule accepts it."""
+
+
+def sidecar_policy_annotations(app: AppAuthzArgs) -> dict[str, str]:
+    return {AUTHORIZE_AT_ANNOTATION: "sidecar"} if app["authorize_at"] == "sidecar" else {}
+
+
 def sidecar_only_notice(app: AppAuthzArgs) -> str | None:
     """The preview warning for an app whose groups only its sidecar checks."""
     if app["authorize_at"] != "sidecar":
@@ -829,12 +838,16 @@ class Authz(pulumi.ComponentResource):
         gw = args["gateway"]
         prefix = gw["name"]
 
-        def cr(logical: str, api: str, kind: str, obj: str, ns: str, spec: dict[str, Any]) -> None:
+        def cr(logical: str, api: str, kind: str, obj: str, ns: str, spec: dict[str, Any],
+               annotations: dict[str, str] | None = None) -> None:
+            meta: dict[str, Any] = {"name": obj, "namespace": ns, "labels": object_labels()}
+            if annotations:
+                meta["annotations"] = annotations
             k8s.apiextensions.CustomResource(
                 f"{name}-{logical}",
                 api_version=api,
                 kind=kind,
-                metadata={"name": obj, "namespace": ns, "labels": object_labels()},
+                metadata=meta,
                 spec=spec,
                 opts=child,
             )
@@ -869,7 +882,7 @@ class Authz(pulumi.ComponentResource):
                 cr(f"app-{a}-jwt", sec, "RequestAuthentication", f"{prefix}-{a}-jwt", ans,
                    app_request_authentication_spec(args, app))
                 cr(f"app-{a}-allow", sec, "AuthorizationPolicy", f"{prefix}-{a}-require-jwt", ans,
-                   app_authorization_policy_spec(args, app))
+                   app_authorization_policy_spec(args, app), sidecar_policy_annotations(app))
                 cr(f"app-{a}-mtls", sec, "PeerAuthentication", f"{prefix}-{a}-mtls", ans,
                    app_peer_authentication_spec(app))
                 cr(f"app-{a}-gateway-mtls", "networking.istio.io/v1", "DestinationRule",
