@@ -1530,6 +1530,12 @@ def validate_hsts_on_gateway_hosts(args: StackValidationArgs, report_violation: 
 # The policies
 # --------------------------------------------------------------------------------------------
 
+def _root_namespace(what: str) -> dict[str, Any]:
+    """The ``rootNamespace`` config property of the stack policies that place objects on gateways."""
+    return {"type": "string", "default": DEFAULT_ROOT_NAMESPACE,
+            "description": f"Istio's root namespace ({what} there apply mesh-wide)."}
+
+
 POLICIES: list[Policy] = [
     ResourceValidationPolicy(
         name="oidc-client-exact-https-redirect-uris",
@@ -1625,11 +1631,7 @@ POLICIES: list[Policy] = [
                     "description": "Hosts (or *.suffix patterns) deliberately served without "
                     "sign-in.",
                 },
-                "rootNamespace": {
-                    "type": "string",
-                    "default": DEFAULT_ROOT_NAMESPACE,
-                    "description": "Istio's root namespace (policies there apply mesh-wide).",
-                },
+                "rootNamespace": _root_namespace("policies"),
             }
         ),
     ),
@@ -1640,15 +1642,7 @@ POLICIES: list[Policy] = [
         "(annotation authproxy.io/session-cookies: forwarded).",
         enforcement_level=MANDATORY,
         validate=validate_session_cookie_stripped,
-        config_schema=PolicyConfigSchema(
-            properties={
-                "rootNamespace": {
-                    "type": "string",
-                    "default": DEFAULT_ROOT_NAMESPACE,
-                    "description": "Istio's root namespace (EnvoyFilters there apply mesh-wide).",
-                },
-            }
-        ),
+        config_schema=PolicyConfigSchema(properties={"rootNamespace": _root_namespace("EnvoyFilters")}),
     ),
     ResourceValidationPolicy(
         name="oauth2-proxy-cookie-and-redirect-scope",
@@ -1667,9 +1661,7 @@ POLICIES: list[Policy] = [
         "authproxy.io/authorize-at: sidecar.",
         enforcement_level=MANDATORY,
         validate=validate_groups_checked_at_gateway,
-        config_schema=PolicyConfigSchema(properties={"rootNamespace": {
-            "type": "string", "default": DEFAULT_ROOT_NAMESPACE,
-            "description": "Istio's root namespace (policies there apply mesh-wide)."}}),
+        config_schema=PolicyConfigSchema(properties={"rootNamespace": _root_namespace("policies")}),
     ),
     StackValidationPolicy(
         name="hsts-on-gateway-hosts",
@@ -1678,9 +1670,7 @@ POLICIES: list[Policy] = [
         "headers, or on every route.",
         enforcement_level=MANDATORY,
         validate=validate_hsts_on_gateway_hosts,
-        config_schema=PolicyConfigSchema(properties={"rootNamespace": {
-            "type": "string", "default": DEFAULT_ROOT_NAMESPACE,
-            "description": "Istio's root namespace (EnvoyFilters there apply mesh-wide)."}}),
+        config_schema=PolicyConfigSchema(properties={"rootNamespace": _root_namespace("EnvoyFilters")}),
     ),
     ResourceValidationPolicy(
         name="redis-auth-enabled",

@@ -19,30 +19,17 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from authproxy_local import local_map, render, xds_adapter
-from authproxy_local.tls import make_tls
+from authproxy_local import render, xds_adapter
 from tests.conformance.conftest import installed, report
+from tests.envoy_proc import offline_endpoints
 
 CASES = [(s, m) for s in ("dev", "gateway-api") for m in render.MODES]
 IP = "127.77.0.1"
 GATEWAY_SA = {"dev": "istio-ingressgateway", "gateway-api": "authproxy-istio"}
-
-
-def _endpoints(tmp: Path, r: Any) -> local_map.LocalEndpoints:
-    tls = make_tls(sorted({*(a.host for a in r.config.apps), r.config.auth_hostname}), tmp,
-                   keycloak_host=r.config.keycloak.host)
-    apps = [a.name for a in r.config.apps]
-    return local_map.LocalEndpoints(
-        gateway_ip=IP, keycloak=(IP, 8080), oauth2_proxy=(IP, 4180), oauth2_proxy_metrics=(IP, 44180),
-        redis=(IP, 6379), sidecars={a: (IP, 15000 + i) for i, a in enumerate(apps)},
-        apps={a: (IP, 16000 + i) for i, a in enumerate(apps)}, envoy_admin=(IP, 15999),
-        ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file,
-        keycloak_cert_file=tls.keycloak_cert_file, keycloak_key_file=tls.keycloak_key_file)
 
 
 def _as_a_cluster_gives_them(w: xds_adapter.Workloads, stack: str) -> None:
@@ -65,7 +52,7 @@ def xds(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple
     for stack, mode in CASES:
         tmp = tmp_path_factory.mktemp(f"xds-{stack}-{mode}")
         r = render.render(stack, mode)
-        ep = _endpoints(tmp, r)
+        ep = offline_endpoints(tmp, r, IP)
         w = xds_adapter.workloads(r, ep)
         _as_a_cluster_gives_them(w, stack)
         env = xds_adapter.translator_env(os.environ, None, ep.ca_file)

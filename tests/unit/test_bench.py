@@ -17,6 +17,7 @@ import yaml
 from authproxy_local import bench as b
 from authproxy_local import install, local_map, render, xds_adapter
 from components.cookies import LUA_FILTER_NAME
+from tests.envoy_proc import offline_endpoints
 
 CI = os.environ.get("CI", "").lower() == "true"
 
@@ -242,17 +243,7 @@ IP = "127.77.0.1"
 
 
 def _endpoints(tmp: Path, render_result: Any) -> local_map.LocalEndpoints:
-    from authproxy_local.harness import make_tls
-
-    tls = make_tls(sorted({*(a.host for a in render_result.config.apps), render_result.config.auth_hostname}),
-                   tmp, keycloak_host=render_result.config.keycloak.host)
-    apps = [a.name for a in render_result.config.apps]
-    return local_map.LocalEndpoints(
-        gateway_ip=IP, keycloak=(IP, 8080), oauth2_proxy=(IP, 4180), oauth2_proxy_metrics=(IP, 44180),
-        redis=(IP, 6379), sidecars={a: (IP, 15000 + i) for i, a in enumerate(apps)},
-        apps={a: (IP, 16000 + i) for i, a in enumerate(apps)}, envoy_admin=(IP, 15999),
-        ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file,
-        keycloak_cert_file=tls.keycloak_cert_file, keycloak_key_file=tls.keycloak_key_file)
+    return offline_endpoints(tmp, render_result, IP)
 
 
 def _gateway(r: Any, ep: local_map.LocalEndpoints, tmp: Path, proxy: str = "gateway") -> dict[str, Any]:

@@ -14,14 +14,9 @@ same objects is tests/conformance/test_translation.py; the live suite runs the w
 from __future__ import annotations
 
 import http.client
-import json
-import os
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -40,9 +35,9 @@ from components.config import HSTS_HEADER
 from components.cookies import SessionCookies, lua_filter, set_cookie_name
 from components.headers import CHECK_PATH_PREFIX
 from components.stack import authz_args
+from tests.envoy_proc import running_envoy
 from tests.unit.stacks import load_stack
 
-CI = os.environ.get("CI", "").lower() == "true"
 HOST = "echo.authproxy.test"
 N = SessionCookies("_authproxy")
 
@@ -122,33 +117,14 @@ def _bootstrap(port: int, backend: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    try:
-        exe = install.ensure("envoy")
-    except install.InstallError as e:
-        if CI:
-            pytest.fail(f"CI=true and envoy cannot be installed: {e}")
-        pytest.skip(f"envoy is not installed and could not be installed: {e}")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = install.free_port()
-    path: Path = tmp_path_factory.mktemp("edge") / "envoy.json"
-    path.write_text(json.dumps(_bootstrap(port, server.server_address[1])))
-    proc = subprocess.Popen([str(exe), "-c", str(path), "--base-id", str(port), "-l", "error"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                _get(port, "/", {"cookie": "ok"})
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"envoy did not start: {proc.stderr and proc.stderr.read()}") from None
-                time.sleep(0.1)
-        yield port
+        with running_envoy(_bootstrap(port, server.server_address[1]), tmp_path_factory.mktemp("edge"),
+                           port, lambda: _get(port, "/", {"cookie": "ok"})):
+            yield port
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
         server.shutdown()
 
 
