@@ -35,9 +35,12 @@ removes every ``Set-Cookie`` whose cookie name (:func:`set_cookie_name`, the bro
 text before the first ``=`` of the part before the first ``;``, the whole part when it has no
 ``=``) oauth2-proxy owns; other ``Set-Cookie`` headers pass unchanged. oauth2-proxy's own
 refreshed session cookie is added by ext_authz *after* this filter (an earlier filter encodes
-later), and its routes (``/oauth2/*``, the auth host) have the filter switched off. A script error
-on a response removes every ``Set-Cookie`` of that response (fail closed: a response cannot be
-refused any more at that point).
+later), and its routes (``/oauth2/*``, the auth host) have the filter switched off. Only responses
+to requests this filter passed on (a dynamic-metadata mark set on the request side) are filtered:
+Envoy runs a local reply of an earlier filter through this one too, and ext_authz's redirect to
+sign-in carries oauth2-proxy's CSRF cookie. A script error on a response removes every
+``Set-Cookie`` of that response (fail closed: a response cannot be refused any more at that
+point).
 """
 
 from __future__ import annotations
@@ -152,12 +155,19 @@ local function strip_all(handle)
   end
 end
 
+-- Marks a request this filter saw on its way to the app: only their responses come from an app.
+-- (A local reply of an earlier filter, ext_authz's redirect with oauth2-proxy's CSRF cookie,
+-- passes this filter's response side too, and must keep its Set-Cookie.)
+local MARK_NS = "authproxy.session_cookie_strip"
+
 function envoy_on_request(handle)
   local ok, err = pcall(strip_all, handle)
   if not ok then
     handle:logErr("authproxy session cookie filter failed: " .. tostring(err))
     handle:respond({{[":status"] = "500"}}, "session cookie filter failed")
+    return
   end
+  handle:streamInfo():dynamicMetadata():set(MARK_NS, "to_app", true)
 end
 
 -- The cookie a Set-Cookie value sets (components/cookies.py set_cookie_name).
@@ -187,7 +197,13 @@ local function strip_set_cookies(handle)
   for _, v in ipairs(kept) do headers:add("set-cookie", v) end
 end
 
+local function to_app(handle)
+  local md = handle:streamInfo():dynamicMetadata():get(MARK_NS)
+  return md ~= nil and md["to_app"] == true
+end
+
 function envoy_on_response(handle)
+  if not to_app(handle) then return end
   local ok, err = pcall(strip_set_cookies, handle)
   if not ok then
     handle:logErr("authproxy set-cookie filter failed: " .. tostring(err))

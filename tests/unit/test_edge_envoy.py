@@ -182,6 +182,14 @@ def test_hsts_on_app_responses_and_on_the_gateways_own_redirect(edge: int) -> No
     assert redirect.headers.get_all(HSTS_HEADER) == [expected]
 
 
+def test_the_sign_in_redirect_keeps_oauth2_proxys_csrf_cookie(edge: int) -> None:
+    """ext_authz's local reply passes the cookie filter's response side too (Envoy runs every
+    encoder filter for it): the filter leaves it alone, or sign-in could never complete."""
+    redirect = _get(edge, "/page", {"x-set": "_authproxy=from-the-app"})
+    assert redirect.status == 302
+    assert redirect.headers.get_all("set-cookie") == ["_authproxy_abc_csrf=c; Path=/; Secure"]
+
+
 def test_header_names_with_underscores_are_refused_at_the_edge(edge: int) -> None:
     before = len(_Backend.seen)
     for name in ("X_Auth_Request_Groups", "X_Forwarded_Email", "x_auth_request_user"):
