@@ -121,7 +121,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.config import HSTS_HEADER, OAUTH2_PREFIX, format_duration
+from components.common import OAUTH2_PREFIX, format_duration
+from components.config import HSTS_HEADER
 from components.cookies import SessionCookies, lua_disabled_per_route, lua_filter
 from components.headers import (
     CHECK_PATH_PREFIX,

@@ -27,7 +27,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
-from components.config import CLUSTER_ADDRESS_RANGES, OAUTH2_PREFIX, format_duration
+from components.common import OAUTH2_PREFIX, format_duration
+from components.config import CLUSTER_ADDRESS_RANGES
 from components.cookies import SessionCookies
 from components.headers import CHECK_PATH_PREFIX, CLIENT_ADDRESS_HEADER
 
@@ -39,7 +40,6 @@ METRICS_PORT = 44180
 COOKIE_SECRET_KEY = "cookie-secret"
 CLIENT_SECRET_KEY = "client-secret"
 REDIS_PASSWORD_KEY = "redis-password"
-SECRET_KEYS = (COOKIE_SECRET_KEY, CLIENT_SECRET_KEY, REDIS_PASSWORD_KEY)
 """Keys of the Kubernetes Secret the env entries reference."""
 
 SECRET_ENV = {

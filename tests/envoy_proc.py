@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from authproxy_local import install, local_map
+from authproxy_local import install
+from authproxy_local.core import local_map
 
 CI = os.environ.get("CI", "").lower() == "true"
 
@@ -55,7 +56,7 @@ def running_envoy(bootstrap: dict[str, Any], directory: Path, base_id: int,
 
 def offline_endpoints(tmp: Path, render_result: Any, ip: str) -> local_map.LocalEndpoints:
     """Fixed loopback endpoints for translating a render offline (nothing listens on them)."""
-    from authproxy_local.tls import make_tls
+    from authproxy_local.core.pki import make_tls
 
     cfg = render_result.config
     tls = make_tls(sorted({*(a.host for a in cfg.apps), cfg.auth_hostname}), tmp,

@@ -23,7 +23,10 @@ from typing import Any
 
 import pytest
 
-from authproxy_local import render, xds_adapter
+from authproxy_local import render
+from authproxy_local.mesh import adapter as xds_adapter
+from authproxy_local.mesh import workloads as mesh_workloads
+from authproxy_local.mesh.envoy_config import HCM
 from tests.conformance.conftest import installed, report
 from tests.envoy_proc import offline_endpoints
 
@@ -32,7 +35,7 @@ IP = "127.77.0.1"
 GATEWAY_SA = {"dev": "istio-ingressgateway", "gateway-api": "authproxy-istio"}
 
 
-def _as_a_cluster_gives_them(w: xds_adapter.Workloads, stack: str) -> None:
+def _as_a_cluster_gives_them(w: mesh_workloads.Workloads, stack: str) -> None:
     """Sidecar-injected app pods with their own service accounts; the gateway's pod with its."""
     for o in w.objects:
         if o.get("kind") != "Pod":
@@ -53,7 +56,7 @@ def xds(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple
         tmp = tmp_path_factory.mktemp(f"xds-{stack}-{mode}")
         r = render.render(stack, mode)
         ep = offline_endpoints(tmp, r, IP)
-        w = xds_adapter.workloads(r, ep)
+        w = mesh_workloads.workloads(r, ep)
         _as_a_cluster_gives_them(w, stack)
         env = xds_adapter.translator_env(os.environ, None, ep.ca_file)
         out[stack, mode] = (r, xds_adapter.translate(exe, xds_adapter.write_input(r, w, tmp / "in"), env))
@@ -63,7 +66,7 @@ def xds(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple
 def _hcms(proxy: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(lst["name"], f["typed_config"]) for lst in proxy["listeners"]
             for chain in lst.get("filter_chains", []) for f in chain.get("filters", [])
-            if f.get("name") == xds_adapter.HCM]
+            if f.get("name") == HCM]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{s}-{m}" for s, m in CASES])
@@ -141,7 +144,7 @@ def test_gateway_to_sidecar_is_istio_mtls_and_sidecars_admit_tokens_only_from_th
                        if (c.get("filter_chain_match") or {}).get("destination_port") == app.service.port]
         assert port_chains and all(c.get("transport_socket", {}).get("name") == "envoy.transport_sockets.tls"
                                    for c in port_chains), "STRICT: no plain-text chain for the app's port"
-        rbac = [f["typed_config"] for c in port_chains for flt in c["filters"] if flt["name"] == xds_adapter.HCM
+        rbac = [f["typed_config"] for c in port_chains for flt in c["filters"] if flt["name"] == HCM
                 for f in flt["typed_config"]["http_filters"] if f["name"] == "envoy.filters.http.rbac"]
         allow = [p for cfg in rbac for name, p in (cfg.get("rules") or {}).get("policies", {}).items()
                  if (cfg.get("rules") or {}).get("action", "ALLOW") == "ALLOW"

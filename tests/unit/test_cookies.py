@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authproxy_local import install
-from authproxy_local.mockrun import deep_merge, project_config, run_program
+from authproxy_local.core.processes import free_port
+from authproxy_local.render.mockrun import deep_merge, project_config, run_program
 from components import config as C
 from components.authz import COOKIE_STRIP_PRIORITY, EXT_AUTHZ_PRIORITY, ROUTER_FILTER
 from components.cookies import (
@@ -83,7 +83,7 @@ end
 def envoy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Upstream Envoy with the generated cookie filter, then a Lua filter answering with the
     Cookie header(s) it got. Yields the base URL."""
-    port = install.free_port()
+    port = free_port()
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
                  "HttpConnectionManager",

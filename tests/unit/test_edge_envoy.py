@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from authproxy_local import install
+from authproxy_local.core.processes import free_port
 from components.authz import (
     EXT_AUTHZ_FILTER,
     HCM_FILTER,
@@ -119,7 +119,7 @@ def _bootstrap(port: int, backend: int) -> dict[str, Any]:
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = install.free_port()
+    port = free_port()
     try:
         with running_envoy(_bootstrap(port, server.server_address[1]), tmp_path_factory.mktemp("edge"),
                            port, lambda: _get(port, "/", {"cookie": "ok"})):

@@ -33,7 +33,7 @@ from pulumi_policy import (
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
-from authproxy_local import mockrun
+from authproxy_local.render import mockrun
 from components.cookies import SessionCookies, lua_disabled_per_route, lua_filter
 from policy import policies as P
 
@@ -978,8 +978,8 @@ def test_the_stacks_fail_the_pack_when_weakened(stack_run: tuple[str, mockrun.Ru
     assert {h for _, h in _leaks(no_strip)} == set(app_hosts)
     # The gateway's group checks removed: the apps with groups are checked at their sidecars only.
     assert check_stack(GROUPS, resources) == []
-    no_gw_groups = [r for r in resources if not (r[0] == AUTHZ and r[2].startswith("authz-gateway-"))]
-    grouped = sorted(urn(t, n) for t, p, n in resources if t == AUTHZ and n.startswith("authz-app-")
+    no_gw_groups = [r for r in resources if not (r[0] == AUTHZ and r[2].startswith("authproxy-authz-gateway-"))]
+    grouped = sorted(urn(t, n) for t, p, n in resources if t == AUTHZ and n.startswith("authproxy-authz-app-")
                      and "request.auth.claims[groups]" in json.dumps(p))
     assert grouped and sorted(str(u) for _, u in check_stack(GROUPS, no_gw_groups)) == grouped
     # Without the hardening EnvoyFilter no host gets HSTS.
