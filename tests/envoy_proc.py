@@ -55,16 +55,22 @@ def running_envoy(bootstrap: dict[str, Any], directory: Path, base_id: int,
 
 
 def offline_endpoints(tmp: Path, render_result: Any, ip: str) -> local_map.LocalEndpoints:
-    """Fixed loopback endpoints for translating a render offline (nothing listens on them)."""
-    from authproxy_local.core.pki import make_tls
+    """Fixed loopback endpoints for translating a render offline (nothing listens on them), with
+    the mesh's workload certificates, as the harness has them."""
+    from authproxy_local.core.pki import make_tls, mesh_identities
+    from authproxy_local.mesh.workloads import app_pods, identities
 
     cfg = render_result.config
     tls = make_tls(sorted({*(a.host for a in cfg.apps), cfg.auth_hostname}), tmp,
                    keycloak_host=cfg.keycloak.host)
-    apps = [a.name for a in cfg.apps]
+    mesh_ca, ids = mesh_identities(tmp / "mesh", identities(cfg))
+    pods = app_pods(cfg)
+    pod_sidecars = {p.name: (ip, 15100 + i) for i, p in enumerate(pods) if p.sidecar}
     return local_map.LocalEndpoints(
         gateway_ip=ip, keycloak=(ip, 8080), oauth2_proxy=(ip, 4180), oauth2_proxy_metrics=(ip, 44180),
-        redis=(ip, 6379), sidecars={a: (ip, 15000 + i) for i, a in enumerate(apps)},
-        apps={a: (ip, 16000 + i) for i, a in enumerate(apps)}, envoy_admin=(ip, 15999),
+        redis=(ip, 6379), sidecars={a.name: pod_sidecars[f"{a.name}-harness"] for a in cfg.apps},
+        apps={a.name: (ip, 16000 + i) for i, a in enumerate(cfg.apps)}, envoy_admin=(ip, 15999),
+        pods={p.name: (ip, 16100 + i) for i, p in enumerate(pods)}, pod_sidecars=pod_sidecars,
+        mesh_ca_file=mesh_ca, identities=ids,
         ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file,
         keycloak_cert_file=tls.keycloak_cert_file, keycloak_key_file=tls.keycloak_key_file)

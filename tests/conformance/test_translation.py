@@ -11,8 +11,10 @@ istiod would push (tools/istio-xds, istiod's config generation run in-process), 
 - the gateway reaches the apps with Istio mTLS (the DestinationRule), and the apps' sidecars accept
   only mTLS (STRICT) and admit a token only from the gateway's SPIFFE identity.
 
-The workloads are what a cluster gives istiod: pods labelled as the Services select them,
-sidecar-injected (``security.istio.io/tlsMode: istio``), with their service accounts.
+The workloads are the harness's (authproxy_local/mesh/workloads.py), what a cluster gives istiod:
+pods labelled as the Services select them, sidecar-injected (``security.istio.io/tlsMode: istio``),
+with their service accounts; the group app also has a pod its policies miss and one without a
+sidecar.
 """
 
 from __future__ import annotations
@@ -35,19 +37,6 @@ IP = "127.77.0.1"
 GATEWAY_SA = {"dev": "istio-ingressgateway", "gateway-api": "authproxy-istio"}
 
 
-def _as_a_cluster_gives_them(w: mesh_workloads.Workloads, stack: str) -> None:
-    """Sidecar-injected app pods with their own service accounts; the gateway's pod with its."""
-    for o in w.objects:
-        if o.get("kind") != "Pod":
-            continue
-        name = o["metadata"]["name"]
-        if name == "ingressgateway-harness":
-            o["spec"]["serviceAccountName"] = GATEWAY_SA[stack]
-        elif name != "oauth2-proxy-harness":
-            o["metadata"]["labels"]["security.istio.io/tlsMode"] = "istio"
-            o["spec"]["serviceAccountName"] = name.removesuffix("-harness")
-
-
 @pytest.fixture(scope="module")
 def xds(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple[Any, dict[str, Any]]]:
     exe = installed("istio-xds", "istio-xds", "istio-xds (istiod's translation, istio.io/istio {istio}), {path}")
@@ -57,7 +46,6 @@ def xds(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple
         r = render.render(stack, mode)
         ep = offline_endpoints(tmp, r, IP)
         w = mesh_workloads.workloads(r, ep)
-        _as_a_cluster_gives_them(w, stack)
         env = xds_adapter.translator_env(os.environ, None, ep.ca_file)
         out[stack, mode] = (r, xds_adapter.translate(exe, xds_adapter.write_input(r, w, tmp / "in"), env))
     return out
