@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from authproxy_local.harness import Harness
 
-
 ISTIO_ALPN = ["istio-peer-exchange", "istio"]
 """What an Istio client offers on a mesh mTLS connection (istiod's outbound clusters); a sidecar
 in PERMISSIVE mode tells Istio mTLS from an app's own TLS by it."""
