@@ -232,6 +232,7 @@ class Engine:
         log(f"{stack}: up created {run.resources} resources ({run.timings['up']:.0f}s)")
         checks.verify_keycloak(self.admin, stack, resources, self.existing_realm)
         checks.verify_kubernetes(self.cluster, stack, resources)
+        helm_made = checks.helm_objects(self.cluster, resources)
         checks.verify_state_secrets(stack, p.export(stack), p.state_text(stack))
 
         again = changes(timed("re-preview", p.preview, st))
@@ -250,6 +251,7 @@ class Engine:
         if left:
             raise EngineError(f"{stack}: {len(left)} resources left in the state after destroy")
         checks.verify_gone(self.cluster, self.admin, stack, resources, self.existing_realm)
+        checks.verify_helm_objects_gone(self.cluster, stack, helm_made)
         p.remove(stack)
         return run
 
