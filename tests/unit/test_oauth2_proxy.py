@@ -419,7 +419,7 @@ def test_ingress_policy_gateway_and_namespace_only():
 
 def test_ingress_policy_follows_gateway_config():
     spec = plain(ingress_policy_spec(proxy("dev", istio={"gateway": {
-        "namespace": "gw", "selector": {"app": "edge"}, "tlsCredentialName": "t"}})))
+        "namespace": "gw", "selector": {"app": "edge"}, "tlsCredentialName": "t", "serviceAccount": "edge"}})))
     assert spec["ingress"][0]["from_"][0]["namespace_selector"]["match_labels"] == {
         "kubernetes.io/metadata.name": "gw"}
     assert spec["ingress"][0]["from_"][0]["pod_selector"]["match_labels"] == {"app": "edge"}
