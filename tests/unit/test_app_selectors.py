@@ -45,11 +45,18 @@ def test_labels_that_cover_every_pod_behind_the_service_with_sidecars_pass():
 def test_the_guess_of_old_selects_nothing_and_is_reported():
     """The chart's pods carry app.kubernetes.io/name; the old default {app: grafana} missed them."""
     app = grafana(workload_labels={"app": "grafana"})
-    problems = workload_label_problems(0, app, service(CHART), [pod("grafana-1", CHART)])
-    assert len(problems) == 2
-    assert problems[0].startswith("1 of 1 pods behind Service monitoring/grafana (e.g. grafana-1) "
-                                  "do not carry authproxy:apps[0].workloadLabels {'app': 'grafana'}")
-    assert "selects no pod in namespace monitoring" in problems[1]
+    (p,) = workload_label_problems(0, app, service(CHART), [pod("grafana-1", CHART)])
+    assert p.startswith("1 of 1 pods behind Service monitoring/grafana (e.g. grafana-1) "
+                        "do not carry authproxy:apps[0].workloadLabels {'app': 'grafana'}")
+    assert "they select no pod at all" in p
+    assert "the Service's selector is {'app.kubernetes.io/name': 'grafana'" in p
+
+
+def test_labels_that_select_only_pods_without_a_sidecar_say_so():
+    app = grafana(workload_labels={"app": "grafana"})
+    pods = [pod("grafana-1", CHART), pod("job-1", {"app": "grafana"}, sidecar=False)]
+    (p,) = workload_label_problems(0, app, service(CHART), pods)
+    assert "they select 1 pods, none of them sidecar-injected" in p
 
 
 def test_a_pod_behind_the_service_with_other_labels_is_reported():
@@ -58,24 +65,27 @@ def test_a_pod_behind_the_service_with_other_labels_is_reported():
     sel = {"app.kubernetes.io/name": "grafana"}
     (p,) = workload_label_problems(0, app, service(sel), pods)
     assert "1 of 2 pods behind Service monitoring/grafana (e.g. grafana-canary)" in p
+    assert "they select 1 pods." in p
 
 
 @pytest.mark.parametrize("phase", ["Running", "Pending"])
-def test_selected_pods_without_a_sidecar_are_reported(phase):
-    (p,) = workload_label_problems(0, grafana(), service(CHART), [pod("g", CHART, sidecar=False, phase=phase)])
-    assert "selects 1 pods, none with an istio-proxy sidecar" in p
+def test_pods_without_a_sidecar_that_the_labels_cover_are_app_sidecars_to_report(phase):
+    """Labels covering every pod behind the Service: a missing sidecar is the app-sidecar check's
+    line (one line per problem)."""
+    assert workload_label_problems(0, grafana(), service(CHART),
+                                   [pod("g", CHART, sidecar=False, phase=phase)]) == []
 
 
-def test_finished_pods_do_not_count_and_a_service_without_selector_is_reported():
+def test_finished_pods_do_not_count():
     done = pod("old", CHART, phase="Succeeded")
-    assert "selects no pod" in workload_label_problems(0, grafana(), service(CHART), [done])[0]
-    (p,) = workload_label_problems(0, grafana(), service(None), [pod("g", CHART)])
-    assert "has no pod selector" in p and "authorizeAt" in p
+    app = grafana(workload_labels={"app": "grafana"})
+    assert workload_label_problems(0, app, service(CHART), [done]) == []  # no pods: app-sidecar's
 
 
-def test_apps_without_sidecar_checks_and_missing_services_are_not_this_checks_business():
+def test_what_app_sidecar_reports_is_not_this_checks_business():
     assert workload_label_problems(0, grafana(authorize_at="gateway"), service(CHART), []) == []
-    assert workload_label_problems(0, grafana(), None, []) == []
+    assert workload_label_problems(0, grafana(), None, []) == []  # app-service
+    assert workload_label_problems(0, grafana(), service(None), [pod("g", CHART)]) == []
 
 
 def test_has_sidecar():
