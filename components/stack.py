@@ -15,6 +15,7 @@ from components.identity import DemoUserSpec, Identity, IdentityArgs
 from components.ingress import Ingress, IngressArgs
 from components.istio_install import IstioInstall, IstioInstallArgs
 from components.oauth2_proxy import (
+    KEYCLOAK_CA_FILE,
     OAuth2Proxy,
     OAuth2ProxyArgs,
     RedisEgress,
@@ -211,6 +212,7 @@ def proxy_settings(cfg: StackConfig, redis: RedisConnection) -> ProxySettings:
         go_max_procs=cfg.proxy.go_max_procs,
         trusted_proxy_ips=cfg.proxy.trusted_proxy_ips,
         secret_name=PROXY_NAME,
+        provider_ca_file=KEYCLOAK_CA_FILE if cfg.keycloak.ca_certificate else None,
     )
 
 
@@ -268,6 +270,7 @@ def oauth2_proxy_args(
         cookie_secret=cookie_secret,
         client_secret=client_secret,
         redis_password=redis_password,
+        keycloak_ca_certificate=kc.ca_certificate,
     )
 
 
@@ -375,6 +378,7 @@ def istio_install_args(cfg: StackConfig) -> IstioInstallArgs:
         mesh_config=mesh_config(cfg.istio.ext_authz_mode, provider_args(cfg)),
         gateway_namespace=cfg.istio.gateway.namespace,
         gateway_labels=dict(cfg.istio.gateway.selector),
+        jwks_extra_root_ca=cfg.keycloak.ca_certificate,
     )
 
 
