@@ -176,6 +176,14 @@ def app_ambient(cfg: StackConfig, snap: Snapshot) -> Iterator[Failure]:
                 f"enrolled but not captured by ztunnel (no {REDIRECTION}: enabled, e.g. "
                 f"{_first(uncaptured)}): check that istio-cni and ztunnel run on their nodes"),
                 app.name)
+        wanted = app.selector_labels
+        unselected = [p for p in pods if any(_meta(p, "labels").get(k) != v for k, v in wanted.items())]
+        if unselected:
+            yield Failure(NAME, (
+                f"{len(unselected)} of {len(pods)} pods of Service {s.namespace}/{s.name} do not carry "
+                f"{K}apps[{i}].workloadLabels {wanted} (e.g. {_first(unselected)}), so ztunnel's L4 "
+                "policy does not select them and they are reachable around the waypoint: set "
+                "workloadLabels to labels every pod behind the Service carries"), app.name)
 
 
 __all__ = ["REDIRECTION", "WAYPOINT_CLASS", "app_ambient", "waypoint_query"]

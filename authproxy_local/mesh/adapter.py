@@ -108,16 +108,19 @@ class MeshIdentities:
     """proxy name -> (certificate chain file, private key file)"""
 
 
-def run_secrets(ep: local_map.LocalEndpoints, credential_names: Iterable[str]) -> Secrets:
-    """The Gateway's ``credentialName`` secrets -> the run's gateway certificate; Istio's workload
-    identity (``default``) -> the same certificate and ``ROOTCA`` -> the run's CA. No pod carries
-    the ``security.istio.io/tlsMode`` label, so the gateway talks plaintext to the sidecars and the
-    workload certificate is only loaded, never presented (nothing in the stack depends on peer
-    identity)."""
+def run_secrets(ep: local_map.LocalEndpoints, credential_names: Iterable[str], identity: str = "") -> Secrets:
+    """The SDS secrets of one proxy: the Gateway's ``credentialName`` secrets -> the run's gateway
+    certificate; Istio's workload certificate (``default``) -> the proxy's own SPIFFE certificate
+    (``identity``, :func:`authproxy_local.core.pki.mesh_identities`) and ``ROOTCA`` -> the mesh's
+    CA, as istiod's SDS would serve them; the gateway and the sidecars then speak Istio mTLS and
+    authorization policies on the caller's principal decide on real peer identities."""
     certs = {n if "://" in n else f"kubernetes://{n}": (ep.cert_file, ep.key_file)
              for n in credential_names}
-    certs["default"] = (ep.cert_file, ep.key_file)
-    return Secrets(certs=certs, cas={"ROOTCA": ep.ca_file})
+    if identity:
+        if identity not in ep.identities:
+            raise AdapterError(f"no workload certificate for identity {identity!r}")
+        certs["default"] = ep.identities[identity]
+    return Secrets(certs=certs, cas={"ROOTCA": ep.mesh_ca_file or ep.ca_file})
 
 
 def _walk(value: Any) -> Iterable[dict[str, Any]]:
@@ -362,8 +365,8 @@ def bootstraps(xds: Mapping[str, Any], w: Workloads, ep: local_map.LocalEndpoint
                mesh: MeshIdentities | None = None) -> Bootstraps:
     """One static bootstrap per Envoy of ``w``: the gateway, each app's sidecar, each waypoint
     (ztunnel's part of the translation is :mod:`.ztunnel`'s). ``mesh``: the identities of an
-    ambient run, for the HBONE hops."""
-    base = run_secrets(ep, credential_names)
+    ambient run (ztunnel's root), for the HBONE hops; they replace the run's mesh identities."""
+    names = list(credential_names)
     removed: set[str] = set()
     out: dict[str, dict[str, Any]] = {}
     for p in w.proxies:
@@ -371,10 +374,10 @@ def bootstraps(xds: Mapping[str, Any], w: Workloads, ep: local_map.LocalEndpoint
             continue
         if p.name not in xds.get("proxies", {}):
             raise AdapterError(f"the translator produced nothing for proxy {p.name}")
-        secrets = base
+        secrets = run_secrets(ep, names, p.identity)
         if mesh is not None and p.name in mesh.certs:
-            secrets = Secrets(certs={**base.certs, "default": mesh.certs[p.name]},
-                              cas={**base.cas, "ROOTCA": mesh.root_file})
+            secrets = Secrets(certs={**secrets.certs, "default": mesh.certs[p.name]},
+                              cas={**secrets.cas, "ROOTCA": mesh.root_file})
         elif p.type == "waypoint":
             raise AdapterError(f"{p.name}: a waypoint needs its mesh identity (bootstraps(mesh=...))")
         b = _proxy_bootstrap(p.name, xds["proxies"][p.name], p, w, ep, secrets, admin[p.name], removed)

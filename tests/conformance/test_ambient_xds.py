@@ -174,10 +174,10 @@ def test_waypoint_refuses_users_outside_the_group_and_requests_without_a_token(x
         assert no_token["principals"] == {(True, "iss", iss), (True, "sub", ".+")}
         public = {(True, "path", p) for p in app.public_paths}
         assert no_token["permissions"] == public
-        groups = {(False, "groups", g) for g in app.groups}
+        groups = {(False, "groups", g) for g in app.group_paths}
         if app.groups:
             no_group = deny[prefix + "deny-unsigned]-rule[1]"]
-            assert no_group["principals"] == {(True, "groups", g) for g in app.groups}
+            assert no_group["principals"] == {(True, "groups", g) for g in app.group_paths}
             assert no_group["permissions"] == public
         assert allow[prefix + "require-jwt]-rule[0]"]["principals"] == signed | groups
         if app.public_paths:

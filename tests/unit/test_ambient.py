@@ -40,7 +40,7 @@ def base(**app: Any) -> dict[str, Any]:
         "domain": "example.test",
         "apps": [{"name": "one", "host": "one.example.test",
                   "service": {"name": "one", "namespace": "apps", "port": 80},
-                  "dataplane": "ambient", **app}],
+                  "workloadLabels": {"app": "one"}, "dataplane": "ambient", **app}],
         "keycloak": {"url": "https://sso.example.test"},
         "istio": {"version": "1.31.0"},
     }
@@ -59,20 +59,26 @@ def problems(raw: dict[str, Any]) -> dict[str, str]:
 # ---------------------------------------------------------------- config
 
 
-def test_ambient_app_defaults_to_the_waypoint_the_stack_creates():
+def test_ambient_app_defaults_to_the_gateway_and_the_waypoint_the_stack_creates():
     app = load(base()).apps[0]
-    assert app.ambient and app.authorize_at == "waypoint"
+    assert app.ambient and app.authorize_at == "both" and not app.sidecar_checks
     assert app.waypoint_ref == C.AppWaypoint(name="authproxy-waypoint", create=True)
     assert app.waypoint_namespace == "apps"
-    # a sidecar app keeps the sidecar default
-    raw = base()
-    del raw["apps"][0]["dataplane"]
-    assert load(raw).apps[0].authorize_at == "sidecar"
 
 
-def test_ambient_app_may_be_checked_at_the_gateway_too():
-    assert load(base(authorizeAt="both")).apps[0].authorize_at == "both"
+def test_ambient_app_may_be_checked_only_at_the_waypoint_or_the_gateway():
+    assert load(base(authorizeAt="waypoint")).apps[0].authorize_at == "waypoint"
     assert load(base(authorizeAt="gateway")).apps[0].authorize_at == "gateway"
+
+
+def test_ambient_app_needs_its_pods_labels_by_key():
+    """ztunnel's L4 policy selects the pods: no label is guessed, whatever authorizeAt says."""
+    for where in ("both", "waypoint", "gateway"):
+        raw = base(authorizeAt=where)
+        del raw["apps"][0]["workloadLabels"]
+        p = problems(raw)
+        assert list(p) == ["authproxy:apps[0].workloadLabels"], p
+        assert "L4 policy" in p["authproxy:apps[0].workloadLabels"]
 
 
 def test_sidecar_only_options_are_refused_for_ambient_apps_by_key():
@@ -217,7 +223,7 @@ AUTHZ_APP: AppAuthzArgs = {
     "name": "one", "host": "one.example.test", "namespace": "apps", "selector": {"app": "one"},
     "groups": ["admins"], "public_paths": ["/healthz"], "api_clients": False,
     "strip_session_cookies": True, "authorize_at": "waypoint", "dataplane": "ambient",
-    "service": "one-svc",
+    "service": "one-svc", "service_host": "one-svc.apps.svc.cluster.local",
 }
 
 

@@ -182,6 +182,10 @@ def _not_captured(c: Cluster, cfg: StackConfig) -> None:
     _ambient_pod(c, cfg)["metadata"]["annotations"] = {}
 
 
+def _ambient_other_labels(c: Cluster, cfg: StackConfig) -> None:
+    _ambient_pod(c, cfg)["metadata"]["labels"] = {"app": cfg.apps[0].service.name}
+
+
 def _no_ambient_pods(c: Cluster, cfg: StackConfig) -> None:
     c.drop("Pod", f"{cfg.apps[0].service.name}-app-0")
 
@@ -192,6 +196,22 @@ def _no_waypoint_class(c: Cluster, cfg: StackConfig) -> None:
 
 def _istio_1_23(c: Cluster, cfg: StackConfig) -> None:
     c.find("Deployment", "istiod")[0]["metadata"]["labels"]["app.kubernetes.io/version"] = "1.23.2"
+
+
+def _other_labels(c: Cluster, cfg: StackConfig) -> None:
+    p = c.find("Pod", f"{cfg.apps[0].service.name}-app-0")[0]
+    p["metadata"]["labels"] = {"app": cfg.apps[0].service.name}
+
+
+def _canary(c: Cluster, cfg: StackConfig) -> None:
+    s = cfg.apps[1].service
+    c.objects.append(pod(f"{s.name}-canary-0", s.namespace, {"app": s.name}))
+
+
+def _gateway_as_default(c: Cluster, cfg: StackConfig) -> None:
+    for p in c.find("Pod"):
+        if p["metadata"]["namespace"] == cfg.istio.gateway.namespace:
+            p["spec"]["serviceAccountName"] = "default"
 
 
 # (check, stack, break the cluster, words the one line must contain)
@@ -219,10 +239,23 @@ BREAKS: list[tuple[str, str, Callable[[Cluster, StackConfig], None], list[str]]]
     ("app-ambient", "ambient", _opted_out, ["not in ambient mode", "istio.io/dataplane-mode=none"]),
     ("app-ambient", "ambient", _not_captured, ["not captured by ztunnel", "ambient.istio.io/redirection",
                                                "istio-cni"]),
+    ("app-ambient", "ambient", _ambient_other_labels, [
+        "1 of 1 pods of Service demo/echo do not carry authproxy:apps[0].workloadLabels "
+        "{'app.kubernetes.io/name': 'echo'}", "L4 policy does not select them"]),
     ("app-ambient", "ambient", _no_ambient_pods, ["no pods behind Service demo/echo", "enrolled in ambient"]),
     ("app-ambient", "ambient", _no_waypoint_class, ["GatewayClass 'istio-waypoint' does not exist",
                                                     "ambient profile"]),
     ("app-ambient", "ambient", _istio_1_23, ["Istio 1.23.2", "1.24 or newer", "upgrade Istio"]),
+    ("app-workload-labels", "dev", _other_labels, [
+        "1 of 1 pods behind Service demo/echo (e.g. echo-app-0) do not carry "
+        "authproxy:apps[0].workloadLabels {'app.kubernetes.io/name': 'echo'}",
+        "they select no pod at all", "the Service's selector is {'app': 'echo'}"]),
+    ("app-workload-labels", "prod", _canary, [
+        "1 of 2 pods behind Service", "(e.g. wiki-canary-0)", "authproxy:apps[1].workloadLabels",
+        "they select 1 pods."]),
+    ("gateway-identity", "dev", _gateway_as_default, [
+        "run as service account(s) ['default'], not 'istio-ingressgateway'",
+        "authproxy:istio.gateway.serviceAccount"]),
     ("tls", "dev", _tls_gone, ["TLS Secret istio-ingress/authproxy-tls does not exist",
                                "kubectl -n istio-ingress create secret tls"]),
     ("tls", "prod", _tls_gone, ["ClusterIssuer letsencrypt does not exist"]),
