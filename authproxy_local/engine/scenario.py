@@ -43,7 +43,7 @@ from pulumi import automation as auto
 
 from authproxy_local import install
 from authproxy_local.cluster.apiserver import Cluster
-from authproxy_local.cluster.crds import cluster_crds, patched_services
+from authproxy_local.cluster.crds import cluster_crds
 from authproxy_local.cluster.ready import ready_cluster
 from authproxy_local.cluster.stacks import Project, changes
 from authproxy_local.core.processes import free_port
@@ -108,8 +108,9 @@ class Engine:
         log(f"{n} CRDs established (Istio, cert-manager, ServiceMonitor, Gateway API "
             f"{install.VERSIONS['gateway-api']} standard channel)")
         self.cluster.create_namespaces(EXISTING_NAMESPACES)
-        # The apps' Services the ambient stack patches exist before it, as in a user's cluster.
-        self.cluster.create_objects(patched_services(load(project_config("ambient"), secrets_set=SECRET_KEYS)))
+        # The apps' Services the ambient stack patches exist before its `up`, as in a user's
+        # cluster: the staging of each stack's ready cluster makes them (and removes them after the
+        # destroy checks saw them kept), so no other stack finds them with the ambient selector.
         pki = self.cluster.pki
         port = free_port()
         self.keycloak = KeycloakServer(
