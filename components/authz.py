@@ -110,6 +110,14 @@ every response of the gateway's hosts, upstream responses (per virtual host) and
 local replies (the ext_authz redirect, refusals; HCM ``local_reply_config``); oauth2-proxy's ping
 and ready endpoints refused from outside. The cookie filter also works on responses: an app's
 ``Set-Cookie`` for oauth2-proxy's cookies is removed (components/cookies.py).
+
+**Ambient apps** (``apps[].dataplane: ambient``): the app-side RequestAuthentication and ALLOW
+policy (``authorizeAt`` waypoint/both) attach with ``targetRefs`` to the app's Service and run in
+its waypoint, with a DENY beside them (:func:`app_deny_policy_spec`); no PeerAuthentication or
+DestinationRule (ztunnel and the waypoint speak HBONE, mTLS always) and no ``principals`` rule
+(the waypoint admits a valid token from any workload: docs/ambient.md). The waypoint, the Service
+labels and ztunnel's L4 policy are components/ambient.py. The gateway side is unchanged: the
+gateway is an ordinary Envoy in ambient.
 """
 
 from __future__ import annotations
@@ -149,7 +157,8 @@ from components.ingress import (
 from components.proxy_settings import PING_PATH, READY_PATH
 
 Mode = Literal["extension-provider", "envoy-filter"]
-AuthorizeAt = Literal["sidecar", "gateway", "both"]
+AuthorizeAt = Literal["sidecar", "waypoint", "gateway", "both"]
+Dataplane = Literal["sidecar", "ambient"]
 
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 EXT_AUTHZ_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
@@ -238,6 +247,11 @@ class AppAuthzArgs(RoutedApp):
     groups: list[str]
     """Full group paths (``/admins``), as the token's ``groups`` claim carries them."""
     authorize_at: AuthorizeAt
+    dataplane: Dataplane
+    """``sidecar``: the app-side policies select the pods; ``ambient``: they attach to the app's
+    Service (``targetRefs``), which its waypoint enforces (components/ambient.py)."""
+    service: str
+    """Name of the app's Service (in ``namespace``)."""
     service_host: str
     """Cluster DNS name of the app's Service (the gateway's mTLS DestinationRule)."""
 
@@ -673,8 +687,18 @@ def at_gateway(app: AppAuthzArgs) -> bool:
     return app["authorize_at"] in ("gateway", "both")
 
 
-def at_sidecar(app: AppAuthzArgs) -> bool:
-    return app["authorize_at"] in ("sidecar", "both")
+def at_app_proxy(app: AppAuthzArgs) -> bool:
+    """The app's own proxy checks the JWT and groups: its sidecar, or an ambient app's waypoint."""
+    return app["authorize_at"] in ("sidecar", "waypoint", "both")
+
+
+def app_attachment(app: AppAuthzArgs) -> dict[str, Any]:
+    """How an app-side policy picks its proxy: the pods' ``selector`` (sidecar), or
+    ``targetRefs`` to the app's Service (ambient: enforced by the Service's waypoint; a
+    ``selector`` policy would land on ztunnel, which cannot read HTTP)."""
+    if app["dataplane"] == "ambient":
+        return {"targetRefs": [{"group": "", "kind": "Service", "name": app["service"]}]}
+    return {"selector": _app_selector(app)}
 
 
 def needs_gateway_jwt(args: AuthzArgs) -> bool:
@@ -760,7 +784,7 @@ def _app_selector(app: AppAuthzArgs) -> dict[str, Any]:
 
 
 def app_request_authentication_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:
-    return {"selector": _app_selector(app), "jwtRules": [jwt_rule(args["jwt"])]}
+    return {**app_attachment(app), "jwtRules": [jwt_rule(args["jwt"])]}
 
 
 def gateway_principals(args: AuthzArgs) -> list[str]:
@@ -775,16 +799,33 @@ def gateway_principals(args: AuthzArgs) -> list[str]:
 def app_authorization_policy_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:
     """ALLOW at the app's sidecar: our principal (and groups) **arriving from the gateway's
     workload identity** (mTLS), or a public path from anyone. A token an app received, replayed
-    by that app straight at this sidecar, comes from the app's own identity and is refused."""
-    source = {"principals": gateway_principals(args),
-              "requestPrincipals": [principal(args["jwt"])]}
+    by that app straight at this sidecar, comes from the app's own identity and is refused.
+    At an ambient app's waypoint: our principal (and groups) from any source (docs/ambient.md)."""
+    source: dict[str, Any] = {"requestPrincipals": [principal(args["jwt"])]}
+    if app["dataplane"] != "ambient":
+        source = {"principals": gateway_principals(args), **source}
     signed_in: dict[str, Any] = {"from": [{"source": source}]}
     if app["groups"]:
         signed_in["when"] = [{"key": GROUPS_CLAIM, "values": list(app["groups"])}]
     rules = [signed_in]
     if app["public_paths"]:
         rules.append({"to": [{"operation": {"paths": list(app["public_paths"])}}]})
-    return {"selector": _app_selector(app), "action": "ALLOW", "rules": rules}
+    return {**app_attachment(app), "action": "ALLOW", "rules": rules}
+
+
+def app_deny_policy_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:
+    """DENY at an ambient app's waypoint, beside the ALLOW: a request without our principal, or
+    (if the app lists groups) without one of its groups, on any path but the public ones. ALLOW
+    policies add up, so another ALLOW attached to a shared waypoint (the namespace's, a
+    GatewayClass's) could admit what ours does not; a DENY holds whatever else is attached."""
+    to = [{"operation": {"notPaths": list(app["public_paths"])}}] if app["public_paths"] else []
+    no_principal: dict[str, Any] = {
+        "from": [{"source": {"notRequestPrincipals": [principal(args["jwt"])]}}]}
+    rules = [{**no_principal, **({"to": to} if to else {})}]
+    if app["groups"]:
+        rules.append({**({"to": to} if to else {}),
+                      "when": [{"key": GROUPS_CLAIM, "notValues": list(app["groups"])}]})
+    return {**app_attachment(app), "action": "DENY", "rules": rules}
 
 
 def app_peer_authentication_spec(app: AppAuthzArgs) -> dict[str, Any]:
@@ -878,16 +919,20 @@ class Authz(pulumi.ComponentResource):
             if at_gateway(app):
                 cr(f"gateway-{a}", sec, "AuthorizationPolicy", f"{prefix}-{a}-gateway-authz", gns,
                    gateway_app_policy_spec(args, app))
-            if at_sidecar(app):
+            if at_app_proxy(app):
                 ans = app["namespace"]
                 cr(f"app-{a}-jwt", sec, "RequestAuthentication", f"{prefix}-{a}-jwt", ans,
                    app_request_authentication_spec(args, app))
                 cr(f"app-{a}-allow", sec, "AuthorizationPolicy", f"{prefix}-{a}-require-jwt", ans,
                    app_authorization_policy_spec(args, app), sidecar_policy_annotations(app))
-                cr(f"app-{a}-mtls", sec, "PeerAuthentication", f"{prefix}-{a}-mtls", ans,
-                   app_peer_authentication_spec(app))
-                cr(f"app-{a}-gateway-mtls", "networking.istio.io/v1", "DestinationRule",
-                   f"{prefix}-{a}-mtls", gns, app_destination_rule_spec(app))
+                if app["dataplane"] == "ambient":
+                    cr(f"app-{a}-deny", sec, "AuthorizationPolicy", f"{prefix}-{a}-deny-unsigned",
+                       ans, app_deny_policy_spec(args, app))
+                else:
+                    cr(f"app-{a}-mtls", sec, "PeerAuthentication", f"{prefix}-{a}-mtls", ans,
+                       app_peer_authentication_spec(app))
+                    cr(f"app-{a}-gateway-mtls", "networking.istio.io/v1", "DestinationRule",
+                       f"{prefix}-{a}-mtls", gns, app_destination_rule_spec(app))
             notice = sidecar_only_notice(app)
             if notice:
                 pulumi.log.warn(notice, resource=self)

@@ -236,6 +236,39 @@ class ServiceRef(_Model):
     port: Port = Field(description="Service port.")
 
 
+WAYPOINT_NAME = "authproxy-waypoint"
+"""Default name of the waypoint the stack creates for ambient apps (one per namespace). Not
+Istio's conventional `waypoint`, so the stack never adopts (and on destroy deletes) a waypoint
+somebody else created under that name."""
+
+
+class AppWaypoint(_Model):
+    """The waypoint of an ambient app: created by the stack, or an existing one."""
+
+    name: DnsLabel = Field(WAYPOINT_NAME, description="Name of the waypoint Gateway.")
+    create: bool = Field(
+        True,
+        description="Create the waypoint (a Gateway API Gateway of class `istio-waypoint` in the "
+        "app's namespace, for Service traffic). `false`: use an existing waypoint of that name, "
+        "which must accept Service traffic (`istio.io/waypoint-for: service` or `all`).",
+    )
+    namespace: DnsLabel | None = Field(
+        None,
+        description="Namespace of an existing waypoint (`create: false`) outside the app's "
+        "namespace (label `istio.io/use-waypoint-namespace`); unset = the app's namespace.",
+    )
+    service_account: DnsLabel | None = Field(
+        None,
+        description="Service account of the waypoint's pods, whose identity alone may reach the "
+        "app's pods; unset = the waypoint's name (istiod's default, unless the Gateway carries "
+        "`gateway.istio.io/service-account`).",
+    )
+
+    @property
+    def identity_account(self) -> str:
+        return self.service_account or self.name
+
+
 class App(_Model):
     """One protected application."""
 
@@ -264,19 +297,34 @@ class App(_Model):
         description="Path regexes (oauth2-proxy `--api-route`) that answer 401 instead of "
         "redirecting to sign-in, e.g. `^/api/`.",
     )
-    authorize_at: Literal["sidecar", "gateway", "both"] = Field(
+    authorize_at: Literal["sidecar", "waypoint", "gateway", "both"] = Field(
         "both",
         description="Where the JWT and group checks run: at the ingress gateway and again at the "
-        "app's sidecar (`both`, the default), at the gateway only (`gateway`: no sidecar policies; "
-        "in-mesh callers reach the pods unchecked), or at the sidecar only (`sidecar`: discouraged; "
-        "a pod the sidecar policies miss lets every signed-in user in, and `pulumi preview` "
-        "says so). Both ext_authz modes check at the gateway.",
+        "app's own proxy (`both`, the default: its sidecar, or its waypoint when ambient), at the "
+        "gateway only (`gateway`: no app-side policies; in-mesh callers reach the pods unchecked), "
+        "at the sidecar only (`sidecar`: discouraged; a pod the sidecar policies miss lets every "
+        "signed-in user in, and `pulumi preview` says so) or, for an ambient app, at its waypoint "
+        "only (`waypoint`). Both ext_authz modes check at the gateway.",
+    )
+    dataplane: Literal["sidecar", "ambient"] = Field(
+        "sidecar",
+        description="How the app's pods are in the mesh: `sidecar` (an Envoy sidecar per pod) or "
+        "`ambient` (Istio ambient mode: ztunnel at the pods, the app checks in a waypoint; needs "
+        "Istio >= 1.24 (`istio.version`) and the Gateway API CRDs). Ambient apps get a waypoint, "
+        "their Service is labelled to use it (also for ingress traffic), and ztunnel refuses "
+        "every connection to their pods that does not come from the waypoint (docs/ambient.md).",
+    )
+    waypoint: AppWaypoint | None = Field(
+        None,
+        description="The ambient app's waypoint (only with `dataplane: ambient`; default: the "
+        "stack creates `authproxy-waypoint` in the app's namespace).",
     )
     workload_labels: dict[str, str] | None = Field(
         None,
         description="Labels of the app's pods (the ones its Service selects), which the sidecar "
-        "policies, the STRICT mTLS PeerAuthentication and the preflight check select. Required "
-        "when the sidecar checks (authorizeAt `both` or `sidecar`): nothing is guessed. Read "
+        "policies, the STRICT mTLS PeerAuthentication and the preflight check select (for an "
+        "ambient app: ztunnel's L4 policy and the HBONE NetworkPolicy). Required when the sidecar "
+        "checks (authorizeAt `both` or `sidecar`) and for ambient apps: nothing is guessed. Read "
         "them with `kubectl get service -n <namespace> <name> -o jsonpath='{.spec.selector}'`.",
     )
     strip_session_cookies: bool = Field(
@@ -347,8 +395,22 @@ class App(_Model):
 
     @property
     def sidecar_checks(self) -> bool:
-        """Whether the app's sidecar gets policies (authorizeAt sidecar or both)."""
-        return self.authorize_at in ("sidecar", "both")
+        """Whether the app's sidecar gets policies (authorizeAt sidecar or both; an ambient app
+        has no sidecar: its waypoint checks)."""
+        return not self.ambient and self.authorize_at in ("sidecar", "both")
+
+    @property
+    def ambient(self) -> bool:
+        return self.dataplane == "ambient"
+
+    @property
+    def waypoint_ref(self) -> AppWaypoint:
+        """The ambient app's waypoint (the default one when `waypoint` is unset)."""
+        return self.waypoint or AppWaypoint()
+
+    @property
+    def waypoint_namespace(self) -> str:
+        return self.waypoint_ref.namespace or self.service.namespace
 
     @property
     def url(self) -> str:
@@ -989,8 +1051,22 @@ class Istio(_Model):
         parse_duration("2s"), description="ext_authz check timeout (fails closed)."
     )
     gateway: Gateway = Field(default_factory=Gateway, description="Ingress gateway.")
+    version: str | None = Field(
+        None,
+        description="Istio version of the cluster's control plane (`istioctl version`), for what "
+        "depends on it: ambient apps need 1.24 or newer (the Service label "
+        "`istio.io/ingress-use-waypoint`). Default: `istio.install.version` when the stack "
+        "installs Istio; required with ambient apps otherwise.",
+    )
     cert_manager: CertManager = Field(default_factory=CertManager, description="cert-manager.")
     install: IstioInstall = Field(default_factory=IstioInstall, description="Istio install.")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^\d+\.\d+(\.\d+)?([-+][0-9A-Za-z.-]+)?$", v):
+            raise ValueError(f"{v!r} is not an Istio version; write it like '1.31.0'")
+        return v
 
     @field_validator("ext_authz_timeout")
     @classmethod
@@ -1160,6 +1236,17 @@ class StackConfig(_Model):
         paths |= {group_path(g) for u in self.keycloak.demo_users for g in u.groups}
         return tuple(sorted(paths))
 
+    @property
+    def ambient_apps(self) -> tuple[App, ...]:
+        return tuple(a for a in self.apps if a.ambient)
+
+    @property
+    def istio_version(self) -> str | None:
+        """The cluster's Istio version: `istio.version`, else the one the stack installs."""
+        if self.istio.version:
+            return self.istio.version
+        return self.istio.install.version if self.istio.install.enabled else None
+
 
 def host_matches(pattern: str, host: str) -> bool:
     """Istio host match: exact, or '*.suffix' matching one or more leading labels."""
@@ -1170,6 +1257,75 @@ def host_matches(pattern: str, host: str) -> bool:
 
 def under_domain(host: str, domain: str) -> bool:
     return host == domain or host.endswith("." + domain)
+
+
+MIN_AMBIENT_ISTIO = (1, 24)
+"""Istio reads `istio.io/ingress-use-waypoint` on a Service since 1.24 (on a namespace since 1.25);
+without it the ingress gateway sends straight to the pods and skips the waypoint's checks."""
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", v.split("-")[0].split("+")[0])[:3])
+
+
+def _ambient_checks(cfg: StackConfig) -> list[tuple[str, str]]:
+    """Rules for `apps[].dataplane` and the waypoints (docs/ambient.md)."""
+    p: list[tuple[str, str]] = []
+    k = NAMESPACE + ":"
+    waypoints: dict[tuple[str, str], tuple[int, AppWaypoint]] = {}
+    for i, app in enumerate(cfg.apps):
+        ak = f"{k}apps[{i}]"
+        if not app.ambient:
+            if app.waypoint is not None:
+                p.append((ak + ".waypoint", "is only used with dataplane: ambient; remove it or "
+                          "set dataplane: ambient"))
+            if app.authorize_at == "waypoint":
+                p.append((ak + ".authorizeAt", "'waypoint' needs dataplane: ambient (a sidecar app "
+                          "is checked in its sidecar: use 'sidecar', 'gateway' or 'both')"))
+            continue
+        if app.authorize_at == "sidecar":
+            p.append((ak + ".authorizeAt", "'sidecar' does not exist for dataplane: ambient (no "
+                      "sidecar runs there; ztunnel cannot read HTTP). The app's checks run in its "
+                      "waypoint: use 'both' (the default: the gateway and the waypoint), "
+                      "'waypoint' or 'gateway'"))
+        if not app.workload_labels:
+            p.append((ak + ".workloadLabels", "is required with dataplane: ambient: ztunnel's L4 "
+                      "policy (only the waypoint may reach the pods) and the HBONE NetworkPolicy "
+                      f"select exactly the pods behind Service {app.service.namespace}/"
+                      f"{app.service.name}, and no label is guessed (a wrong guess lets traffic "
+                      "around the waypoint). Set it to the Service's selector (kubectl get service "
+                      f"-n {app.service.namespace} {app.service.name} -o "
+                      "jsonpath='{.spec.selector}')"))
+        wp = app.waypoint_ref
+        if wp.create and wp.namespace not in (None, app.service.namespace):
+            p.append((ak + ".waypoint.namespace", "only an existing waypoint (create: false) may "
+                      "live in another namespace; the stack creates waypoints in the app's "
+                      f"namespace {app.service.namespace!r}. Remove it or set create: false"))
+        key = (app.waypoint_namespace, wp.name)
+        if key in waypoints:
+            j, other = waypoints[key]
+            if (other.create, other.identity_account) != (wp.create, wp.identity_account):
+                p.append((ak + ".waypoint", f"names the waypoint {key[0]}/{key[1]} like apps[{j}] "
+                          "but with another create/serviceAccount; one waypoint has one setting"))
+        waypoints.setdefault(key, (i, wp))
+    if not cfg.ambient_apps:
+        return p
+    first = next(i for i, a in enumerate(cfg.apps) if a.ambient)
+    if cfg.istio.install.enabled:
+        p.append((k + "istio.install.enabled", f"apps[{first}] is ambient, which the stack's Istio "
+                  "install does not provide (istio-cni, ztunnel, the Gateway API CRDs for "
+                  "waypoints). Install Istio with the ambient profile and the Gateway API CRDs "
+                  "first, then set istio.install.enabled=false and istio.version"))
+    version = cfg.istio_version
+    if version is None:
+        p.append((k + "istio.version", f"is required by apps[{first}] (dataplane: ambient): set it "
+                  "to the cluster's Istio version (`istioctl version`), 1.24 or newer"))
+    elif _version_tuple(version)[:2] < MIN_AMBIENT_ISTIO:
+        p.append((k + "istio.version", f"{version!r} is too old for ambient apps: the ingress "
+                  "gateway honours `istio.io/ingress-use-waypoint` on a Service only since Istio "
+                  "1.24, and would skip the waypoint's checks. Upgrade Istio, or use dataplane: "
+                  "sidecar"))
+    return p
 
 
 def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
@@ -1230,6 +1386,7 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
                 f"service -n {app.service.namespace} {app.service.name} -o "
                 "jsonpath='{.spec.selector}'), or set authorizeAt to 'gateway'",
             ))
+    p += _ambient_checks(cfg)
     sidecar_apps = [a.name for a in cfg.apps if a.sidecar_checks]
     if sidecar_apps and cfg.gateway_service_account is None:
         p.append((

@@ -8,6 +8,7 @@ from typing import Any, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.ambient import Ambient, AmbientArgs
 from components.authz import Authz, AuthzArgs, ProviderArgs, mesh_config
 from components.common import COMMON_LABELS
 from components.config import StackConfig, group_path
@@ -136,6 +137,22 @@ def skip_await_transform(
                         DELETION_POLICY_ANNOTATION: "background"},
     }
     return pulumi.ResourceTransformResult(props=props, opts=args.opts)
+
+
+def wait_for(resources: list[pulumi.Resource]) -> pulumi.ResourceTransformation:
+    """A transformation for a component: every custom resource under it waits for ``resources``
+    (``depends_on`` on a component itself does not hold its children back). An SDK-side
+    transformation, so the dependency is in the registration itself (and visible under mocks)."""
+
+    def transformation(
+        args: pulumi.ResourceTransformationArgs,
+    ) -> pulumi.ResourceTransformationResult | None:
+        if not isinstance(args.resource, pulumi.CustomResource):
+            return None
+        opts = pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(depends_on=resources))
+        return pulumi.ResourceTransformationResult(props=args.props, opts=opts)
+
+    return transformation
 
 
 PROXY_NAME = "oauth2-proxy"
@@ -362,9 +379,35 @@ def authz_args(cfg: StackConfig) -> AuthzArgs:
                 "api_clients": a.api_clients,
                 "strip_session_cookies": a.strip_session_cookies,
                 "authorize_at": a.authorize_at,
+                "dataplane": a.dataplane,
+                "service": a.service.name,
                 "service_host": service_fqdn(a.service.name, a.service.namespace),
             }
             for a in cfg.apps
+        ],
+    )
+
+
+def ambient_args(cfg: StackConfig, policies: list[pulumi.Resource]) -> AmbientArgs:
+    """The ambient apps' waypoints, Service labels and L4 policies; ``policies``: what the
+    Services wait for before they switch to their waypoints."""
+    return AmbientArgs(
+        prefix=cfg.istio.gateway.name,
+        policies=policies,
+        apps=[
+            {
+                "name": a.name,
+                "namespace": a.service.namespace,
+                "service": a.service.name,
+                "selector": a.selector_labels,
+                "waypoint": {
+                    "name": a.waypoint_ref.name,
+                    "namespace": a.waypoint_namespace,
+                    "create": a.waypoint_ref.create,
+                    "service_account": a.waypoint_ref.identity_account,
+                },
+            }
+            for a in cfg.ambient_apps
         ],
     )
 
@@ -469,10 +512,19 @@ class AuthProxy(pulumi.ComponentResource):
             n, o = child("istio")
             install = IstioInstall(n, istio_install_args(cfg), opts=o)
             istio_ready = install.ready
-        n, o = child("ingress", istio_ready)
-        ingress = Ingress(n, ingress_args(cfg), opts=o)
         n, o = child("authz", istio_ready)
         authz = Authz(n, authz_args(cfg), opts=o)
+        n, ingress_opts = child("ingress", istio_ready)
+        if cfg.ambient_apps:
+            # Ambient apps: their Services switch to the waypoint only once the policies the
+            # waypoint and ztunnel enforce exist, and the gateway routes to them after that (a
+            # route before the Service label would reach the pods without the waypoint).
+            an, ao = child("ambient")
+            ambient = Ambient(an, ambient_args(cfg, [authz]), opts=ao)
+            self.ambient = ambient
+            ingress_opts = pulumi.ResourceOptions.merge(
+                ingress_opts, pulumi.ResourceOptions(transformations=[wait_for([ambient])]))
+        ingress = Ingress(n, ingress_args(cfg), opts=ingress_opts)
         self.ingress = ingress
         self.authz = authz
         self.mesh_config = authz.mesh_config

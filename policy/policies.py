@@ -1266,6 +1266,107 @@ def validate_redis_auth(args: ResourceValidationArgs, report_violation: ReportVi
 
 
 # --------------------------------------------------------------------------------------------
+# Ambient namespaces: L7 policies belong on waypoints
+# --------------------------------------------------------------------------------------------
+
+DATAPLANE_MODE_LABEL = "istio.io/dataplane-mode"
+USE_WAYPOINT_LABEL = "istio.io/use-waypoint"
+WAYPOINT_CLASS = "istio-waypoint"
+ZTUNNEL_L7_SOURCE = ("requestPrincipals", "notRequestPrincipals", "remoteIpBlocks",
+                     "notRemoteIpBlocks")
+ZTUNNEL_L7_OPERATION = ("hosts", "notHosts", "methods", "notMethods", "paths", "notPaths")
+ZTUNNEL_L4_WHEN = ("source.ip", "source.namespace", "source.principal", "destination.ip",
+                   "destination.port")
+"""What ztunnel evaluates and what it cannot: istiod's ambient translation of an
+AuthorizationPolicy (pilot/pkg/serviceregistry/ambient/authorization.go) drops an ALLOW rule with
+any of these HTTP fields and turns a DENY rule with one into "deny", and refuses CUSTOM/AUDIT."""
+
+
+def _labels_of(props: Mapping[str, Any]) -> Mapping[str, Any]:
+    known, meta = _item(props, "metadata") if _has(props, "metadata") else (False, None)
+    if not known:
+        return {}
+    known, labels = _item(_m(meta), "labels") if _has(_m(meta), "labels") else (False, None)
+    return _m(labels) if known else {}
+
+
+def ambient_namespaces(resources: Sequence[PolicyResource]) -> dict[str, str]:
+    """Namespaces whose workloads are in ambient mode as far as the stack shows it -> why: a
+    Namespace labelled ``istio.io/dataplane-mode: ambient``, a Service (or ServicePatch) or
+    Namespace labelled ``istio.io/use-waypoint``, or a waypoint Gateway there."""
+    out: dict[str, str] = {}
+    for r in resources:
+        t = kube_type(r.resource_type)
+        if t is None:
+            continue
+        p = r.props
+        labels = _labels_of(p)
+        name = _label(p, "metadata", "name")
+        ns = _label(p, "metadata", "namespace") or "default"
+        if t.group == "core" and t.kind == "Namespace" and name:
+            if str(labels.get(DATAPLANE_MODE_LABEL, "")) == "ambient":
+                out.setdefault(name, f"Namespace {name} is labelled {DATAPLANE_MODE_LABEL}=ambient")
+            elif labels.get(USE_WAYPOINT_LABEL):
+                out.setdefault(name, f"Namespace {name} uses a waypoint")
+        elif t.group == "core" and t.kind in ("Service", "ServicePatch") and labels.get(USE_WAYPOINT_LABEL):
+            out.setdefault(ns, f"Service {ns}/{name} uses the waypoint {labels.get(USE_WAYPOINT_LABEL)}")
+        elif (t.group == GATEWAY_API and t.kind == "Gateway"
+              and _label(p, "spec", "gatewayClassName") == WAYPOINT_CLASS):
+            out.setdefault(ns, f"the waypoint {ns}/{name} runs there")
+    return out
+
+
+def ztunnel_unsupported(kind: str, spec: Mapping[str, Any]) -> list[str]:
+    """What ztunnel cannot enforce in a policy bound by ``selector`` (or namespace-wide): HTTP
+    fields, CUSTOM/AUDIT, any RequestAuthentication. Empty: an L4 policy (or one with targetRefs)."""
+    if _l(spec.get("targetRefs")) or spec.get("targetRef"):
+        return []
+    if kind == "RequestAuthentication":
+        return ["jwtRules (ztunnel never verifies a JWT)"]
+    found: list[str] = []
+    action = str(spec.get("action") or "ALLOW")
+    if action in ("CUSTOM", "AUDIT"):
+        found.append(f"action {action}")
+    for rule in _l(spec.get("rules")):
+        for f in _l(_m(rule).get("from")):
+            found += [f"from.source.{k}" for k in ZTUNNEL_L7_SOURCE if _m(_m(f).get("source")).get(k)]
+        for t in _l(_m(rule).get("to")):
+            found += [f"to.operation.{k}" for k in ZTUNNEL_L7_OPERATION
+                      if _m(_m(t).get("operation")).get(k)]
+        found += [f"when {w.get('key')}" for w in map(_m, _l(_m(rule).get("when")))
+                  if str(w.get("key")) not in ZTUNNEL_L4_WHEN]
+    return list(dict.fromkeys(found))
+
+
+def validate_ambient_l7_on_waypoints(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    ambient = dict(ambient_namespaces(args.resources))
+    extra = (args.get_config() or {}).get("ambientNamespaces") or []
+    for ns in extra:
+        ambient.setdefault(str(ns), "listed in the policy config ambientNamespaces")
+    if not ambient:
+        return
+    for r in args.resources:
+        t = kube_type(r.resource_type)
+        if t is None or t.group != ISTIO_SECURITY or t.kind not in (
+                "AuthorizationPolicy", "RequestAuthentication"):
+            continue
+        ns = _label(r.props, "metadata", "namespace") or "default"
+        if ns not in ambient:
+            continue
+        problems = ztunnel_unsupported(t.kind, _m(r.props.get("spec")))
+        if problems:
+            _report(
+                report_violation,
+                f"{t.kind} {ns}/{_label(r.props, 'metadata', 'name') or r.name} is bound by "
+                f"selector in an ambient namespace ({ambient[ns]}), so ztunnel enforces it, which "
+                f"cannot read HTTP: {', '.join(problems)}. An ALLOW rule with such fields admits "
+                "nothing and a DENY rule denies everything; a RequestAuthentication is ignored. "
+                "Attach it to the Service (or the waypoint) with targetRefs instead",
+                r.urn,
+            )
+
+
+# --------------------------------------------------------------------------------------------
 # oauth2-proxy: how far its cookie, its redirects and its trust reach
 # --------------------------------------------------------------------------------------------
 
@@ -1671,6 +1772,24 @@ POLICIES: list[Policy] = [
         enforcement_level=MANDATORY,
         validate=validate_hsts_on_gateway_hosts,
         config_schema=PolicyConfigSchema(properties={"rootNamespace": _root_namespace("EnvoyFilters")}),
+    ),
+    StackValidationPolicy(
+        name="ambient-l7-policies-on-waypoints",
+        description="In ambient namespaces, AuthorizationPolicies with HTTP fields (or CUSTOM/AUDIT) "
+        "and RequestAuthentications attach to a Service or waypoint with targetRefs, never by "
+        "selector (ztunnel would enforce them without reading HTTP).",
+        enforcement_level=MANDATORY,
+        validate=validate_ambient_l7_on_waypoints,
+        config_schema=PolicyConfigSchema(
+            properties={
+                "ambientNamespaces": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "default": [],
+                    "description": "Namespaces enrolled in ambient mode outside this stack.",
+                },
+            }
+        ),
     ),
     ResourceValidationPolicy(
         name="redis-auth-enabled",

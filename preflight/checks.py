@@ -66,6 +66,10 @@ def _live(pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             and not (p.get("metadata") or {}).get("deletionTimestamp")]
 
 
+live_pods = _live
+"""Public name of :func:`_live` (the ambient check, preflight/ambient.py, filters pods alike)."""
+
+
 def has_sidecar(pod: Mapping[str, Any]) -> bool:
     spec = pod.get("spec") or {}
     if any(c.get("name") == SIDECAR for c in spec.get("containers") or []):
@@ -358,6 +362,14 @@ def service_pods_query(app: App, snap: Snapshot) -> List | None:
     return List("v1", "Pod", app.service.namespace, labels_of(selector))
 
 
+def no_selector(check_name: str, app: App) -> Failure:
+    """The failure of a pod check for an app whose Service selects no pods (app-sidecar, app-ambient)."""
+    s = app.service
+    return Failure(check_name, (
+        f"Service {s.namespace}/{s.name} has no pod selector, so its pods cannot be "
+        f"checked: give it one, or skip this check with {K}preflight.skip"), app.name)
+
+
 def _service_reads(cfg: StackConfig, _snap: Snapshot) -> list[Query]:
     return [service_query(a) for a in cfg.apps]
 
@@ -381,7 +393,7 @@ def app_service(cfg: StackConfig, snap: Snapshot) -> Iterator[Failure]:
 
 def _sidecar_reads(cfg: StackConfig, snap: Snapshot) -> list[Query]:
     reads: list[Query] = []
-    for app in cfg.apps:
+    for app in (a for a in cfg.apps if not a.ambient):
         reads += [service_query(app), Get("v1", "Namespace", app.service.namespace)]
         q = service_pods_query(app, snap)
         if q is not None:
@@ -403,16 +415,16 @@ def dataplane(pod: Mapping[str, Any], namespace: Mapping[str, Any] | None) -> st
        "(the sidecar policies and the JWT check run there)", _sidecar_reads)
 def app_sidecar(cfg: StackConfig, snap: Snapshot) -> Iterator[Failure]:
     name = "app-sidecar"
-    for app in cfg.apps:
+    for i, app in enumerate(cfg.apps):
+        if app.ambient:
+            continue  # preflight/ambient.py: app-ambient
         s = app.service
         svc = snap.obj(service_query(app))
         if svc is None:
             continue  # app-service says so
         q = service_pods_query(app, snap)
         if q is None:
-            yield Failure(name, (
-                f"Service {s.namespace}/{s.name} has no pod selector, so its pods cannot be "
-                f"checked: give it one, or skip this check with {K}preflight.skip"), app.name)
+            yield no_selector(name, app)
             continue
         pods = _live(snap.objs(q))
         if cfg.istio.install.enabled:
@@ -426,8 +438,9 @@ def app_sidecar(cfg: StackConfig, snap: Snapshot) -> Iterator[Failure]:
         planes = [dataplane(p, ns) for p in pods]
         if "ambient" in planes:
             yield Failure(name, (
-                f"the pods of Service {s.namespace}/{s.name} are in Istio ambient mode, which this "
-                f"stack does not protect yet: enable sidecar injection for {s.namespace}"),
+                f"the pods of Service {s.namespace}/{s.name} are in Istio ambient mode, where no "
+                f"sidecar checks the app's requests: set {K}apps[{i}].dataplane ambient "
+                f"(docs/ambient.md), or enable sidecar injection for {s.namespace}"),
                 app.name)
             continue
         bare = [_name(p) for p, plane in zip(pods, planes, strict=True) if plane != "sidecar"]
@@ -599,4 +612,4 @@ def keycloak(cfg: StackConfig, snap: Snapshot) -> Iterator[Failure]:
             f"{K}keycloak.url to the URL Keycloak's hostname setting publishes"))
 
 
-__all__ = ["dataplane", "has_sidecar", "istio_version", "provider_differences", "schedulable"]
+__all__ = ["dataplane", "has_sidecar", "istio_version", "live_pods", "provider_differences", "schedulable"]

@@ -159,6 +159,17 @@ class Cluster:
                 if e.status.code != 409:
                     raise ClusterError(f"creating namespace {ns}: {e.status.code} {e.status.message}") from e
 
+    def create_objects(self, docs: Iterable[Mapping[str, Any]]) -> None:
+        """Objects a user's cluster has before the stack (an ambient app's Service, which the
+        stack only patches); an existing one is kept."""
+        for d in docs:
+            try:
+                self.client.create(from_dict(dict(d)))
+            except ApiError as e:
+                if e.status.code != 409:
+                    raise ClusterError(f"creating {d['kind']} {d['metadata'].get('namespace', '')}/"
+                                       f"{d['metadata']['name']}: {e.status.code} {e.status.message}") from e
+
     def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         """An object as the API server holds it, or None when it is not there."""
         try:

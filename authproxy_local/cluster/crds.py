@@ -1,7 +1,8 @@
-"""The CRDs a user's cluster has before `pulumi up`, as their projects publish them: Istio's (the
-istio.io/istio module the installer pins), the Gateway API's standard channel, cert-manager's
-Certificate/ClusterIssuer and the Prometheus operator's ServiceMonitor (their Go modules, through
-the Go module proxy, checksum-verified).
+"""What a user's cluster has before `pulumi up`: the CRDs, as their projects publish them (Istio's,
+from the istio.io/istio module the installer pins; the Gateway API's standard channel;
+cert-manager's Certificate/ClusterIssuer and the Prometheus operator's ServiceMonitor, from their Go
+modules through the Go module proxy, checksum-verified), and the app Services a stack patches
+(:func:`patched_services`).
 
 Imports: :mod:`authproxy_local.install`, PyYAML.
 """
@@ -64,3 +65,13 @@ def cluster_crds() -> list[dict[str, Any]]:
     cert-manager's Certificate/ClusterIssuer, the ServiceMonitor, the Gateway API's. Read once per
     process (every local cluster of a test session installs the same set)."""
     return istio_crds() + addon_crds() + gateway_api_crds()
+
+
+def patched_services(cfg: Any) -> list[dict[str, Any]]:
+    """The app Services a user's cluster has before the stack and the stack patches (ambient apps:
+    the labels that send their traffic through the waypoint): selector and port as the app has."""
+    return [{"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": a.service.name, "namespace": a.service.namespace},
+             "spec": {"selector": dict(a.selector_labels),
+                      "ports": [{"name": "http", "port": a.service.port, "targetPort": a.service.port}]}}
+            for a in cfg.ambient_apps]

@@ -3,7 +3,8 @@ reader over such objects.
 
 :func:`ready_cluster` gives the objects (istiod with the merged mesh config, gateway pods running as
 the gateway's service account, the apps' Services and sidecar-injected pods carrying the apps'
-workloadLabels, the TLS Secret or a Ready issuer, a default StorageClass, nodes)
+workloadLabels (ambient apps: enrolled, captured pods and their waypoint's class or Gateway), the
+TLS Secret or a Ready issuer, a default StorageClass, nodes)
 and Keycloak's discovery answer. The preflight's unit tests read them through :class:`FakeReader`
 and break one thing at a time; `make engine` creates them in its API server (what an Istio install,
 the apps' deployments and the cluster's operator would have made) to run the preflight both ways.
@@ -20,8 +21,9 @@ from typing import Any
 import yaml
 
 from components.authz import mesh_config
-from components.config import GATEWAY_NAME_LABEL, StackConfig
+from components.config import GATEWAY_NAME_LABEL, App, StackConfig
 from components.stack import provider_args
+from preflight.ambient import REDIRECTION, WAYPOINT_CLASS
 from preflight.checks import discovery_query
 from preflight.core import Get, HttpGet, List, Query, Result, ServerVersion
 
@@ -40,14 +42,34 @@ def obj(api_version: str, kind: str, name: str, namespace: str | None = None,
 
 
 def pod(name: str, namespace: str, labels: dict[str, str], sidecar: bool = True,
-        service_account: str | None = None) -> dict[str, Any]:
+        annotations: dict[str, str] | None = None, service_account: str | None = None) -> dict[str, Any]:
     containers = [{"name": "app", "image": "example/app:1"}]
     if sidecar:
         containers.append({"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.31.0"})
     spec: dict[str, Any] = {"containers": containers}
     if service_account:
         spec["serviceAccountName"] = service_account
-    return obj("v1", "Pod", name, namespace, labels, spec=spec, status={"phase": "Running"})
+    return obj("v1", "Pod", name, namespace, labels, annotations, spec=spec, status={"phase": "Running"})
+
+
+AMBIENT_NAMESPACE = {"istio.io/dataplane-mode": "ambient"}
+CAPTURED = {REDIRECTION: "enabled"}
+"""What istio-cni writes on a pod ztunnel captures."""
+
+
+def waypoint_objects(app: App) -> list[dict[str, Any]]:
+    """What an ambient cluster holds for an ambient app's waypoint before the stack: the class
+    istiod makes with ambient enabled, or the existing waypoint Gateway, Programmed."""
+    wp = app.waypoint_ref
+    if wp.create:
+        return [obj("gateway.networking.k8s.io/v1", "GatewayClass", WAYPOINT_CLASS,
+                    spec={"controllerName": "istio.io/mesh-controller"})]
+    return [obj("gateway.networking.k8s.io/v1", "Gateway", wp.name, app.waypoint_namespace,
+                {"istio.io/waypoint-for": "service"},
+                spec={"gatewayClassName": WAYPOINT_CLASS,
+                      "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]},
+                status={"conditions": [{"type": "Programmed", "status": "True", "reason": "Programmed",
+                                        "lastTransitionTime": "2026-01-01T00:00:00Z", "message": ""}]})]
 
 
 @dataclass
@@ -140,16 +162,23 @@ def ready_cluster(cfg: StackConfig) -> Cluster:
         objects.append(pod(f"{gw.name}-istio-0", gw.namespace, {GATEWAY_NAME_LABEL: gw.name},
                            service_account=gw_sa))
     seen_ns: set[str] = set()
+    ambient_ns = {a.service.namespace for a in cfg.ambient_apps}
     for app in cfg.apps:
         s = app.service
         if s.namespace not in seen_ns:
-            objects.append(obj("v1", "Namespace", s.namespace, labels={"istio-injection": "enabled"}))
+            objects.append(obj("v1", "Namespace", s.namespace, labels=AMBIENT_NAMESPACE if s.namespace
+                               in ambient_ns else {"istio-injection": "enabled"}))
             seen_ns.add(s.namespace)
         # The Service selects `app: <name>`; the pods also carry the labels the app's sidecar
         # policies select (apps[].workloadLabels), as a chart's pods carry both.
         objects.append(obj("v1", "Service", s.name, s.namespace,
                            spec={"selector": {"app": s.name}, "ports": [{"port": s.port}]}))
-        objects.append(pod(f"{s.name}-app-0", s.namespace, {**app.selector_labels, "app": s.name}))
+        labels = {**app.selector_labels, "app": s.name}
+        if app.ambient:
+            objects.append(pod(f"{s.name}-app-0", s.namespace, labels, sidecar=False, annotations=CAPTURED))
+            objects += [o for o in waypoint_objects(app) if o not in objects]
+        else:
+            objects.append(pod(f"{s.name}-app-0", s.namespace, labels))
     for ns in sorted({gw.namespace, *(a.service.namespace for a in cfg.apps)}):
         # the account pods run as by default (the ServiceAccount admission plugin requires it)
         objects.append(obj("v1", "ServiceAccount", "default", ns))
@@ -176,4 +205,4 @@ def ready_cluster(cfg: StackConfig) -> Cluster:
     return Cluster(objects, http=http)
 
 
-__all__ = ["Cluster", "FakeReader", "obj", "pod", "ready_cluster"]
+__all__ = ["Cluster", "FakeReader", "obj", "pod", "ready_cluster", "waypoint_objects"]

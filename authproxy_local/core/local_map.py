@@ -102,6 +102,9 @@ class LocalEndpoints:
     keycloak_cert_file: str = ""
     """A separate certificate for the Keycloak host (see pki.make_tls)."""
     keycloak_key_file: str = ""
+    waypoints: dict[str, Addr] = field(default_factory=dict)
+    """Ambient runs: waypoint proxy name -> where the gateway reaches its HBONE port (a relay in
+    this namespace into the waypoint's pod namespace, on port 15008 as istiod's tunnel expects)."""
 
     @property
     def gateway_https(self) -> Addr:

@@ -6,6 +6,8 @@
 - :func:`mesh_identities`: the mesh's CA (istiod's role) and the workloads' SPIFFE certificates;
 - :func:`cluster_pki`: the local API server's CA, serving and admin client certificates, its
   service-account key pair, and a serving certificate for the engine's Keycloak;
+- :func:`spiffe_certificate`: an Istio workload certificate (SPIFFE URI SAN) signed by a given
+  root (the ambient harness: ztunnel's fake CA, so one root serves every HBONE hop);
 - :func:`spki_hash`: a certificate's SPKI pin (Chromium's ``--ignore-certificate-errors-spki-list``);
 - :func:`write_private`: a 0600 file (keys, secret-bearing configs).
 
@@ -172,6 +174,41 @@ def cluster_pki(directory: Path) -> dict[str, Path]:
         "keycloak_cert": keycloak[0], "keycloak_key": keycloak[1],
         "sa_key": directory / "sa.key", "sa_pub": directory / "sa.pub",
     }
+
+
+def spiffe_certificate(identity: str, root_cert_file: Path, root_key_file: Path,
+                       directory: Path, stem: str) -> tuple[Path, Path]:
+    """A workload certificate for the SPIFFE ``identity`` (``spiffe://<trust domain>/ns/<ns>/sa/
+    <sa>``, the URI SAN Istio's peers check), valid one day, signed by the root in
+    ``root_cert_file``/``root_key_file``, for both TLS ends (HBONE: client to ztunnel, server to a
+    gateway). Returns (certificate file, key file)."""
+    if not identity.startswith("spiffe://") or "/ns/" not in identity or "/sa/" not in identity:
+        raise ValueError(f"{identity!r} is not an Istio SPIFFE identity (spiffe://td/ns/NS/sa/SA)")
+    root = x509.load_pem_x509_certificate(root_cert_file.read_bytes())
+    root_key = serialization.load_pem_private_key(root_key_file.read_bytes(), None)
+    if not isinstance(root_key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+        raise ValueError(f"{root_key_file}: unsupported key type")
+    now = dt.datetime.now(dt.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([])).issuer_name(root.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity)]), critical=True)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                              ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(root_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_private(key_path, _pkcs8(key))
+    return cert_path, key_path
 
 
 def spki_hash(cert_file: str) -> str:

@@ -196,6 +196,17 @@ def verify_gone(cluster: Cluster, kc: AdminSession, stack: str, resources: list[
         out = r["outputs"]
         meta = out["metadata"]
         live = _live(cluster, out)
+        if r["type"].endswith("Patch"):
+            # The object is the user's: destroy takes back the stack's fields, never the object.
+            ident = f"{out['kind']} {meta.get('namespace', '')}/{meta['name']}"
+            if live is None:
+                left.append(f"{ident} was deleted, though the stack only patched it")
+                continue
+            mine = (r.get("inputs", {}).get("metadata") or {}).get("labels") or {}
+            kept = {k for k in mine if k in (live["metadata"].get("labels") or {})}
+            if kept:
+                left.append(f"{ident} still has the stack's labels {sorted(kept)}")
+            continue
         # No kube-controller-manager here: a deleted Namespace stays Terminating (deletionTimestamp
         # set) because the namespace controller that empties and removes it does not run.
         if live is not None and not (out["kind"] == "Namespace" and live["metadata"].get("deletionTimestamp")):

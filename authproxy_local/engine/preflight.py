@@ -73,6 +73,8 @@ class Staging:
                 if e.status.code != 409:
                     raise EngineError(f"staging {o['kind']} {o['metadata']['name']}: "
                                       f"{e.status.code} {e.status.message}") from e
+                if o["kind"] == "Namespace":
+                    self._relabel(res, o)
             if status:  # status is the controllers' to write: a subresource
                 meta = o["metadata"]
                 self.cluster.client.patch(
@@ -87,6 +89,17 @@ class Staging:
             self.made[_key(o)] = o
             n += 1
         return n
+
+    def _relabel(self, res: Any, o: dict[str, Any]) -> None:
+        """A Namespace an earlier stack's staging left (Namespaces stay): this stack's cluster has
+        it labelled as staged, e.g. ``demo`` enrolled in ambient instead of sidecar injection."""
+        name = o["metadata"]["name"]
+        have = dict(self.cluster.client.get(type(res), name).metadata.labels or {})
+        want = dict(o["metadata"].get("labels") or {})
+        drop = {k: None for k in have if k not in want and not k.startswith("kubernetes.io/")}
+        if drop or any(have.get(k) != v for k, v in want.items()):
+            self.cluster.client.patch(type(res), name, {"metadata": {"labels": {**drop, **want}}},
+                                      patch_type=PatchType.MERGE)
 
     def delete(self, keys: Iterable[tuple[str, str, str, str]] | None = None) -> None:
         """Remove staged objects (Namespaces and ServiceAccounts stay: a deleted Namespace would

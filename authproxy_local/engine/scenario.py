@@ -108,6 +108,9 @@ class Engine:
         log(f"{n} CRDs established (Istio, cert-manager, ServiceMonitor, Gateway API "
             f"{install.VERSIONS['gateway-api']} standard channel)")
         self.cluster.create_namespaces(EXISTING_NAMESPACES)
+        # The apps' Services the ambient stack patches exist before its `up`, as in a user's
+        # cluster: the staging of each stack's ready cluster makes them (and removes them after the
+        # destroy checks saw them kept), so no other stack finds them with the ambient selector.
         pki = self.cluster.pki
         port = free_port()
         self.keycloak = KeycloakServer(
@@ -345,4 +348,8 @@ STACKS: list[tuple[str, str, dict[str, Any], bool]] = [
     # The Gateway API ingress (issue 13): Gateway, HTTPRoutes, ReferenceGrants through the
     # Gateway API CRDs' schemas and CEL rules, policies attached by targetRefs.
     ("gateway-api", "gateway-api", namespace_values("authproxy-gateway-api"), False),
+    # Istio ambient (issue 24): waypoint Gateway through the Gateway API CRDs, policies attached
+    # to the apps' Services by targetRefs, the Services (a user's, made before `up`) patched by
+    # server-side apply: their labels set by `up` and removed by `destroy`, the Services kept.
+    ("ambient", "ambient", namespace_values("authproxy-ambient"), False),
 ]

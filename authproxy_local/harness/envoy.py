@@ -49,9 +49,11 @@ class EnvoyPart(HarnessState):
         if not self._admin:
             self._admin = {p.name: (self.gateway_ip, free_port(self.gateway_ip)) for p in w.proxies}
             self._admin["gateway"] = self.endpoints.envoy_admin
-        boots = adapter.bootstraps(out, w, self.endpoints, kc, self._admin, adapter.credential_names(render))
+        boots = adapter.bootstraps(out, w, self.endpoints, kc, self._admin, adapter.credential_names(render),
+                                   mesh=getattr(self, "mesh", None))
         if own:
             self.translation = boots
+            self.xds_output = out
             self.timings.add("istio-xds", time.monotonic() - t0)
         return boots
 
@@ -59,6 +61,9 @@ class EnvoyPart(HarnessState):
         """The static bootstrap one proxy runs (istiod's config through the adapter)."""
         boots = self.translation or self.translate()
         return boots.by_proxy[proxy]
+
+    xds_output: dict[str, Any] | None = None
+    """The translator's raw output of the run (ztunnel's part is no Envoy bootstrap)."""
 
     @property
     def gateway_config(self) -> str:
@@ -76,6 +81,8 @@ class EnvoyPart(HarnessState):
         for proxy, boot in boots.by_proxy.items():
             if only and proxy not in only:
                 continue
+            if proxy in self.endpoints.waypoints:
+                continue  # a waypoint runs in its pod's namespace (harness/ambient.py)
             name = "envoy" if proxy == "gateway" else f"envoy-{proxy}"
             args = ["--component-log-level", "ext_authz:debug,jwt:debug,rbac:debug"]
             if proxy != "gateway":

@@ -26,6 +26,7 @@ from authproxy_local.mesh.workloads import app_pods
 from authproxy_local.mesh.workloads import identities as workload_identities
 from components.config import KEYCLOAK_ADMIN_PASSWORD_KEY, required_secret_keys
 
+from .ambient import AmbientPart
 from .envoy import EnvoyPart
 from .oauth2_proxy import ProxyPart
 from .redis import RedisPart
@@ -35,7 +36,7 @@ SECRET_LENGTHS = {KEYCLOAK_ADMIN_PASSWORD_KEY: 32}
 """Length of the secret config values a run makes up (a user supplies these); others: 40."""
 
 
-class Harness(RedisPart, ProxyPart, EnvoyPart):
+class Harness(RedisPart, ProxyPart, EnvoyPart, AmbientPart):
     """Starts, controls and stops the rendered stack locally. See :mod:`authproxy_local.harness`."""
 
     _stopped = True
@@ -59,6 +60,8 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
             # shared cache, such as Keycloak's start lock) is held.
             install.ensure_group("harness")
             self._prepare()
+            if self.is_ambient:
+                self._prepare_ambient()
             self._start_keycloak_process()
             self._start_cluster()
             self._start_echo_and_proxy()
@@ -70,6 +73,9 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
             # The gateway starts once Keycloak serves the realm, as istiod only pushes JWT
             # policies after it fetched their JWKS; oauth2-proxy needs the gateway for discovery.
             self._start_envoy()
+            if self.is_ambient:
+                assert self.xds_output is not None
+                self._start_ambient(self.xds_output)
             self._start_oauth2_proxy()
         except BaseException:
             self.log("start failed; stopping everything started so far")
@@ -95,6 +101,7 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
         if self.connect_proxy:
             self.connect_proxy.stop()
             self.connect_proxy = None
+        self._stop_ambient()
         self._stop_cluster()
         if self._tmp and self._tmp.exists():
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -157,7 +164,7 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
         # account of the gateway and the apps, served to the proxies as SDS `default`.
         mesh_ca, identities = mesh_identities(self.tmp / "mesh", workload_identities(self.config))
         pods = app_pods(self.config)
-        main = {a.name: f"{a.name}-harness" for a in self.config.apps}
+        main = {a.name: f"{a.name}-harness" for a in self.config.apps if not a.ambient}  # ambient: no sidecar
         pod_sidecars = {p.name: (gw_ip, free_port(gw_ip)) for p in pods if p.sidecar}
         self._endpoints = local_map.LocalEndpoints(
             gateway_ip=gw_ip,

@@ -34,7 +34,7 @@ from typing import Any
 
 from authproxy_local import install
 from authproxy_local.cluster.apiserver import Cluster, ClusterError
-from authproxy_local.cluster.crds import cluster_crds
+from authproxy_local.cluster.crds import cluster_crds, patched_services
 from authproxy_local.cluster.stacks import Project, StackError
 from authproxy_local.core.net import ConnectProxy
 from authproxy_local.core.processes import HarnessError, wait_for
@@ -67,14 +67,15 @@ def shared_project() -> Project:
         return _project
 
 
-def start_cluster(work: Path, namespaces: list[str]) -> Cluster:
-    """etcd + kube-apiserver with the CRDs the stacks use and the namespaces a user's cluster has
-    before the stack (the gateway's and the apps')."""
+def start_cluster(work: Path, namespaces: list[str], objects: list[dict[str, Any]] | None = None) -> Cluster:
+    """etcd + kube-apiserver with the CRDs the stacks use and the namespaces (and ``objects``) a
+    user's cluster has before the stack (the gateway's and the apps' namespaces)."""
     cluster = Cluster(work)
     try:
         cluster.start()
         cluster.apply_crds(cluster_crds())
         cluster.create_namespaces(namespaces)
+        cluster.create_objects(objects or [])
     except BaseException:
         cluster.stop()
         raise
@@ -185,7 +186,7 @@ class StackPart(KeycloakPart):
             shared_project()
             cfg = self.config
             existing = {cfg.istio.gateway.namespace, *(a.service.namespace for a in cfg.apps)} - {cfg.namespace}
-            cluster = start_cluster(self.tmp / "cluster", sorted(existing))
+            cluster = start_cluster(self.tmp / "cluster", sorted(existing), patched_services(cfg))
             self.timings.add("cluster", time.monotonic() - t0)
             return cluster
 

@@ -3,11 +3,11 @@
 Usage::
 
     python -m authproxy_local.install [--json] COMPONENT...
-    python -m authproxy_local.install [--json] --group e2e|demo|bench|engine|harness|stack|conformance
+    python -m authproxy_local.install [--json] --group e2e|demo|bench|engine|harness|stack|conformance|ambient
 
 COMPONENT is one of keycloak, oauth2-proxy, redis, envoy, istioctl, istio-xds, gateway-api-crds,
 chromium, wrk, perf, pulumi, pulumi-random, pulumi-keycloak, pulumi-kubernetes, kube-apiserver,
-etcd, or ``all``; a group is a make target's set (:data:`GROUPS`, the one table the Makefile,
+etcd, ztunnel, iptables, or ``all``; a group is a make target's set (:data:`GROUPS`, the one table the Makefile,
 the e2e fixtures and the harness read). Each install is idempotent: when the cached artifact
 exists and its stamp still matches, a second run returns at once. ``--json`` prints a JSON map
 component -> path.
@@ -34,7 +34,7 @@ from collections.abc import Iterable
 
 from authproxy_local.core.locks import cache_lock
 
-from . import engine_tools, releases, tools
+from . import engine_tools, releases, tools, ztunnel
 from .base import Component, InstallError, log
 from .gomod import go_download, go_env
 from .tools import gateway_api_crd_files, keycloak_java
@@ -58,9 +58,10 @@ __all__ = [
 
 from .base import require_go
 
-_REGISTRY: dict[str, Component] = {**tools.REGISTRY, **engine_tools.REGISTRY, **releases.REGISTRY}
+_MODULES = (tools, engine_tools, releases, ztunnel)
+_REGISTRY: dict[str, Component] = {k: v for m in _MODULES for k, v in m.REGISTRY.items()}
 _REGISTRY = {name: _REGISTRY[name] for name in COMPONENTS}
-assert set(_REGISTRY) == set(tools.REGISTRY) | set(engine_tools.REGISTRY) | set(releases.REGISTRY)
+assert set(_REGISTRY) == {k for m in _MODULES for k in m.REGISTRY}
 assert {c for g in GROUPS.values() for c in g} <= set(COMPONENTS)
 
 INSTALL_HINT = "python -m authproxy_local.install {name}"

@@ -71,6 +71,7 @@ THIRD_PARTY_GITHUB: dict[str, tuple[str, str]] = {
     "pulumi-keycloak": ("https://github.com/pulumi/pulumi-keycloak/archive/refs/tags/v{v}.tar.gz", ""),
     "terraform-provider-keycloak": (
         "https://github.com/keycloak/terraform-provider-keycloak/archive/refs/tags/v{v}.tar.gz", ""),
+    "ztunnel": ("https://github.com/istio/ztunnel/archive/{v}.tar.gz", ""),
 }
 """Where a machine with internet (a laptop, GitHub Actions) gets the snapshots ../shared/third_party
 holds here: GitHub's archive of the same tag or commit, its top folder stripped."""
@@ -128,6 +129,10 @@ def _third_party_tarball(key: str) -> pathlib.Path:
         archive.unlink(missing_ok=True)
     return cached
 
+
+
+third_party_tarball = _third_party_tarball
+"""The public name of :func:`_third_party_tarball` (other installers build from snapshots too)."""
 
 
 def engine_dir(name: str) -> pathlib.Path:

@@ -72,6 +72,11 @@ VERSIONS: dict[str, str] = {
     # kube-apiserver (k8s.io/kubernetes, staging modules at v0.35.4) and etcd for it.
     "kubernetes": "1.35.4",
     "etcd": "3.6.16",
+    # ztunnel (Istio ambient's node proxy, Rust): source snapshot of github.com/istio/ztunnel
+    # commit 62d82653 (master 2026-08-20, after 1.31.0-rc.0), built with cargo (install/ztunnel.py).
+    "ztunnel": "62d82653",
+    # Debian bookworm iptables (nf_tables backend): the in-pod redirection of ambient pods.
+    "iptables": "1.8.9-2",
 }
 
 COMPONENTS: tuple[str, ...] = (
@@ -92,6 +97,8 @@ COMPONENTS: tuple[str, ...] = (
     "kube-apiserver",
     "etcd",
     "redis-ha-chart",
+    "ztunnel",
+    "iptables",
 )
 
 GROUPS: dict[str, tuple[str, ...]] = {}
@@ -101,11 +108,14 @@ GROUPS["stack"] = ("pulumi", "pulumi-random", "pulumi-keycloak", "pulumi-kuberne
 """A real `pulumi up` of the stack against a local API server (the harness's and `make engine`'s)."""
 GROUPS["harness"] = ("keycloak", "oauth2-proxy", "redis", "envoy", "istio-xds", *GROUPS["stack"])
 """The live harness: the stack up, then its data path on real processes."""
+GROUPS["ambient"] = ("ztunnel", "iptables")
+"""What a live run of a stack with ambient apps needs on top of the harness (ztunnel at the app
+pods, their in-pod redirection)."""
 GROUPS["demo"] = GROUPS["harness"]
-GROUPS["e2e"] = (*GROUPS["harness"], "chromium")
+GROUPS["e2e"] = (*GROUPS["harness"], *GROUPS["ambient"], "chromium")
 GROUPS["bench"] = (*GROUPS["harness"], "wrk", "perf")
 GROUPS["engine"] = (*GROUPS["stack"], "keycloak", "gateway-api-crds")
-GROUPS["conformance"] = ("istioctl", "gateway-api-crds")
+GROUPS["conformance"] = ("istioctl", "gateway-api-crds", "istio-xds")
 GROUPS["test"] = tuple(dict.fromkeys((*GROUPS["e2e"], *GROUPS["engine"], *GROUPS["conformance"])))
 """Everything `make test` runs (CI's toolchain job installs it once for every job)."""
 
@@ -138,6 +148,7 @@ THIRD_PARTY_FILES = {
     "pulumi-random": "pulumi-random-v{v}.tar.gz",
     "pulumi-keycloak": "pulumi-keycloak-v{v}.tar.gz",
     "terraform-provider-keycloak": "terraform-provider-keycloak-v{v}.tar.gz",
+    "ztunnel": "ztunnel-{v}.tar.gz",
 }
 
 

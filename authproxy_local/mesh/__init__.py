@@ -6,5 +6,6 @@ upstream Envoy, and the Envoy processes that run them.
 - :mod:`.adapter`: runs the translator, assembles one static bootstrap per proxy;
 - :mod:`.envoy`: writes, validates and starts an Envoy; :mod:`.envoy_config`: shared names.
 
-Imports: :mod:`authproxy_local.core`, :mod:`authproxy_local.install`; nothing above them.
+Imports: :mod:`authproxy_local.core`, :mod:`authproxy_local.install`, :mod:`authproxy_local.render`
+(the render knows which of its objects are patches); nothing above them.
 """

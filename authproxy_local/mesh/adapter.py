@@ -29,8 +29,18 @@ from typing import Any
 import yaml
 
 from authproxy_local.core import local_map
+from authproxy_local.render import is_patch
 
-from .envoy_config import DOWNSTREAM_TLS_TYPE, HCM, HCM_TYPE, ISTIO_ONLY, ROUTER, ROUTER_TYPE
+from .envoy_config import (
+    DOWNSTREAM_TLS_TYPE,
+    HCM,
+    HCM_TYPE,
+    INTERNAL_LISTENER,
+    ISTIO_ONLY,
+    ROUTER,
+    ROUTER_TYPE,
+    UPSTREAM_FACTORIES,
+)
 from .workloads import AdapterError, Proxy, Workloads, is_gateway_api
 
 # --------------------------------------------------------------------------------------------
@@ -42,7 +52,15 @@ def write_input(render: Any, w: Workloads, directory: Path) -> Path:
     """The translator's input folder: the render's objects, its mesh config, the harness
     additions (in their own file) and the proxies to generate for."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "kubernetes.yaml").write_text(yaml.safe_dump_all(render.kubernetes, sort_keys=False))
+    # The render's objects as the cluster holds them: a patch is merged into the object the
+    # harness models (its labels are on that Service), and the status the cluster writes is set.
+    objs = []
+    for o in render.kubernetes:
+        if is_patch(o):
+            continue
+        key = (o["kind"], o["metadata"].get("namespace") or "default", o["metadata"]["name"])
+        objs.append({**o, "status": w.status[key]} if key in w.status else o)
+    (directory / "kubernetes.yaml").write_text(yaml.safe_dump_all(objs, sort_keys=False))
     (directory / "harness-additions.yaml").write_text(yaml.safe_dump_all(w.objects, sort_keys=False))
     (directory / "mesh-config.yaml").write_text(yaml.safe_dump(render.mesh_config or {}, sort_keys=False))
     (directory / "proxies.json").write_text(json.dumps(
@@ -78,6 +96,16 @@ class Secrets:
     """name -> (certificate chain file, private key file)"""
     cas: dict[str, str]
     """name -> CA bundle file"""
+
+
+@dataclass
+class MeshIdentities:
+    """Ambient runs: the mesh's root (ztunnel's fake CA) and each Envoy's SPIFFE certificate, for
+    the HBONE hops (gateway -> waypoint -> ztunnel): SDS ``default`` and ``ROOTCA``."""
+
+    root_file: str
+    certs: dict[str, tuple[str, str]]
+    """proxy name -> (certificate chain file, private key file)"""
 
 
 def run_secrets(ep: local_map.LocalEndpoints, credential_names: Iterable[str], identity: str = "") -> Secrets:
@@ -191,7 +219,9 @@ def _proxy_bootstrap(name: str, xds: Mapping[str, Any], proxy: Proxy, w: Workloa
     listeners = []
     for lst in copy.deepcopy(xds.get("listeners", [])):
         _, port = _sock(lst.get("address") or {})
-        if proxy.type == "router":
+        if "address" not in lst or proxy.type == "waypoint":
+            pass  # internal listeners; a waypoint listens where its pod is (its own namespace)
+        elif proxy.type == "router":
             local = {443: ep.https_port, 80: ep.http_port}.get(port)
             if local is None:
                 raise AdapterError(f"{name}: gateway listener {lst['name']} on port {port} has no local port")
@@ -239,11 +269,16 @@ def _proxy_bootstrap(name: str, xds: Mapping[str, Any], proxy: Proxy, w: Workloa
             lbs = []
             for loc in (cla.get(cname) or {}).get("endpoints", []):
                 for lb in loc.get("lb_endpoints", []):
-                    addr = _sock(lb["endpoint"]["address"])
-                    if addr not in w.endpoints:
-                        raise AdapterError(f"{name}: cluster {cname} endpoint {addr} has no local counterpart")
                     lb = copy.deepcopy(lb)
-                    lb["endpoint"]["address"] = _addr(*w.endpoints[addr])
+                    if "envoy_internal_address" in lb["endpoint"]["address"]:
+                        _map_tunnel(lb, w, f"{name}: cluster {cname}")
+                        lbs.append(lb)
+                        continue
+                    addr = _sock(lb["endpoint"]["address"])
+                    if addr in w.endpoints:
+                        lb["endpoint"]["address"] = _addr(*w.endpoints[addr])
+                    elif proxy.type != "waypoint":  # a waypoint reaches pods where they are
+                        raise AdapterError(f"{name}: cluster {cname} endpoint {addr} has no local counterpart")
                     lbs.append(lb)
             c["load_assignment"] = {"cluster_name": cname, "endpoints": [{"lb_endpoints": lbs}] if lbs else []}
         elif ctype == "ORIGINAL_DST" and cname.startswith("inbound|"):
@@ -259,13 +294,39 @@ def _proxy_bootstrap(name: str, xds: Mapping[str, Any], proxy: Proxy, w: Workloa
         _replace_sds(c, secrets, f"{name} cluster {cname}")
         out_clusters[cname] = c
         todo += sorted(cluster_refs(c) - set(out_clusters))
-    return {
+    boot: dict[str, Any] = {
         "node": {"id": f"{proxy.type}~{proxy.ip}~{proxy.name}.{proxy.namespace}~"
                        f"{proxy.namespace}.svc.cluster.local",
                  "cluster": f"{proxy.name}.{proxy.namespace}"},
         "admin": {"address": _addr(*admin)},
         "static_resources": {"listeners": listeners, "clusters": [out_clusters[k] for k in sorted(out_clusters)]},
     }
+    if any("address" not in lst for lst in listeners):
+        boot["bootstrap_extensions"] = [copy.deepcopy(INTERNAL_LISTENER)]
+    for d in _walk(boot["static_resources"]):
+        if d.get("factory_key") in UPSTREAM_FACTORIES:
+            d["factory_key"] = UPSTREAM_FACTORIES[d["factory_key"]]
+    return boot
+
+
+TUNNEL_METADATA = "envoy.filters.listener.original_dst"
+
+
+def _map_tunnel(lb: dict[str, Any], w: Workloads, where: str) -> None:
+    """An HBONE endpoint (``connect_originate`` internal address): its tunnel's far end (the
+    ``waypoint`` metadata istiod sets, else the endpoint itself) moves to the run's address for
+    it when the run has one (the gateway reaches a waypoint through a relay); a pod address the
+    run has no counterpart for stays (a waypoint reaches pods where they are)."""
+    meta = lb.get("metadata", {}).get("filter_metadata", {}).get(TUNNEL_METADATA, {})
+    far = meta.get("waypoint")
+    if far:
+        ip, _, port = far.rpartition(":")
+        if (ip, int(port)) in w.endpoints:
+            new = "{}:{}".format(*w.endpoints[(ip, int(port))])
+            meta["waypoint"] = new
+            lb["endpoint"]["address"]["envoy_internal_address"]["endpoint_id"] = new
+        elif w.waypoints:
+            raise AdapterError(f"{where}: the tunnel to {far} has no local counterpart")
 
 
 def keycloak_chain(kc_host: str, ep: local_map.LocalEndpoints) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -300,19 +361,29 @@ class Bootstraps:
 
 
 def bootstraps(xds: Mapping[str, Any], w: Workloads, ep: local_map.LocalEndpoints, kc_host: str,
-               admin: Mapping[str, local_map.Addr], credential_names: Iterable[str]) -> Bootstraps:
-    """One static bootstrap per proxy of ``w``: the gateway and each app's sidecar."""
+               admin: Mapping[str, local_map.Addr], credential_names: Iterable[str],
+               mesh: MeshIdentities | None = None) -> Bootstraps:
+    """One static bootstrap per Envoy of ``w``: the gateway, each app's sidecar, each waypoint
+    (ztunnel's part of the translation is :mod:`.ztunnel`'s). ``mesh``: the identities of an
+    ambient run (ztunnel's root), for the HBONE hops; they replace the run's mesh identities."""
     names = list(credential_names)
     removed: set[str] = set()
     out: dict[str, dict[str, Any]] = {}
     for p in w.proxies:
+        if p.type == "ztunnel":
+            continue
         if p.name not in xds.get("proxies", {}):
             raise AdapterError(f"the translator produced nothing for proxy {p.name}")
         secrets = run_secrets(ep, names, p.identity)
+        if mesh is not None and p.name in mesh.certs:
+            secrets = Secrets(certs={**secrets.certs, "default": mesh.certs[p.name]},
+                              cas={**secrets.cas, "ROOTCA": mesh.root_file})
+        elif p.type == "waypoint":
+            raise AdapterError(f"{p.name}: a waypoint needs its mesh identity (bootstraps(mesh=...))")
         b = _proxy_bootstrap(p.name, xds["proxies"][p.name], p, w, ep, secrets, admin[p.name], removed)
         if p.type == "router":
             https = [lst for lst in b["static_resources"]["listeners"]
-                     if _sock(lst["address"]) == (ep.gateway_ip, ep.https_port)]
+                     if _sock(lst.get("address") or {}) == (ep.gateway_ip, ep.https_port)]
             if not https:
                 raise AdapterError("the gateway has no HTTPS listener")
             chain, cluster = keycloak_chain(kc_host, ep)
@@ -356,6 +427,7 @@ def translator_env(base: Mapping[str, str], https_proxy: local_map.Addr | None, 
 
 __all__ = [
     "Bootstraps",
+    "MeshIdentities",
     "bootstraps",
     "cluster_refs",
     "credential_names",

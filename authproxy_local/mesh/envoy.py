@@ -27,13 +27,16 @@ class EnvoyError(HarnessError):
 def listen_addrs(boot: Mapping[str, Any]) -> list[Addr]:
     """The (address, port) of every listener of a static bootstrap."""
     return [(sa["address"], sa["port_value"]) for lst in boot["static_resources"]["listeners"]
+            if "address" in lst  # internal listeners have none
             for sa in [lst["address"]["socket_address"]]]
 
 
 def start(name: str, boot: Mapping[str, Any], directory: Path, *, what: str = "",
-          args: Sequence[str] = (), cpu: int | None = None, log_level: str = "info") -> Process:
+          args: Sequence[str] = (), cpu: int | None = None, log_level: str = "info",
+          prefix: Sequence[str] = ()) -> Process:
     """Write ``boot`` to ``<directory>/<name>.yaml``, validate it and start Envoy on it (log
-    ``<name>.log``; pinned to ``cpu`` with taskset when given). Does not wait for readiness."""
+    ``<name>.log``; pinned to ``cpu`` with taskset when given; ``prefix`` runs it under another
+    command, e.g. ``ip netns exec <ns>``). Does not wait for readiness."""
     exe = str(install.ensure("envoy"))
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(dict(boot), sort_keys=False))
@@ -45,7 +48,8 @@ def start(name: str, boot: Mapping[str, Any], directory: Path, *, what: str = ""
     cmd = [exe, "-c", str(path), "--disable-hot-restart", "--log-level", log_level, *args]
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu), *cmd]
-    return Process(name, cmd, {"PATH": "/usr/bin:/bin"}, directory / f"{name}.log").start()
+    cmd = [*prefix, *cmd]
+    return Process(name, cmd, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, directory / f"{name}.log").start()
 
 
 def ready(admin: Addr, listeners: Sequence[Addr]) -> bool:

@@ -2,9 +2,20 @@
 Services, the oauth2-proxy pod and every EndpointSlice, each labelled :data:`HARNESS_LABEL` so a
 reader can tell them from the render's objects (:func:`workloads`).
 
+Ambient apps (``apps[].dataplane: ambient``) get what an ambient cluster has instead of a sidecar:
+the namespace enrolled (``istio.io/dataplane-mode: ambient``), the pod annotated
+``ambient.istio.io/redirection: enabled`` (istio-cni, once it redirected the pod) and running as a
+service account of its own, the labels of the stack's patch merged into the Service (server-side
+apply does that to the user's Service); per waypoint the GatewayClass istiod creates, the Service,
+pod and EndpointSlice its deployment controller makes from the ``waypoint`` template, and the
+Gateway's ``status.addresses`` its status writer sets once a waypoint pod is ready (:data:`Workloads.status`);
+and one more workload in the mesh that is not the waypoint (:data:`MESH_CLIENT`), from which tests
+try to reach the pods around the waypoint. The proxies then include each waypoint and one ztunnel.
+
 Nothing here reads an Istio object to decide what Envoy should do: that is istiod's code.
 
-Imports: :mod:`authproxy_local.core.local_map`, :mod:`.envoy_config`.
+Imports: :mod:`authproxy_local.core.local_map`, :mod:`authproxy_local.core.pki`, :mod:`authproxy_local.render`,
+:mod:`.envoy_config`.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from typing import Any
 
 from authproxy_local.core import local_map
 from authproxy_local.core.pki import spiffe_id
+from authproxy_local.render import is_patch
 
 from .envoy_config import HARNESS_LABEL, POD_CIDR
 
@@ -33,7 +45,7 @@ class AdapterError(RuntimeError):
 @dataclass
 class Proxy:
     name: str
-    type: str  # "router" | "sidecar"
+    type: str  # "router" | "sidecar" | "waypoint" | "ztunnel"
     namespace: str
     ip: str
     labels: dict[str, str]
@@ -82,6 +94,8 @@ def app_pods(cfg: Any) -> list[AppPod]:
     out = []
     exposed = exposed_app(cfg)
     for app in cfg.apps:
+        if app.ambient:
+            continue  # no sidecar: its pod is an AmbientPod (workloads)
         labels = app.selector_labels or {"app.kubernetes.io/name": app.service.name}
         sa = app.service.name
         if app.name != exposed:
@@ -127,6 +141,24 @@ class Workloads:
     """sidecar proxy name -> {pod port: the local app (echo) serving it}."""
     sidecar_listen: dict[str, local_map.Addr] = field(default_factory=dict)
     """sidecar proxy name -> the local address its inbound listener binds."""
+    status: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    """(kind, namespace, name) of a render object -> the ``status`` the cluster gives it."""
+    ambient_pods: dict[str, AmbientPod] = field(default_factory=dict)
+    """Pod name -> an ambient pod (apps, the mesh client): where the live run puts it."""
+    waypoints: dict[str, AmbientPod] = field(default_factory=dict)
+    """Waypoint proxy name -> its pod."""
+
+
+@dataclass
+class AmbientPod:
+    name: str
+    namespace: str
+    ip: str
+    service_account: str
+    app: str | None = None
+    """The app it serves (None: the mesh client, or a waypoint)."""
+    port: int = 0
+    """The app's container port."""
 
 
 def _meta(name: str, namespace: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -242,15 +274,99 @@ def gateway_api_tls_secrets(gw: Mapping[str, Any], ep: local_map.LocalEndpoints)
     return out
 
 
+WAYPOINT_CLASS = "istio-waypoint"
+MESH_CONTROLLER = "istio.io/mesh-controller"
+"""The ``controllerName`` of the GatewayClass istiod serves waypoints with."""
+GATEWAY_NAME_LABEL = f"{GATEWAY_API_GROUP}/gateway-name"
+AMBIENT_REDIRECTION = "ambient.istio.io/redirection"
+NODE = "harness-node"
+HBONE_PORT = 15008
+MESH_CLIENT = "mesh-client"
+"""A workload in the first ambient namespace, in the mesh (its own ztunnel and identity) and not
+the waypoint: tests send from it straight to the app pods, around the waypoint."""
+
+
+def is_waypoint(obj: Mapping[str, Any]) -> bool:
+    return obj.get("kind") == "Gateway" and (obj.get("spec") or {}).get("gatewayClassName") == WAYPOINT_CLASS
+
+
+def waypoint_pod_labels(name: str) -> dict[str, str]:
+    """The pod labels of istiod's waypoint template (manifests/charts/istio-control/
+    istio-discovery/files/waypoint.yaml)."""
+    return {
+        "sidecar.istio.io/inject": "false",
+        "istio.io/dataplane-mode": "none",
+        "service.istio.io/canonical-name": name,
+        "service.istio.io/canonical-revision": "latest",
+        GATEWAY_NAME_LABEL: name,
+        "gateway.istio.io/managed": "istio.io-mesh-controller",
+    }
+
+
+def _ambient_pod(pod: AmbientPod, labels: Mapping[str, str], ports: Iterable[tuple[str, int]]) -> dict[str, Any]:
+    obj = _pod(pod.name, pod.namespace, labels, pod.ip, ports)
+    obj["metadata"]["annotations"] = {AMBIENT_REDIRECTION: "enabled"}
+    obj["spec"]["serviceAccountName"] = pod.service_account
+    obj["spec"]["nodeName"] = NODE
+    return obj
+
+
+def _ambient_additions(render: Any, ep: local_map.LocalEndpoints, w: Workloads) -> None:
+    """Namespaces, waypoints (class, Service, pod, slice, status), the mesh client and ztunnel."""
+    cfg = render.config
+    namespaces = sorted({a.service.namespace for a in cfg.ambient_apps})
+    for ns in namespaces:
+        w.objects.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": ns, "labels": {"istio.io/dataplane-mode": "ambient", HARNESS_LABEL: "true"}}})
+    waypoints = [o for o in render.kubernetes if is_waypoint(o)]
+    if waypoints:
+        w.objects.append({"apiVersion": f"{GATEWAY_API_GROUP}/v1", "kind": "GatewayClass",
+                          "metadata": {"name": WAYPOINT_CLASS, "labels": {HARNESS_LABEL: "true"}},
+                          "spec": {"controllerName": MESH_CONTROLLER}})
+    for i, gw in enumerate(waypoints):
+        name, ns = gw["metadata"]["name"], gw["metadata"].get("namespace") or "default"
+        vip, ip = f"{POD_CIDR}.5.{i + 1}", f"{POD_CIDR}.6.{i + 1}"
+        ports = [("status-port", 15021, "tcp"), ("mesh", HBONE_PORT, "hbone")]
+        w.objects.append({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": _meta(name, ns, {GATEWAY_NAME_LABEL: name,
+                                         f"{GATEWAY_API_GROUP}/gateway-class-name": WAYPOINT_CLASS}),
+            "spec": {"selector": {GATEWAY_NAME_LABEL: name}, "clusterIP": vip, "ports": [
+                {"name": n, "port": p, "targetPort": p, "protocol": "TCP", "appProtocol": a}
+                for n, p, a in ports]},
+        })
+        pod = AmbientPod(f"{name}-harness", ns, ip, name)
+        labels = waypoint_pod_labels(name)
+        obj = _pod(pod.name, ns, labels, ip, [(n, p) for n, p, _ in ports])
+        obj["spec"]["serviceAccountName"] = name
+        w.objects.append(obj)
+        w.objects.append(_slice(name, ns, pod.name, ip, [(n, p) for n, p, _ in ports]))
+        w.status[("Gateway", ns, name)] = {"addresses": [
+            {"type": "Hostname", "value": f"{name}.{ns}.svc.cluster.local"},
+            {"type": "IPAddress", "value": vip}]}
+        proxy = f"waypoint-{name}"
+        w.waypoints[proxy] = pod
+        if proxy in ep.waypoints:
+            w.endpoints[(ip, HBONE_PORT)] = ep.waypoints[proxy]
+        w.proxies.append(Proxy(proxy, "waypoint", ns, ip, labels))
+    if namespaces:
+        client = AmbientPod(f"{MESH_CLIENT}-harness", namespaces[0], f"{POD_CIDR}.8.1", MESH_CLIENT)
+        w.ambient_pods[client.name] = client
+        w.objects.append(_ambient_pod(client, {"app": MESH_CLIENT}, []))
+        w.proxies.append(Proxy("ztunnel", "ztunnel", "istio-system", f"{POD_CIDR}.7.1", {}))
+
+
 def workloads(render: Any, ep: local_map.LocalEndpoints) -> Workloads:
     """The objects and proxies the harness models for the render and the run's addresses."""
     cfg = render.config
-    objs = render.kubernetes
+    objs = [o for o in render.kubernetes if not is_patch(o)]
+    patches = {(o["metadata"].get("namespace"), o["metadata"]["name"]): o["metadata"].get("labels") or {}
+               for o in render.kubernetes if is_patch(o)}
     w = Workloads()
 
     # The ingress gateway pods: the Gateway's namespace, labelled as its selector (Istio
     # Gateway) or as istiod labels the pods of a Gateway API Gateway it deploys.
-    gws = [o for o in objs if o.get("kind") == "Gateway"]
+    gws = [o for o in objs if o.get("kind") == "Gateway" and not is_waypoint(o)]
     if len(gws) != 1:
         raise AdapterError(f"expected one Gateway in the render, found {len(gws)}")
     gw = gws[0]
@@ -286,14 +402,23 @@ def workloads(render: Any, ep: local_map.LocalEndpoints) -> Workloads:
     w.objects.append(_pod("oauth2-proxy-harness", proxy_ns, pod_labels, ip, list(cports.items())))
     w.objects.append(_slice(proxy_svc, proxy_ns, "oauth2-proxy-harness", ip, slice_ports))
 
-    # Each app: its pods (app_pods: sidecar-injected, or not), a Service with an http port, an
-    # EndpointSlice of its pods. A sidecar-injected pod gets its own sidecar proxy, which the
-    # gateway reaches with Istio mTLS; a pod without one is its echo app, reached directly.
+    # Each app: its pods, a Service with an http port (and the labels the stack patched onto it),
+    # an EndpointSlice of its pods. A sidecar app's pods (app_pods: sidecar-injected, or not): a
+    # sidecar-injected pod gets its own sidecar proxy, which the gateway reaches with Istio mTLS; a
+    # pod without one is its echo app, reached directly. An ambient app: one pod, enrolled and
+    # captured (its ztunnel and echo app run in the pod's network namespace).
     pods = app_pods(cfg)
     n = 0
     for i, app in enumerate(cfg.apps):
         ns, name, port = app.service.namespace, app.service.name, int(app.service.port)
         members = []
+        if app.ambient:
+            n += 1
+            ip = f"{POD_CIDR}.2.{n}"
+            ap = AmbientPod(f"{app.name}-harness", ns, ip, app.service.name, app=app.name, port=port)
+            w.ambient_pods[ap.name] = ap
+            w.objects.append(_ambient_pod(ap, app.selector_labels, [("http", port)]))
+            members.append((ap.name, ip))
         for p in (p for p in pods if p.app == app.name):
             n += 1
             ip = f"{POD_CIDR}.2.{n}"
@@ -311,11 +436,13 @@ def workloads(render: Any, ep: local_map.LocalEndpoints) -> Workloads:
             w.sidecar_listen[p.proxy] = listen
             w.inbound[p.proxy] = {port: echo}
         w.objects.append({
-            "apiVersion": "v1", "kind": "Service", "metadata": _meta(name, ns),
+            "apiVersion": "v1", "kind": "Service", "metadata": _meta(name, ns, patches.get((ns, name))),
             "spec": {"selector": service_selector(cfg, app), "clusterIP": f"{POD_CIDR}.3.{i + 1}",
                      "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}]},
         })
         w.objects.append(_slice(name, ns, members, "", [("http", port)]))
+    if cfg.ambient_apps:
+        _ambient_additions(render, ep, w)
     return w
 
 
@@ -323,7 +450,7 @@ def _oauth2_proxy_objects(render: Any, svc_name: str, ns: str) -> tuple[dict[str
     dep = next(d for d in render.kubernetes if d.get("kind") == "Deployment"
                and any(str(a).startswith("--provider=") for c in d["spec"]["template"]["spec"]["containers"]
                        for a in c.get("args", [])))
-    svc = next(s for s in render.kubernetes if s.get("kind") == "Service"
+    svc = next(s for s in render.kubernetes if s.get("kind") == "Service" and not is_patch(s)
                and s["metadata"]["name"] == svc_name and (s["metadata"].get("namespace") or "") == ns)
     return dep, svc
 
@@ -342,7 +469,7 @@ def _oauth2_proxy_service(render: Any) -> tuple[str, str, list[int]]:
     if pod_labels is None:
         raise AdapterError("no oauth2-proxy Deployment in the render")
     for s in render.kubernetes:
-        if s.get("kind") != "Service":
+        if s.get("kind") != "Service" or is_patch(s):
             continue
         sel = s["spec"].get("selector") or {}
         if (s["metadata"].get("namespace") or "") == ns and sel and all(pod_labels.get(k) == v for k, v in sel.items()):

@@ -323,6 +323,18 @@ def _secret_paths(wire: Any, path: str = "", under: bool = False) -> dict[str, b
     return out
 
 
+PATCHED_KINDS = {"Service"}
+"""Kinds the stack only patches (``ServicePatch``: an ambient app's Service gets labels)."""
+
+
+def is_patch(obj: Mapping[str, Any]) -> bool:
+    """A partial object the stack applies onto an existing one (pulumi-kubernetes ``*Patch``:
+    server-side apply of only its fields). It renders as its kind without a ``spec``, which an
+    object of these kinds the stack creates always has."""
+    api = str(obj.get("apiVersion", ""))
+    return "/" not in api and obj.get("kind") in PATCHED_KINDS and "spec" not in obj
+
+
 @dataclass
 class RenderResult:
     stack: str
@@ -340,6 +352,9 @@ class RenderResult:
     warnings: list[str]
     components: list[str]
     unrendered: list[str]
+    patches: list[str] = field(default_factory=list)
+    """``apiVersion kind namespace/name`` of the objects the stack only patches (pulumi-kubernetes
+    ``*Patch`` resources, e.g. the labels on an ambient app's Service): see :func:`is_patch`."""
 
     def index(self) -> dict[str, Any]:
         kinds: dict[str, int] = {}
@@ -364,6 +379,7 @@ class RenderResult:
             "components": self.components,
             "unrendered": self.unrendered,
             "warnings": self.warnings,
+            **({"patches": self.patches} if self.patches else {}),
         }
 
     def files(self) -> dict[str, str]:
@@ -454,6 +470,8 @@ def render(stack: str, mode: str | None = None,
                     "Pulumi would auto-name it. Set an explicit name in the component."
                 )
                 meta["name"] = ph.autoname(r.name)
+            if r.type.endswith("Patch") and not is_patch(obj):
+                raise RenderError(f"{r.type} {r.name}: a patch that looks like a whole object")
             kube.append(obj)
         elif r.type.startswith("keycloak:"):
             kc.setdefault(_kind_of(r.type), []).append({
@@ -518,8 +536,10 @@ def render(stack: str, mode: str | None = None,
         if p.startswith("${autoname:"):
             sources[p] = {"kind": "autoname", "resource": p[len("${autoname:"):-1], "field": "name"}
 
+    patches = [f"{o['apiVersion']} {o['kind']} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}"
+               for o in kube if is_patch(o)]
     result = RenderResult(
-        stack=stack, mode=cfg.istio.ext_authz_mode, config=cfg, kubernetes=kube,
+        stack=stack, mode=cfg.istio.ext_authz_mode, config=cfg, kubernetes=kube, patches=patches,
         helm_releases=helm, keycloak=kc, random=sorted(rnd, key=lambda e: e["name"]),
         mesh_config=mesh, mesh_config_source=mesh_source, outputs=outputs,
         secret_outputs=secret_outputs, placeholders=sources,

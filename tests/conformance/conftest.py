@@ -1,6 +1,6 @@
-"""Shared fixtures of the conformance tests: the six renders (dev/prod/gateway-api x both ext_authz
-modes),
-the validators, and a closing report of what was validated (printed after the test summary)."""
+"""Shared fixtures of the conformance tests: the renders (dev, prod, gateway-api, ambient and
+ambient behind the Gateway API ingress, each in both ext_authz modes), the validators, and a
+closing report of what was validated (printed after the test summary)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ import pytest
 
 from authproxy_local.render import MODES, RenderResult, render, write
 
-STACKS = ("dev", "prod", "gateway-api")
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "ambient-gateway-api": ("ambient", {"istio": {"ingressApi": "gateway-api"}}),
+}
+"""Renders of a stack file with config overrides: name -> (stack, overrides)."""
+STACKS = ("dev", "prod", "gateway-api", "ambient", *VARIANTS)
 CASES = [(s, m) for s in STACKS for m in MODES]
 CASE_IDS = [f"{s}-{m}" for s, m in CASES]
 
@@ -55,7 +59,8 @@ class Rendered:
 def renders(tmp_path_factory) -> dict[tuple[str, str], Rendered]:
     out: dict[tuple[str, str], Rendered] = {}
     for stack, mode in CASES:
-        result = render(stack, mode)
+        stack_file, overrides = VARIANTS.get(stack, (stack, {}))
+        result = render(stack_file, mode, overrides)
         assert result.mode == mode
         d = tmp_path_factory.mktemp(f"render-{stack}-{mode}")
         write(result, d)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from authproxy_local.install import gateway_api_crd_files
+from authproxy_local.render import is_patch
 from tests.conformance.conftest import CASE_IDS, CASES, report
 from tests.conformance.support import (
     category,
@@ -45,12 +46,19 @@ def test_gateway_api_objects_validate_against_the_upstream_crds(renders, schemas
            f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items())) or 'none'}); "
            f"{len(problems)} problems")
     assert problems == []
-    if stack == "gateway-api":
-        # The stack that uses the Gateway API has the Gateway, the four routes (redirect, auth
-        # host, two apps) and one ReferenceGrant per backend namespace (authproxy, demo).
-        assert kinds == {"Gateway": 1, "HTTPRoute": 4, "ReferenceGrant": 2}
-    else:
-        assert objs == []
+    cfg = renders[(stack, mode)].result.config
+    expected: Counter[str] = Counter()
+    if cfg.istio.ingress_api == "gateway-api":
+        # A stack that uses the Gateway API has the Gateway, the routes (redirect, auth host, one
+        # per app) and one ReferenceGrant per backend namespace (authproxy, demo).
+        expected.update({"Gateway": 1, "HTTPRoute": 2 + len(cfg.apps), "ReferenceGrant": 2})
+    # Ambient apps: the waypoint Gateways the stack creates (one per namespace and name).
+    waypoints = {(a.waypoint_namespace, a.waypoint_ref.name) for a in cfg.ambient_apps
+                 if a.waypoint_ref.create}
+    expected["Gateway"] += len(waypoints)
+    assert kinds == +expected
+    assert {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objs
+            if o["kind"] == "Gateway" and o["spec"]["gatewayClassName"] == "istio-waypoint"} == waypoints
 
 
 def _variants(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -72,9 +80,10 @@ def _variants(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+@pytest.mark.parametrize("stack", ["gateway-api", "ambient"])
 @pytest.mark.parametrize("mode", ["extension-provider", "envoy-filter"])
-def test_a_misspelled_field_in_any_gateway_api_object_is_rejected(renders, schemas, mode):
-    objs = _objects(renders, "gateway-api", mode)
+def test_a_misspelled_field_in_any_gateway_api_object_is_rejected(renders, schemas, stack, mode):
+    objs = _objects(renders, stack, mode)
     tried, accepted = 0, []
     for obj in objs:
         for what, broken in _variants(obj):
@@ -82,7 +91,7 @@ def test_a_misspelled_field_in_any_gateway_api_object_is_rejected(renders, schem
             if not crd_errors(schemas, broken):
                 accepted.append(f"{ident(obj)} with {what}")
     report("Gateway API CRDs (strict)",
-           f"gateway-api-{mode}: {tried} deliberately misspelled variants, {tried - len(accepted)} rejected")
+           f"{stack}-{mode}: {tried} deliberately misspelled variants, {tried - len(accepted)} rejected")
     assert tried >= 2 * len(objs)
     assert accepted == []
 
@@ -119,7 +128,8 @@ def reference_problems(objs: list[dict[str, Any]], config: Any) -> list[str]:
     the render or the config names, and a ReferenceGrant wherever a route crosses namespaces)."""
     gateways = {(o["metadata"]["namespace"], o["metadata"]["name"]): {lst["name"] for lst in o["spec"]["listeners"]}
                 for o in objs if o["kind"] == "Gateway" and category(o) == "gateway-api"}
-    services = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objs if o["kind"] == "Service"}
+    services = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objs
+                if o["kind"] == "Service" and not is_patch(o)}
     services |= {(a.service.namespace, a.service.name) for a in config.apps}
     grants = {(o["metadata"]["namespace"], f["namespace"], t["name"])
               for o in objs if o["kind"] == "ReferenceGrant"
@@ -132,6 +142,8 @@ def reference_problems(objs: list[dict[str, Any]], config: Any) -> list[str]:
         for ref in spec.get("targetRefs", []) if isinstance(spec, dict) else []:
             if ref.get("kind") == "Gateway" and (ns, ref["name"]) not in gateways:
                 problems.append(f"{o['kind']} {ns}/{name}: targetRefs Gateway {ref['name']} not found")
+            if ref.get("kind") == "Service" and (ns, ref["name"]) not in services:
+                problems.append(f"{o['kind']} {ns}/{name}: targetRefs Service {ref['name']} not found")
         if o["kind"] != "HTTPRoute":
             continue
         for ref in spec["parentRefs"]:
@@ -148,9 +160,10 @@ def reference_problems(objs: list[dict[str, Any]], config: Any) -> list[str]:
     return problems
 
 
+@pytest.mark.parametrize("stack", ["gateway-api", "ambient-gateway-api"])
 @pytest.mark.parametrize("mode", ["extension-provider", "envoy-filter"])
-def test_gateway_api_references_resolve_and_broken_ones_are_found(renders, mode):
-    r = renders[("gateway-api", mode)].result
+def test_gateway_api_references_resolve_and_broken_ones_are_found(renders, stack, mode):
+    r = renders[(stack, mode)].result
     objs = [concrete(o) for o in r.kubernetes]
     assert reference_problems(objs, r.config) == []
     grants = [o for o in objs if o["kind"] == "ReferenceGrant"]
@@ -166,5 +179,5 @@ def test_gateway_api_references_resolve_and_broken_ones_are_found(renders, mode)
     # Without the grants every cross-namespace backend is reported.
     no_grants = [o for o in objs if o["kind"] != "ReferenceGrant"]
     assert grants and any("no ReferenceGrant" in p for p in reference_problems(no_grants, r.config))
-    report("Gateway API references", f"gateway-api-{mode}: parentRefs, targetRefs, backendRefs and "
+    report("Gateway API references", f"{stack}-{mode}: parentRefs, targetRefs, backendRefs and "
                                      f"ReferenceGrants resolve; {len(found)} misspelled references found")

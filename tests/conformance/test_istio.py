@@ -24,12 +24,22 @@ from typing import Any
 
 import pytest
 
-from authproxy_local.render import dump_yaml_all
+from authproxy_local.render import dump_yaml_all, is_patch
 from tests.conformance.conftest import CASE_IDS, CASES, report
 from tests.conformance.support import category, concrete, ident, misspell_spec
 
 ALLOWLIST: list[tuple[str, str, str]] = [
     # (tool:code, regex on "<origin> <message>", why it is accepted)
+    (
+        "analyze:IST0133",
+        r"^AuthorizationPolicy [a-z0-9-]+/authproxy-[a-z0-9-]+-deny-unsigned Schema validation "
+        r"warning: configured AuthorizationPolicy will deny all traffic to TCP ports under its "
+        r"scope due to the use of only HTTP attributes in a DENY rule",
+        "The DENY an ambient app's waypoint enforces (no principal of our issuer, or no group) "
+        "is meant to refuse plain TCP to the app's Service too: TCP through the waypoint would "
+        "carry no HTTP request to check, so it must not pass. Scoping it to ports, as Istio "
+        "suggests, would let TCP on any other port of the Service through.",
+    ),
     (
         "analyze:IST0133",
         r"^EnvoyFilter [a-z0-9-]+/authproxy-[a-z0-9-]+ Schema validation warning: EnvoyFilter exposes "
@@ -116,14 +126,29 @@ def test_render_has_istio_objects(renders, stack, mode):
     assert len(ext_authz_filters) == (1 if mode == "envoy-filter" else 0)
 
 
+def without_patches(rd, tmp_path: Path) -> tuple[Path, int]:
+    """kubernetes.yaml minus the stack's patches of the apps' Services: `istioctl validate`
+    panics on a Service without spec (validateServicePortPrefix reads spec.ports from a nil map;
+    istio.io/istio at the pinned version). The patches are validated by kubernetes-validate
+    (strict) and their labels by tests/conformance/test_ambient.py."""
+    patches = [o for o in rd.result.kubernetes if is_patch(o)]
+    if not patches:
+        return rd.out / "kubernetes.yaml", 0
+    f = tmp_path / "kubernetes-without-patches.yaml"
+    f.write_text(dump_yaml_all([o for o in rd.result.kubernetes if not is_patch(o)]))
+    return f, len(patches)
+
+
 @pytest.mark.parametrize("stack,mode", CASES, ids=CASE_IDS)
-def test_istioctl_validate(renders, istioctl, stack, mode):
+def test_istioctl_validate(renders, istioctl, stack, mode, tmp_path):
     rd = renders[(stack, mode)]
-    code, warnings, err = validate(istioctl, rd.out / "kubernetes.yaml")
+    f, patches = without_patches(rd, tmp_path)
+    code, warnings, err = validate(istioctl, f)
     findings = [w for w in warnings if not allowed("validate", w)]
+    others = len(rd.result.kubernetes) - len(istio_objects(rd.result)) - patches
     report("istioctl", f"{stack}-{mode}: istioctl validate: {len(istio_objects(rd.result))} Istio "
-                       f"objects (+{len(rd.result.kubernetes) - len(istio_objects(rd.result))} "
-                       f"Kubernetes objects for Istio's conventions), exit {code}, "
+                       f"objects (+{others} Kubernetes objects for Istio's conventions"
+                       f"{f'; {patches} Service patches left out' if patches else ''}), exit {code}, "
                        f"{len(warnings)} warnings ({len(warnings) - len(findings)} allowlisted)")
     assert code == 0, err
     assert findings == []
@@ -210,7 +235,7 @@ def test_istioctl_validate_rejects_each_rendered_istio_object_misspelled(renders
     assert missed == [], err
 
 
-ISTIO_INGRESS_CASES = [(s, m) for s, m in CASES if s != "gateway-api"]
+ISTIO_INGRESS_CASES = [(s, m) for s, m in CASES if not s.endswith("gateway-api")]
 
 
 @pytest.mark.parametrize("stack,mode", ISTIO_INGRESS_CASES, ids=[f"{s}-{m}" for s, m in ISTIO_INGRESS_CASES])
@@ -264,7 +289,7 @@ def reference_problems(r) -> tuple[list[str], int]:
     checked = 0
     services: dict[tuple[str, str], set[int]] = {}
     for o in r.kubernetes:
-        if o["kind"] == "Service" and o["apiVersion"] == "v1":
+        if o["kind"] == "Service" and o["apiVersion"] == "v1" and not is_patch(o):
             services[(o["metadata"]["namespace"], o["metadata"]["name"])] = {
                 p["port"] for p in o["spec"].get("ports", [])}
     for app in cfg.apps:  # the apps' Services exist in the cluster (not created by the stack)

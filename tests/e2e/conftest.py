@@ -4,8 +4,14 @@ case's stack runs once; the fault tests run last in each group). The cases: the 
 Gateway + VirtualServices) and the gateway-api stack (the same apps behind a Gateway API Gateway +
 HTTPRoutes, Pulumi.gateway-api.yaml), each in both ext_authz modes.
 
+The ambient case (Pulumi.ambient.yaml: the dev stack's apps in Istio ambient mode, checked in a
+waypoint, ztunnel at their pods; extension-provider mode) runs the same tests; tests marked
+``ambient_only`` run only there, tests marked ``sidecar_only`` only in the sidecar cases (the others
+are deselected, not skipped).
+
 ``AUTHPROXY_E2E_MODES=envoy-filter`` restricts the modes (default: both),
-``AUTHPROXY_E2E_INGRESS=gateway-api`` the ingress APIs (default: istio,gateway-api). With
+``AUTHPROXY_E2E_INGRESS=gateway-api`` the ingress APIs (default: istio,gateway-api),
+``AUTHPROXY_E2E_DATAPLANES=sidecar`` the data planes (default: sidecar,ambient). With
 ``CI=true`` a component that cannot be installed fails the run; otherwise the tests skip with the
 reason.
 """
@@ -32,7 +38,12 @@ MODES = tuple(m for m in os.environ.get("AUTHPROXY_E2E_MODES", ",".join(ALL_MODE
 INGRESS_STACKS = {"istio": "dev", "gateway-api": "gateway-api"}
 """Ingress API -> the stack whose live run covers it (same apps, users and protection)."""
 INGRESS = tuple(i for i in os.environ.get("AUTHPROXY_E2E_INGRESS", ",".join(INGRESS_STACKS)).split(",") if i)
-CASES = [(INGRESS_STACKS[i], m) for i in INGRESS for m in MODES]
+DATAPLANES = tuple(d for d in os.environ.get("AUTHPROXY_E2E_DATAPLANES", "sidecar,ambient").split(",") if d)
+AMBIENT_CASES = [("ambient", "extension-provider")]
+"""The ambient case: the ambient stack, its apps checked in a waypoint (one mode: the gateway's
+ext_authz is the same Envoy as in the sidecar cases, run in both modes there)."""
+CASES = [(INGRESS_STACKS[i], m) for i in INGRESS for m in MODES] * ("sidecar" in DATAPLANES)
+CASES += [c for c in AMBIENT_CASES if c[1] in MODES] * ("ambient" in DATAPLANES)
 CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -47,8 +58,27 @@ def _record(mode: str, key: str, value: Any) -> None:
     REPORT["modes"].setdefault(mode, {})[key] = value
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "ambient_only: runs only in the ambient live case")
+    config.addinivalue_line("markers", "sidecar_only: runs only in the sidecar live cases")
+
+
+def _dataplane_mismatch(item: pytest.Item) -> bool:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if "live" not in params:
+        return False
+    ambient = params["live"] in AMBIENT_CASES
+    return bool((item.get_closest_marker("ambient_only") and not ambient)
+                or (item.get_closest_marker("sidecar_only") and ambient))
+
+
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests of the other data plane: deselected (reported as such), never skipped as a pass.
+    other = [it for it in items if _dataplane_mismatch(it)]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = [it for it in items if not _dataplane_mismatch(it)]
     # Fault tests stop components: keep them after every other test of the same mode (runs
     # before pytest groups the items by the session fixture's mode, which keeps this order).
     items.sort(key=lambda it: it.nodeid.split("::")[0] if "/test_9" in it.nodeid else "")
@@ -56,7 +86,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def _ensure_components() -> None:
     # The harness brings the stack up with the real `pulumi up` (CLI, providers, kube-apiserver).
-    for component in install.group("harness"):
+    for component in (*install.group("harness"), *(install.group("ambient") if "ambient" in DATAPLANES else ())):
         try:
             install.ensure(component)
         except install.InstallError as e:
@@ -77,6 +107,10 @@ def _running(stack: str, mode: str | None, key: str, hook,
         raise
     _record(key, "startup_seconds", h.timings.seconds)
     _record(key, "gateway_config", h.gateway_config)
+    _record(key, "dataplane", "ambient" if h.is_ambient else "sidecar")
+    if h.is_ambient:
+        _record(key, "waypoint_config", h.gateway_config)  # istiod's translation, the waypoint's part
+        _record(key, "hbone_terminated_at_app_by", h.ztunnel_version)
     _record(key, "istio_only_removed", h.translation.removed if h.translation else None)
     _record(key, "logs", str(h.run_dir))
     try:
@@ -227,11 +261,34 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         path.write_text(json.dumps(REPORT, indent=2, sort_keys=True, default=str))
 
 
+def ambient_line(case: str, data: dict[str, Any]) -> str | None:
+    """The ambient case's closing line: what the waypoint and ztunnel refused (test_53), and what
+    got through without them; "not recorded" where a test did not get that far."""
+    if data.get("dataplane") != "ambient":
+        return None
+    forged = data.get("waypoint_forged_jwt_status") or {}
+    refused = [k for k, v in forged.items() if v in (401, 403)]
+    group = data.get("ambient_group_refused_by")
+    bypass = data.get("ambient_bypass_attempts_refused")
+    return (f"ambient {case}: waypoint refused "
+            f"{'the outsider of the group' if group == 'waypoint' else 'the outsider: not recorded'} and "
+            f"{len(refused)}/{len(forged)} missing or forged tokens; ztunnel refused "
+            f"{bypass if bypass is not None else 'not recorded'} connections around the waypoint "
+            f"(policy {data.get('ambient_bypass_refused_by', 'not recorded')}); unprotected: outsider "
+            f"{data.get('ambient_group_without_waypoint_policies', 'not recorded')} without the waypoint's "
+            f"policies, bypass {data.get('ambient_bypass_without_l4_policy', 'not recorded')} without the "
+            f"L4 policy")
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if REPORT["modes"] or SECURITY:
         terminalreporter.section("authproxy e2e numbers")
         for mode, data in sorted(REPORT["modes"].items()):
             terminalreporter.write_line(f"{mode}: {json.dumps(data, sort_keys=True, default=str)}")
+        for mode, data in sorted(REPORT["modes"].items()):
+            line = ambient_line(mode, data)
+            if line:
+                terminalreporter.write_line(line)
         line = security_line()
         if line:
             terminalreporter.write_line(line)

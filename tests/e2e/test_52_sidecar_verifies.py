@@ -23,6 +23,8 @@ from tests.e2e.kc_fixtures import forge
 from tests.e2e.mesh import Answer, call_sidecar
 from tests.e2e.test_50_attacks import _forgeries
 
+pytestmark = pytest.mark.sidecar_only  # the ambient case: tests/e2e/test_53_ambient.py (the waypoint)
+
 
 def _sidecar_app(h: Harness) -> str:
     apps = [a.name for a in h.config.apps if a.name in h.endpoints.sidecars]

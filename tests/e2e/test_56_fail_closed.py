@@ -23,6 +23,7 @@ import dataclasses
 import time
 from typing import Any
 
+import pytest
 import requests
 
 from authproxy_local.harness import Harness
@@ -73,6 +74,7 @@ def test_oauth2_proxys_own_paths_get_the_sign_in_redirect(live: Harness, attacks
 # ---- 2. pods the sidecar policies miss ------------------------------------------------------------
 
 
+@pytest.mark.sidecar_only  # sidecar pods and policies; the ambient case: test_53
 def test_a_user_outside_the_group_reaches_no_pod_of_the_app(live: Harness, attacks: Attacks) -> None:
     app = exposed_app(live.config)
     assert app, "the stack has an app with groups checked at its sidecar"
@@ -130,6 +132,7 @@ def _replays(h: Harness, attacks: Attacks, token: str, when: str) -> None:
     attacks.refused(f"ID token at {target.name}'s sidecar in plain text ({when})", bool(a.refused), a)
 
 
+@pytest.mark.sidecar_only  # sidecar pods and policies; the ambient case: test_53
 def test_the_id_token_an_app_received_opens_nothing_else(live: Harness, attacks: Attacks) -> None:
     member = next(u for u in live.users.values() if u.groups)
     b = signed_in(live, member.username, "echo")
@@ -258,6 +261,7 @@ def _without_sidecar_policies(h: Harness) -> Any:
     return dataclasses.replace(h.render, kubernetes=objs)
 
 
+@pytest.mark.sidecar_only  # sidecar pods and policies; the ambient case: test_53
 def test_with_the_sidecar_policies_removed_the_gateway_alone_refuses(live: Harness, attacks: Attacks) -> None:
     """The translator-is-live move for the sidecars: istiod's config without any sidecar policy,
     so every refusal below can only be the gateway's."""

@@ -900,14 +900,16 @@ def test_hosts_without_hsts_are_reported() -> None:
 def test_every_stack_policy_has_a_failing_case() -> None:
     """The stack policies are exercised above; this keeps the list honest when one is added."""
     assert {p.name for p in P.POLICIES if isinstance(p, StackValidationPolicy)} == {
-        HOSTS, "exported-mesh-config-fails-closed", COOKIES, GROUPS, HSTS_POLICY}
+        HOSTS, "exported-mesh-config-fails-closed", COOKIES, GROUPS, HSTS_POLICY,
+        "ambient-l7-policies-on-waypoints"}
 
 
 # --------------------------------------------------------------------------------------------
 # The real stacks: every resource passes every policy
 # --------------------------------------------------------------------------------------------
 
-STACKS = [(s, m) for s in ("dev", "prod", "gateway-api") for m in ("extension-provider", "envoy-filter")]
+STACKS = [(s, m) for s in ("dev", "prod", "gateway-api", "ambient")
+          for m in ("extension-provider", "envoy-filter")]
 
 
 @pytest.fixture(scope="module", params=STACKS, ids=[f"{s}-{m}" for s, m in STACKS])
@@ -980,8 +982,14 @@ def test_the_stacks_fail_the_pack_when_weakened(stack_run: tuple[str, mockrun.Ru
     assert check_stack(GROUPS, resources) == []
     no_gw_groups = [r for r in resources if not (r[0] == AUTHZ and r[2].startswith("authproxy-authz-gateway-"))]
     grouped = sorted(urn(t, n) for t, p, n in resources if t == AUTHZ and n.startswith("authproxy-authz-app-")
-                     and "request.auth.claims[groups]" in json.dumps(p))
-    assert grouped and sorted(str(u) for _, u in check_stack(GROUPS, no_gw_groups)) == grouped
+                     and "request.auth.claims[groups]" in json.dumps(p) and "selector" in p["spec"])
+    if name.startswith("ambient"):
+        # Ambient apps' group checks run in the waypoint (targetRefs to the Service), which every
+        # request to the Service passes (istio.io/use-waypoint, also from the gateway): no pod of
+        # the Service is reached around it, so the rule has nothing to report.
+        assert not grouped and check_stack(GROUPS, no_gw_groups) == []
+    else:
+        assert grouped and sorted(str(u) for _, u in check_stack(GROUPS, no_gw_groups)) == grouped
     # Without the hardening EnvoyFilter no host gets HSTS.
     no_hsts = [r for r in resources if not (r[0] == ENVOYFILTER and r[2].endswith("-hardening"))]
     assert {m.split("'")[1] for m, _ in check_stack(HSTS_POLICY, no_hsts)} >= set(app_hosts)
@@ -1130,3 +1138,88 @@ def test_the_pack_passes_the_dev_stack_over_grpc(analyzer: analyzer_pb2_grpc.Ana
     assert sorted((d.policyName, d.enforcementLevel) for d in found) == [
         (HOSTS, analyzer_pb2.MANDATORY), (HSTS_POLICY, analyzer_pb2.MANDATORY)]
     assert all("unguarded.authproxy.test" in d.message for d in found)
+
+
+# --------------------------------------------------------------------------------------------
+# Ambient namespaces: no selector-bound L7 policies (ztunnel would enforce them)
+# --------------------------------------------------------------------------------------------
+
+AMBIENT_L7 = "ambient-l7-policies-on-waypoints"
+REQUEST_AUTHN = "kubernetes:security.istio.io/v1:RequestAuthentication"
+SERVICE_PATCH = "kubernetes:core/v1:ServicePatch"
+NAMESPACE = "kubernetes:core/v1:Namespace"
+
+
+def _ambient_marker(ns: str = "apps") -> Res:
+    return (SERVICE_PATCH, {"apiVersion": "v1", "kind": "Service", "metadata": {
+        "name": "one", "namespace": ns, "labels": {"istio.io/use-waypoint": "wp"}}}, "one-patch")
+
+
+def _policy(spec: Props, kind: str = "AuthorizationPolicy", ns: str = "apps") -> Res:
+    type_ = AUTHZ if kind == "AuthorizationPolicy" else REQUEST_AUTHN
+    return (type_, {"apiVersion": "security.istio.io/v1", "kind": kind,
+                    "metadata": {"name": "p", "namespace": ns}, "spec": spec}, "p")
+
+
+SELECTOR = {"matchLabels": {"app": "one"}}
+TARGET = [{"group": "", "kind": "Service", "name": "one"}]
+JWT_ALLOW = {"action": "ALLOW", "rules": [{"from": [{"source": {"requestPrincipals": ["i/*"]}}],
+                                          "when": [{"key": "request.auth.claims[groups]",
+                                                    "values": ["admins"]}]}]}
+
+
+@pytest.mark.parametrize("spec,kind,found", [
+    ({**JWT_ALLOW, "selector": SELECTOR}, "AuthorizationPolicy",
+     "from.source.requestPrincipals, when request.auth.claims[groups]"),
+    ({"selector": SELECTOR, "action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/a"]}}]}]},
+     "AuthorizationPolicy", "to.operation.paths"),
+    ({"action": "CUSTOM", "provider": {"name": "x"}, "rules": [{}]}, "AuthorizationPolicy",
+     "action CUSTOM"),
+    ({"selector": SELECTOR, "jwtRules": [{"issuer": "i"}]}, "RequestAuthentication", "jwtRules"),
+])
+def test_selector_l7_policies_in_ambient_namespaces_are_rejected(spec, kind, found) -> None:
+    out = check_stack(AMBIENT_L7, [_ambient_marker(), _policy(spec, kind)])
+    assert len(out) == 1 and found in out[0][0] and "targetRefs" in out[0][0], out
+    # the same policy with targetRefs (waypoint), or outside an ambient namespace, is fine
+    attached = {k: v for k, v in spec.items() if k != "selector"} | {"targetRefs": TARGET}
+    assert check_stack(AMBIENT_L7, [_ambient_marker(), _policy(attached, kind)]) == []
+    assert check_stack(AMBIENT_L7, [_ambient_marker("other"), _policy(spec, kind)]) == []
+
+
+def test_l4_selector_policies_pass_in_ambient_namespaces() -> None:
+    l4 = {"selector": SELECTOR, "action": "DENY", "rules": [
+        {"from": [{"source": {"notPrincipals": ["*/ns/apps/sa/wp"], "namespaces": ["x"]}}],
+         "to": [{"operation": {"ports": ["8080"]}}],
+         "when": [{"key": "source.ip", "values": ["10.0.0.1"]}]}]}
+    assert check_stack(AMBIENT_L7, [_ambient_marker(), _policy(l4)]) == []
+
+
+@pytest.mark.parametrize("marker", [
+    (NAMESPACE, {"metadata": {"name": "apps", "labels": {"istio.io/dataplane-mode": "ambient"}}}, "ns"),
+    (K8S_GATEWAY, {"metadata": {"name": "wp", "namespace": "apps"},
+                   "spec": {"gatewayClassName": "istio-waypoint"}}, "wp"),
+    (SERVICE, {"metadata": {"name": "one", "namespace": "apps",
+                            "labels": {"istio.io/use-waypoint": "wp"}}}, "svc"),
+])
+def test_ambient_namespaces_are_recognised(marker: Res) -> None:
+    bad = _policy({**JWT_ALLOW, "selector": SELECTOR})
+    assert len(check_stack(AMBIENT_L7, [marker, bad])) == 1
+    assert check_stack(AMBIENT_L7, [bad]) == []
+    assert len(check_stack(AMBIENT_L7, [bad], {"ambientNamespaces": ["apps"]})) == 1
+
+
+def test_the_ambient_stack_fails_the_pack_with_sidecar_style_policies() -> None:
+    """What the stack created for an app before ambient support (selector-bound JWT and group
+    policies) is what the pack now refuses in the ambient stack's namespace."""
+    run = mockrun.run_program("ambient")
+    resources = stack_resources(run, "ambient")
+    assert check_stack(AMBIENT_L7, resources) == []
+    weakened = copy.deepcopy(resources)
+    for type_, props, _ in weakened:
+        if type_ in (AUTHZ, REQUEST_AUTHN) and props["spec"].get("targetRefs"):
+            props["spec"].pop("targetRefs")
+            props["spec"]["selector"] = SELECTOR
+    out = check_stack(AMBIENT_L7, weakened)
+    names = sorted(m.split()[1] for m, _ in out)
+    assert names == sorted(f"demo/authproxy-{a}-{s}" for a in ("echo", "admin")
+                           for s in ("jwt", "require-jwt", "deny-unsigned")), names

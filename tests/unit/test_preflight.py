@@ -20,6 +20,7 @@ import yaml
 
 import preflight
 from authproxy_local.cluster.ready import Cluster, FakeReader, obj, pod, ready_cluster
+from authproxy_local.render.mockrun import project_config
 from components.config import StackConfig
 from preflight import checks as pc
 from preflight import reader as rd
@@ -32,10 +33,11 @@ from preflight.core import (
     PreflightError,
     Result,
     ServerVersion,
+    Snapshot,
 )
 from tests.unit.stacks import load_stack
 
-STACKS = ["dev", "prod", "gateway-api"]
+STACKS = ["dev", "prod", "gateway-api", "ambient"]
 
 
 def run(cfg: StackConfig, cluster: Cluster, dry_run: bool = False) -> tuple[list[Failure], list[str]]:
@@ -160,6 +162,42 @@ def _no_gateway_api(c: Cluster, cfg: StackConfig) -> None:
     c.unserved.add(("gateway.networking.k8s.io/v1", "GatewayClass"))
 
 
+def _ambient_pod(c: Cluster, cfg: StackConfig) -> dict[str, Any]:
+    return c.find("Pod", f"{cfg.apps[0].service.name}-app-0")[0]
+
+
+def _ambient_injected(c: Cluster, cfg: StackConfig) -> None:
+    _ambient_pod(c, cfg)["spec"]["containers"].append({"name": "istio-proxy", "image": "proxyv2"})
+
+
+def _not_enrolled(c: Cluster, cfg: StackConfig) -> None:
+    c.find("Namespace", cfg.apps[0].service.namespace)[0]["metadata"]["labels"] = {}
+
+
+def _opted_out(c: Cluster, cfg: StackConfig) -> None:
+    _ambient_pod(c, cfg)["metadata"]["labels"]["istio.io/dataplane-mode"] = "none"
+
+
+def _not_captured(c: Cluster, cfg: StackConfig) -> None:
+    _ambient_pod(c, cfg)["metadata"]["annotations"] = {}
+
+
+def _ambient_other_labels(c: Cluster, cfg: StackConfig) -> None:
+    _ambient_pod(c, cfg)["metadata"]["labels"] = {"app": cfg.apps[0].service.name}
+
+
+def _no_ambient_pods(c: Cluster, cfg: StackConfig) -> None:
+    c.drop("Pod", f"{cfg.apps[0].service.name}-app-0")
+
+
+def _no_waypoint_class(c: Cluster, cfg: StackConfig) -> None:
+    c.drop("GatewayClass", "istio-waypoint")
+
+
+def _istio_1_23(c: Cluster, cfg: StackConfig) -> None:
+    c.find("Deployment", "istiod")[0]["metadata"]["labels"]["app.kubernetes.io/version"] = "1.23.2"
+
+
 def _other_labels(c: Cluster, cfg: StackConfig) -> None:
     p = c.find("Pod", f"{cfg.apps[0].service.name}-app-0")[0]
     p["metadata"]["labels"] = {"app": cfg.apps[0].service.name}
@@ -195,7 +233,19 @@ BREAKS: list[tuple[str, str, Callable[[Cluster, StackConfig], None], list[str]]]
     ("app-sidecar", "dev", _no_sidecar, ["1 of 1 pods", "no istio-proxy sidecar",
                                          "istio-injection=enabled"]),
     ("app-sidecar", "dev", _no_pods, ["no pods behind Service demo/echo"]),
-    ("app-sidecar", "dev", _ambient, ["ambient mode"]),
+    ("app-sidecar", "dev", _ambient, ["ambient mode", "authproxy:apps[0].dataplane ambient"]),
+    ("app-ambient", "ambient", _ambient_injected, ["1 of 1 pods", "run an istio-proxy sidecar",
+                                                   "istio-injection-", "authproxy:apps[0].dataplane sidecar"]),
+    ("app-ambient", "ambient", _opted_out, ["not in ambient mode", "istio.io/dataplane-mode=none"]),
+    ("app-ambient", "ambient", _not_captured, ["not captured by ztunnel", "ambient.istio.io/redirection",
+                                               "istio-cni"]),
+    ("app-ambient", "ambient", _ambient_other_labels, [
+        "1 of 1 pods of Service demo/echo do not carry authproxy:apps[0].workloadLabels "
+        "{'app.kubernetes.io/name': 'echo'}", "L4 policy does not select them"]),
+    ("app-ambient", "ambient", _no_ambient_pods, ["no pods behind Service demo/echo", "enrolled in ambient"]),
+    ("app-ambient", "ambient", _no_waypoint_class, ["GatewayClass 'istio-waypoint' does not exist",
+                                                    "ambient profile"]),
+    ("app-ambient", "ambient", _istio_1_23, ["Istio 1.23.2", "1.24 or newer", "upgrade Istio"]),
     ("app-workload-labels", "dev", _other_labels, [
         "1 of 1 pods behind Service demo/echo (e.g. echo-app-0) do not carry "
         "authproxy:apps[0].workloadLabels {'app.kubernetes.io/name': 'echo'}",
@@ -233,6 +283,43 @@ def test_each_check_fails_alone_with_one_line_naming_the_fix(
     assert "\n" not in line
     for w in words:
         assert w in line, line
+
+
+def test_a_namespace_not_enrolled_is_one_line_per_ambient_app() -> None:
+    cfg = next(modes("ambient"))
+    cluster = ready_cluster(cfg)
+    _not_enrolled(cluster, cfg)
+    errors, _ = run(cfg, cluster)
+    assert [(f.check, f.subject) for f in errors] == [("app-ambient", "echo"), ("app-ambient", "admin")]
+    for f in errors:
+        assert "not in ambient mode" in f.message and "istio.io/dataplane-mode=ambient" in f.message
+
+
+def test_an_existing_waypoint_must_be_a_programmed_waypoint_for_services() -> None:
+    cfg = next(modes("ambient", apps=[{**a, "waypoint": {"name": "shared", "create": False,
+                                                         "namespace": "mesh"}}
+                                      for a in project_config("ambient")["apps"]]))
+    cluster = ready_cluster(cfg)
+    assert run(cfg, cluster) == ([], [])
+    gw = cluster.find("Gateway", "shared")[0]
+    gw["status"]["conditions"][0].update(status="False", message="no pods ready")
+    assert [f.message for f in run(cfg, cluster)[0]] == [
+        "waypoint mesh/shared is not Programmed (no pods ready): fix it first"]
+    gw["metadata"]["labels"]["istio.io/waypoint-for"] = "workload"
+    assert "for 'workload' traffic" in run(cfg, cluster)[0][0].message
+    gw["spec"]["gatewayClassName"] = "istio"
+    assert "of class 'istio', not a waypoint" in run(cfg, cluster)[0][0].message
+    cluster.drop("Gateway", "shared")
+    (f,) = run(cfg, cluster)[0]
+    assert "waypoint Gateway mesh/shared does not exist" in f.message
+    assert "authproxy:apps[0].waypoint.create is false" in f.message and "istioctl waypoint apply" in f.message
+
+
+def test_ambient_apps_are_not_held_to_the_sidecar_check() -> None:
+    cfg = next(modes("ambient"))
+    assert all(getattr(q, "kind", "") != "Pod" for q in pc._sidecar_reads(cfg, Snapshot()))
+    errors, _ = run(cfg, ready_cluster(cfg))
+    assert errors == []
 
 
 def test_every_check_is_shown_failing_by_a_test() -> None:

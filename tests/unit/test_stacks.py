@@ -15,7 +15,7 @@ STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.
 
 
 def test_the_examples_are_the_ones_the_docs_name() -> None:
-    assert STACKS == ["dev", "gateway-api", "prod", "throwaway"]
+    assert STACKS == ["ambient", "dev", "gateway-api", "prod", "throwaway"]
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -19,15 +19,27 @@
 //	              other kind is listed on stderr and ignored.
 //	mesh-config.yaml   the MeshConfig (istiod's `mesh` ConfigMap value)
 //	proxies.json  the proxies to generate for: a list of
-//	              {"name", "type": "router"|"sidecar", "namespace", "ip", "labels"}
+//	              {"name", "type": "router"|"sidecar"|"waypoint"|"ztunnel",
+//	               "namespace", "ip", "labels"}
 //
 // The output (stdout or -out) is one JSON document:
 //
-//	{"istio_version": ..., "proxies": {NAME: {"listeners": [...],
+//	{"istio_version": ..., "ambient": BOOL, "proxies": {NAME: {"listeners": [...],
 //	  "routes": [...], "clusters": [...], "endpoints": [...]}}}
 //
 // with every list sorted by name so the output is deterministic. Istio's own
 // logging goes to stderr.
+//
+// Ambient mode: a "waypoint" proxy is a waypoint Envoy (model.Waypoint: the
+// pods istiod deploys for a Gateway of class istio-waypoint, found by their
+// gateway.networking.k8s.io/gateway-name label); a "ztunnel" entry is what
+// istiod pushes to a ztunnel over delta xDS (its real generators):
+// {"addresses": [istio.workload.Address...], "authorizations":
+// [istio.security.Authorization...]}, as proto JSON. Either needs istiod's
+// ambient mode (PILOT_ENABLE_AMBIENT=true, as the ambient profile sets it);
+// the binary re-executes itself with it when the proxies ask for ambient.
+// Istio objects then also feed the Kubernetes client, where istiod's ambient
+// index reads AuthorizationPolicies, PeerAuthentications and ServiceEntries.
 package main
 
 import (
@@ -38,20 +50,26 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"istio.io/istio/pilot/pkg/features"
 	"istio.io/istio/pilot/pkg/model"
+	v3 "istio.io/istio/pilot/pkg/xds/v3"
 	"istio.io/istio/pilot/test/xds"
 	"istio.io/istio/pkg/config/constants"
-	"istio.io/istio/pkg/config/schema/gvk"
 	"istio.io/istio/pkg/config/mesh"
+	"istio.io/istio/pkg/config/schema/gvk"
 	istiolog "istio.io/istio/pkg/log"
 	"istio.io/istio/pkg/test"
+	"istio.io/istio/pkg/workloadapi"
+	"istio.io/istio/pkg/workloadapi/security"
 )
 
 // istioVersion is stamped at build time (-X main.istioVersion=...): the
@@ -95,10 +113,28 @@ func splitDocs(text string) []string {
 	return out
 }
 
-func readInputs(dir string) (istioCfg, kubeObjs string, gatewayAPI bool, err error) {
+// ambientEnv is istiod's switch for ambient mode; it is read once at start-up
+// (pilot/pkg/features), so the process must be started with it.
+const ambientEnv = "PILOT_ENABLE_AMBIENT"
+
+// needsAmbient reports whether the proxies include ambient ones (a waypoint or
+// ztunnel).
+func needsAmbient(specs []proxySpec) bool {
+	for _, sp := range specs {
+		if sp.Type == "waypoint" || sp.Type == "ztunnel" {
+			return true
+		}
+	}
+	return false
+}
+
+// readInputs returns the Istio config, the Kubernetes objects and whether there
+// are Gateway API objects. With ambient, the Istio objects are also Kubernetes
+// objects: istiod's ambient index reads policies from the cluster's client.
+func readInputs(dir string, ambient bool) (istioCfg, kubeObjs string, gatewayAPI, ingressGateways bool, err error) {
 	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil {
-		return "", "", false, err
+		return "", "", false, false, err
 	}
 	sort.Strings(files)
 	var icfg, kobjs []string
@@ -108,12 +144,12 @@ func readInputs(dir string) (istioCfg, kubeObjs string, gatewayAPI bool, err err
 		}
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return "", "", false, err
+			return "", "", false, false, err
 		}
 		for _, doc := range splitDocs(string(b)) {
 			var h header
 			if err := yaml.Unmarshal([]byte(doc), &h); err != nil {
-				return "", "", false, fmt.Errorf("%s: %v", f, err)
+				return "", "", false, false, fmt.Errorf("%s: %v", f, err)
 			}
 			if h.Kind == "" {
 				continue
@@ -122,15 +158,31 @@ func readInputs(dir string) (istioCfg, kubeObjs string, gatewayAPI bool, err err
 			switch {
 			case strings.HasSuffix(group, "istio.io") && strings.Contains(h.APIVersion, "/"):
 				icfg = append(icfg, doc)
+				if ambient {
+					kobjs = append(kobjs, doc)
+				}
 			case kubeKinds[h.Kind] || group == gatewayAPIGroup:
 				kobjs = append(kobjs, doc)
 				gatewayAPI = gatewayAPI || group == gatewayAPIGroup
+				if group == gatewayAPIGroup && h.Kind == "Gateway" {
+					// A waypoint (class istio-waypoint) is no ingress: istiod's
+					// conversion gives it no Gateway servers.
+					var gw struct {
+						Spec struct {
+							GatewayClassName string `json:"gatewayClassName"`
+						} `json:"spec"`
+					}
+					if err := yaml.Unmarshal([]byte(doc), &gw); err != nil {
+						return "", "", false, false, fmt.Errorf("%s: %v", f, err)
+					}
+					ingressGateways = ingressGateways || gw.Spec.GatewayClassName != constants.WaypointGatewayClassName
+				}
 			default:
 				fmt.Fprintf(os.Stderr, "istio-xds: ignoring %s %s (not read by istiod's config generation)\n", h.APIVersion, h.Kind)
 			}
 		}
 	}
-	return strings.Join(icfg, "\n---\n"), strings.Join(kobjs, "\n---\n"), gatewayAPI, nil
+	return strings.Join(icfg, "\n---\n"), strings.Join(kobjs, "\n---\n"), gatewayAPI, ingressGateways, nil
 }
 
 // settleGatewayAPI waits until istiod's Gateway API controller has converted the
@@ -139,7 +191,7 @@ func readInputs(dir string) (istioCfg, kubeObjs string, gatewayAPI bool, err err
 // asynchronously, feeding the next push; a real istiod pushes again on those
 // events. Here: push and wait until the converted Gateways and
 // VirtualServices are there and unchanged over several pushes.
-func settleGatewayAPI(t test.Failer, s *xds.FakeDiscoveryServer) error {
+func settleGatewayAPI(t test.Failer, s *xds.FakeDiscoveryServer, expectGateways bool) error {
 	gwc := s.Env().GatewayAPIController
 	if gwc == nil {
 		return fmt.Errorf("Gateway API objects given, but istiod's Gateway API controller is off")
@@ -155,7 +207,7 @@ func settleGatewayAPI(t test.Failer, s *xds.FakeDiscoveryServer) error {
 		for _, c := range append(gws, vss...) {
 			state += " " + c.Namespace + "/" + c.Name + "@" + c.ResourceVersion
 		}
-		if len(gws) > 0 && state == last {
+		if (len(gws) > 0 || !expectGateways) && state == last {
 			stable++
 			if stable >= 3 {
 				fmt.Fprintf(os.Stderr, "istio-xds: Gateway API converted: %d gateway servers, %d virtual services\n", len(gws), len(vss))
@@ -213,7 +265,11 @@ func run(t test.Failer, in string) (map[string]any, error) {
 	if err := json.Unmarshal(pb, &specs); err != nil {
 		return nil, fmt.Errorf("proxies.json: %v", err)
 	}
-	istioCfg, kubeObjs, hasGatewayAPI, err := readInputs(in)
+	ambient := needsAmbient(specs)
+	if ambient && !features.EnableAmbient {
+		return nil, fmt.Errorf("ambient proxies need %s=true at start-up", ambientEnv)
+	}
+	istioCfg, kubeObjs, hasGatewayAPI, ingressGateways, err := readInputs(in, ambient)
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +279,7 @@ func run(t test.Failer, in string) (map[string]any, error) {
 		MeshConfig:             mc,
 	})
 	if hasGatewayAPI {
-		if err := settleGatewayAPI(t, s); err != nil {
+		if err := settleGatewayAPI(t, s, ingressGateways); err != nil {
 			return nil, err
 		}
 	}
@@ -247,8 +303,17 @@ func run(t test.Failer, in string) (map[string]any, error) {
 		case "router":
 			p.Type = model.Router
 		case "sidecar":
+		case "waypoint":
+			p.Type = model.Waypoint
+		case "ztunnel":
+			z, err := ztunnelConfig(t, s, sp)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %v", sp.Name, err)
+			}
+			proxies[sp.Name] = z
+			continue
 		default:
-			return nil, fmt.Errorf("proxies.json: %s: unknown type %q (router or sidecar)", sp.Name, sp.Type)
+			return nil, fmt.Errorf("proxies.json: %s: unknown type %q (router, sidecar, waypoint or ztunnel)", sp.Name, sp.Type)
 		}
 		p = s.SetupProxy(p)
 		listeners := s.Listeners(p)
@@ -273,7 +338,51 @@ func run(t test.Failer, in string) (map[string]any, error) {
 		}
 		proxies[sp.Name] = map[string]any{"listeners": l, "routes": r, "clusters": c, "endpoints": e}
 	}
-	return map[string]any{"istio_version": istioVersion, "proxies": proxies}, nil
+	return map[string]any{"istio_version": istioVersion, "ambient": ambient, "proxies": proxies}, nil
+}
+
+// ztunnelConfig is what istiod pushes to a ztunnel: every workload and service
+// address (istio.workload.Address) and every authorization policy ztunnel
+// enforces (istio.security.Authorization), fetched over delta xDS from the
+// discovery server's own generators, as a ztunnel subscribes to them.
+func ztunnelConfig(t test.Failer, s *xds.FakeDiscoveryServer, sp proxySpec) (map[string]any, error) {
+	out := map[string]any{}
+	for _, typ := range []struct{ key, url string }{
+		{"addresses", v3.AddressType},
+		{"authorizations", v3.WorkloadAuthorizationType},
+	} {
+		ads := s.ConnectDeltaADS().WithType(typ.url).WithTimeout(20 * time.Second).
+			WithNodeType(model.Ztunnel).
+			WithMetadata(model.NodeMetadata{NodeName: sp.Name, Namespace: sp.Namespace, ClusterID: constants.DefaultClusterName})
+		resp := ads.RequestResponseAck(&discovery.DeltaDiscoveryRequest{ResourceNamesSubscribe: []string{"*"}})
+		var docs []json.RawMessage
+		names := []string{}
+		byName := map[string]json.RawMessage{}
+		for _, r := range resp.Resources {
+			var m proto.Message
+			if typ.url == v3.AddressType {
+				m = &workloadapi.Address{}
+			} else {
+				m = &security.Authorization{}
+			}
+			if err := r.Resource.UnmarshalTo(m); err != nil {
+				return nil, fmt.Errorf("%s %s: %v", typ.key, r.Name, err)
+			}
+			b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+			if err != nil {
+				return nil, err
+			}
+			names = append(names, r.Name)
+			byName[r.Name] = b
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			docs = append(docs, byName[n])
+		}
+		out[typ.key] = docs
+		ads.Cleanup()
+	}
+	return out, nil
 }
 
 func main() {
@@ -288,6 +397,21 @@ func main() {
 	if *in == "" {
 		fmt.Fprintln(os.Stderr, "usage: istio-xds -in DIR [-out FILE]")
 		os.Exit(2)
+	}
+	if !features.EnableAmbient && os.Getenv(ambientEnv) == "" {
+		// istiod's ambient switch is read at start-up: start again with it when
+		// the proxies ask for ambient (and exactly as before otherwise).
+		if b, err := os.ReadFile(filepath.Join(*in, "proxies.json")); err == nil {
+			var specs []proxySpec
+			if json.Unmarshal(b, &specs) == nil && needsAmbient(specs) {
+				exe, err := os.Executable()
+				if err == nil {
+					err = syscall.Exec(exe, os.Args, append(os.Environ(), ambientEnv+"=true"))
+				}
+				fmt.Fprintln(os.Stderr, "istio-xds: re-executing with "+ambientEnv+"=true:", err)
+				os.Exit(1)
+			}
+		}
 	}
 	lo := istiolog.DefaultOptions()
 	lo.OutputPaths = []string{"stderr"}
