@@ -244,7 +244,9 @@ def authz_app(**changes: Any) -> AppAuthzArgs:
     return cast(AppAuthzArgs, {**AUTHZ_APP, **changes})
 
 
-AUTHZ_ARGS: Any = {"jwt": {"issuer": ISSUER, "jwks_uri": ISSUER + "/certs", "audiences": ["c"]}}
+GATEWAY_SA = "cluster.local/ns/istio-ingress/sa/gw"
+AUTHZ_ARGS: Any = {"jwt": {"issuer": ISSUER, "jwks_uri": ISSUER + "/certs", "audiences": ["c"]},
+                   "gateway": {"principal": GATEWAY_SA}}
 
 
 def test_ambient_app_policies_attach_to_the_service_and_the_sidecar_ones_to_the_pods():
@@ -252,10 +254,6 @@ def test_ambient_app_policies_attach_to_the_service_and_the_sidecar_ones_to_the_
         "targetRefs": [{"group": "", "kind": "Service", "name": "one-svc"}]}
     assert app_attachment(authz_app(dataplane="sidecar")) == {
         "selector": {"matchLabels": {"app": "one"}}}
-
-
-GATEWAY_SA = "cluster.local/ns/istio-ingress/sa/gw"
-AUTHZ_ARGS: Any = {**AUTHZ_ARGS, "gateway": {"principal": GATEWAY_SA}}
 
 
 def test_waypoint_deny_holds_the_principal_gateway_and_group_rules_outside_public_paths():
@@ -287,7 +285,8 @@ def test_waypoint_admits_a_users_token_only_from_the_gateways_identity():
     sidecar = app_authorization_policy_spec(AUTHZ_ARGS, authz_app(dataplane="sidecar"))
     assert sidecar["rules"][0]["from"] == signed_in["from"]
     with pytest.raises(ValueError, match="gateway's workload identity"):
-        app_deny_policy_spec({**AUTHZ_ARGS, "gateway": {"principal": ""}}, AUTHZ_APP)
+        no_gateway: Any = {**AUTHZ_ARGS, "gateway": {"principal": ""}}
+        app_deny_policy_spec(no_gateway, AUTHZ_APP)
 
 
 # ---------------------------------------------------------------- the ambient stack under mocks
