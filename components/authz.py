@@ -93,7 +93,7 @@ without our principal or without one of the app's groups.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -101,6 +101,13 @@ import yaml
 
 from components.config import OAUTH2_PREFIX, format_duration
 from components.cookies import SessionCookies, lua_disabled_per_route, lua_filter
+from components.gateway_traffic import (
+    DEFAULT_TRAFFIC,
+    GatewayTraffic,
+    destination_rule_spec,
+    ext_authz_retry_patch,
+    ext_authz_retry_policy,
+)
 from components.headers import HEADERS, HeaderFlow, early_header_mutation, list_matcher
 from components.ingress import (
     BEARER_PREFIX,
@@ -204,6 +211,13 @@ class AuthzArgs(TypedDict):
     """oauth2-proxy's ``--cookie-name`` (components/cookies.py derives every cookie it sets)."""
     jwt: JwtArgs
     apps: list[AppAuthzArgs]
+    traffic: NotRequired[GatewayTraffic]
+    """Retries of the check and ejection of unreachable replicas (components/gateway_traffic.py);
+    default :data:`~components.gateway_traffic.DEFAULT_TRAFFIC`."""
+
+
+def traffic_of(args: AuthzArgs) -> GatewayTraffic:
+    return args.get("traffic", DEFAULT_TRAFFIC)
 
 
 # --------------------------------------------------------------------------------------------
@@ -469,6 +483,9 @@ def ext_authz_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
     typed = ext_authz_filter_config(
         extension_provider(p), outbound_cluster(p["service_host"], p["port"])
     )
+    retry = ext_authz_retry_policy(traffic_of(args)["check_retries"])
+    if retry is not None:
+        typed["http_service"]["retry_policy"] = retry
     patches: list[dict[str, Any]] = [
         {
             "applyTo": "HTTP_FILTER",
@@ -682,6 +699,15 @@ class Authz(pulumi.ComponentResource):
         else:
             cr("ext-authz", net, "EnvoyFilter", f"{prefix}-ext-authz", gns,
                ext_authz_envoy_filter_spec(args))
+        traffic = traffic_of(args)
+        retry_patch = ext_authz_retry_patch(traffic["check_retries"])
+        if args["mode"] == "extension-provider" and retry_patch is not None:
+            cr("check-retry", net, "EnvoyFilter", f"{prefix}-check-retry", gns,
+               {**envoy_filter_attachment(gw), "configPatches": [retry_patch]})
+        rule = destination_rule_spec(args["provider"]["service_host"], traffic["outlier"])
+        if rule is not None:
+            cr("proxy-outlier", "networking.istio.io/v1", "DestinationRule",
+               f"{prefix}-oauth2-proxy", gns, rule)
         if needs_gateway_jwt(args):
             cr("gateway-jwt", sec, "RequestAuthentication", f"{prefix}-jwt", gns,
                gateway_request_authentication_spec(args))

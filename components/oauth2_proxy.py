@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -67,6 +67,21 @@ class RedisEgress(TypedDict):
     ports: list[int]
 
 
+class Lifecycle(TypedDict):
+    """How a pod leaves and joins the Service without failing a request (docs/reliability.md)."""
+
+    drain_seconds: int
+    """preStop sleep: the pod keeps serving after it left the endpoints, until the gateways
+    stopped sending to it; 0 = no preStop hook."""
+    grace_seconds: int
+    """terminationGracePeriodSeconds (drain plus the time requests in flight get)."""
+    min_ready_seconds: int
+    """Deployment minReadySeconds (the gateways learn of a new pod before an old one goes)."""
+
+
+DEFAULT_LIFECYCLE = Lifecycle(drain_seconds=10, grace_seconds=30, min_ready_seconds=5)
+
+
 class OAuth2ProxyArgs(TypedDict):
     """Inputs of the oauth2-proxy component (plain values, except the secrets)."""
 
@@ -87,6 +102,8 @@ class OAuth2ProxyArgs(TypedDict):
     cookie_secret: pulumi.Input[str]
     client_secret: pulumi.Input[str]
     redis_password: pulumi.Input[str]
+    lifecycle: NotRequired[Lifecycle]
+    """Default :data:`DEFAULT_LIFECYCLE`."""
 
 
 def proxy_labels(name: str) -> dict[str, str]:
@@ -123,6 +140,23 @@ def _probe(path: str, **timing: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": "http"}, **timing}
 
 
+def lifecycle_of(args: OAuth2ProxyArgs) -> Lifecycle:
+    return args.get("lifecycle", DEFAULT_LIFECYCLE)
+
+
+def container_lifecycle(lc: Lifecycle) -> dict[str, Any] | None:
+    """The container's preStop hook: sleep before SIGTERM (Kubernetes' sleep action, GA in 1.34,
+    on by default since 1.30; the distroless image has no `sleep` binary for an exec hook).
+
+    oauth2-proxy stops accepting connections the moment it gets SIGTERM (Go's
+    ``http.Server.Shutdown``: listeners closed, idle connections closed, requests in flight
+    finished), while the gateways still send to the pod until istiod has pushed the endpoint
+    change; the sleep covers that propagation."""
+    if lc["drain_seconds"] <= 0:
+        return None
+    return {"preStop": {"sleep": {"seconds": lc["drain_seconds"]}}}
+
+
 def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     """The pod spec (without the checksum annotation, which is an Output)."""
     name = args["name"]
@@ -131,9 +165,12 @@ def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     ports = [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}]
     if args["settings"].metrics_address:
         ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
+    lc = lifecycle_of(args)
+    hooks = container_lifecycle(lc)
     return {
         "serviceAccountName": name,
         "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": lc["grace_seconds"],
         "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,
@@ -176,6 +213,7 @@ def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
                 "/ping", initialDelaySeconds=5, periodSeconds=10, timeoutSeconds=2,
                 failureThreshold=3,
             ),
+            **({"lifecycle": hooks} if hooks else {}),
             "resources": {
                 "requests": dict(args["resources"]["requests"]),
                 "limits": dict(args["resources"]["limits"]),
@@ -200,6 +238,7 @@ def deployment_spec(args: OAuth2ProxyArgs, checksum: pulumi.Input[str] | str) ->
     spec: dict[str, Any] = {
         "selector": {"matchLabels": proxy_labels(name)},
         "revisionHistoryLimit": 5,
+        "minReadySeconds": lifecycle_of(args)["min_ready_seconds"],
         # Never below the current capacity during a rollout.
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "template": {
