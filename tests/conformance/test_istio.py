@@ -108,8 +108,13 @@ def test_render_has_istio_objects(renders, stack, mode):
         assert kinds["Gateway"] >= 1
         assert kinds["VirtualService"] >= 1
     assert kinds["AuthorizationPolicy"] >= 1
-    ext_authz_filters = [o for o in istio_objects(renders[(stack, mode)].result)
-                         if o["kind"] == "EnvoyFilter" and "ext_authz" in json.dumps(o)]
+    # EnvoyFilters that insert ext_authz (extension-provider mode only MERGEs a retry policy into
+    # the filter istiod makes for the CUSTOM policy)
+    ext_authz_filters = [
+        o for o in istio_objects(renders[(stack, mode)].result)
+        if o["kind"] == "EnvoyFilter" and any(
+            p["patch"]["operation"].startswith("INSERT") and "ext_authz" in json.dumps(p["patch"])
+            for p in o["spec"]["configPatches"])]
     assert len(ext_authz_filters) == (1 if mode == "envoy-filter" else 0)
 
 
