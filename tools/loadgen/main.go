@@ -2,7 +2,10 @@
 //
 //	loadgen signin CONFIG.json   sign users in through the real login form (concurrently)
 //	loadgen drive  CONFIG.json   signed-in sessions request their app until the duration ends,
-//	                             SIGTERM/SIGINT, or the stop file appears
+//	                             SIGTERM/SIGINT, or the stop file appears; a session whose cookie
+//	                             a response deleted stops (its user would sign in again)
+//	loadgen probe  CONFIG.json   one request per session with its original cookie: which
+//	                             sessions still work
 //
 // Every https host is dialled at the gateway address (like Chromium's --host-resolver-rules),
 // TLS is verified against the run's CA. Each user is one browser: its own cookie jar (so a
@@ -95,8 +98,8 @@ func fail(format string, a ...any) {
 }
 
 func main() {
-	if len(os.Args) != 3 || (os.Args[1] != "signin" && os.Args[1] != "drive") {
-		fail("usage: loadgen signin|drive CONFIG.json")
+	if len(os.Args) != 3 || (os.Args[1] != "signin" && os.Args[1] != "drive" && os.Args[1] != "probe") {
+		fail("usage: loadgen signin|drive|probe CONFIG.json")
 	}
 	raw, err := os.ReadFile(os.Args[2])
 	if err != nil {
@@ -114,10 +117,13 @@ func main() {
 	if err != nil || !pool.AppendCertsFromPEM(ca) {
 		fail("CA file %q: %v", cfg.CAFile, err)
 	}
-	if os.Args[1] == "signin" {
+	switch os.Args[1] {
+	case "signin":
 		signin(&cfg, pool)
-	} else {
+	case "drive":
 		drive(&cfg, pool)
+	default:
+		probe(&cfg, pool)
 	}
 }
 
@@ -528,6 +534,10 @@ func drive(cfg *Config, pool *x509.CertPool) {
 					sum.Failed++
 				}
 				records <- r
+				if r.Flags&flagCleared != 0 {
+					// signed out: a real user signs in again now; this browser stops here
+					break
+				}
 				next = next.Add(interval)
 				if now := time.Now(); next.Before(now) {
 					next = now
@@ -546,4 +556,55 @@ func drive(cfg *Config, pool *x509.CertPool) {
 		failed += s.Failed
 	}
 	fmt.Printf("{\"requests\": %d, \"failed\": %d, \"seconds\": %.3f}\n", total, failed, time.Since(start).Seconds())
+}
+
+// probe: one request per session with its original cookie (concurrency 16); summary_out gets
+// {"id": status} for every session.
+func probe(cfg *Config, pool *x509.CertPool) {
+	statuses := make(map[string]int, len(cfg.Sessions))
+	var mu sync.Mutex
+	jobs := make(chan Session)
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range jobs {
+				c, jar := newBrowser(cfg, pool)
+				app, err := url.Parse(s.URL)
+				if err != nil {
+					fail("session %s: %v", s.ID, err)
+				}
+				var seed []*http.Cookie
+				for _, ck := range s.Cookies {
+					seed = append(seed, &http.Cookie{Name: ck.Name, Value: ck.Value, Domain: cfg.CookieDomain, Path: "/"})
+				}
+				jar.SetCookies(app, seed)
+				status := 0
+				resp, body, err := get(c, "GET", s.URL, nil)
+				if err != nil {
+					status = transportStatus[errorKind(err)]
+				} else if status = resp.StatusCode; status == 200 && !strings.Contains(string(body), "\"headers\"") {
+					status = 299
+				}
+				c.CloseIdleConnections()
+				mu.Lock()
+				statuses[s.ID] = status
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, s := range cfg.Sessions {
+		jobs <- s
+	}
+	close(jobs)
+	wg.Wait()
+	writeJSON(cfg.SummaryOut, statuses)
+	ok := 0
+	for _, st := range statuses {
+		if st == 200 {
+			ok++
+		}
+	}
+	fmt.Printf("{\"sessions\": %d, \"working\": %d}\n", len(statuses), ok)
 }
