@@ -122,6 +122,7 @@ from components.ingress import (
     object_labels,
     vhost_name,
 )
+from components.session_keep import keep_disabled_per_route, keep_filter
 
 Mode = Literal["extension-provider", "envoy-filter"]
 AuthorizeAt = Literal["sidecar", "gateway", "both"]
@@ -138,6 +139,9 @@ HCM_TYPE = (
 )
 ROUTER_FILTER = "envoy.filters.http.router"
 EXT_AUTHZ_PRIORITY = 10
+SESSION_KEEP_PRIORITY = 15
+"""Applied after the ext_authz EnvoyFilter (envoy-filter mode), whose filter it is inserted
+before."""
 COOKIE_STRIP_PRIORITY = 20
 """Applied after the ext_authz EnvoyFilter, so the cookie filter's INSERT_BEFORE router lands
 between ext_authz and the router (oauth2-proxy must see the cookies first)."""
@@ -537,6 +541,29 @@ def session_cookie_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
     }
 
 
+def proxy_routes(args: AuthzArgs) -> list[tuple[str, str]]:
+    """(host, route name) of every gateway route to oauth2-proxy (``/oauth2/*``, the auth host)."""
+    return gateway_routes_where(args, lambda r: r.backend == "proxy")
+
+
+def session_keep_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
+    """The EnvoyFilter (both modes) that keeps a session cookie through a session-store outage
+    (components/session_keep.py): a response filter right before ext_authz, so it sees the
+    denials ext_authz answers with, off on the routes to oauth2-proxy (sign-out)."""
+    patches: list[dict[str, Any]] = [{
+        "applyTo": "HTTP_FILTER",
+        "match": _http_listener_match(EXT_AUTHZ_FILTER),
+        "patch": {"operation": "INSERT_BEFORE",
+                  "value": keep_filter(SessionCookies(args["session_cookie_name"]))},
+    }]
+    patches += _on_both_servers(args["gateway"], proxy_routes(args), keep_disabled_per_route())
+    return {
+        **envoy_filter_attachment(args["gateway"]),
+        "priority": SESSION_KEEP_PRIORITY,
+        "configPatches": patches,
+    }
+
+
 def gateway_hardening_envoy_filter_spec(gw: GatewayRef) -> dict[str, Any]:
     """Both modes: strip client identity headers before any filter, normalize paths."""
     return {
@@ -699,6 +726,8 @@ class Authz(pulumi.ComponentResource):
         else:
             cr("ext-authz", net, "EnvoyFilter", f"{prefix}-ext-authz", gns,
                ext_authz_envoy_filter_spec(args))
+        cr("cookie-keep", net, "EnvoyFilter", f"{prefix}-session-cookie-keep", gns,
+           session_keep_envoy_filter_spec(args))
         traffic = traffic_of(args)
         retry_patch = ext_authz_retry_patch(traffic["check_retries"])
         if args["mode"] == "extension-provider" and retry_patch is not None:

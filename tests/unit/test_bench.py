@@ -314,8 +314,10 @@ def test_bench_listeners_keep_the_rendered_filters_and_routes(boots):
     gw = _listener(boot, "gateway")
     # the session/JWT listener is the rendered one: same chains, filters, routes (names), TLS
     assert _filters(gw)[: len(rendered["filter_chains"])] == _filters(rendered)
-    # istiod's order: CUSTOM (shadow RBAC + ext_authz), authn, DENY RBAC, then its own extras
-    assert _filters(gw)[0] == ["envoy.filters.http.rbac", "envoy.filters.http.ext_authz",
+    # istiod's order: CUSTOM (shadow RBAC + ext_authz, the session-keep filter inserted before
+    # it), authn, DENY RBAC, then its own extras
+    assert _filters(gw)[0] == ["envoy.filters.http.rbac", "authproxy.session_cookie_keep",
+                               "envoy.filters.http.ext_authz",
                                "envoy.filters.http.jwt_authn", "envoy.filters.http.rbac",
                                "envoy.filters.http.grpc_stats", "envoy.filters.http.fault",
                                "envoy.filters.http.cors", "authproxy.session_cookie_strip",
