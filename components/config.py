@@ -423,9 +423,11 @@ class Session(_Model):
         parse_duration("8h"), description="Session cookie lifetime (oauth2-proxy cookie-expire)."
     )
     cookie_refresh: Duration = Field(
-        parse_duration("4m"),
+        parse_duration("2m"),
         description="Refresh the tokens when the session is older than this (0 = never). Must be "
-        "shorter than accessTokenLifespan so apps never see an expired JWT.",
+        "shorter than accessTokenLifespan so apps never see an expired JWT. The difference is how "
+        "long Keycloak may be unreachable before active users are signed out (oauth2-proxy drops "
+        "a session whose refresh failed once its token expired; docs/reliability.md).",
     )
     access_token_lifespan: Duration = Field(
         parse_duration("5m"), description="Keycloak access/ID token lifetime (set on the client)."

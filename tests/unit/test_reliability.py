@@ -216,3 +216,14 @@ def test_the_chart_gets_the_sentinel_settings(runs):
                                                    "failover-timeout": 180000}
     # writes still need a replica in sync (the chart's own guard against split brain)
     assert rel["values"]["redis"]["config"]["min-replicas-to-write"] == 1
+
+
+def test_prod_rides_out_a_keycloak_restart_of_three_minutes():
+    """oauth2-proxy refreshes a session older than cookieRefresh; when Keycloak cannot answer, the
+    session lives on until its token expires (accessTokenLifespan after the last refresh), then
+    oauth2-proxy deletes it. The difference is the Keycloak outage active users survive."""
+    for cfg in (load_stack("prod"), C.load({"domain": "example.com", "apps": [
+            {"name": "a", "host": "a.example.com", "service": {"name": "a", "namespace": "a", "port": 80}}],
+            "keycloak": {"url": "https://sso.example.com"}}, SECRETS)):
+        s = cfg.session
+        assert s.access_token_lifespan - s.cookie_refresh >= 180
