@@ -136,6 +136,16 @@ def secrets_checksum(values: Mapping[str, str]) -> str:
     return hashlib.sha256(b"authproxy/oauth2-proxy\0" + canonical.encode()).hexdigest()
 
 
+READINESS_TIMING = {"periodSeconds": 2, "timeoutSeconds": 1, "failureThreshold": 1,
+                    "successThreshold": 1}
+"""`/ready` pings Redis. While the session store is unreachable (a sentinel failover) every
+replica leaves the Service within about 2 s, and comes back one probe after Redis answers again:
+no check reaches oauth2-proxy at the moment its Redis client reconnects, which is when
+oauth2-proxy would delete sessions (a read fails, the delete that follows already succeeds;
+docs/reliability.md). Meanwhile the gateway answers 503 rather than sending signed-in users to a
+sign-in that could not store a session either; a new pod is ready within 2 s of starting."""
+
+
 def _probe(path: str, **timing: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": "http"}, **timing}
 
@@ -206,9 +216,7 @@ def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
             "args": cmd_args,
             "env": env,
             "ports": ports,
-            "readinessProbe": _probe(
-                "/ready", periodSeconds=10, timeoutSeconds=2, failureThreshold=3
-            ),
+            "readinessProbe": _probe("/ready", **READINESS_TIMING),
             "livenessProbe": _probe(
                 "/ping", initialDelaySeconds=5, periodSeconds=10, timeoutSeconds=2,
                 failureThreshold=3,

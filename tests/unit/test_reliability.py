@@ -227,3 +227,17 @@ def test_prod_rides_out_a_keycloak_restart_of_three_minutes():
             "keycloak": {"url": "https://sso.example.com"}}, SECRETS)):
         s = cfg.session
         assert s.access_token_lifespan - s.cookie_refresh >= 180
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_replicas_leave_the_service_while_redis_cannot_answer(stack, runs):
+    """/ready pings Redis; the probe must take every replica out well within a sentinel failover
+    (redis.sentinel.downAfter, 5 s) and let it back one probe after Redis answers."""
+    (c,) = proxy_deployment(runs[stack])["spec"]["template"]["spec"]["containers"]
+    probe = c["readinessProbe"]
+    assert probe["httpGet"]["path"].endswith("/ready")
+    out_after = probe["periodSeconds"] * probe["failureThreshold"]
+    assert out_after <= 2 < load_stack("prod").redis.sentinel.down_after
+    assert probe["successThreshold"] == 1 and probe["timeoutSeconds"] < probe["periodSeconds"]
+    # liveness stays on the process alone (/ping): a Redis outage must not restart oauth2-proxy
+    assert c["livenessProbe"]["httpGet"]["path"].endswith("/ping")
