@@ -6,6 +6,9 @@
 //	                             a response deleted stops (its user would sign in again)
 //	loadgen probe  CONFIG.json   one request per session with its original cookie: which
 //	                             sessions still work
+//	loadgen mint   CONFIG.json   many sessions through oauth2-proxy: each user signs in once
+//	                             with the form, then again and again on its Keycloak SSO session
+//	                             (a browser that lost oauth2-proxy's cookie), `repeat` times
 //
 // Every https host is dialled at the gateway address (like Chromium's --host-resolver-rules),
 // TLS is verified against the run's CA. Each user is one browser: its own cookie jar (so a
@@ -78,6 +81,8 @@ type Config struct {
 	RetryDelayMS int    `json:"retry_delay_ms"`
 	AttemptsOut  string `json:"attempts_out"`
 	SessionsOut  string `json:"sessions_out"`
+	Repeat       int    `json:"repeat"`
+	MintOut      string `json:"mint_out"`
 	// drive
 	Sessions    []Session `json:"sessions"`
 	Rate        float64   `json:"rate"`
@@ -98,8 +103,8 @@ func fail(format string, a ...any) {
 }
 
 func main() {
-	if len(os.Args) != 3 || (os.Args[1] != "signin" && os.Args[1] != "drive" && os.Args[1] != "probe") {
-		fail("usage: loadgen signin|drive|probe CONFIG.json")
+	if len(os.Args) != 3 || !strings.Contains(" signin drive probe mint ", " "+os.Args[1]+" ") {
+		fail("usage: loadgen signin|drive|probe|mint CONFIG.json")
 	}
 	raw, err := os.ReadFile(os.Args[2])
 	if err != nil {
@@ -122,6 +127,8 @@ func main() {
 		signin(&cfg, pool)
 	case "drive":
 		drive(&cfg, pool)
+	case "mint":
+		mint(&cfg, pool)
 	default:
 		probe(&cfg, pool)
 	}
@@ -613,4 +620,96 @@ func probe(cfg *Config, pool *x509.CertPool) {
 		}
 	}
 	fmt.Printf("{\"sessions\": %d, \"working\": %d}\n", len(statuses), ok)
+}
+
+// ssoOnce: the app sends the browser to Keycloak, which answers at once from its SSO session (no
+// form), oauth2-proxy's callback stores a new session, the app answers.
+func ssoOnce(c *http.Client, target string) (string, int) {
+	for hop := 0; hop < 12; hop++ {
+		resp, body, err := get(c, "GET", target, nil)
+		if err != nil {
+			return errorKind(err), 0
+		}
+		if isRedirect(resp.StatusCode) {
+			next, perr := resp.Request.URL.Parse(resp.Header.Get("Location"))
+			if perr != nil {
+				return "location", resp.StatusCode
+			}
+			target = next.String()
+			continue
+		}
+		if resp.StatusCode == 200 && strings.Contains(string(body), "\"headers\"") {
+			return "", 200
+		}
+		if strings.Contains(string(body), "kc-form-login") {
+			return "login-form", resp.StatusCode
+		}
+		return "status", resp.StatusCode
+	}
+	return "redirects", 0
+}
+
+// mint: `repeat` sessions per user, written by oauth2-proxy's callback like any sign-in.
+func mint(cfg *Config, pool *x509.CertPool) {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 1
+	}
+	if cfg.Repeat <= 0 {
+		cfg.Repeat = 1
+	}
+	start := time.Now()
+	var made, failed atomic.Int64
+	var mu sync.Mutex
+	failures := map[string]int{}
+	jobs := make(chan User)
+	var wg sync.WaitGroup
+	for i := 0; i < cfg.Concurrency; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for u := range jobs {
+				c, jar := newBrowser(cfg, pool)
+				app, _ := url.Parse(u.URL)
+				a := &Attempt{Stages: map[string]float64{}}
+				if !signInOnce(c, u, a) {
+					failed.Add(1)
+					mu.Lock()
+					failures["signin-"+a.Stage]++
+					mu.Unlock()
+					continue
+				}
+				made.Add(1)
+				for n := 1; n < cfg.Repeat; n++ {
+					// a browser without oauth2-proxy's cookies, still signed in at Keycloak
+					var gone []*http.Cookie
+					for _, ck := range jar.Cookies(app) {
+						if strings.HasPrefix(ck.Name, cfg.CookieName) {
+							gone = append(gone, &http.Cookie{Name: ck.Name, Value: "", Domain: cfg.CookieDomain,
+								Path: "/", MaxAge: -1})
+						}
+					}
+					jar.SetCookies(app, gone)
+					why, _ := ssoOnce(c, u.URL)
+					if why == "" {
+						made.Add(1)
+					} else {
+						failed.Add(1)
+						mu.Lock()
+						failures[why]++
+						mu.Unlock()
+					}
+				}
+				c.CloseIdleConnections()
+			}
+		}()
+	}
+	for _, u := range cfg.Users {
+		jobs <- u
+	}
+	close(jobs)
+	wg.Wait()
+	secs := time.Since(start).Seconds()
+	writeJSON(cfg.MintOut, map[string]any{"sessions": made.Load(), "failed": failed.Load(),
+		"failures": failures, "seconds": secs})
+	fmt.Printf("{\"sessions\": %d, \"failed\": %d, \"seconds\": %.3f}\n", made.Load(), failed.Load(), secs)
 }
