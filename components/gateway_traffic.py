@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from components.config import format_duration
+from components.common import format_duration
 
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 EXT_AUTHZ_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"

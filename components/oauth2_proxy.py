@@ -19,7 +19,7 @@ from typing import Any, NotRequired, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.labels import COMMON_LABELS
+from components.common import COMMON_LABELS
 from components.proxy_settings import (
     CLIENT_SECRET_KEY,
     COOKIE_SECRET_KEY,
@@ -240,15 +240,19 @@ def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     }
 
 
-def deployment_spec(args: OAuth2ProxyArgs, checksum: pulumi.Input[str] | str) -> dict[str, Any]:
-    """apps/v1 Deployment spec. With autoscaling the HPA owns the replica count."""
+def deployment_spec(
+    args: OAuth2ProxyArgs, checksum: pulumi.Input[str] | str
+) -> k8s.apps.v1.DeploymentSpecArgsDict:
+    """apps/v1 Deployment spec. With autoscaling the HPA owns the replica count. The SDK's typed
+    spec (snake_case names, checked by mypy; the SDK sends the API's camelCase names); the pod
+    template is the API object as is (core/v1 types are not checked statically, see pyproject)."""
     name = args["name"]
-    spec: dict[str, Any] = {
-        "selector": {"matchLabels": proxy_labels(name)},
-        "revisionHistoryLimit": 5,
-        "minReadySeconds": lifecycle_of(args)["min_ready_seconds"],
+    spec: k8s.apps.v1.DeploymentSpecArgsDict = {
+        "selector": {"match_labels": proxy_labels(name)},
+        "revision_history_limit": 5,
+        "min_ready_seconds": lifecycle_of(args)["min_ready_seconds"],
         # Never below the current capacity during a rollout.
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "strategy": {"type": "RollingUpdate", "rolling_update": {"max_unavailable": 0, "max_surge": 1}},
         "template": {
             "metadata": {
                 # No Istio sidecar (the label is Istio's current per-pod switch).
@@ -272,67 +276,72 @@ def service_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     return {"type": "ClusterIP", "selector": proxy_labels(args["name"]), "ports": ports}
 
 
-def pdb_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
+def pdb_spec(args: OAuth2ProxyArgs) -> k8s.policy.v1.PodDisruptionBudgetSpecArgsDict:
     """policy/v1 PodDisruptionBudget spec: minAvailable below the replica floor (validated)."""
     return {
-        "minAvailable": args["pdb_min_available"],
-        "selector": {"matchLabels": proxy_labels(args["name"])},
+        "min_available": args["pdb_min_available"],
+        "selector": {"match_labels": proxy_labels(args["name"])},
         # A pod that is not ready anyway may always be evicted, so a crash loop cannot hang drains.
-        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        "unhealthy_pod_eviction_policy": "AlwaysAllow",
     }
 
 
-def hpa_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
+def hpa_spec(args: OAuth2ProxyArgs) -> k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgsDict:
     a = args["autoscaling"]
     return {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": args["name"]},
-        "minReplicas": a["min_replicas"],
-        "maxReplicas": a["max_replicas"],
+        "scale_target_ref": {"api_version": "apps/v1", "kind": "Deployment", "name": args["name"]},
+        "min_replicas": a["min_replicas"],
+        "max_replicas": a["max_replicas"],
         "metrics": [{
             "type": "Resource",
             "resource": {
                 "name": "cpu",
-                "target": {"type": "Utilization", "averageUtilization": a["target_cpu_utilization"]},
+                "target": {"type": "Utilization", "average_utilization": a["target_cpu_utilization"]},
             },
         }],
     }
 
 
-def _ns_selector(namespace: str) -> dict[str, Any]:
-    return {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+NetworkPolicySpec = k8s.networking.v1.NetworkPolicySpecArgsDict
+NetworkPolicyPeer = k8s.networking.v1.NetworkPolicyPeerArgsDict
+NetworkPolicyPort = k8s.networking.v1.NetworkPolicyPortArgsDict
 
 
-def _anywhere(ports: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"to": [{"ipBlock": {"cidr": ANY_IPV4}}, {"ipBlock": {"cidr": ANY_IPV6}}], "ports": ports}
+def _ns_selector(namespace: str) -> k8s.meta.v1.LabelSelectorArgsDict:
+    return {"match_labels": {"kubernetes.io/metadata.name": namespace}}
 
 
-def ingress_policy_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
+def _anywhere(ports: list[NetworkPolicyPort]) -> k8s.networking.v1.NetworkPolicyEgressRuleArgsDict:
+    return {"to": [{"ip_block": {"cidr": ANY_IPV4}}, {"ip_block": {"cidr": ANY_IPV6}}], "ports": ports}
+
+
+def ingress_policy_spec(args: OAuth2ProxyArgs) -> NetworkPolicySpec:
     """Who reaches oauth2-proxy: the ingress gateway (4180) and this namespace (4180, metrics);
     with a ServiceMonitor, Prometheus from any namespace (metrics port only)."""
     gw = args["gateway"]
-    http = {"protocol": "TCP", "port": HTTP_PORT}
-    metrics = {"protocol": "TCP", "port": METRICS_PORT}
+    http: NetworkPolicyPort = {"protocol": "TCP", "port": HTTP_PORT}
+    metrics: NetworkPolicyPort = {"protocol": "TCP", "port": METRICS_PORT}
     has_metrics = bool(args["settings"].metrics_address)
-    rules: list[dict[str, Any]] = [
+    rules: list[k8s.networking.v1.NetworkPolicyIngressRuleArgsDict] = [
         {
-            "from": [{
-                "namespaceSelector": _ns_selector(gw["namespace"]),
-                "podSelector": {"matchLabels": dict(gw["selector"])},
+            "from_": [{
+                "namespace_selector": _ns_selector(gw["namespace"]),
+                "pod_selector": {"match_labels": dict(gw["selector"])},
             }],
             "ports": [http],
         },
-        {"from": [{"podSelector": {}}], "ports": [http, metrics] if has_metrics else [http]},
+        {"from_": [{"pod_selector": {}}], "ports": [http, metrics] if has_metrics else [http]},
     ]
     if has_metrics and args["service_monitor"]:
-        rules.append({"from": [{"namespaceSelector": {}}], "ports": [metrics]})
+        rules.append({"from_": [{"namespace_selector": {}}], "ports": [metrics]})
     return {
-        "podSelector": {"matchLabels": proxy_labels(args["name"])},
-        "policyTypes": ["Ingress"],
+        "pod_selector": {"match_labels": proxy_labels(args["name"])},
+        "policy_types": ["Ingress"],
         "ingress": rules,
     }
 
 
-def egress_policy_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
+def egress_policy_spec(args: OAuth2ProxyArgs) -> NetworkPolicySpec:
     """Where oauth2-proxy may connect: cluster DNS, its Redis, Keycloak. Nothing else.
 
     Keycloak outside the cluster (or behind an address unknown here) gets the URL's port on any
@@ -340,23 +349,23 @@ def egress_policy_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     Keycloak URL that hairpins through an in-cluster load balancer. `keycloak.inCluster` narrows
     it to the pods that actually receive the connection.
     """
-    dns_ports = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
-    rules: list[dict[str, Any]] = [
+    dns_ports: list[NetworkPolicyPort] = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    rules: list[k8s.networking.v1.NetworkPolicyEgressRuleArgsDict] = [
         {
             "to": [
                 {
-                    "namespaceSelector": _ns_selector("kube-system"),
-                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                    "namespace_selector": _ns_selector("kube-system"),
+                    "pod_selector": {"match_labels": {"k8s-app": "kube-dns"}},
                 },
-                {"ipBlock": {"cidr": NODELOCAL_DNS}},
+                {"ip_block": {"cidr": NODELOCAL_DNS}},
             ],
             "ports": dns_ports,
         },
     ]
     r = args["redis_egress"]
-    redis_ports = [{"protocol": "TCP", "port": p} for p in r["ports"]]
+    redis_ports: list[NetworkPolicyPort] = [{"protocol": "TCP", "port": p} for p in r["ports"]]
     if r["pod_labels"]:
-        rules.append({"to": [{"podSelector": {"matchLabels": dict(r["pod_labels"])}}],
+        rules.append({"to": [{"pod_selector": {"match_labels": dict(r["pod_labels"])}}],
                       "ports": redis_ports})
     else:
         rules.append(_anywhere(redis_ports))
@@ -364,16 +373,16 @@ def egress_policy_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     if kc:
         rules.append({
             "to": [{
-                "namespaceSelector": _ns_selector(kc["namespace"]),
-                "podSelector": {"matchLabels": dict(kc["pod_labels"])},
+                "namespace_selector": _ns_selector(kc["namespace"]),
+                "pod_selector": {"match_labels": dict(kc["pod_labels"])},
             }],
             "ports": [{"protocol": "TCP", "port": kc["port"]}],
         })
     else:
         rules.append(_anywhere([{"protocol": "TCP", "port": args["keycloak_port"]}]))
     return {
-        "podSelector": {"matchLabels": proxy_labels(args["name"])},
-        "policyTypes": ["Egress"],
+        "pod_selector": {"match_labels": proxy_labels(args["name"])},
+        "policy_types": ["Egress"],
         "egress": rules,
     }
 
@@ -430,9 +439,7 @@ class OAuth2Proxy(pulumi.ComponentResource):
         sa = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata=meta(), automount_service_account_token=False, opts=child
         )
-        # The specs below are Kubernetes API objects (camelCase field names, which the provider takes
-        # as they are); the SDK types them as TypedDicts with snake_case keys, hence the ignores.
-        deployment: k8s.apps.v1.Deployment = k8s.apps.v1.Deployment(  # type: ignore[call-overload]
+        deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=meta(),
             spec=deployment_spec(args, checksum),
@@ -440,18 +447,18 @@ class OAuth2Proxy(pulumi.ComponentResource):
         )
         svc = k8s.core.v1.Service(f"{name}-service", metadata=meta(), spec=service_spec(args),
                                   opts=child)
-        k8s.policy.v1.PodDisruptionBudget(  # type: ignore[call-overload]
+        k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb", metadata=meta(), spec=pdb_spec(args), opts=child
         )
         if args["autoscaling"]["enabled"]:
-            k8s.autoscaling.v2.HorizontalPodAutoscaler(  # type: ignore[call-overload]
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(
                 f"{name}-hpa", metadata=meta(), spec=hpa_spec(args),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
             )
-        k8s.networking.v1.NetworkPolicy(  # type: ignore[call-overload]
+        k8s.networking.v1.NetworkPolicy(
             f"{name}-ingress", metadata=meta("-ingress"), spec=ingress_policy_spec(args), opts=child
         )
-        k8s.networking.v1.NetworkPolicy(  # type: ignore[call-overload]
+        k8s.networking.v1.NetworkPolicy(
             f"{name}-egress", metadata=meta("-egress"), spec=egress_policy_spec(args), opts=child
         )
         if args["service_monitor"] and args["settings"].metrics_address:

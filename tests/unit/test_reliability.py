@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from authproxy_local.mockrun import Run, deep_merge, project_config, run_program
+from authproxy_local.render.mockrun import Run, deep_merge, project_config, run_program
 from components import config as C
 from components.authz import EXT_AUTHZ_FILTER, EXT_AUTHZ_TYPE
 from components.gateway_traffic import (

@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authproxy_local import install
-from authproxy_local.mockrun import run_program
+from authproxy_local.core.processes import free_port
+from authproxy_local.render.mockrun import run_program
 from components.authz import (
     COOKIE_STRIP_PRIORITY,
     EXT_AUTHZ_FILTER,
@@ -97,7 +98,7 @@ def envoy_for(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     procs: list[subprocess.Popen[str]] = []
 
     def run(cookies: list[str], keep: bool = True) -> list[str]:
-        port = install.free_port()
+        port = free_port()
         filters = [keep_filter(N)] if keep else []
         filters += [
             {"name": "deny", "typed_config": {"@type": LUA_TYPE, "default_source_code": {
