@@ -24,19 +24,16 @@ from authproxy_local.core.processes import HarnessError, free_port, pick_gateway
 from authproxy_local.keycloak.admin import make_password
 from components.config import KEYCLOAK_ADMIN_PASSWORD_KEY, required_secret_keys
 
-from .envoy import EnvoyPart
-from .oauth2_proxy import ProxyPart
 from .redis import RedisPart
+from .rollout import RolloutPart
 from .runs import new_run_dir
 
 SECRET_LENGTHS = {KEYCLOAK_ADMIN_PASSWORD_KEY: 32}
 """Length of the secret config values a run makes up (a user supplies these); others: 40."""
 
 
-class Harness(RedisPart, ProxyPart, EnvoyPart):
+class Harness(RedisPart, RolloutPart):
     """Starts, controls and stops the rendered stack locally. See :mod:`authproxy_local.harness`."""
-
-    _stopped = True
 
     def __enter__(self) -> Harness:
         return self.start()
@@ -49,6 +46,7 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
     def start(self) -> Harness:
         """Start everything; on any failure stop what was started and re-raise."""
         self._stopped = False
+        self._was_started = True
         self._prev_handlers: dict[int, Any] = {}
         self._install_signal_handlers()
         t_all = time.monotonic()
@@ -67,6 +65,8 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
                 self.before_gateway(self)
             # The gateway starts once Keycloak serves the realm, as istiod only pushes JWT
             # policies after it fetched their JWKS; oauth2-proxy needs the gateway for discovery.
+            # oauth2-proxy's pods exist (not ready) before the gateway's first translation.
+            self._plan_proxy_pods()
             self._start_envoy()
             self._start_oauth2_proxy()
         except BaseException:
@@ -79,7 +79,9 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
 
     def stop(self) -> None:
         """Stop every process and thread this harness started; remove the temp dir."""
-        first = ("oauth2-proxy", "envoy", *(n for n in self.procs if n.startswith("envoy-")), "keycloak")
+        self._stopped = True  # the probers and istiod's pushes end
+        pods = [p.name for p in self._endpoints.proxy_pods] if self._endpoints else []
+        first = (*pods, "envoy", *(n for n in self.procs if n.startswith("envoy-")), "keycloak")
         for name in [*first, *(n for n in self.procs if n not in first)]:
             p = self.procs.get(name)
             if p is not None:
@@ -97,9 +99,10 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
         if self._tmp and self._tmp.exists():
             shutil.rmtree(self._tmp, ignore_errors=True)
         self._restore_signal_handlers()
-        if not self._stopped:
-            self.log("stopped")
-        self._stopped = True
+        if not getattr(self, "_was_started", False):
+            return
+        self._was_started = False
+        self.log("stopped")
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -173,6 +176,10 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
     def stop_component(self, name: str) -> None:
         """Stop one component (fault tests). Redis is stopped with SHUTDOWN-like SIGTERM, which
         writes its data first; the others with SIGTERM."""
+        if name == "oauth2-proxy":
+            self.stop_proxies()  # every replica
+            self.log("stopped oauth2-proxy (every replica)")
+            return
         p = self.procs.get(name)
         if p is None:
             raise HarnessError(f"unknown component {name!r}")
@@ -191,7 +198,7 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
             self._start_keycloak_process(lock=False)
             self._wait_keycloak()
         elif name == "oauth2-proxy":
-            self._start_oauth2_proxy()
+            self.start_proxies()
         elif name == "envoy":
             self._start_envoy(only=("gateway",))
         else:

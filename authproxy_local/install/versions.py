@@ -78,6 +78,7 @@ COMPONENTS: tuple[str, ...] = (
     "envoy",
     "istioctl",
     "istio-xds",
+    "loadgen",
     "gateway-api-crds",
     "chromium",
     "wrk",
@@ -97,7 +98,9 @@ GROUPS["stack"] = ("pulumi", "pulumi-random", "pulumi-keycloak", "pulumi-kuberne
 GROUPS["harness"] = ("keycloak", "oauth2-proxy", "redis", "envoy", "istio-xds", *GROUPS["stack"])
 """The live harness: the stack up, then its data path on real processes."""
 GROUPS["demo"] = GROUPS["harness"]
-GROUPS["e2e"] = (*GROUPS["harness"], "chromium")
+GROUPS["e2e"] = (*GROUPS["harness"], "chromium", "loadgen")
+GROUPS["soak"] = (*GROUPS["harness"], "loadgen")
+"""`make soak`: the harness and the load generator (tools/loadgen)."""
 GROUPS["bench"] = (*GROUPS["harness"], "wrk", "perf")
 GROUPS["engine"] = (*GROUPS["stack"], "keycloak", "gateway-api-crds")
 GROUPS["conformance"] = ("istioctl", "gateway-api-crds")
@@ -137,3 +140,5 @@ THIRD_PARTY_FILES = {
 GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"
 ISTIO_XDS_MODULE = "authproxy.local/istio-xds"
 ISTIO_XDS_SOURCE = pathlib.Path(__file__).resolve().parents[2] / "tools" / "istio-xds"
+LOADGEN_SOURCE = pathlib.Path(__file__).resolve().parents[2] / "tools" / "loadgen"
+"""The soak's load generator (Go, standard library only)."""

@@ -20,8 +20,8 @@
 //     sessions (cookies) as JSON for drive;
 //   - drive: one CSV line per request "t_us,lat_us,status,session,flags" (no response: status -1
 //     timeout, -2 refused, -3 reset, -4 other; 299: a 200 that is not the app's answer; flags:
-//     1 the session cookie was sent, 2 this response cleared it, 4 replaced it) and a JSON
-//     summary per session.
+//     1 the session cookie was sent, 2 this response cleared it, 4 replaced it; t_us counts from
+//     start_unix_ns) and a JSON summary: {"start_unix_ns", "sessions": [one per session]}.
 //
 // Secrets (passwords, cookies) come only from the config file, never the command line.
 package main
@@ -397,8 +397,8 @@ func signin(cfg *Config, pool *x509.CertPool) {
 	wg.Wait()
 	w.Flush()
 	writeJSON(cfg.SessionsOut, sessions)
-	fmt.Printf("{\"signed_in\": %d, \"failed_attempts\": %d, \"seconds\": %.3f}\n",
-		okCount.Load(), failCount.Load(), time.Since(start).Seconds())
+	fmt.Printf("{\"signed_in\": %d, \"failed_attempts\": %d, \"seconds\": %.3f, \"start_unix_ns\": %d}\n",
+		okCount.Load(), failCount.Load(), time.Since(start).Seconds(), start.UnixNano())
 }
 
 func writeJSON(path string, v any) {
@@ -562,7 +562,7 @@ func drive(cfg *Config, pool *x509.CertPool) {
 	wg.Wait()
 	close(records)
 	<-done
-	writeJSON(cfg.SummaryOut, summaries)
+	writeJSON(cfg.SummaryOut, map[string]any{"start_unix_ns": start.UnixNano(), "sessions": summaries})
 	total, failed := 0, 0
 	for _, s := range summaries {
 		total += s.Requests

@@ -104,10 +104,14 @@ func TestDriveRecordsWhatEachSessionSaw(t *testing.T) {
 	if strings.Join(statuses, " ") != "200 503 302" || strings.Join(flags, " ") != "1 1 3" {
 		t.Fatalf("statuses %v flags %v", statuses, flags)
 	}
-	var sums []SessionSummary
+	var out struct {
+		Start int64            `json:"start_unix_ns"`
+		Sums  []SessionSummary `json:"sessions"`
+	}
 	raw, _ := os.ReadFile(cfg.SummaryOut)
-	_ = json.Unmarshal(raw, &sums)
-	if len(sums) != 1 || sums[0].Requests != 3 || sums[0].Failed != 2 || sums[0].ClearedUS == nil || sums[0].HasCookie {
+	_ = json.Unmarshal(raw, &out)
+	sums := out.Sums
+	if out.Start == 0 || len(sums) != 1 || sums[0].Requests != 3 || sums[0].Failed != 2 || sums[0].ClearedUS == nil || sums[0].HasCookie {
 		t.Fatalf("summary %+v", sums)
 	}
 }
