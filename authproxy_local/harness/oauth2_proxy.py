@@ -61,9 +61,9 @@ def pod_spec_facts(deployment: Mapping[str, Any], container: Mapping[str, Any],
     if not get.get("path"):
         raise HarnessError("oauth2-proxy's container has no httpGet readinessProbe")
     sleep = (((container.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {})
-    replicas = spec.get("replicas")
-    if replicas is None:
-        replicas = hpa_min if hpa_min is not None else 1
+    # With an HPA, it owns the count (at least minReplicas at once); the API server defaults an
+    # unset `replicas` to 1.
+    replicas = hpa_min if hpa_min is not None else spec.get("replicas", 1)
     return PodFacts(
         replicas=int(replicas),
         probe_path=str(get["path"]),
