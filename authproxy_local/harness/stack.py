@@ -109,9 +109,11 @@ class LiveStack:
 
     def up(self, cluster: Cluster) -> None:
         t0 = time.monotonic()
+        first = self.cluster is None
         self.cluster = cluster
         p = self.project
-        stack = p.stack(self.name, extra_env=self.env)
+        # the first `up` creates the stack; another (update_stack) selects it
+        stack = p.stack(self.name, extra_env=self.env) if first else p.select(self.name, extra_env=self.env)
         p.write_config(stack, self.values, provider={"kubernetes:kubeconfig": str(cluster.kubeconfig),
                                                      "kubernetes:clusterIdentifier": "harness-cluster"})
         p.set_config(stack, secrets=self.secrets)

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             outcomes.append(signin_storm(h, lg, storm_users, url, rollout_users))
             print(outcomes[-1].line(), flush=True)
         if "session-store" in only:
-            outcomes.append(session_store(h, lg, scale, url))
+            outcomes.append(session_store(h, lg, scale, url, group))
             print(outcomes[-1].line(), flush=True)
         summary = total_line(outcomes)
         print(summary, flush=True)

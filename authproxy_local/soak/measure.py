@@ -97,12 +97,17 @@ class Outcome:
         return sum(self.failed_by_status.values())
 
     def line(self) -> str:
+        """The scenario's line: what the browsing sessions saw (when there were any), then the
+        scenario's own figures, then the machine's load average at its start and end."""
         by = ", ".join(f"{k}: {v}" for k, v in sorted(self.failed_by_status.items())) or "none"
-        extra = "".join(f", {k} {v}" for k, v in self.extra.items())
-        return (f"{self.name}: {self.requests} requests, {self.failed} failed ({by}), "
-                f"longest outage {self.longest_outage_s:.2f} s, {self.sessions_lost} of "
-                f"{self.sessions} sessions lost, p99 {self.p99_ms:.0f} ms during the event"
-                f"{extra} (load {self.load[0]:.1f} -> {self.load[1]:.1f})")
+        parts = []
+        if self.requests:
+            parts.append(f"{self.requests} requests, {self.failed} failed ({by}), longest outage "
+                         f"{self.longest_outage_s:.2f} s, p99 {self.p99_ms:.0f} ms during the event")
+        if self.sessions:
+            parts.append(f"{self.sessions_lost} of {self.sessions} sessions lost")
+        parts += [f"{k} {v}" for k, v in self.extra.items()]
+        return f"{self.name}: {', '.join(parts)} (load {self.load[0]:.1f} -> {self.load[1]:.1f})"
 
 
 def lost_sessions(requests: Iterable[Request], session_ids: Sequence[str],

@@ -148,7 +148,11 @@ def signin_storm(h: Harness, lg: LoadGen, users: Sequence[DemoUser], url: str,
     rollout_signins: dict[str, Signins] = {}
     t = threading.Thread(target=lambda: rollout_signins.setdefault(
         "s", lg.signin(during_rollout, url, concurrency=2, attempts=5, retry_delay_ms=1000)))
+    before = h.proxy_deployment()[0]["spec"]["template"]["metadata"]["annotations"]
     h.update_stack({"rotation": {"cookieSecret": str(int(time.time()))}})
+    after = h.proxy_deployment()[0]["spec"]["template"]["metadata"]["annotations"]
+    if before == after:
+        raise RuntimeError("the rotation did not change oauth2-proxy's pod template (checksum/secret)")
     t.start()
     r = h.rolling_restart(h.proxy_deployment())
     t.join()
@@ -221,8 +225,8 @@ def _memory(h: Harness) -> tuple[int, int]:
     return used, int(h.redis("DBSIZE"))
 
 
-def session_store(h: Harness, lg: LoadGen, counts: Sequence[int], url: str, users: int = 100,
-                  ttl_sample: int = 500) -> Outcome:
+def session_store(h: Harness, lg: LoadGen, counts: Sequence[int], url: str, group: str | None,
+                  users: int = 100, ttl_sample: int = 500) -> Outcome:
     """Sessions written through oauth2-proxy up to each of ``counts``; Redis memory per session
     at each, the TTL oauth2-proxy gives them, and their removal once it lapses (a sample's TTL
     shortened to 5 s: the removal is Redis's; waiting out `cookieExpire` adds nothing)."""
@@ -230,7 +234,7 @@ def session_store(h: Harness, lg: LoadGen, counts: Sequence[int], url: str, user
     o = Outcome("session store at scale")
     pattern = f"{h.config.session.cookie_name}-*"
     base_mem, base_keys = _memory(h)
-    pool = create_users(h, users, start=900_000)
+    pool = create_users(h, users, 900_000, group)
     made = 0
     for target in counts:
         need = target - (_memory(h)[1] - base_keys)

@@ -66,7 +66,9 @@ def test_lines(tmp_path: Path):
     o = outcome("rolling restart", read_requests(p), ["a", "b"])
     o.load = (1.5, 2.0)
     assert o.line() == ("rolling restart: 3 requests, 1 failed (503: 1), longest outage 0.00 s, "
-                        "0 of 2 sessions lost, p99 7 ms during the event (load 1.5 -> 2.0)")
+                        "p99 7 ms during the event, 0 of 2 sessions lost (load 1.5 -> 2.0)")
+    storm = Outcome("storm", extra={"sign-ins/s": 8.7})
+    assert storm.line() == "storm: sign-ins/s 8.7 (load 0.0 -> 0.0)"
     two = [o, Outcome("failover", requests=10, failed_by_status={"302": 3}, longest_outage_s=6.5,
                       sessions=5, sessions_lost=2)]
     assert total_line(two) == ("soak: 2 scenarios, 4 failed requests of 13, 2 sessions lost, "
