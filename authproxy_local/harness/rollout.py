@@ -57,8 +57,10 @@ class RolloutPart(ProxyPart, EnvoyPart):
                   deployment: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None) -> Process:
         """Start the pod's container and its readiness prober."""
         cmd, env = self.oauth2_proxy_command(pod, deployment)
-        p = Process(pod.name, cmd, env, self.run_dir / f"{pod.name}.log").start()
-        self.procs[pod.name] = p
+        with self.pods_lock:
+            pod.ready = False  # a new container is ready once its probe says so
+            p = Process(pod.name, cmd, env, self.run_dir / f"{pod.name}.log").start()
+            self.procs[pod.name] = p
         if self._probers is None:
             self._probers = {}
         t = threading.Thread(target=self._probe_loop, args=(pod, p), name=f"probe-{pod.name}", daemon=True)
@@ -81,9 +83,13 @@ class RolloutPart(ProxyPart, EnvoyPart):
                 verdict = True
             elif not ok and fails >= f.probe_failures:
                 verdict = False
-            if verdict != pod.ready and not pod.terminating:
-                with self.pods_lock:
+            with self.pods_lock:
+                if self.procs.get(pod.name) is not proc:
+                    break  # the container was replaced: its own prober decides now
+                changed = verdict != pod.ready and not pod.terminating
+                if changed:
                     pod.ready = verdict
+            if changed:
                 self.log(f"{pod.name} {'ready' if verdict else 'not ready'}")
                 self.request_push()
             time.sleep(max(0.0, f.probe_period - (time.monotonic() - t0)))
@@ -143,6 +149,9 @@ class RolloutPart(ProxyPart, EnvoyPart):
             proc = self.procs.get(pod.name)
             if proc is not None:
                 proc.stop()
+            with self.pods_lock:
+                pod.ready = False  # the kubelet sees the container gone
+        self.request_push()
 
     def start_proxies(self) -> None:
         """Start the stopped pods again (the kubelet restarting their containers)."""
