@@ -44,8 +44,8 @@ from pulumi import automation as auto
 from authproxy_local import install
 from authproxy_local.cluster.apiserver import Cluster
 from authproxy_local.cluster.crds import cluster_crds
+from authproxy_local.cluster.ready import ready_cluster
 from authproxy_local.cluster.stacks import Project, changes
-from authproxy_local.core.paths import REDIS_CHART
 from authproxy_local.core.processes import free_port
 from authproxy_local.keycloak.admin import AdminSession, create_existing, make_password
 from authproxy_local.keycloak.server import ADMIN_USER, KeycloakServer
@@ -59,11 +59,13 @@ from components.config import (
     load,
     local_server_values,
     namespace_values,
+    preflight_values,
 )
 
 from . import checks
 from .checks import EngineError, log
 from .interrupt import check_interrupted_up
+from .preflight import BREAKS, PreflightProof, Staging
 
 EXISTING_NAMESPACES = ("istio-ingress", "demo", "monitoring", "wiki")
 """What the stacks expect to exist in a user's cluster: the apps' namespaces and the gateway's
@@ -88,6 +90,7 @@ class Engine:
         self.project: Project | None = None
         self.existing_realm: str | None = None
         self.admin_client_secret = ""
+        self.proof = PreflightProof()
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Engine]:
@@ -136,7 +139,8 @@ class Engine:
         if values is not None:
             self.p.write_config(st, values)
         local = local_server_values(keycloak_ca_pem=Path(self.cluster.pki["ca"]).read_text(),
-                                    redis_chart_path=str(REDIS_CHART), keycloak_url=self.keycloak.hostname)
+                                    redis_chart_path=str(install.ensure("redis-ha-chart")),
+                                    keycloak_url=self.keycloak.hostname)
         # kubernetes:clusterIdentifier: without it, any change of the kubeconfig (a fixed server
         # address, a moved file) replaces the provider and so every object, and the Helm release
         # then collides with itself ("cannot re-use a name that is still in use"); found by the
@@ -192,7 +196,8 @@ class Engine:
         self.expect_failure(st, "wrong Keycloak admin password", "up", ["openid-connect/token", "Bad Request"])
         self.p.set_secret(st.name, KEYCLOAK_ADMIN_PASSWORD_KEY, self.password)
         self.p.set_config(st, provider={"kubernetes:kubeconfig": str(self.bad_kubeconfig())})
-        self.expect_failure(st, "API server unreachable", "up", ["connection refused"])
+        self.expect_failure(st, "API server unreachable", "up",
+                            ["cannot reach the Kubernetes API server", "Connection refused"])
         self.p.set_config(st, provider={"kubernetes:kubeconfig": str(self.cluster.kubeconfig)})
 
     def bad_kubeconfig(self) -> Path:
@@ -207,7 +212,30 @@ class Engine:
         p = self.p
         run = StackRun(stack)
         st = self.init_stack(stack, base, overrides)
+        cfg = load(deep_merge(project_config(base), overrides), secrets_set=SECRET_KEYS)
+        # The preflight against the cluster as it is: nothing the stack needs is there (nor, for
+        # an existing realm, the realm), so the preview must stop in it, naming the checks. (The
+        # admin client's secret is not made yet either; any value passes validation, and the
+        # preflight stops the run before the provider would use it.)
+        client_key = admin_client_secret_key(cfg)
+        if client_key:
+            p.set_secret(stack, client_key, make_password(40))
+        self.proof.saw_failures(stack, p.attempt("preview", st, st.preview))
+        self.no_resources(stack, "a preview the preflight refused")
         self.existing_realm = self.premade_keycloak(stack, base)
+        staging = Staging(self.cluster)
+        ready = ready_cluster(cfg).objects
+        log(f"{stack}: made what the stack needs in the cluster: {staging.create(ready)} objects")
+        for name, (op, breaks) in BREAKS.items():
+            if name in self.proof.failed:
+                continue
+            broken = breaks(ready)
+            staging.replace(broken)
+            fn = st.preview if op == "preview" else (lambda: st.up())
+            self.proof.saw_failures(stack, p.attempt(op, st, fn), must=[name])
+            self.no_resources(stack, f"a refused {op}")
+            staging.replace(next(o for o in ready if o["metadata"]["name"] == broken["metadata"]["name"]
+                                 and o["kind"] == broken["kind"]))
 
         def timed(what: str, fn: Any, *a: Any, **kw: Any) -> Any:
             t0 = time.monotonic()
@@ -216,6 +244,7 @@ class Engine:
             return out
 
         steps = timed("preview", p.preview, st)
+        self.proof.saw_pass(stack, cfg)  # the same preflight, now with everything there
         creates = [s for s in steps if s.op == "create"]
         log(f"{stack}: preview plans {len(creates)} creates")
         if not creates:
@@ -238,7 +267,6 @@ class Engine:
             raise EngineError(f"{stack}: perpetual diff, a second preview still plans {again}")
         p.preview(st, expect_no_changes=True)
 
-        cfg = load(deep_merge(project_config(base), overrides), secrets_set=SECRET_KEYS)
         p.set_config(st, cookie_secret_rotation_values(cfg))
         rot = changes(p.preview(st))
         log(f"{stack}: cookie-secret rotation previews {rot}")
@@ -250,7 +278,13 @@ class Engine:
             raise EngineError(f"{stack}: {len(left)} resources left in the state after destroy")
         checks.verify_gone(self.cluster, self.admin, stack, resources, self.existing_realm)
         p.remove(stack)
+        staging.delete()  # the next stack starts from a cluster without them again
         return run
+
+    def no_resources(self, stack: str, what: str) -> None:
+        left = [r for r in self.p.resources(stack) if r["type"] != "pulumi:pulumi:Stack"]
+        if left:
+            raise EngineError(f"{stack}: {what} created {len(left)} resources: {[r['urn'] for r in left]}")
 
     def premade_keycloak(self, stack: str, base: str) -> str | None:
         """For a stack with ``realmMode: existing`` (prod): the realm (Keycloak's defaults) and the
@@ -282,7 +316,8 @@ def preview_scaling(engine: Engine, counts: list[int]) -> list[dict[str, Any]]:
     rows = []
     for n in counts:
         stack = f"scale{n}"
-        st = engine.init_stack(stack, None, {}, values=generated_config(n))
+        # generated apps exist in no cluster: these previews measure the program, not the cluster
+        st = engine.init_stack(stack, None, preflight_values(False), values=generated_config(n))
         t0 = time.monotonic()
         steps = engine.p.preview(st)
         rows.append({"apps": n, "seconds": round(time.monotonic() - t0, 1),

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 
 from authproxy_local.core.locks import cache_lock
 
-from . import engine_tools, tools
+from . import engine_tools, releases, tools
 from .base import Component, InstallError, log
 from .gomod import go_download, go_env
 from .tools import gateway_api_crd_files, keycloak_java
@@ -58,9 +58,9 @@ __all__ = [
 
 from .base import require_go
 
-_REGISTRY: dict[str, Component] = {**tools.REGISTRY, **engine_tools.REGISTRY}
+_REGISTRY: dict[str, Component] = {**tools.REGISTRY, **engine_tools.REGISTRY, **releases.REGISTRY}
 _REGISTRY = {name: _REGISTRY[name] for name in COMPONENTS}
-assert set(_REGISTRY) == set(tools.REGISTRY) | set(engine_tools.REGISTRY)
+assert set(_REGISTRY) == set(tools.REGISTRY) | set(engine_tools.REGISTRY) | set(releases.REGISTRY)
 assert {c for g in GROUPS.values() for c in g} <= set(COMPONENTS)
 
 INSTALL_HINT = "python -m authproxy_local.install {name}"

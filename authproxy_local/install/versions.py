@@ -89,11 +89,13 @@ COMPONENTS: tuple[str, ...] = (
     "pulumi-kubernetes",
     "kube-apiserver",
     "etcd",
+    "redis-ha-chart",
 )
 
 GROUPS: dict[str, tuple[str, ...]] = {}
 """make target (or room) -> the components it runs, in install order."""
-GROUPS["stack"] = ("pulumi", "pulumi-random", "pulumi-keycloak", "pulumi-kubernetes", "etcd", "kube-apiserver")
+GROUPS["stack"] = ("pulumi", "pulumi-random", "pulumi-keycloak", "pulumi-kubernetes", "etcd", "kube-apiserver",
+                   "redis-ha-chart")
 """A real `pulumi up` of the stack against a local API server (the harness's and `make engine`'s)."""
 GROUPS["harness"] = ("keycloak", "oauth2-proxy", "redis", "envoy", "istio-xds", *GROUPS["stack"])
 """The live harness: the stack up, then its data path on real processes."""
@@ -104,6 +106,8 @@ GROUPS["soak"] = (*GROUPS["harness"], "loadgen")
 GROUPS["bench"] = (*GROUPS["harness"], "wrk", "perf")
 GROUPS["engine"] = (*GROUPS["stack"], "keycloak", "gateway-api-crds")
 GROUPS["conformance"] = ("istioctl", "gateway-api-crds")
+GROUPS["test"] = tuple(dict.fromkeys((*GROUPS["e2e"], *GROUPS["engine"], *GROUPS["conformance"])))
+"""Everything `make test` runs (CI's toolchain job installs it once for every job)."""
 
 # SHA-512 of keycloak-quarkus-dist-<version>.zip, pinned: a changed artifact fails the install.
 KEYCLOAK_SHA512 = {
