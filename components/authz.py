@@ -122,7 +122,7 @@ from components.ingress import (
     object_labels,
     vhost_name,
 )
-from components.session_keep import keep_disabled_per_route, keep_filter
+from components.session_keep import keep_filter, keep_on_proxy_routes
 
 Mode = Literal["extension-provider", "envoy-filter"]
 AuthorizeAt = Literal["sidecar", "gateway", "both"]
@@ -549,14 +549,15 @@ def proxy_routes(args: AuthzArgs) -> list[tuple[str, str]]:
 def session_keep_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
     """The EnvoyFilter (both modes) that keeps a session cookie through a session-store outage
     (components/session_keep.py): a response filter right before ext_authz, so it sees the
-    denials ext_authz answers with, off on the routes to oauth2-proxy (sign-out)."""
+    denials ext_authz answers with; on the routes to oauth2-proxy it drops nothing (sign-out) and
+    takes the session ticket off sign-in callbacks (a sign-in never reuses a ticket)."""
+    cookies = SessionCookies(args["session_cookie_name"])
     patches: list[dict[str, Any]] = [{
         "applyTo": "HTTP_FILTER",
         "match": _http_listener_match(EXT_AUTHZ_FILTER),
-        "patch": {"operation": "INSERT_BEFORE",
-                  "value": keep_filter(SessionCookies(args["session_cookie_name"]))},
+        "patch": {"operation": "INSERT_BEFORE", "value": keep_filter(cookies)},
     }]
-    patches += _on_both_servers(args["gateway"], proxy_routes(args), keep_disabled_per_route())
+    patches += _on_both_servers(args["gateway"], proxy_routes(args), keep_on_proxy_routes(cookies))
     return {
         **envoy_filter_attachment(args["gateway"]),
         "priority": SESSION_KEEP_PRIORITY,

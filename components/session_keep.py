@@ -15,25 +15,40 @@ seconds later: measured on the live harness, 100 of 100 active sessions lost to 
 the denial ext_authz answers with, which only runs through the filters before it) drops any
 ``Set-Cookie`` that deletes the session cookie or one of its split parts (empty value, or
 ``Max-Age`` <= 0) and leaves every other ``Set-Cookie`` alone (the CSRF cookie of the sign-in
-redirect, a refreshed session cookie, the apps' own cookies). It is switched off on the routes to
+redirect, a refreshed session cookie, the apps' own cookies). It does not drop anything on the routes to
 oauth2-proxy (``/oauth2/*`` on app hosts, the auth host), where sign-out must delete the cookie:
 ending a browser's session is the sign-out endpoint's job alone.
 
-**Why that is safe.** The cookie is only a ticket; whether it is worth anything is decided in
-Redis on every request. A cookie whose session really is gone (expired, revoked, signed out
-elsewhere, or signed with a rotated cookie secret) keeps being sent and keeps being answered with
-the sign-in redirect; the next sign-in overwrites it (oauth2-proxy reuses a valid ticket or issues
-a new one). A script error leaves the response untouched (oauth2-proxy's behaviour).
+**Why that is safe.** The cookie is only a ticket (a key into Redis and the secret the session
+is encrypted with); whether it is worth anything is decided in Redis on every request. Every
+deletion oauth2-proxy v7.15 answers an app's check with comes from its session store's ``Clear``
+(``loadSession``'s error path: the session is missing, expired, invalid, or Redis failed; a refresh
+Keycloak refused with ``invalid_grant``; an authorization that failed), which also ``DEL``s the
+session from Redis whenever the ticket still decodes; a ticket that does not decode (another
+cookie secret, tampered, past ``cookieExpire``) names nothing oauth2-proxy will ever load. So a
+kept cookie whose session is gone keeps being answered with the sign-in redirect. One way back
+existed: a sign-in *reuses* the ticket of the request's session cookie when it decodes
+(``persistence.Manager.Save``), so the next sign-in in that browser would have written the new
+session under the old ticket, and a copy of that ticket (the reason a session gets revoked)
+would work again. Hence the filter's other half: on oauth2-proxy's routes it removes the session
+cookie from sign-in callbacks (``/oauth2/callback``) before they reach oauth2-proxy, so every
+sign-in issues a fresh ticket (what OWASP asks of any login: a new session identifier). Nothing
+else changes on those routes: sign-out still reads the cookie and still deletes it. A script
+error leaves a response untouched (oauth2-proxy's behaviour) and answers a callback with 500
+(never forwards the old ticket). Proven live: tests/e2e/test_57_session_keep.py.
 """
 
 from __future__ import annotations
 
 import json
 
+from components.common import OAUTH2_PREFIX
 from components.cookies import LUA_PER_ROUTE_TYPE, LUA_TYPE, SessionCookies
 
 KEEP_FILTER_NAME = "authproxy.session_cookie_keep"
 """The HTTP filter's name in the gateway's chain (per-route configs are keyed by it)."""
+CALLBACK_PATH = OAUTH2_PREFIX + "callback"
+"""oauth2-proxy's sign-in callback (``--proxy-prefix`` /oauth2), where it saves a new session."""
 
 
 def deletes_session_cookie(cookies: SessionCookies, set_cookie: str) -> bool:
@@ -121,6 +136,80 @@ def keep_filter(cookies: SessionCookies) -> dict[str, object]:
     }
 
 
-def keep_disabled_per_route() -> dict[str, object]:
-    """``typed_per_filter_config`` entry switching the keep filter off on one route."""
-    return {KEEP_FILTER_NAME: {"@type": LUA_PER_ROUTE_TYPE, "disabled": True}}
+def callback_strips_ticket(cookies: SessionCookies, path: str, cookie_header: str) -> str | None:
+    """What the callback script leaves of one ``Cookie`` header on a request for ``path`` (None:
+    the header goes): on a sign-in callback every session cookie pair (the name as Go's
+    ``net/http`` reads it: the text before the first ``=``, trimmed; the whole pair without one)
+    is removed, every other pair kept byte for byte. The rule as Python, for the tests."""
+    if not path.startswith(CALLBACK_PATH):
+        return cookie_header
+    kept, removed = [], False
+    for segment in cookie_header.split(";"):
+        name, eq, _ = segment.partition("=")
+        if cookies.is_session(name.strip() if eq else segment.strip()):
+            removed = True
+        else:
+            kept.append(segment)
+    if not removed:
+        return cookie_header
+    out = ";".join(kept).lstrip()
+    return None if not out.replace(";", "").strip() else out
+
+
+def callback_lua_source(cookies: SessionCookies) -> str:
+    """The keep filter's script on oauth2-proxy's routes: a sign-in callback reaches oauth2-proxy
+    without the session cookie (so it issues a new ticket); responses pass untouched (sign-out
+    deletes the cookie). The rule of :func:`callback_strips_ticket`."""
+    return f"""\
+-- authproxy: a sign-in callback never carries a session ticket, so oauth2-proxy issues a new one
+-- instead of reusing a ticket whose session is gone (components/session_keep.py).
+-- For --cookie-name={cookies.name}.
+local NAME = {json.dumps(cookies.name)}
+local PREFIX = NAME .. "_"
+local CALLBACK = {json.dumps(CALLBACK_PATH)}
+
+local function is_session(name)
+  if name == NAME then return true end
+  if name:sub(1, #PREFIX) ~= PREFIX then return false end
+  return name:sub(#PREFIX + 1):match("^%d+$") ~= nil
+end
+
+local function strip(value)
+  local kept, removed = {{}}, false
+  for segment in (value .. ";"):gmatch("([^;]*);") do
+    local name = segment:match("^%s*([^=]-)%s*=") or segment:match("^%s*(.-)%s*$")
+    if is_session(name) then removed = true else kept[#kept + 1] = segment end
+  end
+  if not removed then return value end
+  return (table.concat(kept, ";"):gsub("^%s+", ""))
+end
+
+local function strip_tickets(handle)
+  local headers = handle:headers()
+  local path = headers:get(":path") or ""
+  if path:sub(1, #CALLBACK) ~= CALLBACK then return end
+  local n = headers:getNumValues("cookie")
+  if n == 0 then return end
+  local values = {{}}
+  for i = 0, n - 1 do values[#values + 1] = strip(headers:getAtIndex("cookie", i)) end
+  headers:remove("cookie")
+  for _, v in ipairs(values) do
+    if not v:match("^[%s;]*$") then headers:add("cookie", v) end
+  end
+end
+
+function envoy_on_request(handle)
+  local ok, err = pcall(strip_tickets, handle)
+  if not ok then
+    handle:logErr("authproxy callback ticket filter failed: " .. tostring(err))
+    handle:respond({{[":status"] = "500"}}, "sign-in callback filter failed")
+  end
+end
+"""
+
+
+def keep_on_proxy_routes(cookies: SessionCookies) -> dict[str, object]:
+    """``typed_per_filter_config`` entry for oauth2-proxy's routes: the callback script instead of
+    the keep script (no deletion dropped there; callbacks without the session ticket)."""
+    return {KEEP_FILTER_NAME: {"@type": LUA_PER_ROUTE_TYPE,
+                               "source_code": {"inline_string": callback_lua_source(cookies)}}}

@@ -1,15 +1,23 @@
 """The short versions of `make soak` (docs/reliability.md), on the live prod run: signed-in
 browsers under light load while every oauth2-proxy pod is replaced as the Deployment does it, and
 while the Redis master dies and the sentinels promote a replica. Runs after the other prod tests
-(it kills and replaces components); the failover runs last."""
+(it kills and replaces components). Last, with the prod stack's 2-minute cookieRefresh: a session
+whose Keycloak session an admin ended is refused for good once oauth2-proxy's refresh is refused,
+although the gateway keeps its cookie (components/session_keep.py)."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import pytest
 
 from authproxy_local.harness import Harness
 from authproxy_local.soak.load import LoadGen, create_users
 from authproxy_local.soak.scenarios import redis_failover, rolling_restart
+from tests.e2e.browser import LOGIN_FORM_ID, Browser
+from tests.e2e.conftest import echo_json
+from tests.e2e.test_57_session_keep import refused_everywhere, ticket
 
 SESSIONS, RATE = 20, 20.0
 """Light load: 20 signed-in browsers, one request per second each."""
@@ -31,7 +39,30 @@ def browsing(prod_live: Harness) -> tuple[LoadGen, list[dict], str]:
     return lg, signed.sessions, url
 
 
-def test_rolling_restart_fails_no_request(prod_live: Harness, browsing, record) -> None:
+@pytest.fixture(scope="module")
+def revoked(prod_live: Harness) -> dict:
+    """A user signed in at the group app whose Keycloak sessions an admin then ended (what an
+    operator does to throw someone out); requested first, so its refresh falls due while the
+    other tests run."""
+    h = prod_live
+    app = next(a for a in h.config.apps if a.groups)
+    name = h.config.session.cookie_name
+    [user] = create_users(h, 1, 520_000, app.groups[0])
+    before = set(h.redis_keys(f"{name}-*"))
+    b = Browser(h.ca_file)
+    url = h.app_url(app.name, "/revoked")
+    assert echo_json(b.login(url, user.username, user.password)) is not None
+    signed_in = time.monotonic()
+    [key] = set(h.redis_keys(f"{name}-*")) - before
+    s = h.admin_session()
+    realm = h.config.keycloak.realm
+    uid = s.call("GET", f"/realms/{realm}/users?username={user.username}&exact=true").json()[0]["id"]
+    s.call("POST", f"/realms/{realm}/users/{uid}/logout")
+    assert not h.keycloak_sessions(user.username)
+    return {"browser": b, "url": url, "key": key, "cookie": b.cookie(name), "user": user, "t": signed_in}
+
+
+def test_rolling_restart_fails_no_request(prod_live: Harness, browsing, revoked, record) -> None:
     h = prod_live
     lg, sessions, _ = browsing
     before = {p.name for p in h.endpoints.proxy_pods}
@@ -58,3 +89,33 @@ def test_redis_failover_loses_no_session(prod_live: Harness, browsing, record) -
     # the killed pod is back, replicating from the new master
     assert h.redis_killed is None
     assert len(h.redis("ROLE")[2]) == len(h.redis_replicas)
+
+
+def _proxy_logs(h: Harness) -> str:
+    return "".join(Path(p).read_text(errors="replace") for p in sorted(h.run_dir.glob("oauth2-proxy*.log")))
+
+
+def test_a_refresh_keycloak_refuses_ends_the_session_for_good(prod_live: Harness, revoked, record) -> None:
+    h = prod_live
+    name = h.config.session.cookie_name
+    b: Browser = revoked["browser"]
+    old = revoked["cookie"]
+    due = revoked["t"] + h.config.session.cookie_refresh + 3
+    waited = max(0.0, due - time.monotonic())
+    time.sleep(waited)
+    r = b.get(revoked["url"])
+    assert r.status_code == 302 and echo_json(r) is None, r.status_code
+    assert "Fatal refresh error detected" in _proxy_logs(h), "oauth2-proxy's refresh was not refused"
+    assert not [c for c in r.raw.headers.getlist("set-cookie") if c.strip().startswith(f"{name}=")]
+    assert b.cookie(name) == old, "the gateway kept the cookie"
+    assert int(h.redis("EXISTS", revoked["key"])) == 0, "oauth2-proxy removed the session"
+    assert refused_everywhere(h, old) == []
+    # signing in again needs the password (the Keycloak session is gone) and gives a new ticket
+    page = b.open(revoked["url"])
+    assert echo_json(page) is None
+    user = revoked["user"]
+    landed = b.follow(b.submit(page, {"username": user.username, "password": user.password}, LOGIN_FORM_ID))
+    assert echo_json(landed) is not None
+    assert ticket(b.cookie(name) or "") != ticket(old)
+    assert refused_everywhere(h, old) == []
+    record("refused_refresh", {"waited_s": round(waited, 1), "old_cookie": "refused everywhere"})
