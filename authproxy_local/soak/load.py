@@ -158,6 +158,20 @@ class LoadGen:
         self._run("probe", self._config("probe", sessions=list(sessions), summary_out=str(out)), 600)
         return dict(json.loads(out.read_text()))
 
+    def probe_settled(self, sessions: Sequence[dict[str, Any]], within: float = 90,
+                      every: float = 3) -> tuple[dict[str, int], float]:
+        """:meth:`probe`, then the sessions whose answer was a 5xx or no answer (unavailable, not
+        signed out: a component still recovering) probed again every ``every`` seconds for up to
+        ``within``: session id -> last status, and the seconds until every answer was final."""
+        t0 = time.monotonic()
+        result = self.probe(sessions)
+        while True:
+            pending = [s for s in sessions if not 200 <= result.get(s["id"], -1) < 500]
+            if not pending or time.monotonic() - t0 >= within:
+                return result, time.monotonic() - t0
+            time.sleep(every)
+            result.update(self.probe(pending))
+
     def mint(self, users: Sequence[DemoUser], url: str, repeat: int, concurrency: int = 8,
              timeout: float = 4 * 3600) -> dict[str, Any]:
         """``repeat`` sessions per user through oauth2-proxy (one form sign-in, then sign-ins on

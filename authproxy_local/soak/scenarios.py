@@ -41,7 +41,8 @@ def _load() -> float:
 def _under_load(name: str, h: Harness, lg: LoadGen, sessions: Sequence[dict[str, Any]], rate: float,
                 event: Callable[[], dict[str, Any]], warmup: float = 5, settle: float = 10) -> Outcome:
     """Drive the sessions, run ``event`` after ``warmup`` seconds, keep driving ``settle``
-    seconds after it returned, then probe every session with its original cookie."""
+    seconds after it returned, then probe every session with its original cookie (again while it
+    answers 5xx: unavailable is not signed out)."""
     load0 = _load()
     d: Drive = lg.drive(sessions, rate)
     time.sleep(warmup)
@@ -50,9 +51,11 @@ def _under_load(name: str, h: Harness, lg: LoadGen, sessions: Sequence[dict[str,
     t1 = time.time_ns()
     time.sleep(settle)
     requests = d.finish()
-    probe = lg.probe(sessions)
+    probe, settled = lg.probe_settled(sessions)
     o = outcome(name, requests, d.session_ids, probe=probe, event_us=(d.us(t0), d.us(t1)))
     o.extra.update(extra)
+    if settled >= 1:
+        o.extra["every session answered (no 5xx) after"] = f"{settled:.0f} s"
     o.load = (load0, _load())
     h.log(f"soak: {o.line()}")
     return o
