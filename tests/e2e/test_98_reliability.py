@@ -3,7 +3,8 @@ browsers under light load while every oauth2-proxy pod is replaced as the Deploy
 while the Redis master dies and the sentinels promote a replica. Runs after the other prod tests
 (it kills and replaces components). Last, with the prod stack's 2-minute cookieRefresh: a session
 whose Keycloak session an admin ended is refused for good once oauth2-proxy's refresh is refused,
-although the gateway keeps its cookie (components/session_keep.py)."""
+although the gateway keeps its cookie (components/session_keep.py), and a refreshed session cookie
+still reaches the browser past both of the gateway's cookie filters."""
 
 from __future__ import annotations
 
@@ -62,7 +63,21 @@ def revoked(prod_live: Harness) -> dict:
     return {"browser": b, "url": url, "key": key, "cookie": b.cookie(name), "user": user, "t": signed_in}
 
 
-def test_rolling_restart_fails_no_request(prod_live: Harness, browsing, revoked, record) -> None:
+@pytest.fixture(scope="module")
+def refreshing(prod_live: Harness) -> dict:
+    """A user signed in at the group app who makes no request until the session is due for
+    refresh (requested first, with :func:`revoked`)."""
+    h = prod_live
+    app = next(a for a in h.config.apps if a.groups)
+    name = h.config.session.cookie_name
+    [user] = create_users(h, 1, 530_000, app.groups[0])
+    b = Browser(h.ca_file)
+    url = h.app_url(app.name, "/refreshing")
+    assert echo_json(b.login(url, user.username, user.password)) is not None
+    return {"browser": b, "url": url, "cookie": b.cookie(name), "t": time.monotonic()}
+
+
+def test_rolling_restart_fails_no_request(prod_live: Harness, browsing, revoked, refreshing, record) -> None:
     h = prod_live
     lg, sessions, _ = browsing
     before = {p.name for p in h.endpoints.proxy_pods}
@@ -119,3 +134,27 @@ def test_a_refresh_keycloak_refuses_ends_the_session_for_good(prod_live: Harness
     assert ticket(b.cookie(name) or "") != ticket(old)
     assert refused_everywhere(h, old) == []
     record("refused_refresh", {"waited_s": round(waited, 1), "old_cookie": "refused everywhere"})
+
+
+def test_a_refreshed_session_cookie_reaches_the_browser_and_no_app(prod_live: Harness, refreshing,
+                                                                   record) -> None:
+    """The gateway's two cookie filters together: the refreshed session cookie oauth2-proxy sets
+    on an app route (through ext_authz, on the app's response) passes both the session-keep filter
+    (it is not a deletion) and the response side of the cookie filter (it is not the app's); the
+    app still sees none of oauth2-proxy's cookies."""
+    h = prod_live
+    name = h.config.session.cookie_name
+    b: Browser = refreshing["browser"]
+    old = refreshing["cookie"]
+    time.sleep(max(0.0, refreshing["t"] + h.config.session.cookie_refresh + 3 - time.monotonic()))
+    r = b.get(refreshing["url"])
+    doc = echo_json(r)
+    assert doc is not None, r.status_code
+    set_session = [c for c in r.raw.headers.getlist("set-cookie") if c.strip().startswith(f"{name}=")]
+    assert len(set_session) == 1, r.raw.headers.getlist("set-cookie")
+    new = b.cookie(name)
+    assert new and new != old and ticket(new) == ticket(old), "refreshed in place (same ticket)"
+    sent = [c.split("=", 1)[0].strip() for c in (doc["headers"].get("cookie") or "").split(";") if c.strip()]
+    assert name not in sent, sent
+    assert echo_json(b.get(refreshing["url"])) is not None
+    record("refreshed_cookie", {"set_cookie_on_app_route": 1, "app_saw_session_cookie": False})
