@@ -2,9 +2,11 @@
 ``minReplicas``), each a pod of the Deployment and an endpoint of the Service in istiod's
 translation, each with exactly the args and env of the Deployment `pulumi up` created in the API
 server; only cluster addresses are rewritten (:mod:`authproxy_local.core.local_map`: each pod its
-own listen addresses), and Secret references resolve to the Secrets the stack created. They reach
-the public hosts (Keycloak via the gateway) through the run's CONNECT proxy, which refuses any
-other host; the echo apps stand in for the apps' pods.
+own listen addresses), Secret references resolve to the Secrets the stack created, and the volumes
+it mounts (Keycloak's CA from ``keycloak.caCertificate``) are the stack's ConfigMaps written into
+the run directory. It trusts nothing else: Keycloak's TLS is verified only through that mount
+(``--provider-ca-file``). They reach the public hosts (Keycloak via the gateway) through the run's
+CONNECT proxy, which refuses any other host; the echo apps stand in for the apps' pods.
 
 What the Deployment says about a pod's life is read from it, not assumed: the readiness probe
 (path, period, timeout, thresholds), the preStop sleep, the termination grace period and
@@ -16,9 +18,11 @@ Imports: :mod:`authproxy_local.core`, :mod:`authproxy_local.install`, :mod:`.sta
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from authproxy_local import install
@@ -129,20 +133,39 @@ class ProxyPart(StackPart):
         ns = d["metadata"].get("namespace") or ""
         if c.get("command"):
             raise HarnessError("the oauth2-proxy container overrides the entrypoint; not supported")
-        args = local_map.rewrite_proxy_args(c.get("args", []), self.endpoints, pod)
+        args = local_map.rewrite_proxy_args(c.get("args", []), self.endpoints,
+                                            self._write_proxy_volumes(pod), pod)
         env = local_map.resolve_env(
             c.get("env", []),
             lambda name, key: self.stack_secret((ns, name, key)),
             c.get("resources"),
         )
         proxy = self.endpoints.connect_proxy
+        # No SSL_CERT_FILE: the only CA it trusts for Keycloak is the one its Deployment mounts.
         env.update({
             "HTTPS_PROXY": f"http://{proxy[0]}:{proxy[1]}",
             "HTTP_PROXY": f"http://{proxy[0]}:{proxy[1]}",
             "NO_PROXY": "",
-            "SSL_CERT_FILE": self.ca_file,
         })
         return [str(exe), *args], env
+
+    def _write_proxy_volumes(self, pod: local_map.ProxyPod | None = None) -> dict[str, str]:
+        """The container's ConfigMap volumes written as the kubelet would (read-only files) into
+        the run directory, one folder per pod (a pod starting never touches another's files);
+        mount path -> the local folder."""
+        root = self.run_dir / "oauth2-proxy-volumes" / (pod.name if pod else FIRST_POD)
+        shutil.rmtree(root, ignore_errors=True)
+        mounts: dict[str, str] = {}
+        for mount_path, (vol, data) in self.oauth2_proxy_configmaps().items():
+            folder = root / vol["name"]
+            folder.mkdir(parents=True)
+            for rel, content in local_map.configmap_volume_files(vol, data).items():
+                f = Path(folder, rel)
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_text(content)
+                f.chmod(0o444)
+            mounts[mount_path] = str(folder)
+        return mounts
 
     def _start_echo_and_proxy(self) -> None:
         for app in self.config.apps:
