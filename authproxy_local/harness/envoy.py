@@ -36,6 +36,10 @@ DEBOUNCE_SECONDS = 0.1
 
 class EnvoyPart(HarnessState):
     _admin: dict[str, tuple[str, int]] | None = None
+    envoy_debug_logs = True
+    """ext_authz, jwt and rbac at debug level in every Envoy's log (why a request was refused);
+    the soak turns it off: at hundreds of requests/s it writes about 1 MB/s per Envoy and takes
+    the CPU the system under test needs."""
     _istiod: threading.Thread | None = None
 
     def _translation(self, render: Any, own: bool) -> tuple[dict[str, Any], Any]:
@@ -157,7 +161,7 @@ class EnvoyPart(HarnessState):
             if only and proxy not in only:
                 continue
             name = "envoy" if proxy == "gateway" else f"envoy-{proxy}"
-            args = ["--component-log-level", "ext_authz:debug,jwt:debug,rbac:debug"]
+            args = ["--component-log-level", "ext_authz:debug,jwt:debug,rbac:debug"] if self.envoy_debug_logs else []
             if proxy != "gateway":
                 args += ["--concurrency", "1"]
             self.procs[name] = envoy.start(name, boot, self.run_dir, what=f"{proxy} (istiod's config)", args=args)

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     h = Harness("prod", log=lambda line: print(line, file=sys.stderr, flush=True))
     h.keep_cluster = True  # the rotation's second `pulumi up`
+    h.envoy_debug_logs = False  # Envoy's info level, as a cluster runs it
     outcomes: list[Outcome] = []
     t_all = time.monotonic()
     with h:
