@@ -59,35 +59,38 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.monotonic()
     with h:
         lg = LoadGen(h)
-        app = next(x for x in h.config.apps if x.groups)
-        url = h.app_url(app.name, "/soak")
-        group = app.groups[0]
-        print(f"soak: prod stack, {len(h.endpoints.proxy_pods)} oauth2-proxy replicas, "
-              f"{1 + len(h.redis_replicas)} Redis servers, load average {os.getloadavg()[0]:.1f}", flush=True)
-        browsers = create_users(h, n_sessions, 0, group)
-        signed = lg.signin(browsers, url, concurrency=8, attempts=3)
-        sessions = signed.sessions
-        print(f"soak: {len(sessions)} of {n_sessions} users signed in through the login form in "
-              f"{signed.seconds:.0f} s", flush=True)
-        if "redis-failover" in only:
-            writers = create_users(h, 20, 100_000, group)
-            outcomes.append(redis_failover(h, lg, sessions, rate, writers, url))
-            print(outcomes[-1].line(), flush=True)
-        if "rolling-restart" in only:
-            outcomes.append(rolling_restart(h, lg, sessions, rate))
-            print(outcomes[-1].line(), flush=True)
-        if "keycloak-restart" in only:
-            newcomers = create_users(h, 20, 200_000, group)
-            outcomes.append(keycloak_restart(h, lg, sessions, rate, newcomers, url))
-            print(outcomes[-1].line(), flush=True)
-        if "signin-storm" in only:
-            storm_users = create_users(h, n_storm, 300_000, group)
-            rollout_users = create_users(h, 10, 400_000, group)
-            outcomes.append(signin_storm(h, lg, storm_users, url, rollout_users))
-            print(outcomes[-1].line(), flush=True)
-        if "session-store" in only:
-            outcomes.append(session_store(h, lg, scale, url, group))
-            print(outcomes[-1].line(), flush=True)
+        try:
+            app = next(x for x in h.config.apps if x.groups)
+            url = h.app_url(app.name, "/soak")
+            group = app.groups[0]
+            print(f"soak: prod stack, {len(h.endpoints.proxy_pods)} oauth2-proxy replicas, "
+                  f"{1 + len(h.redis_replicas)} Redis servers, load average {os.getloadavg()[0]:.1f}", flush=True)
+            browsers = create_users(h, n_sessions, 0, group)
+            signed = lg.signin(browsers, url, concurrency=8, attempts=3)
+            sessions = signed.sessions
+            print(f"soak: {len(sessions)} of {n_sessions} users signed in through the login form in "
+                  f"{signed.seconds:.0f} s", flush=True)
+            if "redis-failover" in only:
+                writers = create_users(h, 20, 100_000, group)
+                outcomes.append(redis_failover(h, lg, sessions, rate, writers, url))
+                print(outcomes[-1].line(), flush=True)
+            if "rolling-restart" in only:
+                outcomes.append(rolling_restart(h, lg, sessions, rate))
+                print(outcomes[-1].line(), flush=True)
+            if "keycloak-restart" in only:
+                newcomers = create_users(h, 20, 200_000, group)
+                outcomes.append(keycloak_restart(h, lg, sessions, rate, newcomers, url))
+                print(outcomes[-1].line(), flush=True)
+            if "signin-storm" in only:
+                storm_users = create_users(h, n_storm, 300_000, group)
+                rollout_users = create_users(h, 10, 400_000, group)
+                outcomes.append(signin_storm(h, lg, storm_users, url, rollout_users))
+                print(outcomes[-1].line(), flush=True)
+            if "session-store" in only:
+                outcomes.append(session_store(h, lg, scale, url, group))
+                print(outcomes[-1].line(), flush=True)
+        finally:
+            lg.close()
         summary = total_line(outcomes)
         print(summary, flush=True)
         out = cache_dir() / "soak" / f"{h.run_id}.json"

@@ -109,6 +109,7 @@ class LoadGen:
         self.dir = h.tmp / "load"
         self.dir.mkdir(exist_ok=True)
         self.n = 0
+        self.drives: list[subprocess.Popen[str]] = []
         self.base = {"gateway": f"{h.gateway_ip}:443", "ca_file": h.ca_file,
                      "cookie_name": h.config.session.cookie_name, "cookie_domain": h.config.domain,
                      "timeout_ms": 15000}
@@ -150,7 +151,18 @@ class LoadGen:
                            requests_out=str(req), summary_out=str(summ))
         proc = subprocess.Popen([self.exe, "drive", str(cfg)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
+        self.drives.append(proc)
         return Drive(proc, req, summ, stop, [s["id"] for s in sessions])
+
+    def close(self) -> None:
+        """Stop every ``loadgen drive`` still running (a scenario that failed midway)."""
+        for proc in self.drives:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
     def probe(self, sessions: Sequence[dict[str, Any]]) -> dict[str, int]:
         """One request per session with its original cookie: session id -> status."""

@@ -43,6 +43,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -474,6 +475,11 @@ func drive(cfg *Config, pool *x509.CertPool) {
 		go func() {
 			for ctx.Err() == nil {
 				if _, err := os.Stat(cfg.StopFile); err == nil {
+					cancel()
+				}
+				// the run's directory is gone (the soak that started this ended without stopping
+				// it): stop rather than load the machine for nobody
+				if _, err := os.Stat(filepath.Dir(cfg.StopFile)); err != nil {
 					cancel()
 				}
 				time.Sleep(50 * time.Millisecond)
