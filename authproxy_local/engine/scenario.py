@@ -140,7 +140,8 @@ class Engine:
             self.p.write_config(st, values)
         local = local_server_values(keycloak_ca_pem=Path(self.cluster.pki["ca"]).read_text(),
                                     redis_chart_path=str(install.ensure("redis-ha-chart")),
-                                    keycloak_url=self.keycloak.hostname)
+                                    keycloak_url=self.keycloak.hostname,
+                                    stack_values=values if values is not None else project_config(base or stack))
         # kubernetes:clusterIdentifier: without it, any change of the kubeconfig (a fixed server
         # address, a moved file) replaces the provider and so every object, and the Helm release
         # then collides with itself ("cannot re-use a name that is still in use"); found by the
@@ -260,6 +261,7 @@ class Engine:
         log(f"{stack}: up created {run.resources} resources ({run.timings['up']:.0f}s)")
         checks.verify_keycloak(self.admin, stack, resources, self.existing_realm)
         checks.verify_kubernetes(self.cluster, stack, resources)
+        helm_made = checks.helm_objects(self.cluster, resources)
         checks.verify_state_secrets(stack, p.export(stack), p.state_text(stack))
 
         again = changes(timed("re-preview", p.preview, st))
@@ -277,6 +279,7 @@ class Engine:
         if left:
             raise EngineError(f"{stack}: {len(left)} resources left in the state after destroy")
         checks.verify_gone(self.cluster, self.admin, stack, resources, self.existing_realm)
+        checks.verify_helm_objects_gone(self.cluster, stack, helm_made)
         p.remove(stack)
         staging.delete()  # the next stack starts from a cluster without them again
         return run

@@ -30,6 +30,7 @@ from authproxy_local.core import local_map
 from authproxy_local.core.net import ConnectProxy
 from authproxy_local.core.processes import HarnessError, free_port
 from authproxy_local.mesh.envoy_config import POD_CIDR
+from authproxy_local.mesh.workloads import app_pods
 
 from .echo import EchoServer
 from .stack import StackPart
@@ -168,9 +169,13 @@ class ProxyPart(StackPart):
         return mounts
 
     def _start_echo_and_proxy(self) -> None:
-        for app in self.config.apps:
-            server = EchoServer(app.name, host=self.gateway_ip).start()
-            self.echo[app.name] = server
-            self.endpoints.apps[app.name] = server.address
+        """One echo app per modeled pod (the app's first pod is also ``echo[<app>]``)."""
+        for pod in app_pods(self.config):
+            server = EchoServer(pod.app, host=self.gateway_ip, pod=pod.name).start()
+            self.echo[pod.name] = server
+            self.endpoints.pods[pod.name] = server.address
+            if pod.name == f"{pod.app}-harness":
+                self.echo[pod.app] = server
+                self.endpoints.apps[pod.app] = server.address
         self.connect_proxy = ConnectProxy(self.public_hosts, self.endpoints.gateway_https).start()
         self.endpoints.connect_proxy = self.connect_proxy.address

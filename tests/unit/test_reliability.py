@@ -49,6 +49,11 @@ def of(run: Run, type_: str) -> list[dict[str, Any]]:
     return [plain(r.inputs) for r in run.of_type(type_)]
 
 
+def proxy_rules(run: Run) -> list[dict[str, Any]]:
+    """The DestinationRules for oauth2-proxy's Service (the apps have their own, for mTLS)."""
+    return [d for d in of(run, DR) if d["spec"]["host"].startswith("oauth2-proxy.")]
+
+
 def proxy_deployment(run: Run) -> dict[str, Any]:
     (d,) = [d for d in of(run, DEPLOYMENT) if d["metadata"]["name"] == "oauth2-proxy"]
     return d
@@ -102,7 +107,7 @@ def test_levers_follow_their_config_keys_and_switch_off(runs):
     assert container_lifecycle({"drain_seconds": 0, "grace_seconds": 30, "min_ready_seconds": 0}) is None
     assert container_lifecycle({"drain_seconds": 7, "grace_seconds": 30, "min_ready_seconds": 0}) == {
         "preStop": {"sleep": {"seconds": 7}}}
-    assert of(runs["levers-off"], DR) == []
+    assert proxy_rules(runs["levers-off"]) == []
     assert [e for e in of(runs["levers-off"], EF) if "retry" in e["metadata"]["name"]] == []
     typed = _envoy_filter_ext_authz(runs["levers-off-envoy-filter"])
     assert "retry_policy" not in typed["http_service"]
@@ -148,7 +153,7 @@ def test_retry_policy_retries_only_what_oauth2_proxy_cannot_have_answered():
 
 def _envoy_filter_ext_authz(run: Run) -> dict[str, Any]:
     (ef,) = [e["spec"] for e in of(run, EF) if e["metadata"]["name"] == "authproxy-ext-authz"]
-    (insert,) = [p for p in ef["configPatches"] if p["patch"]["operation"] == "INSERT_BEFORE"
+    (insert,) = [p for p in ef["configPatches"] if p["patch"]["operation"] in ("INSERT_BEFORE", "INSERT_FIRST")
                  and p["patch"]["value"]["name"] == EXT_AUTHZ_FILTER]
     return insert["patch"]["value"]["typed_config"]
 
@@ -183,7 +188,7 @@ def test_gateway_api_attaches_the_retry_to_its_gateway():
 @pytest.mark.parametrize("stack", ["prod", "prod-envoy-filter"])
 def test_unreachable_replicas_are_ejected_but_never_for_oauth2_proxys_own_errors(stack, runs):
     cfg = load_stack("prod")
-    (dr,) = of(runs[stack], DR)
+    (dr,) = proxy_rules(runs[stack])
     assert dr["metadata"]["namespace"] == cfg.istio.gateway.namespace
     spec = dr["spec"]
     assert spec["host"] == f"oauth2-proxy.{cfg.namespace}.svc.cluster.local"
@@ -223,7 +228,9 @@ def test_prod_rides_out_a_keycloak_restart_of_three_minutes():
     session lives on until its token expires (accessTokenLifespan after the last refresh), then
     oauth2-proxy deletes it. The difference is the Keycloak outage active users survive."""
     for cfg in (load_stack("prod"), C.load({"domain": "example.com", "apps": [
-            {"name": "a", "host": "a.example.com", "service": {"name": "a", "namespace": "a", "port": 80}}],
+            {"name": "a", "host": "a.example.com", "service": {"name": "a", "namespace": "a", "port": 80},
+             "workloadLabels": {"app": "a"}}],
+            "istio": {"gateway": {"serviceAccount": "istio-ingressgateway"}},
             "keycloak": {"url": "https://sso.example.com"}}, SECRETS)):
         s = cfg.session
         assert s.access_token_lifespan - s.cookie_refresh >= 180
