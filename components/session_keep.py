@@ -70,13 +70,9 @@ def deletes_session_cookie(cookies: SessionCookies, set_cookie: str) -> bool:
     return False
 
 
-def keep_lua_source(cookies: SessionCookies) -> str:
-    """The response script: the rule of :func:`deletes_session_cookie`, written out for Envoy
-    (JSON string syntax is valid Lua for the ASCII names :class:`SessionCookies` admits)."""
-    return f"""\
--- authproxy: never pass a deletion of the session cookie on an app route (a session-store
--- outage must not sign users out; components/session_keep.py). For --cookie-name={cookies.name}.
-local NAME = {json.dumps(cookies.name)}
+def _lua_session_names(cookies: SessionCookies) -> str:
+    """Lua: ``NAME``, ``PREFIX`` and ``is_session(name)`` (:meth:`SessionCookies.is_session`)."""
+    return f"""local NAME = {json.dumps(cookies.name)}
 local PREFIX = NAME .. "_"
 
 local function is_session(name)
@@ -84,7 +80,16 @@ local function is_session(name)
   if name:sub(1, #PREFIX) ~= PREFIX then return false end
   return name:sub(#PREFIX + 1):match("^%d+$") ~= nil
 end
+"""
 
+
+def keep_lua_source(cookies: SessionCookies) -> str:
+    """The response script: the rule of :func:`deletes_session_cookie`, written out for Envoy
+    (JSON string syntax is valid Lua for the ASCII names :class:`SessionCookies` admits)."""
+    return f"""\
+-- authproxy: never pass a deletion of the session cookie on an app route (a session-store
+-- outage must not sign users out; components/session_keep.py). For --cookie-name={cookies.name}.
+{_lua_session_names(cookies)}
 local function deletes(v)
   local head = v:match("^[^;]*")
   local name, value = head:match("^%s*(.-)%s*=(.*)$")
@@ -164,16 +169,8 @@ def callback_lua_source(cookies: SessionCookies) -> str:
 -- authproxy: a sign-in callback never carries a session ticket, so oauth2-proxy issues a new one
 -- instead of reusing a ticket whose session is gone (components/session_keep.py).
 -- For --cookie-name={cookies.name}.
-local NAME = {json.dumps(cookies.name)}
-local PREFIX = NAME .. "_"
 local CALLBACK = {json.dumps(CALLBACK_PATH)}
-
-local function is_session(name)
-  if name == NAME then return true end
-  if name:sub(1, #PREFIX) ~= PREFIX then return false end
-  return name:sub(#PREFIX + 1):match("^%d+$") ~= nil
-end
-
+{_lua_session_names(cookies)}
 local function strip(value)
   local kept, removed = {{}}, false
   for segment in (value .. ";"):gmatch("([^;]*);") do

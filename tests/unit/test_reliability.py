@@ -26,23 +26,13 @@ from components.oauth2_proxy import container_lifecycle
 from components.session_store import sentinel_config
 from components.stack import session_store_args
 from tests.unit.stacks import load_stack
+from tests.unit.test_authz import plain
 
 EF = "kubernetes:networking.istio.io/v1alpha3:EnvoyFilter"
 DR = "kubernetes:networking.istio.io/v1:DestinationRule"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 RELEASE = "kubernetes:helm.sh/v3:Release"
 SECRETS = {"keycloakAdminPassword", "keycloakAdminClientSecret", "externalRedisPassword"}
-
-
-def plain(value: Any) -> Any:
-    """Undo the mocks' number widening (10 -> 10.0)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
 
 
 def of(run: Run, type_: str) -> list[dict[str, Any]]:
