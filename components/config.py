@@ -553,9 +553,11 @@ class Session(_Model):
         parse_duration("8h"), description="Session cookie lifetime (oauth2-proxy cookie-expire)."
     )
     cookie_refresh: Duration = Field(
-        parse_duration("4m"),
+        parse_duration("2m"),
         description="Refresh the tokens when the session is older than this (0 = never). Must be "
-        "shorter than accessTokenLifespan so apps never see an expired JWT.",
+        "shorter than accessTokenLifespan so apps never see an expired JWT. The difference is how "
+        "long Keycloak may be unreachable before active users are signed out (oauth2-proxy drops "
+        "a session whose refresh failed once its token expired; docs/reliability.md).",
     )
     access_token_lifespan: Duration = Field(
         parse_duration("5m"), description="Keycloak access/ID token lifetime (set on the client)."
@@ -633,6 +635,20 @@ class Sentinel(_Model):
         3, ge=3, le=9, description="Redis servers (one master), each with a sentinel; at least 3 "
         "so a quorum survives losing one."
     )
+    down_after: Duration = Field(
+        parse_duration("5s"),
+        description="How long the master must stay unreachable before the sentinels agree it is "
+        "down and promote a replica (the chart's `down-after-milliseconds`). Every signed-in "
+        "request fails for about this long plus a second when the master dies (docs/"
+        "reliability.md); shorter risks a needless failover when the master merely stalls.",
+    )
+
+    @field_validator("down_after")
+    @classmethod
+    def _down_after(cls, v: int) -> int:
+        if not 1 <= v <= 60:
+            raise ValueError("must be between 1s and 60s")
+        return v
 
     @field_validator("master_name")
     @classmethod
@@ -765,6 +781,54 @@ class Autoscaling(_Model):
     target_cpu_utilization: int = Field(75, ge=10, le=100, description="Target CPU percent.")
 
 
+class ProxyLifecycle(_Model):
+    """How an oauth2-proxy pod leaves and joins the Service without failing a request (rolling
+    restarts, node drains; docs/reliability.md)."""
+
+    drain_delay: Duration = Field(
+        parse_duration("10s"),
+        description="preStop sleep: a terminating pod keeps serving this long after it left the "
+        "Service's endpoints, until every gateway has stopped sending to it (istiod's push), "
+        "and only then gets SIGTERM. 0 = no preStop hook.",
+    )
+    termination_grace_period: Duration = Field(
+        parse_duration("30s"),
+        description="terminationGracePeriodSeconds: drainDelay plus the time requests still in "
+        "flight get to finish (oauth2-proxy waits for them after SIGTERM).",
+    )
+    min_ready: Duration = Field(
+        parse_duration("5s"),
+        description="Deployment minReadySeconds: a new pod counts as available (and the rollout "
+        "stops an old one) only after it was ready this long, so the gateways know it first.",
+    )
+
+    @field_validator("drain_delay")
+    @classmethod
+    def _drain_delay(cls, v: int) -> int:
+        if v > 120:
+            raise ValueError("must be at most 120s")
+        return v
+
+    @field_validator("termination_grace_period")
+    @classmethod
+    def _grace(cls, v: int) -> int:
+        if not 1 <= v <= 600:
+            raise ValueError("must be between 1s and 600s")
+        return v
+
+    @field_validator("min_ready")
+    @classmethod
+    def _min_ready(cls, v: int) -> int:
+        if v > 300:
+            raise ValueError("must be at most 300s")
+        return v
+
+
+MIN_SHUTDOWN_SECONDS = 10
+"""What terminationGracePeriod must leave after drainDelay for requests in flight (a check ends
+within istio.extAuthzTimeout; a sign-in callback waits for Keycloak's token endpoint)."""
+
+
 class Proxy(_Model):
     """The oauth2-proxy workload."""
 
@@ -791,6 +855,10 @@ class Proxy(_Model):
     service_monitor: bool = Field(False, description="Create a Prometheus-operator ServiceMonitor.")
     go_max_procs: int | None = Field(
         None, ge=1, le=64, description="GOMAXPROCS for oauth2-proxy; unset = the CPU limit."
+    )
+    lifecycle: ProxyLifecycle = Field(
+        default_factory=ProxyLifecycle,
+        description="Draining and readiness during rollouts (preStop, grace period, minReady).",
     )
     trusted_proxy_ips: tuple[str, ...] = Field(
         CLUSTER_ADDRESS_RANGES,
@@ -1024,6 +1092,30 @@ class IstioInstall(_Model):
         return v
 
 
+class OutlierDetection(_Model):
+    """Ejection of an oauth2-proxy replica that the gateway cannot reach (DestinationRule)."""
+
+    consecutive_errors: int = Field(
+        3, ge=0, le=100,
+        description="Connect failures, resets or timeouts in a row (`consecutiveGatewayErrors`) "
+        "after which a gateway stops sending to that replica for a while; 0 = no ejection. "
+        "oauth2-proxy's own 5xx answers never eject (they come from Redis or Keycloak, which "
+        "every replica shares).",
+    )
+    base_ejection_time: Duration = Field(
+        parse_duration("15s"),
+        description="How long an ejected replica is left out (Envoy multiplies it by the number "
+        "of ejections).",
+    )
+
+    @field_validator("base_ejection_time")
+    @classmethod
+    def _ejection_time(cls, v: int) -> int:
+        if not 1 <= v <= 300:
+            raise ValueError("must be between 1s and 300s")
+        return v
+
+
 class Istio(_Model):
     """Istio ingress and authorization."""
 
@@ -1049,6 +1141,15 @@ class Istio(_Model):
     )
     ext_authz_timeout: Duration = Field(
         parse_duration("2s"), description="ext_authz check timeout (fails closed)."
+    )
+    ext_authz_retries: int = Field(
+        2, ge=0, le=5,
+        description="Retries of an ext_authz check that did not reach oauth2-proxy (connection "
+        "refused or reset), each on another replica, within extAuthzTimeout; 0 = none.",
+    )
+    outlier_detection: OutlierDetection = Field(
+        default_factory=OutlierDetection,
+        description="Ejecting an unreachable oauth2-proxy replica at the gateway.",
     )
     gateway: Gateway = Field(default_factory=Gateway, description="Ingress gateway.")
     version: str | None = Field(
@@ -1585,6 +1686,16 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
         p.append((
             k + "proxy.autoscaling.maxReplicas",
             "must be at least proxy.autoscaling.minReplicas",
+        ))
+    lc = px.lifecycle
+    if lc.termination_grace_period < lc.drain_delay + MIN_SHUTDOWN_SECONDS:
+        p.append((
+            k + "proxy.lifecycle.terminationGracePeriod",
+            f"{format_duration(lc.termination_grace_period)} leaves less than "
+            f"{MIN_SHUTDOWN_SECONDS}s after proxy.lifecycle.drainDelay "
+            f"({format_duration(lc.drain_delay)}) for requests in flight, so the kubelet would "
+            "kill oauth2-proxy mid-request; set it to at least drainDelay + "
+            f"{MIN_SHUTDOWN_SECONDS}s",
         ))
     for res in ("cpu", "memory"):
         req = getattr(px.resources.requests, res)

@@ -75,6 +75,21 @@ class RedisEgress(TypedDict):
     ports: list[int]
 
 
+class Lifecycle(TypedDict):
+    """How a pod leaves and joins the Service without failing a request (docs/reliability.md)."""
+
+    drain_seconds: int
+    """preStop sleep: the pod keeps serving after it left the endpoints, until the gateways
+    stopped sending to it; 0 = no preStop hook."""
+    grace_seconds: int
+    """terminationGracePeriodSeconds (drain plus the time requests in flight get)."""
+    min_ready_seconds: int
+    """Deployment minReadySeconds (the gateways learn of a new pod before an old one goes)."""
+
+
+DEFAULT_LIFECYCLE = Lifecycle(drain_seconds=10, grace_seconds=30, min_ready_seconds=5)
+
+
 class OAuth2ProxyArgs(TypedDict):
     """Inputs of the oauth2-proxy component (plain values, except the secrets)."""
 
@@ -95,6 +110,8 @@ class OAuth2ProxyArgs(TypedDict):
     cookie_secret: pulumi.Input[str]
     client_secret: pulumi.Input[str]
     redis_password: pulumi.Input[str]
+    lifecycle: NotRequired[Lifecycle]
+    """Default :data:`DEFAULT_LIFECYCLE`."""
     keycloak_ca_certificate: NotRequired[str | None]
     """PEM of a private CA that signed Keycloak's certificate: mounted from a ConfigMap at
     :data:`KEYCLOAK_CA_FILE` (``settings.provider_ca_file`` must name it). None: the system store."""
@@ -130,6 +147,16 @@ def secrets_checksum(values: Mapping[str, str]) -> str:
     return hashlib.sha256(b"authproxy/oauth2-proxy\0" + canonical.encode()).hexdigest()
 
 
+READINESS_TIMING = {"periodSeconds": 2, "timeoutSeconds": 1, "failureThreshold": 1,
+                    "successThreshold": 1}
+"""`/ready` pings Redis. While the session store is unreachable (a sentinel failover) every
+replica leaves the Service within about 2 s, and comes back one probe after Redis answers again:
+no check reaches oauth2-proxy at the moment its Redis client reconnects, which is when
+oauth2-proxy would delete sessions (a read fails, the delete that follows already succeeds;
+docs/reliability.md). Meanwhile the gateway answers 503 rather than sending signed-in users to a
+sign-in that could not store a session either; a new pod is ready within 2 s of starting."""
+
+
 def keycloak_ca_configmap_name(name: str) -> str:
     return f"{name}-keycloak-ca"
 
@@ -154,6 +181,23 @@ def _probe(path: str, **timing: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": "http"}, **timing}
 
 
+def lifecycle_of(args: OAuth2ProxyArgs) -> Lifecycle:
+    return args.get("lifecycle", DEFAULT_LIFECYCLE)
+
+
+def container_lifecycle(lc: Lifecycle) -> dict[str, Any] | None:
+    """The container's preStop hook: sleep before SIGTERM (Kubernetes' sleep action, GA in 1.34,
+    on by default since 1.30; the distroless image has no `sleep` binary for an exec hook).
+
+    oauth2-proxy stops accepting connections the moment it gets SIGTERM (Go's
+    ``http.Server.Shutdown``: listeners closed, idle connections closed, requests in flight
+    finished), while the gateways still send to the pod until istiod has pushed the endpoint
+    change; the sleep covers that propagation."""
+    if lc["drain_seconds"] <= 0:
+        return None
+    return {"preStop": {"sleep": {"seconds": lc["drain_seconds"]}}}
+
+
 def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     """The pod spec (without the checksum annotation, which is an Output)."""
     name = args["name"]
@@ -162,9 +206,12 @@ def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     ports = [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}]
     if args["settings"].metrics_address:
         ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
+    lc = lifecycle_of(args)
+    hooks = container_lifecycle(lc)
     spec: dict[str, Any] = {
         "serviceAccountName": name,
         "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": lc["grace_seconds"],
         "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,
@@ -200,13 +247,12 @@ def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
             "args": cmd_args,
             "env": env,
             "ports": ports,
-            "readinessProbe": _probe(
-                READY_PATH, periodSeconds=10, timeoutSeconds=2, failureThreshold=3
-            ),
+            "readinessProbe": _probe(READY_PATH, **READINESS_TIMING),
             "livenessProbe": _probe(
                 PING_PATH, initialDelaySeconds=5, periodSeconds=10, timeoutSeconds=2,
                 failureThreshold=3,
             ),
+            **({"lifecycle": hooks} if hooks else {}),
             "resources": {
                 "requests": dict(args["resources"]["requests"]),
                 "limits": dict(args["resources"]["limits"]),
@@ -246,6 +292,7 @@ def deployment_spec(
     spec: k8s.apps.v1.DeploymentSpecArgsDict = {
         "selector": {"match_labels": proxy_labels(name)},
         "revision_history_limit": 5,
+        "min_ready_seconds": lifecycle_of(args)["min_ready_seconds"],
         # Never below the current capacity during a rollout.
         "strategy": {"type": "RollingUpdate", "rolling_update": {"max_unavailable": 0, "max_surge": 1}},
         "template": {

@@ -207,6 +207,7 @@ def session_store_args(cfg: StackConfig, password: pulumi.Input[str]) -> Session
             else None
         ),
         password=password,
+        down_after_seconds=r.sentinel.down_after,
     )
 
 
@@ -287,6 +288,11 @@ def oauth2_proxy_args(
         cookie_secret=cookie_secret,
         client_secret=client_secret,
         redis_password=redis_password,
+        lifecycle={
+            "drain_seconds": px.lifecycle.drain_delay,
+            "grace_seconds": px.lifecycle.termination_grace_period,
+            "min_ready_seconds": px.lifecycle.min_ready,
+        },
         keycloak_ca_certificate=kc.ca_certificate,
     )
 
@@ -368,6 +374,13 @@ def authz_args(cfg: StackConfig) -> AuthzArgs:
         session_cookie_name=cfg.session.cookie_name,
         jwt={"issuer": kc.issuer, "jwks_uri": kc.jwks_uri, "audiences": [kc.client_id]},
         client_id=kc.client_id,
+        traffic={
+            "check_retries": cfg.istio.ext_authz_retries,
+            "outlier": {
+                "consecutive_errors": cfg.istio.outlier_detection.consecutive_errors,
+                "base_ejection_seconds": cfg.istio.outlier_detection.base_ejection_time,
+            },
+        },
         apps=[
             {
                 "name": a.name,

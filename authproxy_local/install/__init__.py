@@ -5,7 +5,7 @@ Usage::
     python -m authproxy_local.install [--json] COMPONENT...
     python -m authproxy_local.install [--json] --group e2e|demo|bench|engine|harness|stack|conformance|ambient
 
-COMPONENT is one of keycloak, oauth2-proxy, redis, envoy, istioctl, istio-xds, gateway-api-crds,
+COMPONENT is one of keycloak, oauth2-proxy, redis, envoy, istioctl, istio-xds, loadgen, gateway-api-crds,
 chromium, wrk, perf, pulumi, pulumi-random, pulumi-keycloak, pulumi-kubernetes, kube-apiserver,
 etcd, ztunnel, iptables, or ``all``; a group is a make target's set (:data:`GROUPS`, the one table the Makefile,
 the e2e fixtures and the harness read). Each install is idempotent: when the cached artifact

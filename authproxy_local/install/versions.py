@@ -86,6 +86,7 @@ COMPONENTS: tuple[str, ...] = (
     "envoy",
     "istioctl",
     "istio-xds",
+    "loadgen",
     "gateway-api-crds",
     "chromium",
     "wrk",
@@ -112,7 +113,9 @@ GROUPS["ambient"] = ("ztunnel", "iptables")
 """What a live run of a stack with ambient apps needs on top of the harness (ztunnel at the app
 pods, their in-pod redirection)."""
 GROUPS["demo"] = GROUPS["harness"]
-GROUPS["e2e"] = (*GROUPS["harness"], *GROUPS["ambient"], "chromium")
+GROUPS["e2e"] = (*GROUPS["harness"], *GROUPS["ambient"], "chromium", "loadgen")
+GROUPS["soak"] = (*GROUPS["harness"], "loadgen")
+"""`make soak`: the harness and the load generator (tools/loadgen)."""
 GROUPS["bench"] = (*GROUPS["harness"], "wrk", "perf")
 GROUPS["engine"] = (*GROUPS["stack"], "keycloak", "gateway-api-crds")
 GROUPS["conformance"] = ("istioctl", "gateway-api-crds", "istio-xds")
@@ -155,3 +158,5 @@ THIRD_PARTY_FILES = {
 GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"
 ISTIO_XDS_MODULE = "authproxy.local/istio-xds"
 ISTIO_XDS_SOURCE = pathlib.Path(__file__).resolve().parents[2] / "tools" / "istio-xds"
+LOADGEN_SOURCE = pathlib.Path(__file__).resolve().parents[2] / "tools" / "loadgen"
+"""The soak's load generator (Go, standard library only)."""

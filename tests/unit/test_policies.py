@@ -953,7 +953,11 @@ def _is_guard(type_: str, props: Props) -> bool:
     """The CUSTOM AuthorizationPolicy or the ext_authz EnvoyFilter of a stack."""
     if type_ == AUTHZ:
         return bool(props["spec"].get("action") == "CUSTOM")
-    return type_ == ENVOYFILTER and P.EXT_AUTHZ_TYPE in json.dumps(props)
+    # An EnvoyFilter that inserts the filter (a MERGE, such as the check-retry filter of
+    # extension-provider mode, only adjusts the filter the CUSTOM policy made).
+    return type_ == ENVOYFILTER and any(
+        P.EXT_AUTHZ_TYPE in json.dumps(patch) and patch["patch"]["operation"].startswith("INSERT")
+        for patch in props["spec"]["configPatches"])
 
 
 def test_the_stacks_fail_the_pack_when_weakened(stack_run: tuple[str, mockrun.Run]) -> None:
