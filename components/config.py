@@ -644,13 +644,16 @@ class Proxy(_Model):
     )
     replicas: int = Field(
         1, ge=1, le=50,
-        description="Replicas (2+ recommended in prod); ignored while autoscaling is enabled.",
+        description="Replicas (2+ recommended in prod). Not used while autoscaling is enabled: "
+        "the HPA owns the count then (the Deployment starts at autoscaling.minReplicas, and "
+        "the stack never sets it again, so a preview shows no diff when the HPA scales).",
     )
     pdb_min_available: int | None = Field(
         None,
         ge=0,
         description="PodDisruptionBudget minAvailable; must be below the replica count. Unset: "
-        "replicas - 1 (so one pod at a time can be evicted).",
+        "`maxUnavailable: 1` instead, so a drain evicts one pod at a time whatever the replica "
+        "count (also while an HPA scales it), and a single replica can still be evicted.",
     )
     autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="HPA settings.")
     resources: Resources = Field(default_factory=Resources, description="Requests and limits.")
@@ -847,8 +850,22 @@ class Istio(_Model):
         return v
 
 
+AWAIT_TIMEOUT_MIN = 10
+AWAIT_TIMEOUT_MAX = 2 * 3600
+
+
 class Kubernetes(_Model):
     """How `pulumi up` treats the cluster."""
+
+    await_timeout: Duration = Field(
+        parse_duration("10m"),
+        description="How long `pulumi up` waits for each Kubernetes object to become ready (a "
+        "Deployment rolled out, a Service with endpoints, the Redis Helm release with all its "
+        "pods ready) and `pulumi destroy` for each to be gone: Pulumi's `customTimeouts` on "
+        "every object and Helm's `timeout` on releases. Past it the step fails with the "
+        "provider's message naming the object; the Redis release is rolled back (Helm "
+        "`atomic`). 10s to 2h; not used with skipAwait.",
+    )
 
     skip_await: bool = Field(
         False,
@@ -860,6 +877,17 @@ class Kubernetes(_Model):
         "later (GitOps bootstrap, nodes still joining) or never (API-server-only test clusters); "
         "readiness must then be checked elsewhere.",
     )
+
+    @field_validator("await_timeout")
+    @classmethod
+    def _await_timeout(cls, v: int) -> int:
+        if not AWAIT_TIMEOUT_MIN <= v <= AWAIT_TIMEOUT_MAX:
+            raise ValueError(
+                f"{format_duration(v)} is outside 10s..2h; a rollout of oauth2-proxy or Redis "
+                "takes minutes on a busy cluster (the default is 10m), and a longer wait only "
+                "hides a rollout that is stuck"
+            )
+        return v
 
 
 def _marker(value: Any) -> Any:
@@ -907,16 +935,9 @@ class StackConfig(_Model):
     secrets_set: frozenset[str] = Field(frozenset(), exclude=True)
 
     @property
-    def pdb_min_available(self) -> int:
-        """The PodDisruptionBudget's minAvailable: configured, or one below the replica floor."""
-        if self.proxy.pdb_min_available is not None:
-            return self.proxy.pdb_min_available
-        floor = (
-            self.proxy.autoscaling.min_replicas
-            if self.proxy.autoscaling.enabled
-            else self.proxy.replicas
-        )
-        return max(floor - 1, 0)
+    def pdb_min_available(self) -> int | None:
+        """The PodDisruptionBudget's minAvailable if configured; None: `maxUnavailable: 1`."""
+        return self.proxy.pdb_min_available
 
     @property
     def auth_hostname(self) -> str:
@@ -1188,6 +1209,13 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
         p.append((
             k + "redis.sentinel.masterName",
             "redis.mode=ha needs a sentinel master name; set one such as 'authproxy'",
+        ))
+
+    kube = cfg.kubernetes
+    if kube.skip_await and "await_timeout" in kube.model_fields_set:
+        p.append((
+            k + "kubernetes.awaitTimeout",
+            "has no effect with kubernetes.skipAwait=true (nothing waits); remove one of them",
         ))
 
     px = cfg.proxy

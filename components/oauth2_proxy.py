@@ -77,7 +77,8 @@ class OAuth2ProxyArgs(TypedDict):
     settings: ProxySettings
     replicas: int
     autoscaling: Autoscaling
-    pdb_min_available: int
+    pdb_min_available: int | None
+    """minAvailable of the PodDisruptionBudget; None: `maxUnavailable: 1`."""
     resources: dict[str, dict[str, str]]
     service_monitor: bool
     gateway: GatewayPeer
@@ -194,14 +195,39 @@ def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     }
 
 
+ROLLING_UPDATE = {"maxUnavailable": 0, "maxSurge": 1}
+"""A rollout adds one new pod, waits for it to be ready, then removes an old one: the ready
+count never drops below the replica count, so a rollout neither needs an eviction nor uses up
+the PodDisruptionBudget's allowance (a drain during a rollout still gets its one pod)."""
+PATCH_FORCE_ANNOTATION = "pulumi.com/patchForce"
+
+
+def initial_replicas(args: OAuth2ProxyArgs) -> int:
+    """The Deployment's replica count as the stack sets it: `replicas`, or with an HPA its
+    minimum (the count on creation only: see :func:`deployment_ignore_changes`)."""
+    a = args["autoscaling"]
+    return a["min_replicas"] if a["enabled"] else args["replicas"]
+
+
+def deployment_ignore_changes(args: OAuth2ProxyArgs) -> list[str]:
+    """With an HPA, the stack sets `spec.replicas` when it creates the Deployment and never again.
+
+    pulumi-kubernetes (server-side apply) then drops the field from its apply once the HPA has
+    scaled (the HPA's field manager owns it), and keeps the live count otherwise; so a preview
+    shows no diff when the HPA scales, no `up` resets the HPA's count, and turning autoscaling on
+    keeps the current pods (leaving `replicas` out instead would reset them to 1 for a moment).
+    """
+    return ["spec.replicas"] if args["autoscaling"]["enabled"] else []
+
+
 def deployment_spec(args: OAuth2ProxyArgs, checksum: pulumi.Input[str] | str) -> dict[str, Any]:
-    """apps/v1 Deployment spec. With autoscaling the HPA owns the replica count."""
+    """apps/v1 Deployment spec. With autoscaling the HPA owns the replica count after creation."""
     name = args["name"]
     spec: dict[str, Any] = {
+        "replicas": initial_replicas(args),
         "selector": {"matchLabels": proxy_labels(name)},
         "revisionHistoryLimit": 5,
-        # Never below the current capacity during a rollout.
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": dict(ROLLING_UPDATE)},
         "template": {
             "metadata": {
                 # No Istio sidecar (the label is Istio's current per-pod switch).
@@ -211,8 +237,6 @@ def deployment_spec(args: OAuth2ProxyArgs, checksum: pulumi.Input[str] | str) ->
             "spec": pod_spec(args),
         },
     }
-    if not args["autoscaling"]["enabled"]:
-        spec["replicas"] = args["replicas"]
     return spec
 
 
@@ -226,9 +250,21 @@ def service_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
 
 
 def pdb_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
-    """policy/v1 PodDisruptionBudget spec: minAvailable below the replica floor (validated)."""
+    """policy/v1 PodDisruptionBudget spec.
+
+    Default `maxUnavailable: 1`: a drain evicts one pod, and the next only once its replacement
+    is ready; with one replica that one may go (a PDB that blocks it would hang every node
+    drain). It counts against the Deployment's current scale, so it holds while an HPA scales.
+    A configured minAvailable is below the replica floor (validated). Rollouts delete pods
+    without the eviction API, so the PDB never blocks them (see ROLLING_UPDATE).
+    """
+    budget: dict[str, int] = (
+        {"maxUnavailable": 1}
+        if args["pdb_min_available"] is None
+        else {"minAvailable": args["pdb_min_available"]}
+    )
     return {
-        "minAvailable": args["pdb_min_available"],
+        **budget,
         "selector": {"matchLabels": proxy_labels(args["name"])},
         # A pod that is not ready anyway may always be evicted, so a crash loop cannot hang drains.
         "unhealthyPodEvictionPolicy": "AlwaysAllow",
@@ -385,11 +421,15 @@ class OAuth2Proxy(pulumi.ComponentResource):
         )
         # The specs below are Kubernetes API objects (camelCase field names, which the provider takes
         # as they are); the SDK types them as TypedDicts with snake_case keys, hence the ignores.
+        # patchForce: the stack is the authority for this Deployment, so its apply wins a
+        # field conflict (e.g. `replicas` still owned by a removed HPA after autoscaling is
+        # turned off). The HPA's count is never contested: see deployment_ignore_changes.
         deployment: k8s.apps.v1.Deployment = k8s.apps.v1.Deployment(  # type: ignore[call-overload]
             f"{name}-deployment",
-            metadata=meta(),
+            metadata={**meta(), "annotations": {PATCH_FORCE_ANNOTATION: "true"}},
             spec=deployment_spec(args, checksum),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[secret, sa]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[secret, sa],
+                                        ignore_changes=deployment_ignore_changes(args)),
         )
         svc = k8s.core.v1.Service(f"{name}-service", metadata=meta(), spec=service_spec(args),
                                   opts=child)

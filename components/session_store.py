@@ -297,7 +297,13 @@ class SessionStore(pulumi.ComponentResource):
                 namespace=ns,
                 version=args["chart"]["version"],
                 values=helm_values(args, checksum),
-                skip_await=False,  # kubernetes.skipAwait: stack.skip_await_transform
+                # Helm waits until every object of the release is ready (the StatefulSet's
+                # pods, PVCs bound, Services); past `timeout` it fails and `atomic` uninstalls a
+                # first install / rolls an upgrade back, and `cleanup_on_fail` deletes what a
+                # failed upgrade created: nothing is left half-installed. kubernetes.skipAwait
+                # and kubernetes.awaitTimeout change these (stack.skip_await_transform,
+                # stack.await_transform).
+                skip_await=False,
                 atomic=True,
                 cleanup_on_fail=True,
                 timeout=600,

@@ -3,6 +3,7 @@ authorization from the validated stack config."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypedDict
 
 import pulumi
@@ -135,6 +136,31 @@ def skip_await_transform(
                         DELETION_POLICY_ANNOTATION: "background"},
     }
     return pulumi.ResourceTransformResult(props=props, opts=args.opts)
+
+
+def await_transform(
+    timeout_seconds: int,
+) -> Callable[[pulumi.ResourceTransformArgs], pulumi.ResourceTransformResult | None]:
+    """Config `kubernetes.awaitTimeout` (skipAwait off): how long pulumi-kubernetes waits for
+    each object, as users set it on one resource with `customTimeouts`.
+
+    Kubernetes objects get `customTimeouts` create/update/delete (the provider's readiness
+    wait, e.g. a Deployment's rollout, and its wait for deletion); Helm releases also get
+    Helm's own `timeout` (seconds), which bounds Helm's wait and its `atomic` rollback.
+    """
+    timeout = f"{timeout_seconds}s"
+    timeouts = pulumi.CustomTimeouts(create=timeout, update=timeout, delete=timeout)
+
+    def transform(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
+        if not args.custom or not args.type_.startswith("kubernetes:"):
+            return None
+        props: dict[str, Any] = dict(args.props)
+        if args.type_ == HELM_RELEASE_TYPE:
+            props["timeout"] = timeout_seconds
+        opts = pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(custom_timeouts=timeouts))
+        return pulumi.ResourceTransformResult(props=props, opts=opts)
+
+    return transform
 
 
 PROXY_NAME = "oauth2-proxy"
@@ -397,11 +423,13 @@ class AuthProxy(pulumi.ComponentResource):
         self, name: str, args: AuthProxyArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         cfg = args["config"]
-        if cfg.kubernetes.skip_await:
-            # Transforms on a component apply to all its descendants.
-            opts = pulumi.ResourceOptions.merge(
-                opts, pulumi.ResourceOptions(transforms=[skip_await_transform])
-            )
+        # Transforms on a component apply to all its descendants.
+        transform = (
+            skip_await_transform
+            if cfg.kubernetes.skip_await
+            else await_transform(cfg.kubernetes.await_timeout)
+        )
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(transforms=[transform]))
         super().__init__("authproxy:stack:AuthProxy", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 

@@ -19,7 +19,10 @@ from authproxy_local.mockrun import (
 )
 from components import config as C
 from components.oauth2_proxy import (
+    PATCH_FORCE_ANNOTATION,
+    ROLLING_UPDATE,
     OAuth2ProxyArgs,
+    deployment_ignore_changes,
     deployment_spec,
     egress_policy_spec,
     hpa_spec,
@@ -336,19 +339,36 @@ def test_deployment_replicas_and_checksum_annotation():
     assert dev["template"]["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
     assert dev["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
     assert dev["selector"]["matchLabels"] == proxy_labels(PROXY_NAME)
-    # With the HPA on, the HPA owns the replica count.
-    assert "replicas" not in deployment_spec(proxy("prod"), "abc")
-    no_hpa = deployment_spec(proxy("prod", proxy={"autoscaling": {"enabled": False}}), "x")
-    assert no_hpa["replicas"] == 3
+    assert deployment_ignore_changes(proxy("dev")) == []
+    # With the HPA on, the Deployment starts at the HPA's minimum and the stack never sets the
+    # count again (ignoreChanges), whatever proxy.replicas says.
+    prod = proxy("prod", proxy={"replicas": 7})
+    assert deployment_spec(prod, "abc")["replicas"] == 3
+    assert deployment_ignore_changes(prod) == ["spec.replicas"]
+    no_hpa = proxy("prod", proxy={"autoscaling": {"enabled": False}})
+    assert deployment_spec(no_hpa, "x")["replicas"] == 3
+    assert deployment_ignore_changes(no_hpa) == []
+
+
+def test_rollouts_never_reduce_ready_pods_so_the_pdb_never_blocks_them():
+    """A rolling update adds a pod before it removes one: with the PDB's budget of one, a drain
+    during a rollout still gets its eviction, and the rollout needs none."""
+    assert ROLLING_UPDATE == {"maxUnavailable": 0, "maxSurge": 1}
+    for which in ("dev", "prod"):
+        spec = deployment_spec(proxy(which), "x")
+        assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": ROLLING_UPDATE}
 
 
 def test_pdb_and_hpa_shapes():
     dev, prod = pdb_spec(proxy("dev")), pdb_spec(proxy("prod"))
-    assert dev["minAvailable"] == 0 and prod["minAvailable"] == 2
+    # Unset: one pod at a time, whatever the count (one replica may go; under an HPA it follows
+    # the current scale).
+    assert dev["maxUnavailable"] == 1 and "minAvailable" not in dev
+    assert prod["maxUnavailable"] == 1 and "minAvailable" not in prod
     assert prod["selector"]["matchLabels"] == proxy_labels(PROXY_NAME)
     assert prod["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
-    derived = pdb_spec(proxy("prod", proxy={"pdbMinAvailable": None}))
-    assert derived["minAvailable"] == 2  # autoscaling.minReplicas 3 - 1
+    explicit = pdb_spec(proxy("prod", proxy={"pdbMinAvailable": 2}))
+    assert explicit["minAvailable"] == 2 and "maxUnavailable" not in explicit
     h = hpa_spec(proxy("prod"))
     assert h["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
                                    "name": PROXY_NAME}
@@ -493,7 +513,9 @@ def test_objects_registered(runs, which):
     assert dep.parent.endswith("OAuth2Proxy::oauth2-proxy")
     assert dep.inputs["metadata"] == {
         "name": PROXY_NAME, "namespace": "authproxy",
-        "labels": dep.inputs["metadata"]["labels"]}
+        "labels": dep.inputs["metadata"]["labels"],
+        # The stack's apply wins field conflicts (a removed HPA's `replicas`).
+        "annotations": {PATCH_FORCE_ANNOTATION: "true"}}
 
 
 def test_namespace_object(runs):
@@ -508,7 +530,7 @@ def test_hpa_and_service_monitor_only_when_enabled(runs):
     assert hpa.inputs["spec"]["minReplicas"] == 3
     (sm,) = mine(runs["prod"], "ServiceMonitor")
     assert sm.type == "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"
-    assert "replicas" not in deployment(runs["prod"]).inputs["spec"]
+    assert deployment(runs["prod"]).inputs["spec"]["replicas"] == 3  # minReplicas, then the HPA's
 
 
 @pytest.mark.parametrize("which", ["dev", "prod", "external"])
