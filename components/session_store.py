@@ -175,6 +175,13 @@ def helm_values(args: SessionStoreArgs, checksum: pulumi.Input[str] | str) -> di
             "pullPolicy": "IfNotPresent",
         },
         "replicas": servers,
+        # Parallel, not the chart's OrderedReady: with OrderedReady the StatefulSet controller
+        # never replaces a pod that is not Running and Ready, so after a failed upgrade (a bad
+        # image) Helm's atomic rollback restores the template but not the broken pod, the
+        # rollback times out too and Redis stays down (Kubernetes' "forced rollback" caveat).
+        # With Parallel the controller replaces it. Updates still go one pod at a time; the
+        # servers find their master through the announce Services, not through start order.
+        "podManagementPolicy": "Parallel",
         # Auth always on, from the Secret this component creates (never inline).
         "auth": True,
         "existingSecret": secret,

@@ -3,14 +3,15 @@ authorization from the validated stack config."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pulumi.resource_hooks import ErrorHook, ErrorHookArgs, ResourceHookBinding
 
 from components.authz import Authz, AuthzArgs, ProviderArgs, mesh_config
-from components.config import StackConfig
+from components.config import StackConfig, format_duration
 from components.identity import DemoUserSpec, Identity, IdentityArgs
 from components.ingress import Ingress, IngressArgs
 from components.istio_install import IstioInstall, IstioInstallArgs
@@ -138,6 +139,39 @@ def skip_await_transform(
     return pulumi.ResourceTransformResult(props=props, opts=args.opts)
 
 
+def release_not_ready_message(
+    errors: Sequence[str], namespace: str, release: str, timeout_seconds: int
+) -> str | None:
+    """What a Helm release's failure leaves out when Helm's wait timed out.
+
+    pulumi-kubernetes passes on Helm's "context deadline exceeded" (upstream
+    pulumi/pulumi-kubernetes#4389): it names neither what Helm waited for nor where the reason
+    is. This says what was waited for, what `atomic` did, where Kubernetes recorded why the pods
+    did not become ready, and which key allows a longer wait. None for any other failure.
+    """
+    latest = errors[0] if errors else ""
+    if "context deadline exceeded" not in latest:
+        return None
+    if "uninstalled due to atomic" in latest:
+        outcome = ("Helm uninstalled it (atomic): nothing of it is left but its pods' "
+                   "PersistentVolumeClaims, which the next install reuses")
+    elif "rolled back due to atomic" in latest:
+        outcome = "Helm rolled it back (atomic) to the last revision that worked, which still runs"
+    else:
+        outcome = (f"Helm could not undo it; `helm -n {namespace} history {release}` shows its "
+                   "revisions")
+    return (
+        f"Helm release {namespace}/{release} was not ready within "
+        f"{format_duration(timeout_seconds)}: Helm waits until every pod of its StatefulSets and "
+        "Deployments is ready, its PersistentVolumeClaims are bound and its Services exist. "
+        f"{outcome}. Why a pod did not become ready is in the namespace's events: "
+        f"`kubectl -n {namespace} get events --field-selector type=Warning` (an image that cannot "
+        "be pulled, no node with room, a claim that does not bind, a failing probe). Fix that, or "
+        "allow a longer wait (`pulumi config set --path authproxy:kubernetes.awaitTimeout 20m`), "
+        "and run `pulumi up` again."
+    )
+
+
 def await_transform(
     timeout_seconds: int,
 ) -> Callable[[pulumi.ResourceTransformArgs], pulumi.ResourceTransformResult | None]:
@@ -146,18 +180,32 @@ def await_transform(
 
     Kubernetes objects get `customTimeouts` create/update/delete (the provider's readiness
     wait, e.g. a Deployment's rollout, and its wait for deletion); Helm releases also get
-    Helm's own `timeout` (seconds), which bounds Helm's wait and its `atomic` rollback.
+    Helm's own `timeout` (seconds), which bounds Helm's wait and its `atomic` rollback, and an
+    error hook that says why a release that timed out failed (:func:`release_not_ready_message`).
     """
     timeout = f"{timeout_seconds}s"
     timeouts = pulumi.CustomTimeouts(create=timeout, update=timeout, delete=timeout)
+
+    def explain(args: ErrorHookArgs) -> bool:
+        inputs = args.new_inputs or args.old_inputs or {}
+        message = release_not_ready_message(
+            args.errors, str(inputs.get("namespace", "")), str(inputs.get("name", "")),
+            timeout_seconds)
+        if message:
+            pulumi.log.error(message)
+        return False  # never retry: the same wait would time out again
+
+    hooks = ResourceHookBinding(on_error=[ErrorHook("authproxy-release-not-ready", explain)])
 
     def transform(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
         if not args.custom or not args.type_.startswith("kubernetes:"):
             return None
         props: dict[str, Any] = dict(args.props)
+        extra = pulumi.ResourceOptions(custom_timeouts=timeouts)
         if args.type_ == HELM_RELEASE_TYPE:
             props["timeout"] = timeout_seconds
-        opts = pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(custom_timeouts=timeouts))
+            extra.hooks = hooks
+        opts = pulumi.ResourceOptions.merge(args.opts, extra)
         return pulumi.ResourceTransformResult(props=props, opts=opts)
 
     return transform
