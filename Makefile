@@ -7,7 +7,9 @@ CACHE   ?= $(or $(AUTHPROXY_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/authpr
 export AUTHPROXY_CACHE := $(CACHE)
 PYTHON  ?= python3
 REQS    := requirements.txt requirements-dev.txt
-VENV    := $(CACHE)/venv-$(shell cat $(REQS) | sha256sum | cut -c1-12)
+# One venv per requirement set, under venvs/ (the cache is shared by several checkouts: each keeps
+# its own; venvs unused for 14 days are removed)
+VENV    := $(CACHE)/venvs/$(shell cat $(REQS) | sha256sum | cut -c1-12)
 PY      := $(VENV)/bin/python
 STACK   ?= dev
 MODE    ?=
@@ -19,7 +21,7 @@ ACTIONLINT := $(CACHE)/actionlint/$(ACTIONLINT_VERSION)/actionlint
 GOBUILD_ENV := GOPATH=$(CACHE)/go GOMODCACHE=$(CACHE)/go/pkg/mod GOCACHE=$(CACHE)/go-build \
                GOFLAGS="-modcacherw -buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=0
 
-.PHONY: help venv unit test docs render conformance e2e engine demo lint typecheck actionlint policy-test bench
+.PHONY: help venv unit test docs render render-digests conformance e2e engine demo lint typecheck actionlint policy-test bench
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -31,16 +33,21 @@ $(VENV)/.installed: $(REQS)
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -m pip install -q -r requirements-dev.txt
 	@touch $@
-	@# venvs of older requirement sets are dead weight in the cache: drop them
-	@for d in $(CACHE)/venv-????????????; do [ "$$d" = "$(VENV)" ] || rm -rf "$$d"; done
+	@# venvs no checkout used for 14 days are dead weight in the cache: drop them
+	@find $(CACHE)/venvs -mindepth 1 -maxdepth 1 -type d ! -path '$(VENV)' \
+	  ! -newermt '-14 days' -exec rm -rf {} + 2>/dev/null || true
 
 venv: $(VENV)/.installed ## install the Python dependencies into the cache
+	@touch $(VENV)
 
 unit: venv ## fast tests: config, components under Pulumi mocks, pure spec builders
 	$(PYTEST) tests/unit -q
 
 docs: venv ## regenerate docs/configuration.md from the config model
 	$(PY) -c "from components.config import config_reference_markdown as m; open('docs/configuration.md','w').write(m())"
+
+render-digests: venv ## record the current render of every example stack as the expected one (tests/unit/test_render_identity.py)
+	$(PY) -m authproxy_local.render --digests --update
 
 render: venv ## offline render of a stack into build/render/<stack>-<mode>: make render STACK=dev [MODE=envoy-filter]
 	$(PY) -m authproxy_local.render --stack $(STACK) $(if $(MODE),--mode $(MODE))
@@ -49,18 +56,18 @@ conformance: venv ## dev+prod renders, both ext_authz modes, through kubernetes-
 	$(PYTEST) tests/conformance -q
 
 e2e: venv ## live end-to-end tests: the dev stack (real `pulumi up`) on real Keycloak, Redis, oauth2-proxy, Envoy running istiod's config (both ext_authz modes)
-	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy istio-xds chromium pulumi pulumi-random pulumi-keycloak pulumi-kubernetes etcd kube-apiserver
+	$(PY) -m authproxy_local.install --group e2e
 	$(PYTEST) tests/e2e -q
 
 engine: venv ## the stacks through the real pulumi CLI, providers, kube-apiserver and Keycloak: preview, policy, up, re-preview, rotation, destroy
 	$(PY) -m authproxy_local.engine
 
 demo: venv ## run the stack locally (STACK=dev [MODE=envoy-filter]); prints URLs and demo users; Ctrl-C stops it
-	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy istio-xds pulumi pulumi-random pulumi-keycloak pulumi-kubernetes etcd kube-apiserver
+	$(PY) -m authproxy_local.install --group demo
 	$(PY) -m authproxy_local.demo --stack $(STACK) $(if $(MODE),--mode $(MODE))
 
 bench: venv ## request-path benchmark on the live harness with wrk (~12 min; not in `make test`): docs/benchmarks.md + plot; QUICK=1 = 3-min smoke run
-	$(PY) -m authproxy_local.install keycloak oauth2-proxy redis envoy istio-xds wrk perf pulumi pulumi-random pulumi-keycloak pulumi-kubernetes etcd kube-apiserver
+	$(PY) -m authproxy_local.install --group bench
 	$(PY) -m authproxy_local.bench $(if $(QUICK),--quick)
 
 lint: venv ## ruff over the whole checkout (pyproject.toml [tool.ruff])

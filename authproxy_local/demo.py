@@ -7,34 +7,22 @@ an echo app per protected app, on loopback), prints the URLs, the demo users and
 (generated for this run only), and ready-to-paste commands for a browser and curl that resolve
 the test hosts to this run's gateway without changing any system file. Ctrl-C (or SIGTERM) stops
 every process it started.
+
+A scenario runner: it imports the harness, nothing imports it.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import shlex
 import signal
 import sys
 import time
-from pathlib import Path
 
-from authproxy_local import local_map
+from authproxy_local.core import local_map
+from authproxy_local.core.pki import spki_hash
 from authproxy_local.harness import Harness, HarnessError
 from authproxy_local.install import InstallError
-
-
-def spki_hash(cert_file: str) -> str:
-    """base64(sha256(SubjectPublicKeyInfo)) of a PEM certificate (Chromium's
-    --ignore-certificate-errors-spki-list)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
-    der = cert.public_key().public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
 def spki_list(h: Harness) -> str:

@@ -99,7 +99,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.config import OAUTH2_PREFIX, format_duration
+from components.common import OAUTH2_PREFIX, format_duration
 from components.cookies import SessionCookies, lua_disabled_per_route, lua_filter
 from components.headers import HEADERS, HeaderFlow, early_header_mutation, list_matcher
 from components.ingress import (

@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from components.common import OAUTH2_PREFIX, format_duration
 from components.cookies import COOKIE_NAME
 
 NAMESPACE = "authproxy"
@@ -38,9 +39,6 @@ SECRET_KEYS = {
     "keycloakAdminClientSecret": "secret of the Keycloak admin client (keycloak.admin.auth=client-credentials)",
     "externalRedisPassword": "password of an external Redis (redis.mode=external)",
 }
-
-OAUTH2_PREFIX = "/oauth2/"
-"""oauth2-proxy's own endpoints; always routed to oauth2-proxy and never behind ext_authz."""
 
 
 class ConfigError(pulumi.RunError):
@@ -106,15 +104,6 @@ def parse_duration(value: Any) -> int:
     raise ValueError(
         f"{value!r} is not a duration; write it like '30s', '5m', '8h' or '1h30m' (or 0)"
     )
-
-
-def format_duration(seconds: int) -> str:
-    """Format seconds the way Go's time.Duration flags accept ('1h30m0s' style, compact)."""
-    if seconds == 0:
-        return "0s"
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return "".join(f"{v}{u}" for v, u in ((h, "h"), (m, "m"), (s, "s")) if v)
 
 
 Hostname = Annotated[str, BeforeValidator(_hostname)]
@@ -968,10 +957,6 @@ class StackConfig(_Model):
         names |= {g for u in self.keycloak.demo_users for g in u.groups}
         return tuple(sorted(names))
 
-    @property
-    def api_client_apps(self) -> tuple[App, ...]:
-        return tuple(a for a in self.apps if a.api_clients)
-
 
 def host_matches(pattern: str, host: str) -> bool:
     """Istio host match: exact, or '*.suffix' matching one or more leading labels."""
@@ -1432,3 +1417,78 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
         if found is not None:
             return found
     return None
+
+
+# --------------------------------------------------------------------------------------------
+# Local runs (authproxy_local: the live harness, `make engine`, the render): the config values
+# they set to point a stack at local servers, built here so that keys stay known in this module
+# only. Values are plain data with the stack file's (camelCase) keys, without the namespace.
+# --------------------------------------------------------------------------------------------
+
+KEYCLOAK_ADMIN_PASSWORD_KEY = "keycloakAdminPassword"
+"""The secret key holding the Keycloak admin user's password (keycloak.admin.auth=password); a
+local run also starts its Keycloak with it as the bootstrap admin's password."""
+KEYCLOAK_ADMIN_CLIENT_SECRET_KEY = "keycloakAdminClientSecret"
+EXTERNAL_REDIS_PASSWORD_KEY = "externalRedisPassword"
+
+
+def required_secret_keys(cfg: StackConfig) -> tuple[str, ...]:
+    """The secret keys ``cfg`` needs set (see the checks in :func:`load`): the Keycloak admin
+    credential of ``keycloak.admin.auth`` and, with ``redis.mode: external``, the Redis password."""
+    keys = [KEYCLOAK_ADMIN_PASSWORD_KEY if cfg.keycloak.admin.auth == "password"
+            else KEYCLOAK_ADMIN_CLIENT_SECRET_KEY]
+    if cfg.redis.mode == "external":
+        keys.append(EXTERNAL_REDIS_PASSWORD_KEY)
+    return tuple(keys)
+
+
+def admin_client_secret_key(cfg: StackConfig) -> str | None:
+    """The secret key of the pre-made admin client (keycloak.admin.auth=client-credentials)."""
+    return KEYCLOAK_ADMIN_CLIENT_SECRET_KEY if cfg.keycloak.admin.auth == "client-credentials" else None
+
+
+def ext_authz_mode_values(mode: str) -> dict[str, Any]:
+    """Values that select the ext_authz mode (istio.extAuthzMode)."""
+    return {"istio": {"extAuthzMode": mode}}
+
+
+def local_server_values(*, keycloak_ca_pem: str, redis_chart_path: str,
+                        keycloak_url: str | None = None) -> dict[str, Any]:
+    """Values that point a stack at servers on this machine, through stack config only, as a
+    user points a stack at their own Keycloak and cluster: Keycloak's CA (and URL), the local
+    copy of the redis-ha chart (no chart repository is reachable), no readiness waits (no
+    kubelet: pods never run) and no Istio install (the local runs bring their own istiod
+    translation)."""
+    keycloak: dict[str, Any] = {"caCertificate": keycloak_ca_pem}
+    if keycloak_url is not None:
+        keycloak["url"] = keycloak_url
+    return {
+        "keycloak": keycloak,
+        "redis": {"chartPath": redis_chart_path},
+        "kubernetes": {"skipAwait": True},
+        "istio": {"install": {"enabled": False}},
+    }
+
+
+def namespace_values(namespace: str) -> dict[str, Any]:
+    """Values that put oauth2-proxy and Redis into ``namespace``."""
+    return {"namespace": namespace}
+
+
+def cookie_secret_rotation_values(cfg: StackConfig) -> dict[str, Any]:
+    """Values that rotate the cookie secret (rotation.cookieSecret): its marker plus one when it
+    is a number, else ``2``."""
+    marker = cfg.rotation.cookie_secret
+    return {"rotation": {"cookieSecret": str(int(marker) + 1) if marker.isdigit() else "2"}}
+
+
+def flatten_values(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested values -> ``{"a.b.c": leaf}``: the paths of ``pulumi config set --path`` (lists
+    stay whole values)."""
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        if isinstance(v, Mapping) and v:
+            out.update(flatten_values(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

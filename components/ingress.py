@@ -29,9 +29,8 @@ from typing import Any, Literal, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import OAUTH2_PREFIX
+from components.common import COMMON_LABELS, OAUTH2_PREFIX
 from components.headers import identity_headers, never_upstream
-from components.labels import COMMON_LABELS
 
 HTTP_PORT = 80
 HTTPS_PORT = 443

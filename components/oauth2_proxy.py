@@ -19,7 +19,7 @@ from typing import Any, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.labels import COMMON_LABELS
+from components.common import COMMON_LABELS
 from components.proxy_settings import (
     CLIENT_SECRET_KEY,
     COOKIE_SECRET_KEY,
@@ -195,7 +195,7 @@ def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     }
 
 
-ROLLING_UPDATE = {"maxUnavailable": 0, "maxSurge": 1}
+ROLLING_UPDATE: k8s.apps.v1.RollingUpdateDeploymentArgsDict = {"max_unavailable": 0, "max_surge": 1}
 """A rollout adds one new pod, waits for it to be ready, then removes an old one: the ready
 count never drops below the replica count, so a rollout neither needs an eviction nor uses up
 the PodDisruptionBudget's allowance (a drain during a rollout still gets its one pod)."""
@@ -220,14 +220,19 @@ def deployment_ignore_changes(args: OAuth2ProxyArgs) -> list[str]:
     return ["spec.replicas"] if args["autoscaling"]["enabled"] else []
 
 
-def deployment_spec(args: OAuth2ProxyArgs, checksum: pulumi.Input[str] | str) -> dict[str, Any]:
-    """apps/v1 Deployment spec. With autoscaling the HPA owns the replica count after creation."""
+def deployment_spec(
+    args: OAuth2ProxyArgs, checksum: pulumi.Input[str] | str
+) -> k8s.apps.v1.DeploymentSpecArgsDict:
+    """apps/v1 Deployment spec. With autoscaling the HPA owns the replica count after creation.
+    The SDK's typed spec (snake_case names, checked by mypy; the SDK sends the API's camelCase
+    names); the pod template is the API object as is (core/v1 types are not checked statically,
+    see pyproject)."""
     name = args["name"]
-    spec: dict[str, Any] = {
+    spec: k8s.apps.v1.DeploymentSpecArgsDict = {
         "replicas": initial_replicas(args),
-        "selector": {"matchLabels": proxy_labels(name)},
-        "revisionHistoryLimit": 5,
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": dict(ROLLING_UPDATE)},
+        "selector": {"match_labels": proxy_labels(name)},
+        "revision_history_limit": 5,
+        "strategy": {"type": "RollingUpdate", "rolling_update": ROLLING_UPDATE},
         "template": {
             "metadata": {
                 # No Istio sidecar (the label is Istio's current per-pod switch).
@@ -249,7 +254,7 @@ def service_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     return {"type": "ClusterIP", "selector": proxy_labels(args["name"]), "ports": ports}
 
 
-def pdb_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
+def pdb_spec(args: OAuth2ProxyArgs) -> k8s.policy.v1.PodDisruptionBudgetSpecArgsDict:
     """policy/v1 PodDisruptionBudget spec.
 
     Default `maxUnavailable: 1`: a drain evicts one pod, and the next only once its replacement
@@ -258,70 +263,74 @@ def pdb_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     A configured minAvailable is below the replica floor (validated). Rollouts delete pods
     without the eviction API, so the PDB never blocks them (see ROLLING_UPDATE).
     """
-    budget: dict[str, int] = (
-        {"maxUnavailable": 1}
-        if args["pdb_min_available"] is None
-        else {"minAvailable": args["pdb_min_available"]}
-    )
-    return {
-        **budget,
-        "selector": {"matchLabels": proxy_labels(args["name"])},
+    spec: k8s.policy.v1.PodDisruptionBudgetSpecArgsDict = {
+        "selector": {"match_labels": proxy_labels(args["name"])},
         # A pod that is not ready anyway may always be evicted, so a crash loop cannot hang drains.
-        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        "unhealthy_pod_eviction_policy": "AlwaysAllow",
     }
+    if args["pdb_min_available"] is None:
+        spec["max_unavailable"] = 1
+    else:
+        spec["min_available"] = args["pdb_min_available"]
+    return spec
 
 
-def hpa_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
+def hpa_spec(args: OAuth2ProxyArgs) -> k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgsDict:
     a = args["autoscaling"]
     return {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": args["name"]},
-        "minReplicas": a["min_replicas"],
-        "maxReplicas": a["max_replicas"],
+        "scale_target_ref": {"api_version": "apps/v1", "kind": "Deployment", "name": args["name"]},
+        "min_replicas": a["min_replicas"],
+        "max_replicas": a["max_replicas"],
         "metrics": [{
             "type": "Resource",
             "resource": {
                 "name": "cpu",
-                "target": {"type": "Utilization", "averageUtilization": a["target_cpu_utilization"]},
+                "target": {"type": "Utilization", "average_utilization": a["target_cpu_utilization"]},
             },
         }],
     }
 
 
-def _ns_selector(namespace: str) -> dict[str, Any]:
-    return {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+NetworkPolicySpec = k8s.networking.v1.NetworkPolicySpecArgsDict
+NetworkPolicyPeer = k8s.networking.v1.NetworkPolicyPeerArgsDict
+NetworkPolicyPort = k8s.networking.v1.NetworkPolicyPortArgsDict
 
 
-def _anywhere(ports: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"to": [{"ipBlock": {"cidr": ANY_IPV4}}, {"ipBlock": {"cidr": ANY_IPV6}}], "ports": ports}
+def _ns_selector(namespace: str) -> k8s.meta.v1.LabelSelectorArgsDict:
+    return {"match_labels": {"kubernetes.io/metadata.name": namespace}}
 
 
-def ingress_policy_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
+def _anywhere(ports: list[NetworkPolicyPort]) -> k8s.networking.v1.NetworkPolicyEgressRuleArgsDict:
+    return {"to": [{"ip_block": {"cidr": ANY_IPV4}}, {"ip_block": {"cidr": ANY_IPV6}}], "ports": ports}
+
+
+def ingress_policy_spec(args: OAuth2ProxyArgs) -> NetworkPolicySpec:
     """Who reaches oauth2-proxy: the ingress gateway (4180) and this namespace (4180, metrics);
     with a ServiceMonitor, Prometheus from any namespace (metrics port only)."""
     gw = args["gateway"]
-    http = {"protocol": "TCP", "port": HTTP_PORT}
-    metrics = {"protocol": "TCP", "port": METRICS_PORT}
+    http: NetworkPolicyPort = {"protocol": "TCP", "port": HTTP_PORT}
+    metrics: NetworkPolicyPort = {"protocol": "TCP", "port": METRICS_PORT}
     has_metrics = bool(args["settings"].metrics_address)
-    rules: list[dict[str, Any]] = [
+    rules: list[k8s.networking.v1.NetworkPolicyIngressRuleArgsDict] = [
         {
-            "from": [{
-                "namespaceSelector": _ns_selector(gw["namespace"]),
-                "podSelector": {"matchLabels": dict(gw["selector"])},
+            "from_": [{
+                "namespace_selector": _ns_selector(gw["namespace"]),
+                "pod_selector": {"match_labels": dict(gw["selector"])},
             }],
             "ports": [http],
         },
-        {"from": [{"podSelector": {}}], "ports": [http, metrics] if has_metrics else [http]},
+        {"from_": [{"pod_selector": {}}], "ports": [http, metrics] if has_metrics else [http]},
     ]
     if has_metrics and args["service_monitor"]:
-        rules.append({"from": [{"namespaceSelector": {}}], "ports": [metrics]})
+        rules.append({"from_": [{"namespace_selector": {}}], "ports": [metrics]})
     return {
-        "podSelector": {"matchLabels": proxy_labels(args["name"])},
-        "policyTypes": ["Ingress"],
+        "pod_selector": {"match_labels": proxy_labels(args["name"])},
+        "policy_types": ["Ingress"],
         "ingress": rules,
     }
 
 
-def egress_policy_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
+def egress_policy_spec(args: OAuth2ProxyArgs) -> NetworkPolicySpec:
     """Where oauth2-proxy may connect: cluster DNS, its Redis, Keycloak. Nothing else.
 
     Keycloak outside the cluster (or behind an address unknown here) gets the URL's port on any
@@ -329,23 +338,23 @@ def egress_policy_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     Keycloak URL that hairpins through an in-cluster load balancer. `keycloak.inCluster` narrows
     it to the pods that actually receive the connection.
     """
-    dns_ports = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
-    rules: list[dict[str, Any]] = [
+    dns_ports: list[NetworkPolicyPort] = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    rules: list[k8s.networking.v1.NetworkPolicyEgressRuleArgsDict] = [
         {
             "to": [
                 {
-                    "namespaceSelector": _ns_selector("kube-system"),
-                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                    "namespace_selector": _ns_selector("kube-system"),
+                    "pod_selector": {"match_labels": {"k8s-app": "kube-dns"}},
                 },
-                {"ipBlock": {"cidr": NODELOCAL_DNS}},
+                {"ip_block": {"cidr": NODELOCAL_DNS}},
             ],
             "ports": dns_ports,
         },
     ]
     r = args["redis_egress"]
-    redis_ports = [{"protocol": "TCP", "port": p} for p in r["ports"]]
+    redis_ports: list[NetworkPolicyPort] = [{"protocol": "TCP", "port": p} for p in r["ports"]]
     if r["pod_labels"]:
-        rules.append({"to": [{"podSelector": {"matchLabels": dict(r["pod_labels"])}}],
+        rules.append({"to": [{"pod_selector": {"match_labels": dict(r["pod_labels"])}}],
                       "ports": redis_ports})
     else:
         rules.append(_anywhere(redis_ports))
@@ -353,16 +362,16 @@ def egress_policy_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     if kc:
         rules.append({
             "to": [{
-                "namespaceSelector": _ns_selector(kc["namespace"]),
-                "podSelector": {"matchLabels": dict(kc["pod_labels"])},
+                "namespace_selector": _ns_selector(kc["namespace"]),
+                "pod_selector": {"match_labels": dict(kc["pod_labels"])},
             }],
             "ports": [{"protocol": "TCP", "port": kc["port"]}],
         })
     else:
         rules.append(_anywhere([{"protocol": "TCP", "port": args["keycloak_port"]}]))
     return {
-        "podSelector": {"matchLabels": proxy_labels(args["name"])},
-        "policyTypes": ["Egress"],
+        "pod_selector": {"match_labels": proxy_labels(args["name"])},
+        "policy_types": ["Egress"],
         "egress": rules,
     }
 
@@ -419,12 +428,10 @@ class OAuth2Proxy(pulumi.ComponentResource):
         sa = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata=meta(), automount_service_account_token=False, opts=child
         )
-        # The specs below are Kubernetes API objects (camelCase field names, which the provider takes
-        # as they are); the SDK types them as TypedDicts with snake_case keys, hence the ignores.
         # patchForce: the stack is the authority for this Deployment, so its apply wins a
         # field conflict (e.g. `replicas` still owned by a removed HPA after autoscaling is
         # turned off). The HPA's count is never contested: see deployment_ignore_changes.
-        deployment: k8s.apps.v1.Deployment = k8s.apps.v1.Deployment(  # type: ignore[call-overload]
+        deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata={**meta(), "annotations": {PATCH_FORCE_ANNOTATION: "true"}},
             spec=deployment_spec(args, checksum),
@@ -433,18 +440,18 @@ class OAuth2Proxy(pulumi.ComponentResource):
         )
         svc = k8s.core.v1.Service(f"{name}-service", metadata=meta(), spec=service_spec(args),
                                   opts=child)
-        k8s.policy.v1.PodDisruptionBudget(  # type: ignore[call-overload]
+        k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb", metadata=meta(), spec=pdb_spec(args), opts=child
         )
         if args["autoscaling"]["enabled"]:
-            k8s.autoscaling.v2.HorizontalPodAutoscaler(  # type: ignore[call-overload]
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(
                 f"{name}-hpa", metadata=meta(), spec=hpa_spec(args),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
             )
-        k8s.networking.v1.NetworkPolicy(  # type: ignore[call-overload]
+        k8s.networking.v1.NetworkPolicy(
             f"{name}-ingress", metadata=meta("-ingress"), spec=ingress_policy_spec(args), opts=child
         )
-        k8s.networking.v1.NetworkPolicy(  # type: ignore[call-overload]
+        k8s.networking.v1.NetworkPolicy(
             f"{name}-egress", metadata=meta("-egress"), spec=egress_policy_spec(args), opts=child
         )
         if args["service_monitor"] and args["settings"].metrics_address:

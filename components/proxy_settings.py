@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
-from components.config import format_duration
+from components.common import format_duration
 from components.cookies import SessionCookies
 
 HTTP_PORT = 4180
@@ -36,7 +36,6 @@ METRICS_PORT = 44180
 COOKIE_SECRET_KEY = "cookie-secret"
 CLIENT_SECRET_KEY = "client-secret"
 REDIS_PASSWORD_KEY = "redis-password"
-SECRET_KEYS = (COOKIE_SECRET_KEY, CLIENT_SECRET_KEY, REDIS_PASSWORD_KEY)
 """Keys of the Kubernetes Secret the env entries reference."""
 
 SECRET_ENV = {

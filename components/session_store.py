@@ -22,7 +22,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.labels import COMMON_LABELS
+from components.common import COMMON_LABELS
 from components.proxy_settings import RedisConnection
 
 REDIS_PORT = 6379
@@ -226,23 +226,24 @@ def helm_values(args: SessionStoreArgs, checksum: pulumi.Input[str] | str) -> di
     }
 
 
-def redis_network_policy(args: SessionStoreArgs) -> dict[str, Any]:
+def redis_network_policy(args: SessionStoreArgs) -> k8s.networking.v1.NetworkPolicySpecArgsDict:
     """NetworkPolicy spec: Redis and its sentinels accept only oauth2-proxy and each other
     (replication, sentinel gossip); the exporter's port is open to scrapers when metrics are on."""
-    ports = [{"protocol": "TCP", "port": REDIS_PORT}, {"protocol": "TCP", "port": SENTINEL_PORT}]
-    rules: list[dict[str, Any]] = [
-        {"from": [{"podSelector": {"matchLabels": dict(args["client_pod_labels"])}}], "ports": ports},
-        {"from": [{"podSelector": {"matchLabels": redis_pod_labels(args)}}], "ports": ports},
+    ports: list[k8s.networking.v1.NetworkPolicyPortArgsDict] = [
+        {"protocol": "TCP", "port": REDIS_PORT}, {"protocol": "TCP", "port": SENTINEL_PORT}]
+    rules: list[k8s.networking.v1.NetworkPolicyIngressRuleArgsDict] = [
+        {"from_": [{"pod_selector": {"match_labels": dict(args["client_pod_labels"])}}], "ports": ports},
+        {"from_": [{"pod_selector": {"match_labels": redis_pod_labels(args)}}], "ports": ports},
     ]
     if args["metrics"]:
         # Prometheus's namespace is not known here; the exporter serves metrics only.
         rules.append({
-            "from": [{"namespaceSelector": {}}],
+            "from_": [{"namespace_selector": {}}],
             "ports": [{"protocol": "TCP", "port": EXPORTER_PORT}],
         })
     return {
-        "podSelector": {"matchLabels": redis_pod_labels(args)},
-        "policyTypes": ["Ingress"],
+        "pod_selector": {"match_labels": redis_pod_labels(args)},
+        "policy_types": ["Ingress"],
         "ingress": rules,
     }
 
@@ -318,9 +319,7 @@ class SessionStore(pulumi.ComponentResource):
                 **release_chart_args(args["chart"]),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]),
             )
-            # A Kubernetes API object (camelCase names, which the provider takes as they are); the
-            # SDK types the spec as a TypedDict with snake_case keys, hence the ignore.
-            k8s.networking.v1.NetworkPolicy(  # type: ignore[call-overload]
+            k8s.networking.v1.NetworkPolicy(
                 f"{name}-redis-ingress",
                 metadata={"name": f"{args['release_name']}-ingress", "namespace": ns, "labels": labels},
                 spec=redis_network_policy(args),

@@ -11,11 +11,11 @@ import pulumi_kubernetes as k8s
 from pulumi.resource_hooks import ErrorHook, ErrorHookArgs, ResourceHookBinding
 
 from components.authz import Authz, AuthzArgs, ProviderArgs, mesh_config
-from components.config import StackConfig, format_duration
+from components.common import COMMON_LABELS, format_duration
+from components.config import StackConfig
 from components.identity import DemoUserSpec, Identity, IdentityArgs
 from components.ingress import Ingress, IngressArgs
 from components.istio_install import IstioInstall, IstioInstallArgs
-from components.labels import COMMON_LABELS
 from components.oauth2_proxy import (
     OAuth2Proxy,
     OAuth2ProxyArgs,
@@ -479,45 +479,52 @@ class AuthProxy(pulumi.ComponentResource):
         )
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(transforms=[transform]))
         super().__init__("authproxy:stack:AuthProxy", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
 
+        def child(role: str, depends_on: list[pulumi.Resource] | None = None) -> tuple[str, pulumi.ResourceOptions]:
+            """A child's name, from this instance's (a second AuthProxy never collides), and its
+            options. The alias is the fixed name children had before (``secrets``, ...): a stack
+            made then moves its resources to the new names on the next `pulumi up` instead of
+            replacing them (the children of the children follow their parent's alias)."""
+            return f"{name}-{role}", pulumi.ResourceOptions(
+                parent=self, depends_on=depends_on, aliases=[pulumi.Alias(name=role)])
+
+        n, o = child("secrets")
         secrets = Secrets(
-            "secrets",
+            n,
             {
                 "cookie_secret_rotation": cfg.rotation.cookie_secret,
                 "client_secret_rotation": cfg.rotation.client_secret,
                 "redis_password_rotation": cfg.rotation.redis_password,
             },
-            opts=child,
+            opts=o,
         )
-        identity = Identity(
-            "identity", identity_args(cfg, args["secrets"], secrets.client_secret), opts=child
-        )
+        n, o = child("identity")
+        identity = Identity(n, identity_args(cfg, args["secrets"], secrets.client_secret), opts=o)
         self.secrets = secrets
         self.identity = identity
 
         # oauth2-proxy and Redis share one namespace.
+        ns_name, ns_opts = child("namespace")
         namespace = k8s.core.v1.Namespace(
-            "namespace",
+            ns_name,
             metadata={"name": cfg.namespace, "labels": namespace_labels()},
-            opts=child,
+            opts=ns_opts,
         )
-        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
         redis_password = (
             args["secrets"]["externalRedisPassword"]
             if cfg.redis.mode == "external"
             else secrets.redis_password
         )
         store_args = session_store_args(cfg, redis_password)
-        session_store = SessionStore("session-store", store_args, opts=in_namespace)
+        n, o = child("session-store", [namespace])
+        session_store = SessionStore(n, store_args, opts=o)
+        n, o = child("oauth2-proxy", [namespace, identity, session_store])
         proxy = OAuth2Proxy(
-            "oauth2-proxy",
+            n,
             oauth2_proxy_args(
                 cfg, store_args, secrets.cookie_secret, secrets.client_secret, redis_password
             ),
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[namespace, identity, session_store]
-            ),
+            opts=o,
         )
         self.session_store = session_store
         self.oauth2_proxy = proxy
@@ -525,11 +532,13 @@ class AuthProxy(pulumi.ComponentResource):
         # Istio: optional install (dev), then the gateway, routes and policies.
         istio_ready: list[pulumi.Resource] = []
         if cfg.istio.install.enabled:
-            install = IstioInstall("istio", istio_install_args(cfg), opts=child)
+            n, o = child("istio")
+            install = IstioInstall(n, istio_install_args(cfg), opts=o)
             istio_ready = install.ready
-        after_istio = pulumi.ResourceOptions(parent=self, depends_on=istio_ready)
-        ingress = Ingress("ingress", ingress_args(cfg), opts=after_istio)
-        authz = Authz("authz", authz_args(cfg), opts=after_istio)
+        n, o = child("ingress", istio_ready)
+        ingress = Ingress(n, ingress_args(cfg), opts=o)
+        n, o = child("authz", istio_ready)
+        authz = Authz(n, authz_args(cfg), opts=o)
         self.ingress = ingress
         self.authz = authz
         self.mesh_config = authz.mesh_config

@@ -7,7 +7,7 @@ import copy
 from importlib import metadata
 from typing import Any
 
-from authproxy_local import placeholders
+from authproxy_local.render import placeholders
 
 ISTIO_GROUPS = {
     "networking.istio.io", "security.istio.io", "telemetry.istio.io", "extensions.istio.io",

@@ -1,15 +1,16 @@
 """A scripted browser for the e2e tests: ``requests`` with manual redirects, a cookie jar, and a
-real HTML form post to Keycloak's login page (the form and its action are parsed from the page)."""
+real HTML form post to Keycloak's login page (the form and its action are parsed from the page by
+:mod:`authproxy_local.keycloak.login`, the parser the bench signs in with too)."""
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+
+from authproxy_local.keycloak.login import LOGIN_FORM_ID, parse_forms
 
 # A browser's User-Agent and Accept: oauth2-proxy decides between a sign-in redirect and a 401
 # partly on Accept (browsers ask for text/html).
@@ -17,43 +18,6 @@ BROWSER_HEADERS = {
     "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) authproxy-e2e",
     "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
 }
-
-
-@dataclass
-class Form:
-    action: str
-    method: str
-    fields: dict[str, str]
-    id: str = ""
-
-
-class _FormParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[Form] = []
-        self._cur: Form | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: (v or "") for k, v in attrs}
-        if tag == "form":
-            self._cur = Form(html.unescape(a.get("action", "")), a.get("method", "get").lower(), {}, a.get("id", ""))
-            self.forms.append(self._cur)
-        elif tag in ("input", "button") and self._cur is not None and a.get("name"):
-            if a.get("type") in ("checkbox", "radio") and "checked" not in a:
-                return
-            self._cur.fields.setdefault(a["name"], a.get("value", ""))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "form":
-            self._cur = None
-
-
-def parse_forms(page: str, base_url: str) -> list[Form]:
-    p = _FormParser()
-    p.feed(page)
-    for f in p.forms:
-        f.action = urljoin(base_url, f.action) if f.action else base_url
-    return p.forms
 
 
 @dataclass
@@ -116,7 +80,7 @@ class Browser:
         page = self.open(start_url)
         assert urlsplit(page.url).path.endswith("/protocol/openid-connect/auth"), (
             f"expected Keycloak's login page, got {page.status_code} {page.url}")
-        return self.follow(self.submit(page, {"username": username, "password": password}, "kc-form-login"))
+        return self.follow(self.submit(page, {"username": username, "password": password}, LOGIN_FORM_ID))
 
     def cookie(self, name: str) -> str | None:
         for c in self.session.cookies:

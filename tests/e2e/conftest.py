@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from authproxy_local import install, live_stack
-from authproxy_local.cache import cache_dir
+from authproxy_local import install
+from authproxy_local.core.cache import cache_dir
 from authproxy_local.harness import Harness
-from authproxy_local.mockrun import project_config
+from authproxy_local.render import project_config
 from tests.e2e.browser import Browser
 from tests.e2e.kc_fixtures import add_prod_test_objects, add_test_objects
 
@@ -56,7 +56,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def _ensure_components() -> None:
     # The harness brings the stack up with the real `pulumi up` (CLI, providers, kube-apiserver).
-    for component in ("redis", "keycloak", "oauth2-proxy", "envoy", "istio-xds", *live_stack.required_tools()):
+    for component in install.group("harness"):
         try:
             install.ensure(component)
         except install.InstallError as e:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authproxy_local.harness import Harness
-from authproxy_local.keycloak_admin import make_password
+from authproxy_local.keycloak.admin import make_password
 
 TEST_KEY_KID_NAME = "authproxy-e2e-test-key"
 MACHINE_CLIENT = "authproxy-e2e-machine"

@@ -15,7 +15,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from authproxy_local import install, local_map
+from authproxy_local import install
+from authproxy_local.core import local_map
 from authproxy_local.harness import Harness
 from tests.e2e.conftest import CI
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from authproxy_local.mockrun import DEFAULT_TEST_SECRETS, project_config
+from authproxy_local.render.mockrun import DEFAULT_TEST_SECRETS, project_config
 from components import config as C
 
 

@@ -12,7 +12,14 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authproxy_local.mockrun import Run, deep_merge, project_config, run_program, stack_config
+from authproxy_local.render.mockrun import (
+    Run,
+    deep_merge,
+    project_config,
+    run_program,
+    stack_config,
+)
+from components import common
 from components import config as C
 from components.authz import (
     EXT_AUTHZ_FILTER,
@@ -362,7 +369,7 @@ def test_fail_closed_in_both_modes(stack, runs):
     typed = ext_authz_insert(ef)["patch"]["value"]["typed_config"]
     assert typed["failure_mode_allow"] is False and typed["status_on_error"] == {"code": 503}
     cfg = load_stack(stack)
-    assert typed["http_service"]["server_uri"]["timeout"] == e["timeout"] == C.format_duration(
+    assert typed["http_service"]["server_uri"]["timeout"] == e["timeout"] == common.format_duration(
         cfg.istio.ext_authz_timeout)
 
 
@@ -751,11 +758,11 @@ def test_install_order_and_istio_objects_wait_for_it(monkeypatch):
         monkeypatch.setattr(stack_module, comp, wrapper)
     monkeypatch.setattr(k8s.helm.v3, "Release", recording_release)
     run_program("dev")
-    assert deps["istio-base"] == []
-    assert deps["istio-istiod"] == ["istio-base"]
-    assert deps["istio-gateway"] == ["istio-istiod"]
-    assert seen == {"ingress": ["istio-base", "istio-istiod", "istio-gateway"],
-                    "authz": ["istio-base", "istio-istiod", "istio-gateway"]}
+    releases = ["authproxy-istio-base", "authproxy-istio-istiod", "authproxy-istio-gateway"]
+    assert deps[releases[0]] == []
+    assert deps[releases[1]] == releases[:1]
+    assert deps[releases[2]] == releases[1:2]
+    assert seen == {"authproxy-ingress": releases, "authproxy-authz": releases}
 
 
 # ---------------------------------------------------------------- bad input

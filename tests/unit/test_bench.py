@@ -1,4 +1,4 @@
-"""The request-path benchmark's pure parts (authproxy_local/bench.py): wrk output parsing, the
+"""The request-path benchmark's pure parts (authproxy_local/bench/): wrk output parsing, the
 alternating schedule, medians and ratios, the report and plot data, and the bench Envoy's
 bootstrap built from istiod's config for the real dev render (accepted by the real Envoy)."""
 
@@ -15,7 +15,13 @@ import pytest
 import yaml
 
 from authproxy_local import bench as b
-from authproxy_local import install, local_map, render, xds_adapter
+from authproxy_local import install, render
+from authproxy_local.bench import __main__ as bench_main
+from authproxy_local.bench import bootstraps as bb
+from authproxy_local.core import local_map
+from authproxy_local.core.pki import make_tls
+from authproxy_local.mesh import adapter as xds_adapter
+from authproxy_local.mesh.workloads import workloads
 from components.cookies import LUA_FILTER_NAME
 
 CI = os.environ.get("CI", "").lower() == "true"
@@ -242,7 +248,6 @@ IP = "127.77.0.1"
 
 
 def _endpoints(tmp: Path, render_result: Any) -> local_map.LocalEndpoints:
-    from authproxy_local.harness import make_tls
 
     tls = make_tls(sorted({*(a.host for a in render_result.config.apps), render_result.config.auth_hostname}),
                    tmp, keycloak_host=render_result.config.keycloak.host)
@@ -263,7 +268,7 @@ def _gateway(r: Any, ep: local_map.LocalEndpoints, tmp: Path, proxy: str = "gate
         exe = install.ensure("istio-xds")
     if exe is None:
         pytest.skip("istio-xds is not built: python -m authproxy_local.install istio-xds (CI=true builds it)")
-    w = xds_adapter.workloads(r, ep)
+    w = workloads(r, ep)
     out = xds_adapter.translate(exe, xds_adapter.write_input(r, w, tmp / f"xds-{r.mode}"),
                                 xds_adapter.translator_env(os.environ, None, ep.ca_file))
     admin = {p.name: (IP, 15900 + i) for i, p in enumerate(w.proxies)}
@@ -301,16 +306,16 @@ def _listener(boot: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _filters(lst: dict[str, Any]) -> list[list[str]]:
-    return [[f["name"] for f in h["http_filters"]] for h in b._hcms(lst)]
+    return [[f["name"] for f in h["http_filters"]] for h in bb._hcms(lst)]
 
 
 def _clusters_used(lst: dict[str, Any]) -> set[str]:
-    return {v for parent, k, v in b._walk(lst) if k == "cluster" and isinstance(v, str)}
+    return {v for parent, k, v in bb._walk(lst) if k == "cluster" and isinstance(v, str)}
 
 
 def test_bench_listeners_keep_the_rendered_filters_and_routes(boots):
     boot, harness = boots["boot"], boots["harness"]
-    rendered = b._https_listener(harness, 443)
+    rendered = bb._https_listener(harness, 443)
     gw = _listener(boot, "gateway")
     # the session/JWT listener is the rendered one: same chains, filters, routes (names), TLS
     assert _filters(gw)[: len(rendered["filter_chains"])] == _filters(rendered)
@@ -322,8 +327,8 @@ def test_bench_listeners_keep_the_rendered_filters_and_routes(boots):
                                "envoy.filters.http.router"]
     assert [c.get("filter_chain_match") for c in gw["filter_chains"]] == [
         c.get("filter_chain_match") for c in rendered["filter_chains"]]
-    route_names = [r.get("name") for _, k, v in b._walk(gw["filter_chains"]) if k == "routes" for r in v]
-    assert route_names == [r.get("name") for _, k, v in b._walk(rendered["filter_chains"]) if k == "routes"
+    route_names = [r.get("name") for _, k, v in bb._walk(gw["filter_chains"]) if k == "routes" for r in v]
+    assert route_names == [r.get("name") for _, k, v in bb._walk(rendered["filter_chains"]) if k == "routes"
                            for r in v]
     assert "echo-default" in route_names
     # the default chain (wrk's SNI is the IP address) is the app host's chain
@@ -338,7 +343,7 @@ def test_bench_listeners_send_apps_to_the_fast_upstream_and_drop_access_logs(boo
         used = _clusters_used(lst)
         assert not any(c.startswith("outbound|8080") for c in used), name
         assert b.UPSTREAM_CLUSTER in used
-        for hcm in b._hcms(lst):
+        for hcm in bb._hcms(lst):
             assert "access_log" not in hcm and hcm["stat_prefix"] == f"bench_{name}"
     up = _listener(boot, "upstream")
     route = up["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0]
@@ -354,7 +359,7 @@ def test_baseline_has_only_the_router(boots):
 
 def test_cookie_listener_uses_its_own_proxy_everywhere(boots):
     boot = boots["boot"]
-    rendered_authz = b.authz_cluster(b._https_listener(boots["harness"], 443))
+    rendered_authz = b.authz_cluster(bb._https_listener(boots["harness"], 443))
     cookie = _listener(boot, "cookie")
     assert b.authz_cluster(cookie) == "bench|oauth2-proxy|cookie"
     assert rendered_authz not in _clusters_used(cookie)  # the ext_authz call and the /oauth2/ routes
@@ -413,7 +418,7 @@ def _side(side: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _jwt_providers(lst: dict[str, Any]) -> list[dict[str, Any]]:
-    return [p for h in b._hcms(lst) for f in h["http_filters"] if f["name"] == "envoy.filters.http.jwt_authn"
+    return [p for h in bb._hcms(lst) for f in h["http_filters"] if f["name"] == "envoy.filters.http.jwt_authn"
             for p in f["typed_config"]["providers"].values()]
 
 
@@ -491,4 +496,4 @@ def test_cpu_cost_ratio_and_rebuild_from_results(tmp_path: Path):
                                    "variants": [s.variant for s in samples], "connections": [16],
                                    "samples": [{**asdict(s), "sut_share": s.sut_share} for s in samples]}))
     assert b.samples_from_results(json.loads(results.read_text())) == samples
-    assert b.rebuild(results, write_docs=False) == 0
+    assert bench_main.rebuild(results, write_docs=False) == 0

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from components.common import format_duration
 from components.config import (
     ConfigError,
-    format_duration,
     host_matches,
     load,
     parse_duration,
@@ -359,3 +359,43 @@ def test_gateway_api_accepts_both_ext_authz_modes_and_segment_prefixes():
     for mode in ("extension-provider", "envoy-filter"):
         raw = gateway_api(with_("istio.extAuthzMode", mode, with_("apps.0.publicPaths", ["/static/*", "/healthz"])))
         assert load(raw, {"keycloakAdminPassword"}).istio.ext_authz_mode == mode
+
+
+# ---------------------------------------------------------------- values local runs set (authproxy_local)
+def test_local_run_values_are_config_keys_the_model_reads() -> None:
+    from authproxy_local.render import deep_merge, project_config
+    from components import config as C
+
+    local = C.local_server_values(keycloak_ca_pem="-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
+                                  redis_chart_path="/charts/redis-ha.tgz", keycloak_url="https://127.0.0.1:8443")
+    over = deep_merge(C.ext_authz_mode_values("envoy-filter"), C.namespace_values("elsewhere"))
+    cfg = C.load(deep_merge(deep_merge(project_config("dev"), local), over), secrets_set=ALL_SECRETS)
+    assert cfg.keycloak.url == "https://127.0.0.1:8443" and cfg.keycloak.ca_certificate
+    assert cfg.redis.chart_path == "/charts/redis-ha.tgz" and cfg.kubernetes.skip_await
+    assert not cfg.istio.install.enabled
+    assert (cfg.istio.ext_authz_mode, cfg.namespace) == ("envoy-filter", "elsewhere")
+    bumped = C.load(deep_merge(project_config("dev"), C.cookie_secret_rotation_values(cfg)), secrets_set=ALL_SECRETS)
+    assert int(bumped.rotation.cookie_secret) == int(cfg.rotation.cookie_secret) + 1
+
+
+def test_required_secret_keys_follow_admin_auth_and_redis_mode() -> None:
+    from authproxy_local.render import project_config
+    from components import config as C
+
+    dev = C.load(project_config("dev"), secrets_set=ALL_SECRETS)
+    prod = C.load(project_config("prod"), secrets_set=ALL_SECRETS)
+    assert C.required_secret_keys(dev) == (C.KEYCLOAK_ADMIN_PASSWORD_KEY,)
+    assert C.required_secret_keys(prod) == (C.KEYCLOAK_ADMIN_CLIENT_SECRET_KEY,)
+    assert C.admin_client_secret_key(dev) is None
+    assert C.admin_client_secret_key(prod) == C.KEYCLOAK_ADMIN_CLIENT_SECRET_KEY
+    ext = C.load({**project_config("dev"), "redis": {"mode": "external", "external": {"url": "redis://r:6379"}}},
+                 secrets_set=ALL_SECRETS)
+    assert C.EXTERNAL_REDIS_PASSWORD_KEY in C.required_secret_keys(ext)
+    assert set(C.required_secret_keys(ext)) <= set(C.SECRET_KEYS)
+
+
+def test_flatten_values_gives_config_set_paths() -> None:
+    from components.config import flatten_values
+
+    assert flatten_values({"a": {"b": 1, "c": {"d": "x"}}, "e": [1], "f": {}}) == {
+        "a.b": 1, "a.c.d": "x", "e": [1], "f": {}}

@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authproxy_local import install
-from authproxy_local.mockrun import deep_merge, project_config, run_program
+from authproxy_local.core.processes import free_port
+from authproxy_local.render.mockrun import deep_merge, project_config, run_program
 from components import config as C
 from components.authz import COOKIE_STRIP_PRIORITY, EXT_AUTHZ_PRIORITY, ROUTER_FILTER
 from components.cookies import (
@@ -92,7 +93,7 @@ def envoy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if CI:
             pytest.fail(f"CI=true and envoy cannot be installed: {e}")
         pytest.skip(f"envoy is not installed and could not be installed: {e}")
-    port = install.free_port()
+    port = free_port()
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
                  "HttpConnectionManager",

@@ -7,7 +7,8 @@ import pulumi
 import pytest
 
 from authproxy_local import install
-from authproxy_local.mockrun import run_program
+from authproxy_local.install import gomod as gm
+from authproxy_local.render.mockrun import run_program
 from components.session_store import release_chart_args
 from components.stack import (
     SKIP_AWAIT_ANNOTATION,
@@ -158,18 +159,18 @@ replace (
 )
 replace go.etcd.io/etcd => ./FORBIDDEN_DEPENDENCY
 """
-    assert install.published_replaces(gomod, "v0.35.4", prefix="k8s.io/") == [
+    assert gm.published_replaces(gomod, "v0.35.4", prefix="k8s.io/") == [
         "k8s.io/api => k8s.io/api v0.35.4", "k8s.io/client-go => k8s.io/client-go v0.35.4"]
     etcd = "module go.etcd.io/etcd/server/v3\nreplace (\n\tgo.etcd.io/etcd/api/v3 => ../api\n)\n" \
            "replace go.etcd.io/etcd => ./FORBIDDEN_DEPENDENCY\n"
-    assert install.published_replaces(etcd, "v3.6.16", prefix="go.etcd.io/") == [
+    assert gm.published_replaces(etcd, "v3.6.16", prefix="go.etcd.io/") == [
         "go.etcd.io/etcd/api/v3 => go.etcd.io/etcd/api/v3 v3.6.16"]
 
 
 def test_plain_go_mod_and_kubernetes_version_stamps():
-    text = install.plain_go_mod("authproxy.local/x", "1.25", [("a.example/m", "v1.2.3")], ["a => b v1"])
+    text = gm.plain_go_mod("authproxy.local/x", "1.25", [("a.example/m", "v1.2.3")], ["a => b v1"])
     assert "require (\n\ta.example/m v1.2.3\n)" in text and "replace (\n\ta => b v1\n)" in text
-    flags = install.kubernetes_ldflags("1.35.4")
+    flags = gm.kubernetes_ldflags("1.35.4")
     assert "-X k8s.io/component-base/version.gitVersion=v1.35.4" in flags
     assert "-X k8s.io/component-base/version.gitMinor=35" in flags
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from authproxy_local.mockrun import Run, run_program
+from authproxy_local.render.mockrun import Run, run_program
 from components.authz import vhost_ports
 from components.config import GATEWAY_NAME_LABEL
 from components.headers import identity_headers, never_upstream
@@ -177,7 +177,7 @@ def test_an_existing_gateway_is_attached_to_not_created():
 
 
 def test_the_gateway_api_stack_file_is_the_dev_stack_behind_the_gateway_api():
-    from authproxy_local.mockrun import project_config
+    from authproxy_local.render.mockrun import project_config
 
     dev, ga = project_config("dev"), project_config("gateway-api")
     # Same apps, users, realm and session store: the e2e suite runs both with the same tests.

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from authproxy_local.mockrun import MOCK_SECRET_PREFIX, Run, is_secret, run_program
+from authproxy_local.render.mockrun import MOCK_SECRET_PREFIX, Run, is_secret, run_program
 
 CLIENT = "keycloak:openid/client:Client"
 AUDIENCE = "keycloak:openid/audienceProtocolMapper:AudienceProtocolMapper"
@@ -51,7 +51,7 @@ def test_client_is_confidential_code_flow_with_pkce(stack, dev, prod):
 def test_client_secret_is_generated_and_secret(dev):
     wire = dev.one(CLIENT).wire_inputs
     assert is_secret(wire["clientSecret"])
-    assert wire["clientSecret"]["value"] == MOCK_SECRET_PREFIX + "secrets-client-secret"
+    assert wire["clientSecret"]["value"] == MOCK_SECRET_PREFIX + "authproxy-secrets-client-secret"
 
 
 def test_client_lifetimes_follow_session_config():
@@ -67,18 +67,18 @@ def test_audience_and_groups_mappers(stack, dev, prod):
     aud = run.one(AUDIENCE).inputs
     assert aud["includedClientAudience"] == client["clientId"]
     assert aud["addToIdToken"] is True and aud["addToAccessToken"] is True
-    assert aud["clientId"] == "mock-uuid-identity-client"  # attached to our client
+    assert aud["clientId"] == "mock-uuid-authproxy-identity-client"  # attached to our client
     grp = run.one(GROUPS).inputs
     assert grp["claimName"] == "groups"
     assert grp["fullPath"] is False
     assert grp["addToIdToken"] is True and grp["addToAccessToken"] is True
-    assert grp["clientId"] == "mock-uuid-identity-client"
+    assert grp["clientId"] == "mock-uuid-authproxy-identity-client"
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_groups_match_the_apps(stack, dev, prod):
     run = {"dev": dev, "prod": prod}[stack]
-    from authproxy_local.mockrun import stack_config
+    from authproxy_local.render.mockrun import stack_config
 
     apps = stack_config(stack)["authproxy:apps"]
     wanted = sorted({g for a in apps for g in a.get("groups", [])})
@@ -109,7 +109,7 @@ def test_demo_users_only_when_asked(dev, prod):
     assert is_secret(pw["value"]) or is_secret(pw)
     assert prod.of_type(USER) == []
     memberships = dev.of_type("keycloak:index/userGroups:UserGroups")
-    assert len(memberships) == 1 and memberships[0].inputs["groupIds"] == ["identity-group-admins-id"]
+    assert len(memberships) == 1 and memberships[0].inputs["groupIds"] == ["authproxy-identity-group-admins-id"]
 
 
 def test_demo_passwords_are_secret_outputs(dev, prod):
@@ -130,7 +130,7 @@ def test_provider_is_explicit_and_uses_secret_credentials(dev, prod):
     # every Keycloak resource uses that provider, never an ambient default one
     for r in dev.resources:
         if r.type.startswith("keycloak:") and r.custom:
-            assert "identity-keycloak" in r.provider, r.name
+            assert "authproxy-identity-keycloak" in r.provider, r.name
 
 
 def _plain_parts(value):
@@ -162,16 +162,16 @@ def test_no_secret_in_plain_outputs_or_inputs(stack, dev, prod):
 def test_secrets_are_random_with_rotation_keepers(dev):
     assert not dev.of_type("random:index/randomBytes:RandomBytes")  # its ID is its value
     names = {r.name: r.inputs for r in dev.of_type("random:index/randomPassword:RandomPassword")}
-    cookie = names["secrets-cookie-secret"]
+    cookie = names["authproxy-secrets-cookie-secret"]
     assert cookie["length"] == 43
     assert cookie["special"] is True and cookie["overrideSpecial"] == "-_"
     assert cookie["keepers"] == {"rotation": "1"}
-    assert names["secrets-client-secret"]["length"] >= 32
-    assert names["secrets-redis-password"]["length"] >= 32
+    assert names["authproxy-secrets-client-secret"]["length"] >= 32
+    assert names["authproxy-secrets-redis-password"]["length"] >= 32
     rotated = run_program("dev", overrides={"rotation": {"clientSecret": "2"}})
     again = {r.name: r.inputs for r in rotated.of_type("random:index/randomPassword:RandomPassword")}
-    assert again["secrets-client-secret"]["keepers"] == {"rotation": "2"}
-    assert again["secrets-redis-password"]["keepers"] == {"rotation": "1"}
+    assert again["authproxy-secrets-client-secret"]["keepers"] == {"rotation": "2"}
+    assert again["authproxy-secrets-redis-password"]["keepers"] == {"rotation": "1"}
 
 
 def test_cookie_secret_alphabet_and_length_decode_to_a_256_bit_key():

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authproxy_local.mockrun import Run, deep_merge, project_config, run_program
+from authproxy_local.render.mockrun import Run, deep_merge, project_config, run_program
 from components import config as C
 from components.headers import HEADERS, identity_headers
 from components.ingress import (

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from authproxy_local import local_map, processes
-from authproxy_local.echo import describe
+from authproxy_local.core import local_map, net
+from authproxy_local.harness.echo import describe
 
 EP = local_map.LocalEndpoints(
     gateway_ip="127.9.8.7",
@@ -95,7 +95,7 @@ def test_connect_proxy_refuses_unknown_hosts() -> None:
     target = socket.socket()
     target.bind(("127.0.0.1", 0))
     target.listen(1)
-    proxy = processes.ConnectProxy(["auth.x.test"], target.getsockname()).start()
+    proxy = net.ConnectProxy(["auth.x.test"], target.getsockname()).start()
     try:
         def connect(host: str) -> bytes:
             with socket.create_connection(proxy.address, timeout=5) as s:
@@ -111,11 +111,11 @@ def test_connect_proxy_refuses_unknown_hosts() -> None:
 
 
 def test_resolving_maps_only_the_given_hosts() -> None:
-    with processes.resolving({"app.x.test": "127.3.4.5"}):
+    with net.resolving({"app.x.test": "127.3.4.5"}):
         assert socket.getaddrinfo("app.x.test", 443)[0][4][0] == "127.3.4.5"
         assert socket.getaddrinfo("APP.X.TEST.", 443)[0][4][0] == "127.3.4.5"
         assert socket.getaddrinfo("localhost", 80)[0][4][0] in ("127.0.0.1", "::1")
-    assert socket.getaddrinfo is processes._ORIG_GETADDRINFO
+    assert socket.getaddrinfo is net._ORIG_GETADDRINFO
 
 
 def test_echo_document() -> None:
@@ -129,7 +129,7 @@ def test_free_port_is_below_the_ephemeral_range_and_bindable():
     port 0, so no process binding port 0 in between can take them."""
     import socket
 
-    from authproxy_local.processes import _ephemeral_range, free_port
+    from authproxy_local.core.processes import _ephemeral_range, free_port
 
     low, _ = _ephemeral_range()
     ports = {free_port("127.0.0.1") for _ in range(20)}

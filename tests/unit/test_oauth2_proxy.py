@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from authproxy_local.mockrun import (
+from authproxy_local.render.mockrun import (
     DEFAULT_TEST_SECRETS,
     MOCK_SECRET_PREFIX,
     is_secret,
@@ -70,6 +70,11 @@ OAUTH2_PROXY_V7_15_FLAGS = {
 EXTERNAL = {"mode": "external", "external": {"url": "rediss://redis.example.net:6380"}}
 EXTERNAL_SENTINEL = {"mode": "external", "external": {
     "sentinelUrls": ["redis://s1.example.net:26379"], "sentinelMasterName": "sessions"}}
+
+
+def plain(spec: Any) -> Any:
+    """A spec builder's typed result (the SDK's *ArgsDict) as plain data for the assertions."""
+    return spec
 
 
 def raw(stack: str) -> dict[str, Any]:
@@ -333,48 +338,48 @@ def test_replicas_spread_over_zones_and_nodes():
 
 
 def test_deployment_replicas_and_checksum_annotation():
-    dev = deployment_spec(proxy("dev"), "abc")
+    dev = plain(deployment_spec(proxy("dev"), "abc"))
     assert dev["replicas"] == 1
     assert dev["template"]["metadata"]["annotations"]["checksum/secret"] == "abc"
     assert dev["template"]["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
-    assert dev["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
-    assert dev["selector"]["matchLabels"] == proxy_labels(PROXY_NAME)
+    assert dev["strategy"]["rolling_update"] == {"max_unavailable": 0, "max_surge": 1}
+    assert dev["selector"]["match_labels"] == proxy_labels(PROXY_NAME)
     assert deployment_ignore_changes(proxy("dev")) == []
     # With the HPA on, the Deployment starts at the HPA's minimum and the stack never sets the
     # count again (ignoreChanges), whatever proxy.replicas says.
     prod = proxy("prod", proxy={"replicas": 7})
-    assert deployment_spec(prod, "abc")["replicas"] == 3
+    assert plain(deployment_spec(prod, "abc"))["replicas"] == 3
     assert deployment_ignore_changes(prod) == ["spec.replicas"]
     no_hpa = proxy("prod", proxy={"autoscaling": {"enabled": False}})
-    assert deployment_spec(no_hpa, "x")["replicas"] == 3
+    assert plain(deployment_spec(no_hpa, "x"))["replicas"] == 3
     assert deployment_ignore_changes(no_hpa) == []
 
 
 def test_rollouts_never_reduce_ready_pods_so_the_pdb_never_blocks_them():
     """A rolling update adds a pod before it removes one: with the PDB's budget of one, a drain
     during a rollout still gets its eviction, and the rollout needs none."""
-    assert ROLLING_UPDATE == {"maxUnavailable": 0, "maxSurge": 1}
+    assert ROLLING_UPDATE == {"max_unavailable": 0, "max_surge": 1}
     for which in ("dev", "prod"):
-        spec = deployment_spec(proxy(which), "x")
-        assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": ROLLING_UPDATE}
+        spec = plain(deployment_spec(proxy(which), "x"))
+        assert spec["strategy"] == {"type": "RollingUpdate", "rolling_update": ROLLING_UPDATE}
 
 
 def test_pdb_and_hpa_shapes():
-    dev, prod = pdb_spec(proxy("dev")), pdb_spec(proxy("prod"))
+    dev, prod = plain(pdb_spec(proxy("dev"))), plain(pdb_spec(proxy("prod")))
     # Unset: one pod at a time, whatever the count (one replica may go; under an HPA it follows
     # the current scale).
-    assert dev["maxUnavailable"] == 1 and "minAvailable" not in dev
-    assert prod["maxUnavailable"] == 1 and "minAvailable" not in prod
-    assert prod["selector"]["matchLabels"] == proxy_labels(PROXY_NAME)
-    assert prod["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
-    explicit = pdb_spec(proxy("prod", proxy={"pdbMinAvailable": 2}))
-    assert explicit["minAvailable"] == 2 and "maxUnavailable" not in explicit
-    h = hpa_spec(proxy("prod"))
-    assert h["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+    assert dev["max_unavailable"] == 1 and "min_available" not in dev
+    assert prod["max_unavailable"] == 1 and "min_available" not in prod
+    assert prod["selector"]["match_labels"] == proxy_labels(PROXY_NAME)
+    assert prod["unhealthy_pod_eviction_policy"] == "AlwaysAllow"
+    explicit = plain(pdb_spec(proxy("prod", proxy={"pdbMinAvailable": 2})))
+    assert explicit["min_available"] == 2 and "max_unavailable" not in explicit
+    h = plain(hpa_spec(proxy("prod")))
+    assert h["scale_target_ref"] == {"api_version": "apps/v1", "kind": "Deployment",
                                    "name": PROXY_NAME}
-    assert (h["minReplicas"], h["maxReplicas"]) == (3, 10)
+    assert (h["min_replicas"], h["max_replicas"]) == (3, 10)
     assert h["metrics"][0]["resource"]["target"] == {"type": "Utilization",
-                                                     "averageUtilization": 75}
+                                                     "average_utilization": 75}
 
 
 def test_service_ports_and_fqdn():
@@ -386,50 +391,50 @@ def test_service_ports_and_fqdn():
 
 
 def test_ingress_policy_gateway_and_namespace_only():
-    spec = ingress_policy_spec(proxy("dev"))
-    assert spec["policyTypes"] == ["Ingress"]
+    spec = plain(ingress_policy_spec(proxy("dev")))
+    assert spec["policy_types"] == ["Ingress"]
     gw, same_ns = spec["ingress"]
-    assert gw["from"] == [{
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-ingress"}},
-        "podSelector": {"matchLabels": {"istio": "ingressgateway"}},
+    assert gw["from_"] == [{
+        "namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "istio-ingress"}},
+        "pod_selector": {"match_labels": {"istio": "ingressgateway"}},
     }]
     assert gw["ports"] == [{"protocol": "TCP", "port": 4180}]
-    assert same_ns["from"] == [{"podSelector": {}}]
+    assert same_ns["from_"] == [{"pod_selector": {}}]
     assert {p["port"] for p in same_ns["ports"]} == {4180, 44180}
     # With a ServiceMonitor, the metrics port (only) opens to Prometheus in any namespace.
-    prod = ingress_policy_spec(proxy("prod"))["ingress"]
-    assert prod[-1] == {"from": [{"namespaceSelector": {}}],
+    prod = plain(ingress_policy_spec(proxy("prod")))["ingress"]
+    assert prod[-1] == {"from_": [{"namespace_selector": {}}],
                         "ports": [{"protocol": "TCP", "port": 44180}]}
     for rule in prod:
-        if rule["from"] == [{"namespaceSelector": {}}]:
+        if rule["from_"] == [{"namespace_selector": {}}]:
             assert all(p["port"] != 4180 for p in rule["ports"])
 
 
 def test_ingress_policy_follows_gateway_config():
-    spec = ingress_policy_spec(proxy("dev", istio={"gateway": {
-        "namespace": "gw", "selector": {"app": "edge"}, "tlsCredentialName": "t"}}))
-    assert spec["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {
+    spec = plain(ingress_policy_spec(proxy("dev", istio={"gateway": {
+        "namespace": "gw", "selector": {"app": "edge"}, "tlsCredentialName": "t"}})))
+    assert spec["ingress"][0]["from_"][0]["namespace_selector"]["match_labels"] == {
         "kubernetes.io/metadata.name": "gw"}
-    assert spec["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == {"app": "edge"}
+    assert spec["ingress"][0]["from_"][0]["pod_selector"]["match_labels"] == {"app": "edge"}
 
 
 def _egress(args: OAuth2ProxyArgs) -> list[dict[str, Any]]:
-    spec = egress_policy_spec(args)
-    assert spec["policyTypes"] == ["Egress"]
-    assert spec["podSelector"]["matchLabels"] == proxy_labels(PROXY_NAME)
+    spec = plain(egress_policy_spec(args))
+    assert spec["policy_types"] == ["Egress"]
+    assert spec["pod_selector"]["match_labels"] == proxy_labels(PROXY_NAME)
     return spec["egress"]
 
 
 def test_egress_dns_redis_keycloak_only_dev():
     dns, redis, keycloak = _egress(proxy("dev"))
     assert dns["to"][0] == {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+        "namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "pod_selector": {"match_labels": {"k8s-app": "kube-dns"}}}
     assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
-    assert redis["to"] == [{"podSelector": {"matchLabels": {"app": "redis-ha",
+    assert redis["to"] == [{"pod_selector": {"match_labels": {"app": "redis-ha",
                                                             "release": REDIS_RELEASE}}}]
     assert [p["port"] for p in redis["ports"]] == [6379]
-    assert keycloak["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]
+    assert keycloak["to"] == [{"ip_block": {"cidr": "0.0.0.0/0"}}, {"ip_block": {"cidr": "::/0"}}]
     assert keycloak["ports"] == [{"protocol": "TCP", "port": 443}]
 
 
@@ -437,7 +442,7 @@ def test_egress_ha_adds_sentinel_port_and_external_uses_url_ports():
     _, redis, _ = _egress(proxy("prod"))
     assert [p["port"] for p in redis["ports"]] == [6379, 26379]
     _, ext, _ = _egress(proxy("prod", redis=EXTERNAL))
-    assert ext["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]
+    assert ext["to"] == [{"ip_block": {"cidr": "0.0.0.0/0"}}, {"ip_block": {"cidr": "::/0"}}]
     assert ext["ports"] == [{"protocol": "TCP", "port": 6380}]
 
 
@@ -446,8 +451,8 @@ def test_egress_keycloak_in_cluster_and_custom_port():
     _, _, peer = _egress(proxy("dev", keycloak={**kc, "inCluster": {
         "namespace": "keycloak", "podLabels": {"app": "keycloak"}, "port": 8443}}))
     assert peer == {"to": [{
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keycloak"}},
-        "podSelector": {"matchLabels": {"app": "keycloak"}}}],
+        "namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "keycloak"}},
+        "pod_selector": {"match_labels": {"app": "keycloak"}}}],
         "ports": [{"protocol": "TCP", "port": 8443}]}
     _, _, anywhere = _egress(proxy("dev", keycloak={**kc, "url": "https://kc.authproxy.test:8443"}))
     assert anywhere["ports"] == [{"protocol": "TCP", "port": 8443}]
@@ -489,7 +494,7 @@ def _by_name(run, kind: str) -> dict[str, Any]:
 
 def mine(run, kind: str) -> list[Any]:
     """Objects of a kind registered by the oauth2-proxy component (others add their own)."""
-    return [r for r in run.kube(kind) if r.parent.endswith("OAuth2Proxy::oauth2-proxy")]
+    return [r for r in run.kube(kind) if r.parent.endswith("OAuth2Proxy::authproxy-oauth2-proxy")]
 
 
 def deployment(run) -> Any:
@@ -498,19 +503,19 @@ def deployment(run) -> Any:
 
 
 def namespace(run) -> Any:
-    (ns,) = [r for r in run.kube("Namespace") if r.name == "namespace"]
+    (ns,) = [r for r in run.kube("Namespace") if r.name == "authproxy-namespace"]
     return ns
 
 
 @pytest.mark.parametrize("which", ["dev", "prod", "external"])
 def test_objects_registered(runs, which):
     run = runs[which]
-    assert set(_by_name(run, "NetworkPolicy")) >= {"oauth2-proxy-ingress", "oauth2-proxy-egress"}
+    assert set(_by_name(run, "NetworkPolicy")) >= {"authproxy-oauth2-proxy-ingress", "authproxy-oauth2-proxy-egress"}
     for kind in ("Deployment", "Service", "PodDisruptionBudget", "ServiceAccount", "Secret"):
         assert len(mine(run, kind)) == 1, kind
     assert namespace(run).inputs["metadata"]["name"] == "authproxy"
     dep = deployment(run)
-    assert dep.parent.endswith("OAuth2Proxy::oauth2-proxy")
+    assert dep.parent.endswith("OAuth2Proxy::authproxy-oauth2-proxy")
     assert dep.inputs["metadata"] == {
         "name": PROXY_NAME, "namespace": "authproxy",
         "labels": dep.inputs["metadata"]["labels"],
@@ -536,11 +541,11 @@ def test_hpa_and_service_monitor_only_when_enabled(runs):
 @pytest.mark.parametrize("which", ["dev", "prod", "external"])
 def test_secret_values_only_in_the_secret_and_marked_secret(runs, which):
     run = runs[which]
-    secret = _by_name(run, "Secret")["oauth2-proxy-secret"]
+    secret = _by_name(run, "Secret")["authproxy-oauth2-proxy-secret"]
     assert is_secret(secret.wire_inputs["stringData"])
     data = secret.inputs["stringData"]
     assert set(data) == {"cookie-secret", "client-secret", "redis-password"}
-    assert data["client-secret"] == f"{MOCK_SECRET_PREFIX}secrets-client-secret"
+    assert data["client-secret"] == f"{MOCK_SECRET_PREFIX}authproxy-secrets-client-secret"
     for r in run.resources:
         if not r.type.startswith("kubernetes:"):
             continue
@@ -555,9 +560,9 @@ def test_secret_values_only_in_the_secret_and_marked_secret(runs, which):
 
 
 def test_redis_password_in_secret_matches_mode(runs):
-    dev = _by_name(runs["dev"], "Secret")["oauth2-proxy-secret"].inputs["stringData"]
-    assert dev["redis-password"] == f"{MOCK_SECRET_PREFIX}secrets-redis-password"
-    ext = _by_name(runs["external"], "Secret")["oauth2-proxy-secret"].inputs["stringData"]
+    dev = _by_name(runs["dev"], "Secret")["authproxy-oauth2-proxy-secret"].inputs["stringData"]
+    assert dev["redis-password"] == f"{MOCK_SECRET_PREFIX}authproxy-secrets-redis-password"
+    ext = _by_name(runs["external"], "Secret")["authproxy-oauth2-proxy-secret"].inputs["stringData"]
     assert ext["redis-password"] == DEFAULT_TEST_SECRETS["externalRedisPassword"]
 
 
@@ -621,8 +626,8 @@ def test_pdb_failure_stops_the_program_before_resources():
 
 
 def test_hpa_max_below_min_is_rejected():
-    probs, _ = problems("prod", proxy={"autoscaling": {"enabled": True, "minReplicas": 4,
-                                                       "maxReplicas": 3}})
+    probs, _ = problems("prod", proxy={"autoscaling": {"enabled": True, "min_replicas": 4,
+                                                       "max_replicas": 3}})
     assert "authproxy:proxy.autoscaling.maxReplicas" in [k for k, _ in probs]
 
 

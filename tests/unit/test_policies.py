@@ -33,7 +33,7 @@ from pulumi_policy import (
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
-from authproxy_local import mockrun
+from authproxy_local.render import mockrun
 from components.cookies import SessionCookies, lua_disabled_per_route, lua_filter
 from policy import policies as P
 

@@ -1,11 +1,11 @@
-"""The oauth2-proxy profile's pure parts (authproxy_local/proxy_profile.py): perf's call chains,
+"""The oauth2-proxy profile's pure parts (authproxy_local/bench/proxy_profile.py): perf's call chains,
 shares per function and per area, kernel frames."""
 
 from __future__ import annotations
 
 import pytest
 
-from authproxy_local import proxy_profile as pp
+from authproxy_local.bench import proxy_profile as pp
 
 PERF = """
 \t  ffffffff8158c3e1

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from authproxy_local import mockrun, placeholders
-from authproxy_local.render import (
+from authproxy_local.render import mockrun, placeholders
+from authproxy_local.render.offline import (
     FILES,
     MODES,
     RENDER_SECRETS,
@@ -136,12 +136,12 @@ def test_keycloak_objects_dev():
     assert [e["inputs"]["name"] for e in kc["Group"]] == ["admins"]
     assert sorted(e["inputs"]["username"] for e in kc["User"]) == ["alice", "bob"]
     (alice_groups,) = kc["UserGroups"]
-    assert alice_groups["inputs"]["groupIds"] == ["${computed:identity-group-admins.id}"]
-    assert alice_groups["inputs"]["userId"] == "${computed:identity-user-alice.id}"
+    assert alice_groups["inputs"]["groupIds"] == ["${computed:authproxy-identity-group-admins.id}"]
+    assert alice_groups["inputs"]["userId"] == "${computed:authproxy-identity-user-alice.id}"
     # Realm ids are the realm's name in Keycloak: a real value, not a placeholder.
     assert client["inputs"]["realmId"] == "authproxy"
     for mapper in kc["openid/AudienceProtocolMapper"] + kc["openid/GroupMembershipProtocolMapper"]:
-        assert mapper["inputs"]["clientId"] == "${computed:identity-client.id}"
+        assert mapper["inputs"]["clientId"] == "${computed:authproxy-identity-client.id}"
 
 
 def test_keycloak_lookups_prod():
@@ -157,11 +157,11 @@ def test_keycloak_lookups_prod():
 
 def test_random_resources_carry_their_form():
     rnd = {e["name"]: e for e in rendered("dev", "extension-provider").random}
-    assert rnd["secrets-cookie-secret"]["kind"] == "RandomPassword"
-    assert rnd["secrets-cookie-secret"]["inputs"]["length"] == 43
-    assert rnd["secrets-client-secret"]["inputs"] == {"keepers": {"rotation": "1"}, "length": 40,
+    assert rnd["authproxy-secrets-cookie-secret"]["kind"] == "RandomPassword"
+    assert rnd["authproxy-secrets-cookie-secret"]["inputs"]["length"] == 43
+    assert rnd["authproxy-secrets-client-secret"]["inputs"] == {"keepers": {"rotation": "1"}, "length": 40,
                                                        "special": False}
-    assert isinstance(rnd["secrets-client-secret"]["inputs"]["length"], int)  # not 40.0
+    assert isinstance(rnd["authproxy-secrets-client-secret"]["inputs"]["length"], int)  # not 40.0
 
 
 def test_mode_is_applied_and_recorded():
@@ -212,12 +212,12 @@ def test_secrets_appear_in_kubernetes_only_inside_secret_objects(stack, mode):
 def test_known_secret_placeholders_dev():
     r = rendered("dev", "extension-provider")
     (client,) = r.keycloak["openid/Client"]
-    assert client["inputs"]["clientSecret"] == "${secret:secrets-client-secret.result}"
+    assert client["inputs"]["clientSecret"] == "${secret:authproxy-secrets-client-secret.result}"
     (provider,) = r.keycloak["providers"]
     assert provider["inputs"]["password"] == "${secret:config.keycloakAdminPassword}"
     assert r.outputs["demoUserPasswords"] == {
-        "alice": "${secret:identity-user-alice-password.result}",
-        "bob": "${secret:identity-user-bob-password.result}",
+        "alice": "${secret:authproxy-identity-user-alice-password.result}",
+        "bob": "${secret:authproxy-identity-user-bob-password.result}",
     }
     assert r.secret_outputs == ["demoUserPasswords"]
 

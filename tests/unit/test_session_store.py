@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from authproxy_local.mockrun import (
+from authproxy_local.render.mockrun import (
     DEFAULT_TEST_SECRETS,
     MOCK_SECRET_PREFIX,
     is_secret,
@@ -41,6 +41,11 @@ EXTERNAL_SENTINEL: dict[str, Any] = {
         "sentinelMasterName": "sessions",
     },
 }
+
+
+def plain(spec: Any) -> Any:
+    """A spec builder's typed result (the SDK's *ArgsDict) as plain data for the assertions."""
+    return spec
 
 
 def raw(stack: str) -> dict[str, Any]:
@@ -207,13 +212,13 @@ def test_external_ports_for_egress():
 # ---------------------------------------------------------------- NetworkPolicy
 def test_redis_accepts_only_oauth2_proxy_and_itself():
     s = store("dev")
-    spec = redis_network_policy(s)
-    assert spec["podSelector"]["matchLabels"] == redis_pod_labels(s)
-    assert spec["policyTypes"] == ["Ingress"]
-    peers = [r["from"] for r in spec["ingress"]]
+    spec = plain(redis_network_policy(s))
+    assert spec["pod_selector"]["match_labels"] == redis_pod_labels(s)
+    assert spec["policy_types"] == ["Ingress"]
+    peers = [r["from_"] for r in spec["ingress"]]
     assert peers == [
-        [{"podSelector": {"matchLabels": s["client_pod_labels"]}}],
-        [{"podSelector": {"matchLabels": redis_pod_labels(s)}}],
+        [{"pod_selector": {"match_labels": s["client_pod_labels"]}}],
+        [{"pod_selector": {"match_labels": redis_pod_labels(s)}}],
     ]
     for rule in spec["ingress"]:
         assert {p["port"] for p in rule["ports"]} == {REDIS_PORT, SENTINEL_PORT}
@@ -223,9 +228,9 @@ def test_redis_accepts_only_oauth2_proxy_and_itself():
 
 def test_redis_policy_opens_exporter_port_only_with_metrics():
     assert all(EXPORTER_PORT not in [p["port"] for p in r["ports"]]
-               for r in redis_network_policy(store("dev"))["ingress"])
-    rules = redis_network_policy(store("dev", redis={"metrics": True}))["ingress"]
-    assert rules[-1] == {"from": [{"namespaceSelector": {}}],
+               for r in plain(redis_network_policy(store("dev")))["ingress"])
+    rules = plain(redis_network_policy(store("dev", redis={"metrics": True})))["ingress"]
+    assert rules[-1] == {"from_": [{"namespace_selector": {}}],
                          "ports": [{"protocol": "TCP", "port": EXPORTER_PORT}]}
 
 
@@ -233,12 +238,12 @@ def test_redis_policy_opens_exporter_port_only_with_metrics():
 def redis_releases(run) -> list:
     """The session store's Helm releases (other components may install charts too)."""
     return [r for r in run.of_type("kubernetes:helm.sh/v3:Release")
-            if r.parent.endswith("SessionStore::session-store")]
+            if r.parent.endswith("SessionStore::authproxy-session-store")]
 
 
 def redis_release(run):
     (rel,) = redis_releases(run)
-    assert rel.name == "session-store-redis"
+    assert rel.name == "authproxy-session-store-redis"
     return rel
 
 
@@ -274,26 +279,26 @@ def test_release_values_hold_no_secret_and_are_not_hidden(dev_run):
     assert not is_secret(rel.wire_inputs["values"])
     checksum = rel.wire_inputs["values"]["redis"]["podAnnotations"]["checksum/auth"]
     assert isinstance(checksum, str) and len(checksum) == 64
-    assert checksum == password_checksum(f"{MOCK_SECRET_PREFIX}secrets-redis-password")
+    assert checksum == password_checksum(f"{MOCK_SECRET_PREFIX}authproxy-secrets-redis-password")
 
 
 def test_auth_secret_holds_the_generated_password_as_a_secret(dev_run):
-    (auth,) = [s for s in dev_run.kube("Secret") if s.name == "session-store-auth"]
+    (auth,) = [s for s in dev_run.kube("Secret") if s.name == "authproxy-session-store-auth"]
     assert auth.inputs["metadata"]["name"] == f"{REDIS_RELEASE}-auth"
     assert auth.inputs["metadata"]["namespace"] == "authproxy"
-    assert auth.inputs["stringData"] == {AUTH_KEY: f"{MOCK_SECRET_PREFIX}secrets-redis-password"}
+    assert auth.inputs["stringData"] == {AUTH_KEY: f"{MOCK_SECRET_PREFIX}authproxy-secrets-redis-password"}
     assert is_secret(auth.wire_inputs["stringData"])
 
 
 def test_release_is_a_child_of_the_session_store_in_the_created_namespace(dev_run):
     rel = redis_release(dev_run)
-    assert rel.parent.endswith("SessionStore::session-store")
-    (ns,) = [r for r in dev_run.kube("Namespace") if r.name == "namespace"]
+    assert rel.parent.endswith("SessionStore::authproxy-session-store")
+    (ns,) = [r for r in dev_run.kube("Namespace") if r.name == "authproxy-namespace"]
     assert ns.inputs["metadata"]["name"] == "authproxy"
 
 
 def test_dev_redis_network_policy_registered(dev_run):
-    (pol,) = [p for p in dev_run.kube("NetworkPolicy") if p.name == "session-store-redis-ingress"]
+    (pol,) = [p for p in dev_run.kube("NetworkPolicy") if p.name == "authproxy-session-store-redis-ingress"]
     assert pol.inputs["spec"]["podSelector"]["matchLabels"] == {
         "app": "redis-ha", "release": REDIS_RELEASE}
 
@@ -330,8 +335,8 @@ def test_external_mode_deploys_no_chart(redis):
     assert not any("redis" in json.dumps(r.inputs.get("chart", ""))
                    for r in run.of_type("kubernetes:helm.sh/v3:Release"))
     names = {r.name for r in run.resources}
-    assert "session-store-auth" not in names and "session-store-redis-ingress" not in names
-    (secret,) = [r for r in run.kube("Secret") if r.name == "oauth2-proxy-secret"]
+    assert "authproxy-session-store-auth" not in names and "authproxy-session-store-redis-ingress" not in names
+    (secret,) = [r for r in run.kube("Secret") if r.name == "authproxy-oauth2-proxy-secret"]
     assert secret.inputs["stringData"]["redis-password"] == DEFAULT_TEST_SECRETS[
         "externalRedisPassword"]
 

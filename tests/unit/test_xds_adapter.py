@@ -1,4 +1,4 @@
-"""The translation adapter (authproxy_local/xds_adapter.py): what the harness adds to istiod's input,
+"""The translation adapter (authproxy_local/mesh/adapter.py, workloads.py): what the harness adds to istiod's input,
 and how istiod's output becomes static bootstraps the real Envoy accepts. The translation itself is
 istiod's (tools/istio-xds); the e2e tests run it."""
 
@@ -12,9 +12,12 @@ from typing import Any
 import pytest
 import yaml
 
-from authproxy_local import install, local_map, render
-from authproxy_local import xds_adapter as xa
-from authproxy_local.harness import make_tls
+from authproxy_local import install, render
+from authproxy_local.core import local_map
+from authproxy_local.core.pki import make_tls
+from authproxy_local.mesh import adapter as xa
+from authproxy_local.mesh import envoy_config as ec
+from authproxy_local.mesh import workloads as wl
 
 CI = os.environ.get("CI", "").lower() == "true"
 IP = "127.78.0.1"
@@ -32,15 +35,15 @@ def _ep(tmp: Path) -> local_map.LocalEndpoints:
 
 
 def _hcm(stat: str, filters: list[dict[str, Any]], **route: Any) -> dict[str, Any]:
-    return {"name": xa.HCM, "typed_config": {"@type": xa.HCM_TYPE, "stat_prefix": stat, **route,
+    return {"name": ec.HCM, "typed_config": {"@type": ec.HCM_TYPE, "stat_prefix": stat, **route,
                                               "http_filters": filters}}
 
 
-ROUTER = {"name": xa.ROUTER, "typed_config": {"@type": xa.ROUTER_TYPE}}
+ROUTER = {"name": ec.ROUTER, "typed_config": {"@type": ec.ROUTER_TYPE}}
 PEER = {"name": "istio.metadata_exchange",
         "typed_config": {"@type": "type.googleapis.com/io.istio.http.peer_metadata.Config"}}
 STATS = {"name": "istio.stats", "typed_config": {"@type": "type.googleapis.com/stats.PluginConfig"}}
-EXT_AUTHZ = {"name": xa.EXT_AUTHZ, "typed_config": {
+EXT_AUTHZ = {"name": ec.EXT_AUTHZ, "typed_config": {
     "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
     "http_service": {"server_uri": {"uri": "http://oauth2-proxy", "cluster": OAUTH, "timeout": "2s"}}}}
 
@@ -72,7 +75,7 @@ def _xds() -> dict[str, Any]:
             "filter_chains": [{
                 "filter_chain_match": {"server_names": ["echo.authproxy.test"]},
                 "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
-                    "@type": xa.DOWNSTREAM_TLS_TYPE,
+                    "@type": ec.DOWNSTREAM_TLS_TYPE,
                     "common_tls_context": {"tls_certificate_sds_secret_configs": [sds]}}},
                 "filters": [_hcm("outbound_0.0.0.0_443", [PEER, EXT_AUTHZ, STATS, ROUTER],
                                  rds={"route_config_name": "https.443.https.authproxy.istio-ingress",
@@ -104,10 +107,10 @@ def _xds() -> dict[str, Any]:
     return {"istio_version": "v0.0.0-test", "proxies": {"gateway": gateway, "sidecar-echo": sidecar}}
 
 
-def _workloads(ep: local_map.LocalEndpoints) -> xa.Workloads:
-    return xa.Workloads(
-        proxies=[xa.Proxy("gateway", "router", "istio-ingress", "10.88.0.1", {"istio": "ingressgateway"}),
-                 xa.Proxy("sidecar-echo", "sidecar", "demo", "10.88.2.1", {"app": "echo"}, app="echo")],
+def _workloads(ep: local_map.LocalEndpoints) -> wl.Workloads:
+    return wl.Workloads(
+        proxies=[wl.Proxy("gateway", "router", "istio-ingress", "10.88.0.1", {"istio": "ingressgateway"}),
+                 wl.Proxy("sidecar-echo", "sidecar", "demo", "10.88.2.1", {"app": "echo"}, app="echo")],
         endpoints={("10.88.1.1", 4180): ep.oauth2_proxy, ("10.88.2.1", 8080): ep.sidecars["echo"]},
         inbound={"sidecar-echo": {8080: ep.apps["echo"]}},
         sidecar_listen={"sidecar-echo": ep.sidecars["echo"]},
@@ -138,7 +141,7 @@ def test_gateway_rds_inlined_eds_mapped_sds_replaced_istio_filters_removed(tmp_p
     chain = lst["filter_chains"][0]
     hcm = chain["filters"][0]["typed_config"]
     assert "rds" not in hcm and hcm["route_config"]["name"] == "https.443.https.authproxy.istio-ingress"
-    assert [f["name"] for f in hcm["http_filters"]] == [xa.EXT_AUTHZ, xa.ROUTER]
+    assert [f["name"] for f in hcm["http_filters"]] == [ec.EXT_AUTHZ, ec.ROUTER]
     ctx = chain["transport_socket"]["typed_config"]["common_tls_context"]
     assert ctx["tls_certificates"] == [{"certificate_chain": {"filename": ep.cert_file},
                                         "private_key": {"filename": ep.key_file}}]
@@ -186,7 +189,7 @@ def test_sidecar_keeps_its_inbound_listener_on_the_local_address_and_forwards_to
 def test_what_has_no_local_counterpart_fails_by_name(tmp_path: Path, breakage: Any, message: str) -> None:
     x = _xds()
     breakage(x)
-    with pytest.raises(xa.AdapterError, match=message):
+    with pytest.raises(wl.AdapterError, match=message):
         _boots(tmp_path, x)
 
 
@@ -226,8 +229,8 @@ def test_harness_additions_for_the_dev_render(tmp_path: Path) -> None:
     ep = local_map.LocalEndpoints(gateway_ip=IP, oauth2_proxy=(IP, 4180), oauth2_proxy_metrics=(IP, 44180),
                                   sidecars={a: (IP, 15000 + i) for i, a in enumerate(apps)},
                                   apps={a: (IP, 16000 + i) for i, a in enumerate(apps)})
-    w = xa.workloads(r, ep)
-    assert all(o["metadata"]["labels"][xa.HARNESS_LABEL] == "true" for o in w.objects)
+    w = wl.workloads(r, ep)
+    assert all(o["metadata"]["labels"][ec.HARNESS_LABEL] == "true" for o in w.objects)
     assert {o["kind"] for o in w.objects} == {"Pod", "Service", "EndpointSlice"}
     gw = w.proxies[0]
     assert (gw.type, gw.namespace, gw.labels) == ("router", "istio-ingress", {"istio": "ingressgateway"})
@@ -235,7 +238,7 @@ def test_harness_additions_for_the_dev_render(tmp_path: Path) -> None:
     # oauth2-proxy's rendered Service port -> its local HTTP listener
     assert ep.oauth2_proxy in w.endpoints.values()
     for i, a in enumerate(apps):
-        assert w.endpoints[(f"{xa.POD_CIDR}.2.{i + 1}", r.config.apps[i].service.port)] == ep.sidecars[a]
+        assert w.endpoints[(f"{ec.POD_CIDR}.2.{i + 1}", r.config.apps[i].service.port)] == ep.sidecars[a]
     d = xa.write_input(r, w, tmp_path / "in")
     assert sorted(p.name for p in d.iterdir()) == ["harness-additions.yaml", "kubernetes.yaml", "mesh-config.yaml",
                                                    "proxies.json"]
@@ -260,7 +263,7 @@ def test_harness_additions_for_the_gateway_api_render(tmp_path: Path) -> None:
                                   sidecars={a: (IP, 15000 + i) for i, a in enumerate(apps)},
                                   apps={a: (IP, 16000 + i) for i, a in enumerate(apps)},
                                   cert_file=ep.cert_file, key_file=ep.key_file, ca_file=ep.ca_file)
-    w = xa.workloads(r, ep)
+    w = wl.workloads(r, ep)
     gw = w.proxies[0]
     assert gw.labels["gateway.networking.k8s.io/gateway-name"] == "authproxy"
     assert gw.labels["gateway.istio.io/managed"] == "istio.io-gateway-controller"

@@ -1,0 +1,79 @@
+"""``python -m authproxy_local.engine`` (`make engine`): see :mod:`authproxy_local.engine.scenario`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from authproxy_local import install
+from authproxy_local.cluster.stacks import StackError, sdk_plugin_pairs
+from authproxy_local.core.paths import REDIS_CHART
+from authproxy_local.core.processes import HarnessError
+
+from .checks import EngineError, log
+from .scenario import STACKS, Engine, preview_scaling
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m authproxy_local.engine",
+                                 description="the stacks through the real Pulumi engine, providers and servers")
+    ap.add_argument("--stack", action="append", help="only these stacks (default: all)")
+    ap.add_argument("--scaling", type=int, nargs="*", help="also time `pulumi preview` for N generated apps")
+    ap.add_argument("--no-faults", action="store_true", help="skip the fault checks (faster)")
+    ap.add_argument("--interrupt", action="store_true",
+                    help="also kill `pulumi up` halfway on the first stack and recover (refresh + up)")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, state) afterwards")
+    args = ap.parse_args(argv)
+    ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the servers this run started stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    t0 = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="authproxy-engine-"))
+    log(f"work dir {work}")
+    try:
+        if not REDIS_CHART.is_file():
+            raise install.InstallError(
+                f"the redis-ha 4.39.0 chart is not at {REDIS_CHART} (shared/charts beside the "
+                "checkout): no chart repository is reachable here, the stacks install that copy")
+        engine = Engine(work)
+        with engine.running():
+            for pair in sdk_plugin_pairs():
+                log(pair)
+            engine.check_invalid_config()
+            runs = [engine.run_stack(s, base, ov, faults and not args.no_faults, args.interrupt and i == 0)
+                    for i, (s, base, ov, faults) in enumerate(
+                        x for x in STACKS if not args.stack or x[0] in args.stack)]
+            scaling = preview_scaling(engine, args.scaling) if args.scaling else []
+        for row in scaling:
+            print(f"| {row['apps']} | {row['resources']} | {row['seconds']} |")
+        for r in runs:
+            log(f"{r.name}: {r.resources} resources; " + ", ".join(f"{k} {v:.0f}s" for k, v in r.timings.items()))
+        log(f"total {time.monotonic() - t0:.0f}s")
+        for pair in sdk_plugin_pairs():
+            print(pair)
+        print(f"engine: {len(runs)} stacks up, {sum(r.resources for r in runs)} resources, "
+              f"0 changes on re-preview, 0 left after destroy")
+        return 0
+    except install.InstallError as e:
+        if ci:
+            print(f"engine: FAILED (CI=true, a component is missing): {e}", file=sys.stderr)
+            return 1
+        print(f"engine: skipped, a component is missing (CI=true makes this fail): {e}")
+        return 0
+    except (EngineError, StackError, HarnessError) as e:
+        print(f"engine: FAILED: {e}\n(logs in {work})", file=sys.stderr)
+        args.keep = True
+        return 1
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""`make engine`: the stacks through the real Pulumi engine, providers and servers.
+
+On this machine (no cluster, no Docker, no GitHub) it starts etcd and kube-apiserver on loopback
+(throw-away CA, serving and admin client certificates, service-account keys), installs the CRDs the
+stacks use (Istio's, from the istio.io/istio Go module; the Gateway API's, from the
+sigs.k8s.io/gateway-api module), starts a real Keycloak over HTTPS, logs the
+pulumi CLI into a file backend in a temp dir and then, for each stack, runs
+
+    pulumi preview; pulumi preview --policy-pack policy; pulumi up --yes
+    (checks on the real Keycloak and API server)
+    pulumi preview --expect-no-changes
+    rotation.cookieSecret bump -> preview shows exactly the secret and the rollout
+    pulumi destroy --yes (checks nothing is left)
+
+The stacks are the checked-in `Pulumi.<stack>.yaml` files (dev in both ext_authz modes, prod with
+its pre-made realm and admin client and the cert-manager/ServiceMonitor CRDs from their Go
+modules); `--interrupt` also kills the first stack's `up` halfway (SIGKILL) and recovers it as
+README's troubleshooting says (cancel, refresh importing/clearing pending creates, up); the
+local servers are set through stack config only (`pulumi config set`), exactly as a user
+points a stack at their own Keycloak and cluster. Every tool comes from `authproxy_local.install`
+(CI=true: a missing one fails the run).
+The last line is the summary `engine: <n> stacks up, <k> resources, ...`.
+
+The stacks go through ``pulumi.automation`` (:mod:`authproxy_local.cluster.stacks`); the
+interrupt check and secret config use the raw CLI (see there).
+
+Imports: the library rooms (cluster, keycloak, install, core, render) and ``components.config``;
+nothing imports this scenario.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pulumi import automation as auto
+
+from authproxy_local import install
+from authproxy_local.cluster.apiserver import Cluster
+from authproxy_local.cluster.crds import cluster_crds
+from authproxy_local.cluster.stacks import Project, changes
+from authproxy_local.core.paths import REDIS_CHART
+from authproxy_local.core.processes import free_port
+from authproxy_local.keycloak.admin import AdminSession, create_existing, make_password
+from authproxy_local.keycloak.server import ADMIN_USER, KeycloakServer
+from authproxy_local.render import deep_merge, project_config
+from components.config import (
+    KEYCLOAK_ADMIN_PASSWORD_KEY,
+    SECRET_KEYS,
+    admin_client_secret_key,
+    cookie_secret_rotation_values,
+    ext_authz_mode_values,
+    load,
+    local_server_values,
+    namespace_values,
+)
+
+from . import checks
+from .checks import EngineError, log
+from .interrupt import check_interrupted_up
+
+EXISTING_NAMESPACES = ("istio-ingress", "demo", "monitoring", "wiki")
+"""What the stacks expect to exist in a user's cluster: the apps' namespaces and the gateway's
+(made by the Istio install, which is not part of these stacks here)."""
+
+
+@dataclass
+class StackRun:
+    name: str
+    resources: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    interrupted: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.cluster = Cluster(work / "cluster")
+        self.password = base64.urlsafe_b64encode(os.urandom(18)).decode()
+        self.keycloak: KeycloakServer | None = None
+        self.kc: AdminSession | None = None
+        self.project: Project | None = None
+        self.existing_realm: str | None = None
+        self.admin_client_secret = ""
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Engine]:
+        try:
+            yield self.start()
+        finally:
+            if self.keycloak is not None:
+                self.keycloak.stop()
+            self.cluster.stop()
+
+    def start(self) -> Engine:
+        self.project = Project(self.work)
+        self.cluster.start()
+        n = self.cluster.apply_crds(cluster_crds())
+        log(f"{n} CRDs established (Istio, cert-manager, ServiceMonitor, Gateway API "
+            f"{install.VERSIONS['gateway-api']} standard channel)")
+        self.cluster.create_namespaces(EXISTING_NAMESPACES)
+        pki = self.cluster.pki
+        port = free_port()
+        self.keycloak = KeycloakServer(
+            work=self.work, admin_password=self.password, hostname=f"https://127.0.0.1:{port}",
+            log_path=self.work / "keycloak.log", https_port=port,
+            cert_file=str(pki["keycloak_cert"]), key_file=str(pki["keycloak_key"]))
+        t = self.keycloak.start()
+        log(f"Keycloak {install.VERSIONS['keycloak']} ready in {t:.1f}s on {self.keycloak.hostname}")
+        self.kc = AdminSession(self.keycloak.hostname, ADMIN_USER, self.password, verify=str(pki["ca"]))
+        return self
+
+    @property
+    def p(self) -> Project:
+        assert self.project is not None
+        return self.project
+
+    @property
+    def admin(self) -> AdminSession:
+        assert self.kc is not None
+        return self.kc
+
+    # ---- stack config: the local servers, through stack config only ----
+    def init_stack(self, stack: str, base: str | None, overrides: dict[str, Any],
+                   values: dict[str, Any] | None = None) -> auto.Stack:
+        """A stack from a checked-in Pulumi.<base>.yaml (or generated ``values``), pointed at the
+        local servers with ``pulumi config set --path``, as a user points a stack at theirs."""
+        assert self.keycloak is not None
+        st = self.p.stack(stack, base=base)
+        if values is not None:
+            self.p.write_config(st, values)
+        local = local_server_values(keycloak_ca_pem=Path(self.cluster.pki["ca"]).read_text(),
+                                    redis_chart_path=str(REDIS_CHART), keycloak_url=self.keycloak.hostname)
+        # kubernetes:clusterIdentifier: without it, any change of the kubeconfig (a fixed server
+        # address, a moved file) replaces the provider and so every object, and the Helm release
+        # then collides with itself ("cannot re-use a name that is still in use"); found by the
+        # unreachable-API-server check.
+        self.p.set_config(st, deep_merge(local, overrides),
+                          provider={"kubernetes:kubeconfig": str(self.cluster.kubeconfig),
+                                    "kubernetes:clusterIdentifier": "engine-test-cluster"},
+                          secrets={KEYCLOAK_ADMIN_PASSWORD_KEY: self.password})
+        return st
+
+    def expect_failure(self, st: auto.Stack, what: str, op: str, must_say: list[str]) -> str:
+        """Run ``op`` (preview or up), which must fail with a message a user understands (no
+        traceback through the project's code)."""
+        fn = st.preview if op == "preview" else (lambda: st.up())
+        out = self.p.attempt(op, st, fn)
+        if out is None:
+            raise EngineError(f"{st.name}: {what}: `pulumi {op}` succeeded")
+        if "Traceback (most recent call last)" in out:
+            # When a resource fails, the engine cancels the still-running program and Pulumi's
+            # Python runtime prints the KeyboardInterrupt it gets (upstream, not this project).
+            # A traceback through the project's own code is a bug here.
+            ours = [ln for ln in out.splitlines() if "File " in ln and ("/components/" in ln or "__main__.py" in ln)]
+            if ours or "KeyboardInterrupt" not in out:
+                raise EngineError(f"{st.name}: {what}: a Python traceback reached the user:\n{out[-2000:]}")
+            log(f"{st.name}: {what}: note: Pulumi's Python runtime printed a KeyboardInterrupt traceback "
+                "when the engine cancelled the program (upstream)")
+        missing = [m for m in must_say if m not in out]
+        if missing:
+            raise EngineError(f"{st.name}: {what}: the error does not say {missing}:\n{out[-2000:]}")
+        line = next((ln.strip() for ln in out.splitlines() if any(m in ln for m in must_say)), "")
+        log(f"{st.name}: {what}: fails as expected: {line[:160]}")
+        return out
+
+    def check_invalid_config(self) -> None:
+        """Invalid config: non-zero, every problem by key, nothing created."""
+        stack = "invalid"
+        # Deliberately wrong values (test data of this check): a Redis mode that does not exist, a
+        # cookie name with a space.
+        st = self.init_stack(stack, "dev", {"redis": {"mode": "cluster"}, "session": {"cookieName": "bad name"}})
+        self.expect_failure(st, "invalid config", "preview",
+                            ["invalid stack configuration", "authproxy:redis.mode", "authproxy:session.cookieName"])
+        self.expect_failure(st, "invalid config", "up", ["invalid stack configuration"])
+        left = [r for r in self.p.resources(stack) if r["type"] != "pulumi:pulumi:Stack"]
+        if left:
+            raise EngineError(f"invalid config created {len(left)} resources: {[r['urn'] for r in left]}")
+        self.p.remove(stack, force=True)
+
+    def check_faults_then_converge(self, st: auto.Stack) -> None:
+        """Wrong Keycloak admin password, then an unreachable API server: `pulumi up` fails with a
+        message a user understands; once fixed, the next `up` converges."""
+        wrong = "wrong-" + base64.urlsafe_b64encode(os.urandom(9)).decode()
+        self.p.set_secret(st.name, KEYCLOAK_ADMIN_PASSWORD_KEY, wrong)
+        self.expect_failure(st, "wrong Keycloak admin password", "up", ["openid-connect/token", "Bad Request"])
+        self.p.set_secret(st.name, KEYCLOAK_ADMIN_PASSWORD_KEY, self.password)
+        self.p.set_config(st, provider={"kubernetes:kubeconfig": str(self.bad_kubeconfig())})
+        self.expect_failure(st, "API server unreachable", "up", ["connection refused"])
+        self.p.set_config(st, provider={"kubernetes:kubeconfig": str(self.cluster.kubeconfig)})
+
+    def bad_kubeconfig(self) -> Path:
+        """The kubeconfig with the server moved to a port nobody listens on."""
+        path = self.work / "kubeconfig-unreachable"
+        text = self.cluster.kubeconfig.read_text().replace(self.cluster.server, f"https://127.0.0.1:{free_port()}")
+        path.write_text(text)
+        return path
+
+    def run_stack(self, stack: str, base: str, overrides: dict[str, Any], faults: bool = False,
+                  interrupt: bool = False) -> StackRun:
+        p = self.p
+        run = StackRun(stack)
+        st = self.init_stack(stack, base, overrides)
+        self.existing_realm = self.premade_keycloak(stack, base)
+
+        def timed(what: str, fn: Any, *a: Any, **kw: Any) -> Any:
+            t0 = time.monotonic()
+            out = fn(*a, **kw)
+            run.timings[what] = time.monotonic() - t0
+            return out
+
+        steps = timed("preview", p.preview, st)
+        creates = [s for s in steps if s.op == "create"]
+        log(f"{stack}: preview plans {len(creates)} creates")
+        if not creates:
+            raise EngineError(f"{stack}: preview plans no creates")
+        timed("preview+policy", p.preview, st, policy_packs=["policy"])
+        if faults:
+            self.check_faults_then_converge(st)
+        if interrupt:
+            run.interrupted = check_interrupted_up(p, self.cluster, self.admin, stack)
+        timed("up", p.up, st)
+        resources = p.resources(stack)
+        run.resources = len(resources)
+        log(f"{stack}: up created {run.resources} resources ({run.timings['up']:.0f}s)")
+        checks.verify_keycloak(self.admin, stack, resources, self.existing_realm)
+        checks.verify_kubernetes(self.cluster, stack, resources)
+        checks.verify_state_secrets(stack, p.export(stack), p.state_text(stack))
+
+        again = changes(timed("re-preview", p.preview, st))
+        if again:
+            raise EngineError(f"{stack}: perpetual diff, a second preview still plans {again}")
+        p.preview(st, expect_no_changes=True)
+
+        cfg = load(deep_merge(project_config(base), overrides), secrets_set=SECRET_KEYS)
+        p.set_config(st, cookie_secret_rotation_values(cfg))
+        rot = changes(p.preview(st))
+        log(f"{stack}: cookie-secret rotation previews {rot}")
+        checks.check_rotation(stack, rot)
+
+        timed("destroy", p.destroy, st)
+        left = p.resources(stack)
+        if left:
+            raise EngineError(f"{stack}: {len(left)} resources left in the state after destroy")
+        checks.verify_gone(self.cluster, self.admin, stack, resources, self.existing_realm)
+        p.remove(stack)
+        return run
+
+    def premade_keycloak(self, stack: str, base: str) -> str | None:
+        """For a stack with ``realmMode: existing`` (prod): the realm (Keycloak's defaults) and the
+        admin client it logs in with (client credentials; what a user has before `pulumi up`),
+        made with plain admin REST calls. Returns the realm's name, else None."""
+        cfg = load(project_config(base), secrets_set=SECRET_KEYS)
+        kc = cfg.keycloak
+        if kc.realm_mode != "existing":
+            return None
+        client_key = admin_client_secret_key(cfg)
+        code, _ = self.admin.lookup(f"/realms/{kc.realm}")
+        if code == 404:
+            lookups = [{"function": "keycloak:index/getRealm:getRealm", "args": {"realm": kc.realm}}]
+            client = None
+            if client_key:
+                self.admin_client_secret = make_password(40)
+                client = (kc.admin.realm, kc.admin.client_id, self.admin_client_secret)
+            made = create_existing(self.admin, lookups, None, client)
+            log(f"{stack}: made what a user has before `pulumi up`: {', '.join(made)}")
+        if client_key:
+            self.p.set_secret(stack, client_key, self.admin_client_secret)
+        return str(kc.realm)
+
+
+def preview_scaling(engine: Engine, counts: list[int]) -> list[dict[str, Any]]:
+    """`pulumi preview` wall time of the program with N generated apps, under the real engine."""
+    from authproxy_local.render.scaling import generated_config
+
+    rows = []
+    for n in counts:
+        stack = f"scale{n}"
+        st = engine.init_stack(stack, None, {}, values=generated_config(n))
+        t0 = time.monotonic()
+        steps = engine.p.preview(st)
+        rows.append({"apps": n, "seconds": round(time.monotonic() - t0, 1),
+                     "resources": sum(1 for s in steps if s.op == "create")})
+        log(f"preview with {n} apps: {rows[-1]['seconds']}s, {rows[-1]['resources']} resources")
+        engine.p.remove(stack, force=True)
+    return rows
+
+
+STACKS: list[tuple[str, str, dict[str, Any], bool]] = [
+    # (stack, checked-in config it starts from, overrides beyond the local servers, fault checks)
+    ("dev", "dev", {}, True),
+    # Its own namespace: the first stack's stays Terminating (no namespace controller here).
+    ("dev-envoy-filter", "dev", {**ext_authz_mode_values("envoy-filter"),
+                                 **namespace_values("authproxy-envoy-filter")}, False),
+    # The prod stack as checked in (existing realm with a pre-made admin client, Redis HA, the
+    # cert-manager Certificate and ServiceMonitors), in its own namespace, in both ext_authz modes
+    # (one after the other in the same pre-made realm, as a user switching modes would).
+    ("prod", "prod", namespace_values("authproxy-prod"), False),
+    ("prod-envoy-filter", "prod", {**ext_authz_mode_values("envoy-filter"),
+                                   **namespace_values("authproxy-prod-envoy-filter")}, False),
+    # The Gateway API ingress (issue 13): Gateway, HTTPRoutes, ReferenceGrants through the
+    # Gateway API CRDs' schemas and CEL rules, policies attached by targetRefs.
+    ("gateway-api", "gateway-api", namespace_values("authproxy-gateway-api"), False),
+]

@@ -1,0 +1,61 @@
+"""The run's oauth2-proxy, with exactly the args and env of the Deployment `pulumi up` created in
+the API server; only cluster addresses are rewritten (:mod:`authproxy_local.core.local_map`), and
+Secret references resolve to the Secrets the stack created. It reaches the public hosts (Keycloak
+via the gateway) through the run's CONNECT proxy, which refuses any other host; the echo apps
+stand in for the apps' pods.
+
+Imports: :mod:`authproxy_local.core`, :mod:`authproxy_local.install`, :mod:`.stack`, :mod:`.echo`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from authproxy_local import install
+from authproxy_local.core import local_map
+from authproxy_local.core.net import ConnectProxy
+from authproxy_local.core.processes import HarnessError, Process, http_ok, wait_for
+
+from .echo import EchoServer
+from .stack import StackPart
+
+
+class ProxyPart(StackPart):
+    def oauth2_proxy_command(self) -> tuple[list[str], dict[str, str]]:
+        """The local command line and environment: the rendered args and env, with only the
+        cluster addresses rewritten (local_map) and Secret references resolved."""
+        exe = install.ensure("oauth2-proxy")
+        d, c = self._proxy_deployment()
+        ns = d["metadata"].get("namespace") or ""
+        if c.get("command"):
+            raise HarnessError("the oauth2-proxy container overrides the entrypoint; not supported")
+        args = local_map.rewrite_proxy_args(c.get("args", []), self.endpoints)
+        env = local_map.resolve_env(
+            c.get("env", []),
+            lambda name, key: self.stack_secret((ns, name, key)),
+            c.get("resources"),
+        )
+        proxy = self.endpoints.connect_proxy
+        env.update({
+            "HTTPS_PROXY": f"http://{proxy[0]}:{proxy[1]}",
+            "HTTP_PROXY": f"http://{proxy[0]}:{proxy[1]}",
+            "NO_PROXY": "",
+            "SSL_CERT_FILE": self.ca_file,
+        })
+        return [str(exe), *args], env
+
+    def _start_oauth2_proxy(self) -> None:
+        cmd, env = self.oauth2_proxy_command()
+        p = Process("oauth2-proxy", cmd, env, self.run_dir / "oauth2-proxy.log").start()
+        self.procs["oauth2-proxy"] = p
+        host, port = self.endpoints.oauth2_proxy
+        wait_for("oauth2-proxy", lambda: http_ok(f"http://{host}:{port}/ready"), 60, p)
+        self.timings.add("oauth2-proxy", time.monotonic() - p.started_at)
+
+    def _start_echo_and_proxy(self) -> None:
+        for app in self.config.apps:
+            server = EchoServer(app.name, host=self.gateway_ip).start()
+            self.echo[app.name] = server
+            self.endpoints.apps[app.name] = server.address
+        self.connect_proxy = ConnectProxy(self.public_hosts, self.endpoints.gateway_https).start()
+        self.endpoints.connect_proxy = self.connect_proxy.address
