@@ -1453,21 +1453,52 @@ def ext_authz_mode_values(mode: str) -> dict[str, Any]:
 
 
 def local_server_values(*, keycloak_ca_pem: str, redis_chart_path: str,
-                        keycloak_url: str | None = None) -> dict[str, Any]:
+                        keycloak_url: str | None = None, awaited: bool = False) -> dict[str, Any]:
     """Values that point a stack at servers on this machine, through stack config only, as a
     user points a stack at their own Keycloak and cluster: Keycloak's CA (and URL), the local
-    copy of the redis-ha chart (no chart repository is reachable), no readiness waits (no
-    kubelet: pods never run) and no Istio install (the local runs bring their own istiod
-    translation)."""
+    copy of the redis-ha chart (no chart repository is reachable), no Istio install (the local
+    runs bring their own istiod translation) and, unless ``awaited`` (a cluster whose controllers
+    and nodes act, as `make engine` runs), no readiness waits (an API server alone: pods never
+    run)."""
     keycloak: dict[str, Any] = {"caCertificate": keycloak_ca_pem}
     if keycloak_url is not None:
         keycloak["url"] = keycloak_url
-    return {
+    values: dict[str, Any] = {
         "keycloak": keycloak,
         "redis": {"chartPath": redis_chart_path},
-        "kubernetes": {"skipAwait": True},
         "istio": {"install": {"enabled": False}},
     }
+    if not awaited:
+        values["kubernetes"] = {"skipAwait": True}
+    return values
+
+
+def await_timeout_values(seconds: int) -> dict[str, Any]:
+    """Values that bound every readiness wait (kubernetes.awaitTimeout)."""
+    return {"kubernetes": {"awaitTimeout": f"{seconds}s"}}
+
+
+def image_values(workload: Literal["proxy", "redis"], repository: str, tag: str) -> dict[str, Any]:
+    """Values that set oauth2-proxy's (proxy.image) or Redis's (redis.image) image."""
+    return {workload: {"image": {"repository": repository, "tag": tag}}}
+
+
+def replica_values(replicas: int | None = None, autoscaling_min: int | None = None) -> dict[str, Any]:
+    """Values that set proxy.replicas and/or proxy.autoscaling.minReplicas."""
+    proxy: dict[str, Any] = {}
+    if replicas is not None:
+        proxy["replicas"] = replicas
+    if autoscaling_min is not None:
+        proxy["autoscaling"] = {"minReplicas": autoscaling_min}
+    return {"proxy": proxy}
+
+
+def existing_gateway_values(name: str, http_listener: str, https_listener: str) -> dict[str, Any]:
+    """Values that attach a gateway-api stack to an existing Gateway (istio.gatewayApi.create
+    false) of that name, in istio.gateway.namespace, with those listeners."""
+    return {"istio": {"gateway": {"name": name},
+                      "gatewayApi": {"create": False, "httpListener": http_listener,
+                                     "httpsListener": https_listener}}}
 
 
 def namespace_values(namespace: str) -> dict[str, Any]:
@@ -1475,11 +1506,13 @@ def namespace_values(namespace: str) -> dict[str, Any]:
     return {"namespace": namespace}
 
 
-def cookie_secret_rotation_values(cfg: StackConfig) -> dict[str, Any]:
-    """Values that rotate the cookie secret (rotation.cookieSecret): its marker plus one when it
-    is a number, else ``2``."""
+def cookie_secret_rotation_values(cfg: StackConfig, to: str | None = None) -> dict[str, Any]:
+    """Values that rotate the cookie secret (rotation.cookieSecret): the marker ``to``, else its
+    marker plus one when it is a number, else ``2``."""
     marker = cfg.rotation.cookie_secret
-    return {"rotation": {"cookieSecret": str(int(marker) + 1) if marker.isdigit() else "2"}}
+    if to is None:
+        to = str(int(marker) + 1) if marker.isdigit() else "2"
+    return {"rotation": {"cookieSecret": to}}
 
 
 def flatten_values(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
