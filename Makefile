@@ -21,7 +21,7 @@ ACTIONLINT := $(CACHE)/actionlint/$(ACTIONLINT_VERSION)/actionlint
 GOBUILD_ENV := GOPATH=$(CACHE)/go GOMODCACHE=$(CACHE)/go/pkg/mod GOCACHE=$(CACHE)/go-build \
                GOFLAGS="-modcacherw -buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=0
 
-.PHONY: help venv unit test docs render render-digests conformance e2e engine demo lint typecheck actionlint policy-test bench
+.PHONY: help venv toolchain unit test docs render render-digests conformance e2e engine demo lint typecheck actionlint policy-test bench
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -39,6 +39,9 @@ $(VENV)/.installed: $(REQS)
 
 venv: $(VENV)/.installed ## install the Python dependencies into the cache
 	@touch $(VENV)
+
+toolchain: venv $(ACTIONLINT) ## install every component `make test` uses into the cache (CI's toolchain job)
+	$(PY) -m authproxy_local.install --group test
 
 unit: venv ## fast tests: config, components under Pulumi mocks, pure spec builders
 	$(PYTEST) tests/unit -q

@@ -1,7 +1,9 @@
 """authproxy: read and validate the stack config, then wire the components. Nothing else."""
 
 import pulumi
+from pulumi.runtime.config import get_config
 
+import preflight
 from components.config import NAMESPACE, SECRET_KEYS, ConfigError, load
 from components.stack import AuthProxy, StackSecrets
 
@@ -31,6 +33,23 @@ def _raw_config() -> tuple[dict, StackSecrets]:
 
 raw, secrets = _raw_config()
 config = load(raw, secrets_set=secrets.keys())  # raises ConfigError before anything is created
+
+# The live cluster and Keycloak, read through the Kubernetes provider's own kubeconfig and context
+# (raises PreflightError before anything is created; docs/preflight.md). Not under Pulumi's mocks.
+if not preflight.under_mocks():
+    off = preflight.switched_off(config)
+    if off:
+        pulumi.log.warn(f"preflight is off ({off}): the cluster was not checked")
+    else:
+        preflight.run(
+            config,
+            preflight.KubeTarget(
+                kubeconfig=get_config("kubernetes:kubeconfig"),
+                context=get_config("kubernetes:context"),
+                cluster=get_config("kubernetes:cluster"),
+            ),
+            dry_run=pulumi.runtime.is_dry_run(),
+        )
 
 stack = AuthProxy("authproxy", {"config": config, "secrets": secrets})
 

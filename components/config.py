@@ -896,6 +896,42 @@ class Rotation(_Model):
     redis_password: Marker = Field("1", description="Rotation marker of the Redis password.")
 
 
+class Preflight(_Model):
+    """Read-only checks of the cluster and Keycloak before `pulumi preview`/`up` change anything."""
+
+    enabled: bool = Field(
+        True,
+        description="Check the live cluster (through the same kubeconfig and context as the "
+        "Kubernetes provider) and Keycloak before any resource is created; a failing check stops "
+        "`pulumi preview`/`up` with one line naming the fix. `false` only for offline previews "
+        "(no cluster reachable); `pulumi up` then deploys unchecked (docs/preflight.md).",
+    )
+    skip: tuple[str, ...] = Field(
+        (),
+        description="Names of single checks not to run (e.g. `keycloak` when Keycloak is reachable "
+        "from the cluster but not from where `pulumi` runs); docs/preflight.md lists them.",
+    )
+    istio_namespace: DnsLabel = Field(
+        "istio-system",
+        description="Namespace of istiod and its mesh config (the `istio` ConfigMap).",
+    )
+    istio_revision: str | None = Field(
+        None,
+        description="Istio revision (`istio.io/rev`) of the control plane the gateway and apps "
+        "use; its mesh config is the ConfigMap `istio-<revision>`. Unset: the default revision.",
+    )
+    timeout: int = Field(
+        10, ge=1, le=120, description="Seconds each read of the cluster or Keycloak may take."
+    )
+
+    @field_validator("istio_revision")
+    @classmethod
+    def _revision(cls, v: str | None) -> str | None:
+        if v is not None and not _DNS_LABEL_RE.match(v):
+            raise ValueError(f"{v!r} is not an Istio revision name (a DNS label such as '1-31-0')")
+        return v
+
+
 # --------------------------------------------------------------------------------------------
 # The stack
 # --------------------------------------------------------------------------------------------
@@ -919,6 +955,9 @@ class StackConfig(_Model):
     istio: Istio = Field(default_factory=Istio, description="Istio ingress and authorization.")
     kubernetes: Kubernetes = Field(default_factory=Kubernetes, description="Cluster behaviour.")
     rotation: Rotation = Field(default_factory=Rotation, description="Secret rotation markers.")
+    preflight: Preflight = Field(
+        default_factory=Preflight, description="Checks of the cluster before anything changes."
+    )
 
     # Filled by load(): which secret keys are set. Never the values.
     secrets_set: frozenset[str] = Field(frozenset(), exclude=True)
@@ -1525,3 +1564,9 @@ def flatten_values(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def preflight_values(enabled: bool) -> dict[str, Any]:
+    """The `authproxy:*` values that switch the preflight on or off (for runs whose cluster has
+    no real Istio: the live harness, generated stacks)."""
+    return {"preflight": {"enabled": enabled}}

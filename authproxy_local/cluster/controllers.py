@@ -4,6 +4,7 @@ next to the local kube-apiserver, so `pulumi up` waits for rollouts as on a real
     plane = ControlPlane(cluster).start()   # controllers, scheduler, 3 nodes Ready, a default StorageClass
     with plane.kubelets_paused(): ...       # the nodes' kubelets stall: a rollout stays in progress
     plane.cordon(True)                      # no node takes new pods (a drain of every node)
+    with plane.withheld(): ...              # nodes cordoned, no default StorageClass (preflight)
     plane.stop()
 
 The real controllers create ReplicaSets and pods, roll Deployments and StatefulSets, keep
@@ -34,6 +35,7 @@ from typing import Any
 
 from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import Node, PersistentVolume
+from lightkube.resources.storage_v1 import StorageClass
 
 from authproxy_local import install
 from authproxy_local.core.processes import Process, free_port, wait_for
@@ -56,9 +58,10 @@ NODE_LEASE_SECONDS = 40
 about once a minute, kube-controller-manager's node lifecycle controller (50 s grace) marks the
 nodes NotReady in between and their pods unready, and no pod of theirs becomes Ready again
 (seen while trying this out: a Redis pod that never got Ready)."""
+DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 DEFAULT_STORAGE_CLASS: dict[str, Any] = {
     "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-    "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+    "metadata": {"name": "standard", "annotations": {DEFAULT_CLASS: "true"}},
     "provisioner": "kubernetes.io/host-path", "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
 }
 
@@ -160,6 +163,20 @@ class ControlPlane:
         """Mark every node unschedulable (or schedulable again), as `kubectl cordon` does."""
         for n in self.nodes:
             self.cluster.client.patch(Node, n, {"spec": {"unschedulable": unschedulable}})
+
+    @contextlib.contextmanager
+    def withheld(self) -> Iterator[None]:
+        """The cluster as before its nodes joined and its default StorageClass was marked: every
+        node cordoned, the class not default (what the preflight's redis-nodes and storage-class
+        checks must refuse); both restored afterwards."""
+        name = DEFAULT_STORAGE_CLASS["metadata"]["name"]
+        self.cordon(True)
+        self.cluster.client.patch(StorageClass, name, {"metadata": {"annotations": {DEFAULT_CLASS: None}}})
+        try:
+            yield
+        finally:
+            self.cluster.client.patch(StorageClass, name, {"metadata": {"annotations": {DEFAULT_CLASS: "true"}}})
+            self.cordon(False)
 
     def stop(self) -> None:
         """Stop the processes; the volumes the provisioner made under /tmp and not yet deleted

@@ -46,7 +46,7 @@ from authproxy_local import install
 from authproxy_local.core.paths import REPO
 from components.config import NAMESPACE, flatten_values
 
-PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "components", "policy")
+PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "components", "preflight", "policy")
 PLUGINS = ("random", "keycloak", "kubernetes")
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from authproxy_local import install
 from authproxy_local.cluster.stacks import StackError, sdk_plugin_pairs
-from authproxy_local.core.paths import REDIS_CHART
 from authproxy_local.core.processes import HarnessError
 
 from .checks import EngineError, log
@@ -44,10 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="authproxy-engine-"))
     log(f"work dir {work}")
     try:
-        if not REDIS_CHART.is_file():
-            raise install.InstallError(
-                f"the redis-ha 4.39.0 chart is not at {REDIS_CHART} (shared/charts beside the "
-                "checkout): no chart repository is reachable here, the stacks install that copy")
+        install.ensure("redis-ha-chart")  # before anything starts: a clear error if it cannot be had
         engine = Engine(work)
         with engine.running():
             for pair in sdk_plugin_pairs():
@@ -68,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in runs:
             for line in r.faults:
                 print(f"fault ({r.name}): {line}")
+        if not args.stack:
+            print(engine.proof.summary())
         print(summary_line(runs))
         return 0
     except install.InstallError as e:

@@ -8,6 +8,9 @@ from the sigs.k8s.io/gateway-api module), starts a real Keycloak over HTTPS, log
 into a file backend in a temp dir and then, for each stack, without ``kubernetes.skipAwait`` (so
 `pulumi up` waits for rollouts, the Helm release and Services as on a real cluster), runs
 
+    pulumi preview against the cluster without what the stack needs: the preflight refuses
+    (then the objects a ready cluster holds are made, and checks an earlier failure hid are
+    broken alone: the preflight refuses each)
     pulumi preview; pulumi preview --policy-pack policy; pulumi up --yes
     (checks on the real Keycloak and API server: every workload rolled out when `up` returned)
     pulumi preview --expect-no-changes
@@ -29,7 +32,8 @@ local servers are set through stack config only (`pulumi config set`), exactly a
 points a stack at their own Keycloak and cluster. Every tool comes from `authproxy_local.install`
 (CI=true: a missing one fails the run).
 The last line is the summary `engine: <n> stacks up (awaited), <k> resources, <r> rollouts
-observed, ...`, the fault cases above it.
+observed, ...`; above it `preflight: <n> checks, each failed once and passed once`
+(:mod:`.preflight`) and the fault cases.
 
 The stacks go through ``pulumi.automation`` (:mod:`authproxy_local.cluster.stacks`); the
 interrupt check and secret config use the raw CLI (see there).
@@ -55,8 +59,8 @@ from authproxy_local import install
 from authproxy_local.cluster.apiserver import Cluster
 from authproxy_local.cluster.controllers import ControlPlane
 from authproxy_local.cluster.crds import cluster_crds
+from authproxy_local.cluster.ready import ready_cluster
 from authproxy_local.cluster.stacks import Project, changes
-from authproxy_local.core.paths import REDIS_CHART
 from authproxy_local.core.processes import free_port
 from authproxy_local.keycloak.admin import AdminSession, create_existing, make_password
 from authproxy_local.keycloak.server import ADMIN_USER, KeycloakServer
@@ -72,6 +76,7 @@ from components.config import (
     load,
     local_server_values,
     namespace_values,
+    preflight_values,
     replica_values,
 )
 from components.oauth2_proxy import proxy_labels
@@ -80,6 +85,7 @@ from components.stack import PROXY_NAME
 from . import checks, faults
 from .checks import EngineError, log
 from .interrupt import check_interrupted_up
+from .preflight import BREAKS, PreflightProof, Staging
 from .workloads import (
     Workloads,
     check_drain,
@@ -117,6 +123,7 @@ class Engine:
         self.project: Project | None = None
         self.existing_realm: str | None = None
         self.admin_client_secret = ""
+        self.proof = PreflightProof()
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Engine]:
@@ -167,8 +174,8 @@ class Engine:
         if values is not None:
             self.p.write_config(st, values)
         local = local_server_values(keycloak_ca_pem=Path(self.cluster.pki["ca"]).read_text(),
-                                    redis_chart_path=str(REDIS_CHART), keycloak_url=self.keycloak.hostname,
-                                    awaited=True)
+                                    redis_chart_path=str(install.ensure("redis-ha-chart")),
+                                    keycloak_url=self.keycloak.hostname, awaited=True)
         # kubernetes:clusterIdentifier: without it, any change of the kubeconfig (a fixed server
         # address, a moved file) replaces the provider and so every object, and the Helm release
         # then collides with itself ("cannot re-use a name that is still in use"); found by the
@@ -224,7 +231,8 @@ class Engine:
         self.expect_failure(st, "wrong Keycloak admin password", "up", ["openid-connect/token", "Bad Request"])
         self.p.set_secret(st.name, KEYCLOAK_ADMIN_PASSWORD_KEY, self.password)
         self.p.set_config(st, provider={"kubernetes:kubeconfig": str(self.bad_kubeconfig())})
-        self.expect_failure(st, "API server unreachable", "up", ["connection refused"])
+        self.expect_failure(st, "API server unreachable", "up",
+                            ["cannot reach the Kubernetes API server", "Connection refused"])
         self.p.set_config(st, provider={"kubernetes:kubeconfig": str(self.cluster.kubeconfig)})
 
     def bad_kubeconfig(self) -> Path:
@@ -243,8 +251,33 @@ class Engine:
         cfg = load(deep_merge(project_config(base), overrides), secrets_set=SECRET_KEYS)
         w = Workloads(self.cluster, cfg.namespace)
         st = self.init_stack(stack, base, overrides)
+        # The preflight against the cluster as it is: nothing the stack needs is there (nor, for
+        # an existing realm, the realm; the nodes cordoned and no default StorageClass), so the
+        # preview must stop in it, naming the checks. (The admin client's secret is not made yet
+        # either; any value passes validation, and the preflight stops the run before the
+        # provider would use it.)
+        client_key = admin_client_secret_key(cfg)
+        if client_key:
+            p.set_secret(stack, client_key, make_password(40))
+        with self.plane.withheld():
+            self.proof.saw_failures(stack, p.attempt("preview", st, st.preview))
+        self.no_resources(stack, "a preview the preflight refused")
         self.existing_realm = self.premade_keycloak(stack, base)
         gateway_uid = self.existing_gateway(cfg)
+        staging = Staging(self.cluster)
+        # The control plane's own nodes (kwok's, with room and zones) stand for the ready nodes.
+        ready = [o for o in ready_cluster(cfg).objects if o["kind"] != "Node"]
+        log(f"{stack}: made what the stack needs in the cluster: {staging.create(ready)} objects")
+        for name, (op, breaks) in BREAKS.items():
+            if name in self.proof.failed:
+                continue
+            broken = breaks(ready)
+            staging.replace(broken)
+            fn = st.preview if op == "preview" else (lambda: st.up())
+            self.proof.saw_failures(stack, p.attempt(op, st, fn), must=[name])
+            self.no_resources(stack, f"a refused {op}")
+            staging.replace(next(o for o in ready if o["metadata"]["name"] == broken["metadata"]["name"]
+                                 and o["kind"] == broken["kind"]))
 
         def timed(what: str, fn: Any, *a: Any, **kw: Any) -> Any:
             t0 = time.monotonic()
@@ -253,6 +286,7 @@ class Engine:
             return out
 
         steps = timed("preview", p.preview, st)
+        self.proof.saw_pass(stack, cfg)  # the same preflight, now with everything there
         creates = [s for s in steps if s.op == "create"]
         log(f"{stack}: preview plans {len(creates)} creates")
         if not creates:
@@ -313,7 +347,13 @@ class Engine:
         if gateway_uid:
             self.check_gateway_kept(cfg, gateway_uid)
         p.remove(stack)
+        staging.delete()  # the next stack starts from a cluster without them again
         return run
+
+    def no_resources(self, stack: str, what: str) -> None:
+        left = [r for r in self.p.resources(stack) if r["type"] != "pulumi:pulumi:Stack"]
+        if left:
+            raise EngineError(f"{stack}: {what} created {len(left)} resources: {[r['urn'] for r in left]}")
 
     def check_hpa(self, st: auto.Stack, cfg: StackConfig, w: Workloads) -> int:
         """The stack and the HPA do not fight over `replicas`: the HPA's minimum raised through the
@@ -405,7 +445,8 @@ def preview_scaling(engine: Engine, counts: list[int]) -> list[dict[str, Any]]:
     rows = []
     for n in counts:
         stack = f"scale{n}"
-        st = engine.init_stack(stack, None, {}, values=generated_config(n))
+        # generated apps exist in no cluster: these previews measure the program, not the cluster
+        st = engine.init_stack(stack, None, preflight_values(False), values=generated_config(n))
         t0 = time.monotonic()
         steps = engine.p.preview(st)
         rows.append({"apps": n, "seconds": round(time.monotonic() - t0, 1),

@@ -37,7 +37,6 @@ from authproxy_local.cluster.apiserver import Cluster, ClusterError
 from authproxy_local.cluster.crds import cluster_crds
 from authproxy_local.cluster.stacks import Project, StackError
 from authproxy_local.core.net import ConnectProxy
-from authproxy_local.core.paths import REDIS_CHART
 from authproxy_local.core.processes import HarnessError, wait_for
 from authproxy_local.keycloak import admin as keycloak_admin
 from authproxy_local.render import deep_merge, stack_values
@@ -45,6 +44,7 @@ from components.config import (
     EXTERNAL_REDIS_PASSWORD_KEY,
     admin_client_secret_key,
     local_server_values,
+    preflight_values,
 )
 
 from .keycloak import KeycloakPart
@@ -86,14 +86,12 @@ class LiveStack:
 
     def __init__(self, project: Project, name: str, values: dict[str, Any], secrets: dict[str, str],
                  proxy: tuple[str, int], ca_pem: str) -> None:
-        if not REDIS_CHART.is_file():
-            raise install.InstallError(
-                f"the redis-ha 4.39.0 chart is not at {REDIS_CHART} (shared/charts beside the checkout): "
-                "no chart repository is reachable here, the stack installs that copy")
+        chart = install.ensure("redis-ha-chart")  # a local mirror, else the release (pinned digest)
         self.project = project
         self.name = name
-        self.values = deep_merge(values, local_server_values(keycloak_ca_pem=ca_pem,
-                                                             redis_chart_path=str(REDIS_CHART)))
+        self.values = deep_merge(deep_merge(values, local_server_values(keycloak_ca_pem=ca_pem,
+                                                                        redis_chart_path=str(chart))),
+                                 preflight_values(False))
         self.secrets = secrets
         url = f"http://{proxy[0]}:{proxy[1]}"
         self.env = {"HTTPS_PROXY": url, "https_proxy": url,

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 
 from authproxy_local.core.locks import cache_lock
 
-from . import control_plane, engine_tools, tools
+from . import control_plane, engine_tools, releases, tools
 from .base import Component, InstallError, log
 from .control_plane import kwok_stage_files
 from .gomod import go_download, go_env
@@ -61,9 +61,11 @@ __all__ = [
 
 from .base import require_go
 
-_REGISTRY: dict[str, Component] = {**tools.REGISTRY, **engine_tools.REGISTRY, **control_plane.REGISTRY}
+_REGISTRY: dict[str, Component] = {**tools.REGISTRY, **engine_tools.REGISTRY, **releases.REGISTRY,
+                                   **control_plane.REGISTRY}
 _REGISTRY = {name: _REGISTRY[name] for name in COMPONENTS}
-assert set(_REGISTRY) == set(tools.REGISTRY) | set(engine_tools.REGISTRY) | set(control_plane.REGISTRY)
+assert set(_REGISTRY) == (set(tools.REGISTRY) | set(engine_tools.REGISTRY) | set(releases.REGISTRY)
+                          | set(control_plane.REGISTRY))
 assert {c for g in GROUPS.values() for c in g} <= set(COMPONENTS)
 
 INSTALL_HINT = "python -m authproxy_local.install {name}"

@@ -92,6 +92,7 @@ COMPONENTS: tuple[str, ...] = (
     "pulumi-kubernetes",
     "kube-apiserver",
     "etcd",
+    "redis-ha-chart",
     "kube-controller-manager",
     "kube-scheduler",
     "kwok",
@@ -99,7 +100,8 @@ COMPONENTS: tuple[str, ...] = (
 
 GROUPS: dict[str, tuple[str, ...]] = {}
 """make target (or room) -> the components it runs, in install order."""
-GROUPS["stack"] = ("pulumi", "pulumi-random", "pulumi-keycloak", "pulumi-kubernetes", "etcd", "kube-apiserver")
+GROUPS["stack"] = ("pulumi", "pulumi-random", "pulumi-keycloak", "pulumi-kubernetes", "etcd", "kube-apiserver",
+                   "redis-ha-chart")
 """A real `pulumi up` of the stack against a local API server (the harness's and `make engine`'s)."""
 GROUPS["harness"] = ("keycloak", "oauth2-proxy", "redis", "envoy", "istio-xds", *GROUPS["stack"])
 """The live harness: the stack up, then its data path on real processes."""
@@ -111,6 +113,8 @@ GROUPS["control-plane"] = (*GROUPS["stack"], "kube-controller-manager", "kube-sc
 rollouts as on a real cluster (make engine)."""
 GROUPS["engine"] = (*GROUPS["control-plane"], "keycloak", "gateway-api-crds")
 GROUPS["conformance"] = ("istioctl", "gateway-api-crds")
+GROUPS["test"] = tuple(dict.fromkeys((*GROUPS["e2e"], *GROUPS["engine"], *GROUPS["conformance"])))
+"""Everything `make test` runs (CI's toolchain job installs it once for every job)."""
 
 # SHA-512 of keycloak-quarkus-dist-<version>.zip, pinned: a changed artifact fails the install.
 KEYCLOAK_SHA512 = {

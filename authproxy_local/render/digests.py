@@ -21,7 +21,7 @@ from authproxy_local.core.paths import REPO
 
 from .offline import MODES, render
 
-STACKS = ("dev", "prod", "gateway-api")
+STACKS = ("dev", "prod", "gateway-api", "throwaway")
 """The checked-in example stacks (Pulumi.<stack>.yaml)."""
 
 DIGESTS_FILE = REPO / "tests" / "unit" / "data" / "render-digests.json"

@@ -55,7 +55,8 @@ def load_stack(stack: str, overrides: dict | None = None) -> C.StackConfig:
 
 @pytest.fixture(scope="module")
 def runs() -> dict[tuple[str, str], Run]:
-    return {(s, m): run_program(s, overrides=o) for s in ("dev", "prod") for m, o in MODES.items()}
+    return {(s, m): run_program(s, overrides=o) for s in ("dev", "prod", "throwaway")
+            for m, o in MODES.items()}
 
 
 def plain(value: Any) -> Any:
@@ -708,9 +709,9 @@ def test_gateway_group_checks_for_apps_authorized_at_the_gateway(where):
 
 
 # ---------------------------------------------------------------- Istio install
-def test_dev_installs_istio_with_the_exported_mesh_config(runs):
-    cfg = load_stack("dev")
-    run = runs["dev", "extension-provider"]
+def test_throwaway_installs_istio_with_the_exported_mesh_config(runs):
+    cfg = load_stack("throwaway")
+    run = runs["throwaway", "extension-provider"]
     rels = {r.inputs["name"]: plain(r.inputs) for r in run.of_type(RELEASE)
             if r.inputs["chart"] in ("base", "istiod", "gateway")}
     assert set(rels) == {"istio-base", "istiod", "istio-ingressgateway"}
@@ -723,13 +724,14 @@ def test_dev_installs_istio_with_the_exported_mesh_config(runs):
     exported = yaml.safe_load(run.plain_output("meshConfig"))
     assert rels["istiod"]["values"] == {"meshConfig": exported}
     # envoy-filter mode: istiod gets no provider
-    ef_rels = [plain(r.inputs) for r in runs["dev", "envoy-filter"].of_type(RELEASE)
+    ef_rels = [plain(r.inputs) for r in runs["throwaway", "envoy-filter"].of_type(RELEASE)
                if r.inputs["chart"] == "istiod"]
     assert "extensionProviders" not in ef_rels[0]["values"]["meshConfig"]
 
 
-def test_prod_does_not_install_istio(runs):
-    charts = {r.inputs["chart"] for r in runs["prod", "extension-provider"].of_type(RELEASE)}
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_examples_for_clusters_with_istio_do_not_install_it(runs, stack):
+    charts = {r.inputs["chart"] for r in runs[stack, "extension-provider"].of_type(RELEASE)}
     assert charts.isdisjoint({"base", "istiod", "gateway"})
 
 
@@ -757,7 +759,7 @@ def test_install_order_and_istio_objects_wait_for_it(monkeypatch):
 
         monkeypatch.setattr(stack_module, comp, wrapper)
     monkeypatch.setattr(k8s.helm.v3, "Release", recording_release)
-    run_program("dev")
+    run_program("throwaway")
     releases = ["authproxy-istio-base", "authproxy-istio-istiod", "authproxy-istio-gateway"]
     assert deps[releases[0]] == []
     assert deps[releases[1]] == releases[:1]
@@ -832,8 +834,8 @@ def test_gateway_target_ports_are_validated_naming_the_key():
         load_stack("prod", gw(httpTargetPorts=[80, 8443]))
     # the old single list is gone; it is reported as an unknown key, not silently ignored
     assert bad_keys("prod", gw(targetPorts=[80, 443])) == [key + "targetPorts"]
-    # dev installs the gateway chart, which serves on 80/443
-    assert bad_keys("dev", LEGACY_PORTS) == [key + "httpTargetPorts", key + "httpsTargetPorts"]
+    # throwaway installs the gateway chart, which serves on 80/443
+    assert bad_keys("throwaway", LEGACY_PORTS) == [key + "httpTargetPorts", key + "httpsTargetPorts"]
     load_stack("prod", LEGACY_PORTS)  # an existing legacy gateway: fine
 
 
