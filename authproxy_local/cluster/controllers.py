@@ -18,7 +18,7 @@ provisioner (its testing provisioner: directories under /tmp/hostpath_pv, delete
 claims) through a default StorageClass, as a cluster's default class provides them.
 
 Imports: :mod:`authproxy_local.core`, :mod:`authproxy_local.install`, :mod:`.apiserver`,
-``lightkube``.
+:mod:`preflight.checks` (what a schedulable node is), ``lightkube``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from lightkube.resources.storage_v1 import StorageClass
 
 from authproxy_local import install
 from authproxy_local.core.processes import Process, free_port, wait_for
+from preflight.checks import schedulable
 
 from .apiserver import Cluster
 
@@ -160,9 +161,16 @@ class ControlPlane:
             os.kill(self.kwok.pid, signal.SIGCONT)
 
     def cordon(self, unschedulable: bool) -> None:
-        """Mark every node unschedulable (or schedulable again), as `kubectl cordon` does."""
+        """Mark every node unschedulable (or schedulable again), as `kubectl cordon` does.
+        Uncordoned, it returns once the node lifecycle controller has lifted its
+        `node.kubernetes.io/unschedulable` taint too (what the scheduler and the preflight read)."""
         for n in self.nodes:
             self.cluster.client.patch(Node, n, {"spec": {"unschedulable": unschedulable}})
+        if not unschedulable:
+            wait_for("the nodes schedulable again", self.nodes_schedulable, 60, interval=0.2)
+
+    def nodes_schedulable(self) -> bool:
+        return all(schedulable(n.to_dict()) for n in self.cluster.client.list(Node))
 
     @contextlib.contextmanager
     def withheld(self) -> Iterator[None]:
