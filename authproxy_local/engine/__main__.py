@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lightkube import ApiError
+
 from authproxy_local import install
 from authproxy_local.cluster.stacks import StackError, sdk_plugin_pairs
 from authproxy_local.core.processes import HarnessError
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"engine: skipped, a component is missing (CI=true makes this fail): {e}")
         return 0
-    except (EngineError, StackError, HarnessError) as e:
+    except (EngineError, StackError, HarnessError, ApiError) as e:  # ApiError: an unexpected API answer
         print(f"engine: FAILED: {e}\n(logs in {work})", file=sys.stderr)
         args.keep = True
         return 1

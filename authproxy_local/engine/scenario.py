@@ -271,13 +271,11 @@ class Engine:
         for name, (op, breaks) in BREAKS.items():
             if name in self.proof.failed:
                 continue
-            broken = breaks(ready)
-            staging.replace(broken)
+            restore = staging.break_one(breaks(ready), ready)
             fn = st.preview if op == "preview" else (lambda: st.up())
             self.proof.saw_failures(stack, p.attempt(op, st, fn), must=[name])
             self.no_resources(stack, f"a refused {op}")
-            staging.replace(next(o for o in ready if o["metadata"]["name"] == broken["metadata"]["name"]
-                                 and o["kind"] == broken["kind"]))
+            restore()
 
         def timed(what: str, fn: Any, *a: Any, **kw: Any) -> Any:
             t0 = time.monotonic()
