@@ -346,8 +346,10 @@ class Keycloak(_Model):
     )
     ca_certificate: str | None = Field(
         None,
-        description="PEM certificate of the CA that signed Keycloak's TLS certificate, for the "
-        "admin API calls `pulumi up` makes (a private CA); unset = the system trust store.",
+        description="PEM certificate of the CA that signed Keycloak's TLS certificate (a private "
+        "CA): trusted by the admin API calls `pulumi up` makes, by oauth2-proxy (mounted from a "
+        "ConfigMap, `--provider-ca-file`) and by an istiod the stack installs; an existing istiod "
+        "needs it mounted (docs/deploy.md). Unset = the system trust stores.",
     )
 
     client_timeout: int = Field(

@@ -10,7 +10,7 @@ so the Gateway, the policies and the EnvoyFilters select its pods.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -31,10 +31,17 @@ class IstioInstallArgs(TypedDict):
     gateway_namespace: str
     gateway_labels: dict[str, str]
     """The configured gateway selector; set as the gateway pods' labels."""
+    jwks_extra_root_ca: NotRequired[str | None]
+    """PEM of a private CA istiod must trust when it fetches the realm's JWKS (keycloak.caCertificate)."""
 
 
 def istiod_values(args: IstioInstallArgs) -> dict[str, Any]:
-    return {"meshConfig": args["mesh_config"]}
+    values: dict[str, Any] = {"meshConfig": args["mesh_config"]}
+    if args.get("jwks_extra_root_ca"):
+        # The istiod chart puts it into the ConfigMap pilot-jwks-extra-cacerts, mounted as
+        # /cacerts/extra.pem: istiod's JWKS resolver trusts it next to the system roots.
+        values["jwksResolverExtraRootCA"] = args["jwks_extra_root_ca"]
+    return values
 
 
 def gateway_values(args: IstioInstallArgs) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -37,6 +37,12 @@ ANY_IPV4 = "0.0.0.0/0"
 ANY_IPV6 = "::/0"
 NODELOCAL_DNS = "169.254.20.10/32"
 """NodeLocal DNSCache's conventional address (clusters that run it answer DNS there)."""
+KEYCLOAK_CA_VOLUME = "keycloak-ca"
+KEYCLOAK_CA_DIR = "/etc/oauth2-proxy/keycloak-ca"
+KEYCLOAK_CA_KEY = "ca.crt"
+KEYCLOAK_CA_FILE = f"{KEYCLOAK_CA_DIR}/{KEYCLOAK_CA_KEY}"
+"""Where a private Keycloak CA (``keycloak.caCertificate``) is mounted from the ConfigMap
+``<name>-keycloak-ca``; ``--provider-ca-file`` names it."""
 
 
 class Autoscaling(TypedDict):
@@ -88,6 +94,9 @@ class OAuth2ProxyArgs(TypedDict):
     cookie_secret: pulumi.Input[str]
     client_secret: pulumi.Input[str]
     redis_password: pulumi.Input[str]
+    keycloak_ca_certificate: NotRequired[str | None]
+    """PEM of a private CA that signed Keycloak's certificate: mounted from a ConfigMap at
+    :data:`KEYCLOAK_CA_FILE` (``settings.provider_ca_file`` must name it). None: the system store."""
 
 
 def proxy_labels(name: str) -> dict[str, str]:
@@ -120,6 +129,26 @@ def secrets_checksum(values: Mapping[str, str]) -> str:
     return hashlib.sha256(b"authproxy/oauth2-proxy\0" + canonical.encode()).hexdigest()
 
 
+def keycloak_ca_configmap_name(name: str) -> str:
+    return f"{name}-keycloak-ca"
+
+
+def keycloak_ca_checksum(pem: str) -> str:
+    """Hash of the CA for the pod annotation: oauth2-proxy reads the CA once at start, so a
+    changed CA must roll the pods."""
+    return hashlib.sha256(pem.encode()).hexdigest()
+
+
+def _keycloak_ca(args: OAuth2ProxyArgs) -> str | None:
+    """The private Keycloak CA, checked against the flag that must name its mount."""
+    pem = args.get("keycloak_ca_certificate") or None
+    flag = args["settings"].provider_ca_file
+    if (pem is None) != (flag is None) or (flag is not None and flag != KEYCLOAK_CA_FILE):
+        raise ValueError(f"settings.provider_ca_file must be {KEYCLOAK_CA_FILE} exactly when a "
+                         "Keycloak CA certificate is given")
+    return pem
+
+
 def _probe(path: str, **timing: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": "http"}, **timing}
 
@@ -132,7 +161,7 @@ def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     ports = [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}]
     if args["settings"].metrics_address:
         ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
-    return {
+    spec: dict[str, Any] = {
         "serviceAccountName": name,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -193,6 +222,13 @@ def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
             },
         }],
     }
+    if _keycloak_ca(args) is not None:
+        spec["volumes"] = [{"name": KEYCLOAK_CA_VOLUME,
+                            "configMap": {"name": keycloak_ca_configmap_name(name),
+                                          "items": [{"key": KEYCLOAK_CA_KEY, "path": KEYCLOAK_CA_KEY}]}}]
+        spec["containers"][0]["volumeMounts"] = [{"name": KEYCLOAK_CA_VOLUME, "mountPath": KEYCLOAK_CA_DIR,
+                                                  "readOnly": True}]
+    return spec
 
 
 ROLLING_UPDATE: k8s.apps.v1.RollingUpdateDeploymentArgsDict = {"max_unavailable": 0, "max_surge": 1}
@@ -228,6 +264,10 @@ def deployment_spec(
     names); the pod template is the API object as is (core/v1 types are not checked statically,
     see pyproject)."""
     name = args["name"]
+    annotations: dict[str, Any] = {"checksum/secret": checksum}
+    pem = _keycloak_ca(args)
+    if pem is not None:
+        annotations["checksum/keycloak-ca"] = keycloak_ca_checksum(pem)
     spec: k8s.apps.v1.DeploymentSpecArgsDict = {
         "replicas": initial_replicas(args),
         "selector": {"match_labels": proxy_labels(name)},
@@ -237,7 +277,7 @@ def deployment_spec(
             "metadata": {
                 # No Istio sidecar (the label is Istio's current per-pod switch).
                 "labels": {**object_labels(name), "sidecar.istio.io/inject": "false"},
-                "annotations": {"checksum/secret": checksum},
+                "annotations": annotations,
             },
             "spec": pod_spec(args),
         },
@@ -428,6 +468,16 @@ class OAuth2Proxy(pulumi.ComponentResource):
         sa = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata=meta(), automount_service_account_token=False, opts=child
         )
+        needs: list[pulumi.Resource] = [secret, sa]
+        pem = _keycloak_ca(args)
+        if pem is not None:
+            # A CA certificate is public: a ConfigMap, not a Secret.
+            needs.append(k8s.core.v1.ConfigMap(
+                f"{name}-keycloak-ca",
+                metadata=meta("-keycloak-ca"),
+                data={KEYCLOAK_CA_KEY: pem},
+                opts=child,
+            ))
         # patchForce: the stack is the authority for this Deployment, so its apply wins a
         # field conflict (e.g. `replicas` still owned by a removed HPA after autoscaling is
         # turned off). The HPA's count is never contested: see deployment_ignore_changes.
@@ -435,7 +485,7 @@ class OAuth2Proxy(pulumi.ComponentResource):
             f"{name}-deployment",
             metadata={**meta(), "annotations": {PATCH_FORCE_ANNOTATION: "true"}},
             spec=deployment_spec(args, checksum),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[secret, sa],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=needs,
                                         ignore_changes=deployment_ignore_changes(args)),
         )
         svc = k8s.core.v1.Service(f"{name}-service", metadata=meta(), spec=service_spec(args),

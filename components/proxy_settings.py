@@ -118,6 +118,9 @@ class ProxySettings:
     """The Kubernetes Secret the env entries reference."""
     extra_args: tuple[str, ...] = field(default=())
     """Further flags appended last (e.g. the ingress's bearer-token handling). Not used by default."""
+    provider_ca_file: str | None = None
+    """Path of the CA bundle oauth2-proxy trusts for Keycloak (``--provider-ca-file``: discovery,
+    token, JWKS and logout calls trust only it); None = the image's system trust store."""
 
 
 def _flag(name: str, value: Any) -> str:
@@ -197,6 +200,8 @@ def proxy_args(s: ProxySettings) -> list[str]:
         a.append(_flag("metrics-address", s.metrics_address))
     a += [_flag("api-route", route) for route in dict.fromkeys(s.api_routes)]
     a.append(_flag("backend-logout-url", backend_logout_url(s.issuer_url)))
+    if s.provider_ca_file:
+        a.append(_flag("provider-ca-file", s.provider_ca_file))
     a += list(s.extra_args)
     return a
 

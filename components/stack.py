@@ -17,6 +17,7 @@ from components.identity import DemoUserSpec, Identity, IdentityArgs
 from components.ingress import Ingress, IngressArgs
 from components.istio_install import IstioInstall, IstioInstallArgs
 from components.oauth2_proxy import (
+    KEYCLOAK_CA_FILE,
     OAuth2Proxy,
     OAuth2ProxyArgs,
     RedisEgress,
@@ -284,6 +285,7 @@ def proxy_settings(cfg: StackConfig, redis: RedisConnection) -> ProxySettings:
         api_routes=tuple(p for a in cfg.apps for p in a.api_paths),
         go_max_procs=cfg.proxy.go_max_procs,
         secret_name=PROXY_NAME,
+        provider_ca_file=KEYCLOAK_CA_FILE if cfg.keycloak.ca_certificate else None,
     )
 
 
@@ -341,6 +343,7 @@ def oauth2_proxy_args(
         cookie_secret=cookie_secret,
         client_secret=client_secret,
         redis_password=redis_password,
+        keycloak_ca_certificate=kc.ca_certificate,
     )
 
 
@@ -443,6 +446,7 @@ def istio_install_args(cfg: StackConfig) -> IstioInstallArgs:
         mesh_config=mesh_config(cfg.istio.ext_authz_mode, provider_args(cfg)),
         gateway_namespace=cfg.istio.gateway.namespace,
         gateway_labels=dict(cfg.istio.gateway.selector),
+        jwks_extra_root_ca=cfg.keycloak.ca_certificate,
     )
 
 

@@ -30,6 +30,9 @@ sentinel URLs)
 an app's Service                   the listener that plays the app's sidecar
 (``echo.demo.svc:8080``)           (``<run IP>:<free port>``), which forwards to the echo app
 Secret references (secretKeyRef)   the values the harness generated for this run
+files mounted from a ConfigMap      the same files, as the kubelet writes them, in the run's
+(``volumeMounts``, e.g. Keycloak's  directory; a flag naming a path under the mount path names
+CA for ``--provider-ca-file``)      that path under the run's copy
 GOMAXPROCS from limits.cpu         the container's CPU limit, rounded up (what the kubelet
                                    would expose)
 =================================  =====================================================
@@ -159,9 +162,48 @@ def _replace_netloc(url: str, addr: Addr) -> str:
     return urlunsplit((parts.scheme, f"{userinfo}{addr[0]}:{addr[1]}", parts.path, parts.query, parts.fragment))
 
 
-def rewrite_proxy_args(args: Iterable[str], endpoints: LocalEndpoints) -> list[str]:
+def configmap_volume_files(volume: Mapping[str, Any], data: Mapping[str, str] | None) -> dict[str, str]:
+    """The files the kubelet writes for a ``configMap`` volume: every key of the ConfigMap, or
+    with ``items`` only those, each at its ``path``. A missing ConfigMap or key fails the pod
+    (as the kubelet does) unless the volume is ``optional``."""
+    cm = volume.get("configMap")
+    if cm is None:
+        raise MappingError(f"volume {volume.get('name')!r}: only configMap volumes are supported")
+    optional = bool(cm.get("optional"))
+    if data is None:
+        if optional:
+            return {}
+        raise MappingError(f"volume {volume['name']!r}: ConfigMap {cm['name']!r} does not exist")
+    items = cm.get("items")
+    if items is None:
+        return dict(data)
+    out: dict[str, str] = {}
+    for it in items:
+        if it["key"] not in data:
+            if optional:
+                continue
+            raise MappingError(f"volume {volume['name']!r}: ConfigMap {cm['name']!r} has no key {it['key']!r}")
+        if it["path"].startswith("/") or ".." in it["path"].split("/"):
+            raise MappingError(f"volume {volume['name']!r}: item path {it['path']!r} leaves the volume")
+        out[it["path"]] = data[it["key"]]
+    return out
+
+
+def _mounted(value: str, mounts: Mapping[str, str]) -> str | None:
+    """``value`` as a path under the local copy of the mount it lies in, else None."""
+    for mount_path, local in sorted(mounts.items(), key=lambda m: len(m[0]), reverse=True):
+        root = mount_path.rstrip("/")
+        if value == root or value.startswith(root + "/"):
+            return local.rstrip("/") + value[len(root):]
+    return None
+
+
+def rewrite_proxy_args(args: Iterable[str], endpoints: LocalEndpoints,
+                       mounts: Mapping[str, str] | None = None) -> list[str]:
     """oauth2-proxy's rendered args with only the cluster addresses replaced:
-    listen addresses -> 127.0.0.1 ports, Redis (and sentinel) URLs -> the local Redis (sentinels).
+    listen addresses -> 127.0.0.1 ports, Redis (and sentinel) URLs -> the local Redis (sentinels),
+    and a path under a volume's mount path (``mounts``: mount path -> the run's copy of the
+    volume) -> the same path in the copy.
     Every other flag is returned unchanged, in order. Flags must be ``--name=value``."""
     out: list[str] = []
     sentinel_i = 0
@@ -180,6 +222,8 @@ def rewrite_proxy_args(args: Iterable[str], endpoints: LocalEndpoints) -> list[s
                 raise MappingError("the render names more sentinels than the harness started")
             out.append(f"--{name}={_replace_netloc(value, endpoints.sentinels[sentinel_i])}")
             sentinel_i += 1
+        elif mounts and (local := _mounted(value, mounts)) is not None:
+            out.append(f"--{name}={local}")
         else:
             if any(is_cluster_host(h) for h in re.findall(r"[a-z0-9.-]+", value)):
                 raise MappingError(f"--{name} names a cluster address ({value}); add a rule to local_map")

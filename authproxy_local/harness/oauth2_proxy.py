@@ -1,15 +1,19 @@
 """The run's oauth2-proxy, with exactly the args and env of the Deployment `pulumi up` created in
-the API server; only cluster addresses are rewritten (:mod:`authproxy_local.core.local_map`), and
-Secret references resolve to the Secrets the stack created. It reaches the public hosts (Keycloak
-via the gateway) through the run's CONNECT proxy, which refuses any other host; the echo apps
-stand in for the apps' pods.
+the API server; only cluster addresses are rewritten (:mod:`authproxy_local.core.local_map`),
+Secret references resolve to the Secrets the stack created, and the volumes it mounts (Keycloak's
+CA from ``keycloak.caCertificate``) are the stack's ConfigMaps written into the run directory. It
+trusts nothing else: Keycloak's TLS is verified only through that mount (``--provider-ca-file``).
+It reaches the public hosts (Keycloak via the gateway) through the run's CONNECT proxy, which
+refuses any other host; the echo apps stand in for the apps' pods.
 
 Imports: :mod:`authproxy_local.core`, :mod:`authproxy_local.install`, :mod:`.stack`, :mod:`.echo`.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 
 from authproxy_local import install
 from authproxy_local.core import local_map
@@ -29,20 +33,37 @@ class ProxyPart(StackPart):
         ns = d["metadata"].get("namespace") or ""
         if c.get("command"):
             raise HarnessError("the oauth2-proxy container overrides the entrypoint; not supported")
-        args = local_map.rewrite_proxy_args(c.get("args", []), self.endpoints)
+        args = local_map.rewrite_proxy_args(c.get("args", []), self.endpoints, self._write_proxy_volumes())
         env = local_map.resolve_env(
             c.get("env", []),
             lambda name, key: self.stack_secret((ns, name, key)),
             c.get("resources"),
         )
         proxy = self.endpoints.connect_proxy
+        # No SSL_CERT_FILE: the only CA it trusts for Keycloak is the one its Deployment mounts.
         env.update({
             "HTTPS_PROXY": f"http://{proxy[0]}:{proxy[1]}",
             "HTTP_PROXY": f"http://{proxy[0]}:{proxy[1]}",
             "NO_PROXY": "",
-            "SSL_CERT_FILE": self.ca_file,
         })
         return [str(exe), *args], env
+
+    def _write_proxy_volumes(self) -> dict[str, str]:
+        """The container's ConfigMap volumes written as the kubelet would (read-only files) into
+        the run directory; mount path -> the local folder."""
+        root = self.run_dir / "oauth2-proxy-volumes"
+        shutil.rmtree(root, ignore_errors=True)
+        mounts: dict[str, str] = {}
+        for mount_path, (vol, data) in self.oauth2_proxy_configmaps().items():
+            folder = root / vol["name"]
+            folder.mkdir(parents=True)
+            for rel, content in local_map.configmap_volume_files(vol, data).items():
+                f = Path(folder, rel)
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_text(content)
+                f.chmod(0o444)
+            mounts[mount_path] = str(folder)
+        return mounts
 
     def _start_oauth2_proxy(self) -> None:
         cmd, env = self.oauth2_proxy_command()

@@ -98,6 +98,7 @@ class LiveStack:
                     "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
         self.cluster: Cluster | None = None
         self._secrets: dict[tuple[str, str], dict[str, str]] = {}
+        self._configmaps: dict[tuple[str, str], dict[str, str] | None] = {}
         self.seconds: dict[str, float] = {}
         self.resources = 0
         self.keep_logs_in: Path | None = None
@@ -143,6 +144,14 @@ class LiveStack:
         if key not in values:
             raise ClusterError(f"the stack's Secret {namespace}/{name} has no key {key!r}")
         return values[key]
+
+    def configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The data of a ConfigMap in the API server (read once, then in memory), None if absent."""
+        if (namespace, name) not in self._configmaps:
+            assert self.cluster is not None
+            live = self.cluster.get("v1", "ConfigMap", namespace, name)
+            self._configmaps[(namespace, name)] = None if live is None else dict(live.get("data") or {})
+        return self._configmaps[(namespace, name)]
 
     def secret_values(self) -> set[str]:
         return {v for data in self._secrets.values() for v in data.values()}
@@ -219,6 +228,7 @@ class StackPart(KeycloakPart):
         # use, and oauth2-proxy's Deployment.
         self.redis_server_password()
         self.oauth2_proxy_secrets()
+        self.oauth2_proxy_configmaps()
         self.timings.add("keycloak+stack", time.monotonic() - t0)
         self.log(f"pulumi up: {up.resources} resources ({up.seconds})")
         # Everything the run needs from the API server is read: stop it (about 450 MB with etcd).
@@ -294,6 +304,32 @@ class StackPart(KeycloakPart):
         for ref in refs:
             self.stack_secret(ref)
         return refs
+
+    def stack_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A ConfigMap's data as `pulumi up` created it (before the stack is up: the render's)."""
+        if self.stack_up is not None:
+            return self.stack_up.configmap(namespace, name)
+        for o in self.kube("ConfigMap", name):
+            if (o["metadata"].get("namespace") or "") == namespace:
+                return dict(o.get("data") or {})
+        return None
+
+    def oauth2_proxy_configmaps(self) -> dict[str, tuple[dict[str, Any], dict[str, str] | None]]:
+        """Mount path -> (the pod's volume, its ConfigMap's data) for every volume oauth2-proxy's
+        container mounts (what the kubelet would read)."""
+        d, c = self._proxy_deployment()
+        ns = d["metadata"].get("namespace") or ""
+        volumes = {v["name"]: v for v in d["spec"]["template"]["spec"].get("volumes") or []}
+        out: dict[str, tuple[dict[str, Any], dict[str, str] | None]] = {}
+        for m in c.get("volumeMounts") or []:
+            vol = volumes.get(m["name"])
+            if vol is None:
+                raise HarnessError(f"the oauth2-proxy container mounts {m['name']!r}, which the pod does not define")
+            if m.get("subPath") or m.get("subPathExpr"):
+                raise HarnessError(f"volume mount {m['name']!r} uses subPath; not supported")
+            cm = (vol.get("configMap") or {}).get("name")
+            out[m["mountPath"]] = (vol, self.stack_configmap(ns, cm) if cm else None)
+        return out
 
     @property
     def redis_password(self) -> str:

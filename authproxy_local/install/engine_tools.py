@@ -1,9 +1,10 @@
-"""The real Pulumi engine's binaries, built with Go into the cache: the pulumi CLI and its Python
-language host, the random, keycloak and kubernetes provider plugins, kube-apiserver and etcd
-(the rest of the control plane: :mod:`.control_plane`).
+"""The real Pulumi engine's binaries in the cache: the pulumi CLI and its Python language host,
+the random, keycloak and kubernetes provider plugins, kube-apiserver and etcd (the rest of the
+control plane: :mod:`.control_plane`). Each is the project's official release where it can be
+downloaded (:func:`.releases.release_or_source`), else built with Go here, at the same version.
 Facts and recipes: ../shared/third_party/README.md.
 
-Imports: the standard library, :mod:`.base`, :mod:`.gomod`, :mod:`.versions`,
+Imports: the standard library, :mod:`.base`, :mod:`.gomod`, :mod:`.releases`, :mod:`.versions`,
 :mod:`authproxy_local.core.cache`.
 """
 
@@ -15,6 +16,7 @@ import re
 import shutil
 import tarfile
 import urllib.request
+from collections.abc import Callable
 
 from authproxy_local.core.cache import cache_dir
 
@@ -39,6 +41,7 @@ from .gomod import (
     plain_go_mod,
     published_replaces,
 )
+from .releases import release_or_source, releases
 from .versions import (
     ETCD_MODULE,
     K8S_PROVIDER_MODULE,
@@ -143,7 +146,9 @@ def _find_pulumi() -> pathlib.Path | None:
     data = read_stamp(exe.parent / STAMP_NAME) if exe else None
     if exe is None or host is None or not host.is_file() or not (exe.parent / "pulumi-language-python-exec").is_file():
         return None
-    if not data or data.get("language_host") != VERSIONS["pulumi-language-python"]:
+    # The release ships the language host built with the CLI; a source build records its snapshot.
+    if not data or (data.get("origin") != "release"
+                    and data.get("language_host") != VERSIONS["pulumi-language-python"]):
         return None
     return exe
 
@@ -379,17 +384,23 @@ def _install_etcd() -> pathlib.Path:
         ldflags=f"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=v{v}", pkg=ETCD_MODULE, version_text=v)
 
 
+def _release_else(component: str, key: str, build: Callable[[], pathlib.Path]) -> Callable[[], pathlib.Path]:
+    """Install ``component`` from its official release into ``engine_dir(key)/bin``, else ``build``."""
+    return lambda: release_or_source(releases()[component], engine_dir(key) / "bin", build)
+
+
 REGISTRY: dict[str, Component] = {
-    "pulumi": Component("pulumi", _find_pulumi, _install_pulumi),
+    "pulumi": Component("pulumi", _find_pulumi, _release_else("pulumi", "pulumi", _install_pulumi)),
     "pulumi-random": Component("pulumi-random", lambda: find_built("pulumi-random", "pulumi-resource-random"),
-                               _install_pulumi_random),
+                               _release_else("pulumi-random", "pulumi-random", _install_pulumi_random)),
     "pulumi-keycloak": Component("pulumi-keycloak",
                                  lambda: find_built("pulumi-keycloak", "pulumi-resource-keycloak"),
-                                 _install_pulumi_keycloak),
+                                 _release_else("pulumi-keycloak", "pulumi-keycloak", _install_pulumi_keycloak)),
     "pulumi-kubernetes": Component("pulumi-kubernetes",
                                    lambda: find_built("pulumi-kubernetes", "pulumi-resource-kubernetes"),
-                                   _install_pulumi_kubernetes),
+                                   _release_else("pulumi-kubernetes", "pulumi-kubernetes",
+                                                 _install_pulumi_kubernetes)),
     "kube-apiserver": Component("kube-apiserver", lambda: find_built("kubernetes", "kube-apiserver"),
-                                _install_kube_apiserver),
-    "etcd": Component("etcd", lambda: find_built("etcd", "etcd"), _install_etcd),
+                                _release_else("kube-apiserver", "kubernetes", _install_kube_apiserver)),
+    "etcd": Component("etcd", lambda: find_built("etcd", "etcd"), _release_else("etcd", "etcd", _install_etcd)),
 }

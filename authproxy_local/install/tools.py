@@ -1,7 +1,8 @@
 """The components the tests run (everything but the Pulumi engine's own binaries): Keycloak,
-oauth2-proxy, istioctl, istio-xds, the Gateway API CRDs, Envoy, and the Debian tools.
+oauth2-proxy (its official release where reachable, else built with Go), istioctl, istio-xds, the
+Gateway API CRDs, Envoy, and the Debian tools.
 
-Imports: the standard library, :mod:`.base`, :mod:`.gomod`, :mod:`.versions`,
+Imports: the standard library, :mod:`.base`, :mod:`.gomod`, :mod:`.releases`, :mod:`.versions`,
 :mod:`authproxy_local.core.cache`.
 """
 
@@ -47,6 +48,7 @@ from .gomod import (
     version_tuple,
     wrapper_go_mod,
 )
+from .releases import release_or_source, releases
 from .versions import (
     GATEWAY_API_MODULE,
     ISTIO_MODULE,
@@ -479,7 +481,9 @@ def apt_tool(exe: str, package: str) -> Component:
 
 REGISTRY: dict[str, Component] = {
     "keycloak": Component("keycloak", _find_keycloak, _install_keycloak),
-    "oauth2-proxy": Component("oauth2-proxy", _find_oauth2_proxy, _install_oauth2_proxy),
+    "oauth2-proxy": Component("oauth2-proxy", _find_oauth2_proxy,
+                              lambda: release_or_source(releases()["oauth2-proxy"], _oauth2_proxy_bin().parent,
+                                                        _install_oauth2_proxy)),
     "redis": Component("redis", _find_redis, _install_redis),
     "envoy": Component("envoy", _find_envoy, _install_envoy),
     "istioctl": Component("istioctl", _find_istioctl, _install_istioctl),

@@ -729,6 +729,16 @@ def test_throwaway_installs_istio_with_the_exported_mesh_config(runs):
     assert "extensionProviders" not in ef_rels[0]["values"]["meshConfig"]
 
 
+def test_an_installed_istiod_trusts_a_private_keycloak_ca_for_the_jwks():
+    """keycloak.caCertificate reaches the istiod it installs: the chart's jwksResolverExtraRootCA
+    (ConfigMap pilot-jwks-extra-cacerts at /cacerts/extra.pem, read by istiod's JWKS resolver)."""
+    pem = "-----BEGIN CERTIFICATE-----\nMIIBprivate\n-----END CERTIFICATE-----\n"
+    run = run_program("throwaway", overrides={"keycloak": {"caCertificate": pem}})
+    (istiod,) = [plain(r.inputs) for r in run.of_type(RELEASE) if r.inputs["chart"] == "istiod"]
+    assert istiod["values"]["jwksResolverExtraRootCA"] == pem
+    assert set(istiod["values"]) == {"meshConfig", "jwksResolverExtraRootCA"}
+
+
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_the_examples_for_clusters_with_istio_do_not_install_it(runs, stack):
     charts = {r.inputs["chart"] for r in runs[stack, "extension-provider"].of_type(RELEASE)}

@@ -56,6 +56,32 @@ def test_unmapped_cluster_address_fails_clearly() -> None:
         local_map.rewrite_proxy_args(["--provider", "oidc"], EP)
 
 
+def test_configmap_volume_files_are_what_the_kubelet_writes() -> None:
+    vol: dict[str, Any] = {"name": "keycloak-ca", "configMap": {"name": "oauth2-proxy-keycloak-ca"}}
+    assert local_map.configmap_volume_files(vol, {"ca.crt": "PEM", "other": "x"}) == {"ca.crt": "PEM", "other": "x"}
+    vol["configMap"]["items"] = [{"key": "ca.crt", "path": "certs/ca.pem"}]
+    assert local_map.configmap_volume_files(vol, {"ca.crt": "PEM", "other": "x"}) == {"certs/ca.pem": "PEM"}
+    with pytest.raises(local_map.MappingError, match=r"has no key 'ca\.crt'"):
+        local_map.configmap_volume_files(vol, {"other": "x"})
+    with pytest.raises(local_map.MappingError, match="does not exist"):
+        local_map.configmap_volume_files(vol, None)
+    assert local_map.configmap_volume_files({**vol, "configMap": {**vol["configMap"], "optional": True}}, None) == {}
+    with pytest.raises(local_map.MappingError, match="leaves the volume"):
+        local_map.configmap_volume_files(
+            {"name": "v", "configMap": {"name": "c", "items": [{"key": "k", "path": "../k"}]}}, {"k": "x"})
+    with pytest.raises(local_map.MappingError, match="only configMap"):
+        local_map.configmap_volume_files({"name": "s", "secret": {"secretName": "s"}}, {})
+
+
+def test_paths_under_a_mount_point_at_the_runs_copy() -> None:
+    args = ["--provider-ca-file=/etc/oauth2-proxy/keycloak-ca/ca.crt",
+            "--cookie-domain=/etc/oauth2-proxy/keycloak-cax", "--http-address=0.0.0.0:4180"]
+    out = local_map.rewrite_proxy_args(args, EP, {"/etc/oauth2-proxy/keycloak-ca": "/run/x/keycloak-ca"})
+    assert out == ["--provider-ca-file=/run/x/keycloak-ca/ca.crt", "--cookie-domain=/etc/oauth2-proxy/keycloak-cax",
+                   "--http-address=127.0.0.1:41000"]
+    assert local_map.rewrite_proxy_args(args[:1], EP) == args[:1]
+
+
 def test_service_map() -> None:
     m = local_map.service_map(("oauth2-proxy", "authproxy", [4180, 44180]),
                               [("echo", "echo", "demo", 8080)], EP)

@@ -19,6 +19,8 @@ from authproxy_local.render.mockrun import (
 )
 from components import config as C
 from components.oauth2_proxy import (
+    KEYCLOAK_CA_DIR,
+    KEYCLOAK_CA_FILE,
     PATCH_FORCE_ANNOTATION,
     ROLLING_UPDATE,
     OAuth2ProxyArgs,
@@ -66,6 +68,7 @@ OAUTH2_PROXY_V7_15_FLAGS = {
     "redis-sentinel-master-name", "redis-sentinel-connection-urls", "reverse-proxy", "upstream",
     "set-xauthrequest", "set-authorization-header", "request-logging", "skip-provider-button",
     "silence-ping-logging", "http-address", "metrics-address", "api-route", "backend-logout-url",
+    "provider-ca-file",
 }
 EXTERNAL = {"mode": "external", "external": {"url": "rediss://redis.example.net:6380"}}
 EXTERNAL_SENTINEL = {"mode": "external", "external": {
@@ -182,7 +185,7 @@ def test_external_standalone_and_sentinel_args():
 @pytest.mark.parametrize("stack,redis", [("dev", None), ("prod", None), ("dev", EXTERNAL),
                                          ("prod", EXTERNAL_SENTINEL)])
 def test_every_flag_exists_in_oauth2_proxy_v7_15(stack, redis):
-    s = settings(stack, **({"redis": redis} if redis else {}))
+    s = settings(stack, keycloak={"caCertificate": CA_PEM}, **({"redis": redis} if redis else {}))
     assert set(flags(proxy_args(s))) <= OAUTH2_PROXY_V7_15_FLAGS
 
 
@@ -660,3 +663,56 @@ def test_go_max_procs_bounds():
     probs, _ = problems(proxy={"goMaxProcs": 0})
     assert [k for k, _ in probs] == ["authproxy:proxy.goMaxProcs"]
 
+
+
+# ---------------------------------------------------------------- a private Keycloak CA
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBprivate\n-----END CERTIFICATE-----\n"
+
+
+def test_without_a_keycloak_ca_nothing_is_mounted_and_the_system_store_is_used(runs):
+    assert "provider-ca-file" not in flags(proxy_args(settings("dev")))
+    p = pod_spec(proxy("dev"))
+    assert "volumes" not in p and "volumeMounts" not in p["containers"][0]
+    assert mine(runs["dev"], "ConfigMap") == []
+    assert set(deployment(runs["dev"]).inputs["spec"]["template"]["metadata"]["annotations"]) == {
+        "checksum/secret"}
+
+
+def test_a_keycloak_ca_is_mounted_from_a_configmap_and_named_by_provider_ca_file():
+    """keycloak.caCertificate reaches oauth2-proxy: the ConfigMap holds it, the pod mounts it
+    read-only, --provider-ca-file names the mounted file, and a changed CA rolls the pods."""
+    args = proxy("dev", keycloak={"caCertificate": CA_PEM})
+    assert flags(proxy_args(args["settings"]))["provider-ca-file"] == [KEYCLOAK_CA_FILE]
+    p = pod_spec(args)
+    (vol,) = p["volumes"]
+    (mount,) = p["containers"][0]["volumeMounts"]
+    assert vol["configMap"]["name"] == "oauth2-proxy-keycloak-ca"
+    assert mount == {"name": vol["name"], "mountPath": KEYCLOAK_CA_DIR, "readOnly": True}
+    (item,) = vol["configMap"]["items"]
+    assert f"{mount['mountPath']}/{item['path']}" == KEYCLOAK_CA_FILE
+
+    run = run_program("dev", overrides={"keycloak": {"caCertificate": CA_PEM}})
+    (cm,) = mine(run, "ConfigMap")
+    assert cm.inputs["metadata"]["name"] == vol["configMap"]["name"]
+    assert cm.inputs["metadata"]["namespace"] == "authproxy"
+    assert cm.inputs["data"] == {item["key"]: CA_PEM}
+    dep = deployment(run)
+    assert dep.inputs["spec"]["template"]["spec"]["volumes"] == p["volumes"]
+    (c,) = dep.inputs["spec"]["template"]["spec"]["containers"]
+    assert c["volumeMounts"] == [mount] and f"--provider-ca-file={KEYCLOAK_CA_FILE}" in c["args"]
+
+    def ca_checksum(pem: str) -> str:
+        spec = plain(deployment_spec(proxy("dev", keycloak={"caCertificate": pem}), "abc"))
+        return spec["template"]["metadata"]["annotations"]["checksum/keycloak-ca"]
+
+    assert ca_checksum(CA_PEM) != ca_checksum(CA_PEM.replace("private", "rotated"))
+
+
+def test_the_ca_mount_and_the_flag_cannot_disagree():
+    args = proxy("dev", keycloak={"caCertificate": CA_PEM})
+    with pytest.raises(ValueError, match="provider_ca_file"):
+        pod_spec({**args, "settings": dataclasses.replace(args["settings"], provider_ca_file=None)})
+    plain_args = proxy("dev")
+    with pytest.raises(ValueError, match="provider_ca_file"):
+        pod_spec({**plain_args, "settings": dataclasses.replace(plain_args["settings"],
+                                                                 provider_ca_file="/etc/ssl/other.pem")})

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from authproxy_local.install import releases
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 SECRET = "s3cret-value-never-on-a-command-line"
@@ -223,6 +225,16 @@ def test_one_toolchain_cache_saved_even_when_the_install_fails() -> None:
     restores = [s for s in make["steps"] if str(s.get("uses", "")).startswith("actions/cache")]
     assert [s["uses"].split("@")[0] for s in restores] == ["actions/cache/restore"]
     assert restores[0]["with"]["key"] == "${{ needs.toolchain.outputs.key }}-complete"
+
+
+def test_the_checks_take_the_engine_tools_from_their_releases() -> None:
+    """GitHub's runners reach the release downloads: every checks job installs the official
+    release binaries, and an unreachable one fails instead of falling back to source builds."""
+    checks = yaml.safe_load((ROOT / ".github/workflows/checks.yml").read_text())
+    mode = checks["env"][releases.TOOLS_FROM]
+    assert mode == "releases" and releases.tools_from({releases.TOOLS_FROM: mode}) == "releases"
+    for job in checks["jobs"].values():
+        assert releases.TOOLS_FROM not in job.get("env", {})
 
 
 def test_the_credentials_script_passes_shellcheck() -> None:
