@@ -1,12 +1,13 @@
-"""The rest of a control plane for the local kube-apiserver, built with Go into the cache:
-kube-controller-manager and kube-scheduler from the same k8s.io/kubernetes module, recipe and
-pin as kube-apiserver (so they share its module and build caches: with kube-apiserver built,
-kube-controller-manager takes about 2.6 CPU-minutes more and kube-scheduler seconds), and kwok
-(sigs.k8s.io/kwok), which plays the kubelets of simulated nodes, with the upstream stage files it
+"""The rest of a control plane for the local kube-apiserver, in the cache:
+kube-controller-manager and kube-scheduler from their official releases where those can be
+downloaded, else built from the same k8s.io/kubernetes module, recipe and pin as kube-apiserver
+(so they share its module and build caches: with kube-apiserver built, kube-controller-manager
+takes about 2.6 CPU-minutes more and kube-scheduler seconds), and kwok (sigs.k8s.io/kwok, built
+with Go), which plays the kubelets of simulated nodes, with the upstream stage files it
 needs next to its binary. Facts: ../shared/third_party/README.md ("A control plane that acts").
 
 Imports: the standard library, :mod:`.base`, :mod:`.gomod`, :mod:`.engine_tools`,
-:mod:`.versions`, :mod:`authproxy_local.core.cache`.
+:mod:`.releases`, :mod:`.versions`, :mod:`authproxy_local.core.cache`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .gomod import (
     plain_go_mod,
     version_tuple,
 )
+from .releases import release_or_source, releases
 from .versions import KUBERNETES_MODULE, KWOK_MODULE, KWOK_STAGES, STAMP_NAME, VERSIONS
 
 
@@ -43,13 +45,18 @@ def _find_kubernetes_tool(exe_name: str) -> pathlib.Path | None:
 
 
 def _install_kubernetes_tool(exe_name: str) -> pathlib.Path:
-    """``k8s.io/kubernetes/cmd/<exe_name>``, built like kube-apiserver (its staging replaces become
-    the published v0.<minor>.<patch> modules)."""
+    """``k8s.io/kubernetes/cmd/<exe_name>``: the official release where it can be downloaded
+    (:func:`.releases.release_or_source`), else built like kube-apiserver (its staging replaces
+    become the published v0.<minor>.<patch> modules)."""
     v = VERSIONS["kubernetes"]
-    return build_with_published_replaces(
-        "kubernetes", KUBERNETES_MODULE, exe_name, replace_version="v0." + ".".join(v.split(".")[1:]),
-        prefix="k8s.io/", ldflags=kubernetes_ldflags(v), pkg=f"{KUBERNETES_MODULE}/cmd/{exe_name}",
-        version_text=f"v{v}", home=kubernetes_tool_home(exe_name))
+    home = kubernetes_tool_home(exe_name)
+
+    def build() -> pathlib.Path:
+        return build_with_published_replaces(
+            "kubernetes", KUBERNETES_MODULE, exe_name, replace_version="v0." + ".".join(v.split(".")[1:]),
+            prefix="k8s.io/", ldflags=kubernetes_ldflags(v), pkg=f"{KUBERNETES_MODULE}/cmd/{exe_name}",
+            version_text=f"v{v}", home=home)
+    return release_or_source(releases()[exe_name], home / "bin", build)
 
 
 def kwok_stage_files(kwok: pathlib.Path) -> list[pathlib.Path]:
