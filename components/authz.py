@@ -12,14 +12,17 @@
     (two rules per app with that target; see "Plain HTTP" below).
 ``envoy-filter``
     For meshes whose config cannot be changed: an EnvoyFilter (v1alpha3, ``workloadSelector`` +
-    ``configPatches``) inserts the typed ext_authz v3 filter before the router of the gateway's
-    HTTP connection managers, built from the *same* provider entry by :func:`ext_authz_filter_config`
-    (the translation Istio itself applies), and disables it per route
-    (``ExtAuthzPerRoute{disabled: true}``) on the exempt routes that components/ingress.py names:
-    ``auth-host``, ``<app>-oauth2``, ``<app>-public-N``, ``<app>-bearer``. The filter runs on every
-    route of the selected gateway: give protected hosts their own gateway if it is shared. The
-    filter sits after Istio's jwt_authn and RBAC filters, which is why gateway-level group checks
-    (``authorizeAt`` gateway/both) need extension-provider mode.
+    ``configPatches``) inserts the typed ext_authz v3 filter **first** in the gateway's HTTP
+    connection managers (``INSERT_FIRST``), built from the *same* provider entry by
+    :func:`ext_authz_filter_config` (the translation Istio itself applies), and disables it per
+    route (``ExtAuthzPerRoute{disabled: true}``) on the exempt routes that components/ingress.py
+    names: ``auth-host``, ``<app>-oauth2``, ``<app>-public-N``, ``<app>-bearer``. The filter runs on
+    every route of the selected gateway: give protected hosts their own gateway if it is shared.
+    First, like istiod's own CUSTOM ext_authz, it runs before Istio's ``jwt_authn`` and RBAC
+    filters, so the gateway verifies the token oauth2-proxy returns and checks the groups in the
+    same proxy in both modes. (Inserted before the router, as it used to be, it ran after them and
+    the gateway could not check groups; an insertion relative to ``jwt_authn`` would silently
+    vanish on a gateway without a RequestAuthentication.)
 
 **Plain HTTP gets the redirect, before any check (both modes).** The Gateway's HTTP server has
 ``httpsRedirect``, which istiod turns into ``require_tls: ALL`` on its virtual hosts; Envoy's router
@@ -80,14 +83,33 @@ request it does not list. Gateway DENY rules name the gateway's HTTP and HTTPS l
 (``istio.gateway.httpTargetPorts``, ``httpsTargetPorts``); without ports Istio would apply an
 HTTP-only DENY rule to raw TCP servers of the same gateway as "deny everything".
 
-**Per application**, at the app's sidecar (``authorizeAt`` sidecar/both): a RequestAuthentication
-(issuer and JWKS of the realm, audiences = the client id, ``forwardOriginalToken: true``) and an
-ALLOW AuthorizationPolicy: requests carrying a principal of our issuer (and, if the app lists
-groups, a ``groups`` claim among them) plus the app's public paths without a principal; nothing
-else reaches the pods. At the gateway (``authorizeAt`` gateway/both, extension-provider mode only:
-Istio runs CUSTOM before jwt_authn and RBAC, so the token oauth2-proxy returns is checked in the
-same proxy): a DENY policy scoped to the app's host and non-exempt paths that refuses requests
-without our principal or without one of the app's groups.
+**Per application**, at the gateway (``authorizeAt`` gateway/both; ``both`` is the default, in
+both ext_authz modes, since ext_authz runs before jwt_authn and RBAC): a DENY policy scoped to the
+app's host and non-exempt paths that refuses requests without our principal or without one of the
+app's groups (full group paths). At the app's sidecar (``authorizeAt`` sidecar/both), the second
+line: a RequestAuthentication (issuer and JWKS of the realm, audiences = the client id,
+``forwardOriginalToken: true``), an ALLOW AuthorizationPolicy that admits a principal of our issuer
+(and, if the app lists groups, a ``groups`` claim among them) **only from the gateway's workload
+identity** (``source.principals``), plus the app's public paths from anyone; a STRICT mTLS
+PeerAuthentication on the same pods, so that identity is proven; and a DestinationRule in the
+gateway's namespace that makes the gateway speak Istio mTLS to the app's Service, so a pod without
+a sidecar gets no request at all (the TLS handshake fails: 503). The pods are the ones
+``apps[].workloadLabels`` names (required; docs/security.md).
+
+**Credential replay.** The ID token every app receives (``Authorization``) carries one audience,
+the client id, so it would open any other app. It opens nothing else: another app's sidecar admits
+it only from the gateway's identity over mTLS (a compromised app calling directly is refused), and
+the gateway refuses a *client-sent* bearer token that was issued to oauth2-proxy's own client
+(``azp``) on the API-client route (:func:`bearer_deny_policy_spec`), so an app cannot replay the
+user's ID token as an API client either; through the browser route it needs the session cookie,
+which no app receives. docs/security.md has the reasoning and what remains.
+
+**Gateway hardening, more (both modes)**: header names with ``_`` rejected (or dropped,
+``istio.gateway.underscoreHeaders``) at the edge (``headers_with_underscores_action``); HSTS on
+every response of the gateway's hosts, upstream responses (per virtual host) and the gateway's own
+local replies (the ext_authz redirect, refusals; HCM ``local_reply_config``); oauth2-proxy's ping
+and ready endpoints refused from outside. The cookie filter also works on responses: an app's
+``Set-Cookie`` for oauth2-proxy's cookies is removed (components/cookies.py).
 """
 
 from __future__ import annotations
@@ -100,10 +122,18 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.common import OAUTH2_PREFIX, format_duration
+from components.config import HSTS_HEADER
 from components.cookies import SessionCookies, lua_disabled_per_route, lua_filter
-from components.headers import HEADERS, HeaderFlow, early_header_mutation, list_matcher
+from components.headers import (
+    CHECK_PATH_PREFIX,
+    HEADERS,
+    HeaderFlow,
+    early_header_mutation,
+    list_matcher,
+)
 from components.ingress import (
     BEARER_PREFIX,
+    CHECKED_MARK,
     GATEWAY_API_GROUP,
     HTTP_PORT,
     HTTPS_PORT,
@@ -113,8 +143,10 @@ from components.ingress import (
     app_routes,
     auth_routes,
     object_labels,
+    re2_literal,
     vhost_name,
 )
+from components.proxy_settings import PING_PATH, READY_PATH
 
 Mode = Literal["extension-provider", "envoy-filter"]
 AuthorizeAt = Literal["sidecar", "gateway", "both"]
@@ -140,6 +172,12 @@ truthfully instead of Envoy's default 403."""
 PATH_NORMALIZATION = "DECODE_AND_MERGE_SLASHES"
 OAUTH2_PATHS = OAUTH2_PREFIX + "*"
 GROUPS_CLAIM = "request.auth.claims[groups]"
+AZP_CLAIM = "request.auth.claims[azp]"
+"""The client a token was issued to (OIDC ``azp``): oauth2-proxy's own client for the ID tokens it
+hands the apps."""
+CHECKED_KEY = f"request.headers[{CHECKED_MARK}]"
+UNDERSCORE_ACTIONS = {"reject": "REJECT_REQUEST", "drop": "DROP_HEADER"}
+"""``istio.gateway.underscoreHeaders`` -> Envoy's ``headers_with_underscores_action``."""
 AUTHORIZATION_KEY = "request.headers[authorization]"
 FORWARDED_PROTO_KEY = "request.headers[x-forwarded-proto]"
 DESTINATION_PORT_KEY = "destination.port"
@@ -177,6 +215,12 @@ class GatewayRef(TypedDict):
     """Container ports of the gateway's plain-HTTP listener (the one redirecting to HTTPS)."""
     https_ports: list[int]
     """Container ports of the gateway's HTTPS listener."""
+    principal: str | None
+    """The gateway pods' workload identity (``cluster.local/ns/<ns>/sa/<sa>``); the apps' sidecars
+    admit tokens only from it. None: unknown (then no app may check at its sidecar)."""
+    hsts: str
+    """The ``Strict-Transport-Security`` value for every response of the gateway's hosts."""
+    underscore_headers: Literal["reject", "drop"]
 
 
 class JwtArgs(TypedDict):
@@ -190,9 +234,12 @@ class AppAuthzArgs(RoutedApp):
     namespace: str
     """The app's namespace (its pods and sidecar policies)."""
     selector: dict[str, str]
-    """Labels of the app's pods."""
+    """Labels of the app's pods (``apps[].workloadLabels``; empty only without sidecar checks)."""
     groups: list[str]
+    """Full group paths (``/admins``), as the token's ``groups`` claim carries them."""
     authorize_at: AuthorizeAt
+    service_host: str
+    """Cluster DNS name of the app's Service (the gateway's mTLS DestinationRule)."""
 
 
 class AuthzArgs(TypedDict):
@@ -203,6 +250,8 @@ class AuthzArgs(TypedDict):
     session_cookie_name: str
     """oauth2-proxy's ``--cookie-name`` (components/cookies.py derives every cookie it sets)."""
     jwt: JwtArgs
+    client_id: str
+    """oauth2-proxy's OIDC client: the ``azp`` of every ID token it hands the apps."""
     apps: list[AppAuthzArgs]
 
 
@@ -221,6 +270,7 @@ def extension_provider(p: ProviderArgs, flow: HeaderFlow = HEADERS) -> dict[str,
             "timeout": format_duration(p["timeout_seconds"]),
             "failOpen": False,
             "statusOnError": str(STATUS_ON_ERROR),
+            "pathPrefix": CHECK_PATH_PREFIX,
             "includeRequestHeadersInCheck": list(flow.check_request),
             "includeAdditionalHeadersInCheck": dict(flow.check_additional),
             "headersToUpstreamOnAllow": list(flow.upstream_on_allow),
@@ -277,6 +327,7 @@ def ext_authz_filter_config(provider: dict[str, Any], cluster: str) -> dict[str,
                 "cluster": cluster,
                 "timeout": h["timeout"],
             },
+            "path_prefix": h["pathPrefix"],
             "authorization_request": {
                 "headers_to_add": [
                     {"key": k, "value": v}
@@ -416,6 +467,13 @@ def exempt_routes(args: AuthzArgs) -> list[tuple[str, str]]:
     return gateway_routes_where(args, lambda r: not r.ext_authz)
 
 
+def _hcm_match(port: int | None = None) -> dict[str, Any]:
+    """Match the gateway's HTTP connection managers (on one listener port, or every listener)."""
+    listener: dict[str, Any] = {} if port is None else {"portNumber": port}
+    listener["filterChain"] = {"filter": {"name": HCM_FILTER}}
+    return {"context": "GATEWAY", "listener": listener}
+
+
 def _http_listener_match(sub_filter: str, port: int | None = None) -> dict[str, Any]:
     """Match an HTTP filter of the gateway's HTTP connection managers (on one listener port, or
     on every listener)."""
@@ -471,10 +529,12 @@ def ext_authz_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
     )
     patches: list[dict[str, Any]] = [
         {
+            # First in the chain, as istiod places its own ext_authz: before jwt_authn and RBAC,
+            # which then verify the token oauth2-proxy returns and check the groups.
             "applyTo": "HTTP_FILTER",
-            "match": _http_listener_match(ROUTER_FILTER),
+            "match": _hcm_match(),
             "patch": {
-                "operation": "INSERT_BEFORE",
+                "operation": "INSERT_FIRST",
                 "value": {"name": EXT_AUTHZ_FILTER, "typed_config": typed},
             },
         }
@@ -485,8 +545,8 @@ def ext_authz_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
     )
     return {
         **envoy_filter_attachment(args["gateway"]),
-        # INSERT_BEFORE is relative; an explicit priority orders it against other EnvoyFilters
-        # (the router it anchors on always exists).
+        # The header_to_metadata insertion is relative to ext_authz; an explicit priority orders
+        # this EnvoyFilter against the others (the cookie filter comes after it).
         "priority": EXT_AUTHZ_PRIORITY,
         "configPatches": patches,
     }
@@ -520,29 +580,79 @@ def session_cookie_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
     }
 
 
-def gateway_hardening_envoy_filter_spec(gw: GatewayRef) -> dict[str, Any]:
-    """Both modes: strip client identity headers before any filter, normalize paths."""
-    return {
-        **envoy_filter_attachment(gw),
-        "configPatches": [
-            {
-                "applyTo": "NETWORK_FILTER",
-                "match": {"context": "GATEWAY", "listener": {"filterChain": {"filter": {"name": HCM_FILTER}}}},
-                "patch": {
-                    "operation": "MERGE",
-                    "value": {
-                        "typed_config": {
-                            "@type": HCM_TYPE,
-                            "normalize_path": True,
-                            "merge_slashes": True,
-                            "path_with_escaped_slashes_action": "UNESCAPE_AND_FORWARD",
-                            "early_header_mutation_extensions": [early_header_mutation()],
-                        }
-                    },
+def hsts_header(value: str) -> dict[str, Any]:
+    """Envoy ``HeaderValueOption`` that sets HSTS, replacing whatever the response carried (an app
+    could otherwise send ``max-age=0`` and switch it off for the host)."""
+    return {"header": {"key": HSTS_HEADER, "value": value},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
+def authority_regex(hosts: list[str]) -> str:
+    """RE2 matching an ``:authority`` of one of ``hosts`` (any case, optional port)."""
+    alts = "|".join(re2_literal(h) for h in dict.fromkeys(hosts))
+    return f"(?i)^(?:{alts})(?::[0-9]+)?$"
+
+
+def hardening_hosts(args: AuthzArgs) -> list[str]:
+    """The hosts whose virtual hosts the stack owns on the gateway: the auth host and each app."""
+    return [args["auth_host"], *(a["host"] for a in args["apps"])]
+
+
+def gateway_hardening_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
+    """Both modes: strip client identity headers before any filter, normalize paths, refuse (or
+    drop) header names with underscores, and set HSTS on every HTTPS response of our hosts: on
+    upstream responses per virtual host, on the gateway's local replies (ext_authz's redirect,
+    RBAC refusals, 503s; route response headers never reach those) by the HTTPS listeners'
+    ``local_reply_config``, scoped to our hosts by ``:authority``."""
+    gw = args["gateway"]
+    hsts = hsts_header(gw["hsts"])
+    patches: list[dict[str, Any]] = [
+        {
+            "applyTo": "NETWORK_FILTER",
+            "match": {"context": "GATEWAY", "listener": {"filterChain": {"filter": {"name": HCM_FILTER}}}},
+            "patch": {
+                "operation": "MERGE",
+                "value": {
+                    "typed_config": {
+                        "@type": HCM_TYPE,
+                        "normalize_path": True,
+                        "merge_slashes": True,
+                        "path_with_escaped_slashes_action": "UNESCAPE_AND_FORWARD",
+                        "early_header_mutation_extensions": [early_header_mutation()],
+                        "common_http_protocol_options": {
+                            "headers_with_underscores_action":
+                                UNDERSCORE_ACTIONS[gw["underscore_headers"]],
+                        },
+                    }
                 },
-            }
-        ],
+            },
+        }
+    ]
+    local_replies = {
+        "mappers": [{
+            "filter": {"header_filter": {"header": {
+                "name": ":authority",
+                "string_match": {"safe_regex": {"regex": authority_regex(hardening_hosts(args))}},
+            }}},
+            "headers_to_add": [hsts],
+        }],
     }
+    for port in gw["https_ports"]:
+        patches.append({
+            "applyTo": "NETWORK_FILTER",
+            "match": {"context": "GATEWAY", "listener": {
+                "portNumber": port, "filterChain": {"filter": {"name": HCM_FILTER}}}},
+            "patch": {"operation": "MERGE", "value": {"typed_config": {
+                "@type": HCM_TYPE, "local_reply_config": local_replies}}},
+        })
+    for host in hardening_hosts(args):
+        patches.append({
+            "applyTo": "VIRTUAL_HOST",
+            "match": {"context": "GATEWAY",
+                      "routeConfiguration": {"vhost": {"name": vhost_name(host, HTTPS_PORT)}}},
+            "patch": {"operation": "MERGE", "value": {"response_headers_to_add": [hsts]}},
+        })
+    return {**envoy_filter_attachment(gw), "configPatches": patches}
 
 
 # --------------------------------------------------------------------------------------------
@@ -591,23 +701,39 @@ def _scopes(args: AuthzArgs, app: AppAuthzArgs) -> list[tuple[dict[str, Any], li
 
 
 def bearer_deny_policy_spec(args: AuthzArgs) -> dict[str, Any] | None:
-    """DENY bearer requests to API-client apps whose token gave no principal of our issuer."""
+    """DENY bearer requests to API-client apps (a) whose token gave no principal of our issuer,
+    or (b) that the client sent with a token issued to oauth2-proxy's own client (``azp``): the
+    ID token every app receives, replayed as if it were a machine client's. A request oauth2-proxy
+    checked carries its :data:`~components.ingress.CHECKED_MARK` (clients cannot send it: the edge
+    strips ``x-auth-request-*``), so (b) never touches the signed-in browser path."""
     apps = [a for a in args["apps"] if a["api_clients"]]
     if not apps:
         return None
-    return {
-        **policy_attachment(args["gateway"]),
-        "action": "DENY",
-        "rules": [
-            {
-                "from": [{"source": {"notRequestPrincipals": [principal(args["jwt"])]}}],
-                "to": [to],
-                "when": [{"key": AUTHORIZATION_KEY, "values": [BEARER_PREFIX + "*"]}, *extra],
-            }
-            for a in apps
-            for to, extra in _scopes(args, a)
-        ],
-    }
+    bearer = {"key": AUTHORIZATION_KEY, "values": [BEARER_PREFIX + "*"]}
+    replayed = [{"key": AZP_CLAIM, "values": [args["client_id"]]},
+                {"key": CHECKED_KEY, "notValues": ["*"]}]
+    rules: list[dict[str, Any]] = []
+    for a in apps:
+        for to, extra in _scopes(args, a):
+            rules.append({"from": [{"source": {"notRequestPrincipals": [principal(args["jwt"])]}}],
+                          "to": [to], "when": [bearer, *extra]})
+            rules.append({"to": [to], "when": [bearer, *replayed, *extra]})
+    return {**policy_attachment(args["gateway"]), "action": "DENY", "rules": rules}
+
+
+def proxy_health_deny_policy_spec(args: AuthzArgs) -> dict[str, Any]:
+    """DENY oauth2-proxy's ping and ready endpoints from outside, on every host of the stack:
+    they are for the kubelet's probes, which reach the pod directly, and ``ready`` answers with
+    the session store's connection error."""
+    gw = args["gateway"]
+    hosts = [h for host in hardening_hosts(args) for h in host_patterns(host)]
+
+    def to(ports: list[int]) -> dict[str, Any]:
+        return {"operation": {"hosts": hosts, "ports": _ports(ports), "paths": [PING_PATH, READY_PATH]}}
+
+    return {**policy_attachment(gw), "action": "DENY",
+            "rules": [{"to": [to(gw["https_ports"])]},
+                      {"to": [to(gw["http_ports"])], "when": [arrived_as_https()]}]}
 
 
 def gateway_app_policy_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:
@@ -626,19 +752,72 @@ def gateway_app_policy_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any
     return {**policy_attachment(args["gateway"]), "action": "DENY", "rules": rules}
 
 
+def _app_selector(app: AppAuthzArgs) -> dict[str, Any]:
+    if not app["selector"]:
+        raise ValueError(f"app {app['name']}: sidecar policies need the pods' labels "
+                         "(apps[].workloadLabels); an empty selector would select every pod")
+    return {"matchLabels": dict(app["selector"])}
+
+
 def app_request_authentication_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:
-    return {"selector": {"matchLabels": dict(app["selector"])}, "jwtRules": [jwt_rule(args["jwt"])]}
+    return {"selector": _app_selector(app), "jwtRules": [jwt_rule(args["jwt"])]}
+
+
+def gateway_principals(args: AuthzArgs) -> list[str]:
+    """The workload identities a user's token is admitted from at an app's sidecar."""
+    p = args["gateway"]["principal"]
+    if not p:
+        raise ValueError("the apps' sidecars admit tokens only from the gateway's workload "
+                         "identity, which is not known (istio.gateway.serviceAccount)")
+    return [p]
 
 
 def app_authorization_policy_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:
-    """ALLOW at the app's sidecar: our principal (and groups), or a public path."""
-    signed_in: dict[str, Any] = {"from": [{"source": {"requestPrincipals": [principal(args["jwt"])]}}]}
+    """ALLOW at the app's sidecar: our principal (and groups) **arriving from the gateway's
+    workload identity** (mTLS), or a public path from anyone. A token an app received, replayed
+    by that app straight at this sidecar, comes from the app's own identity and is refused."""
+    source = {"principals": gateway_principals(args),
+              "requestPrincipals": [principal(args["jwt"])]}
+    signed_in: dict[str, Any] = {"from": [{"source": source}]}
     if app["groups"]:
         signed_in["when"] = [{"key": GROUPS_CLAIM, "values": list(app["groups"])}]
     rules = [signed_in]
     if app["public_paths"]:
         rules.append({"to": [{"operation": {"paths": list(app["public_paths"])}}]})
-    return {"selector": {"matchLabels": dict(app["selector"])}, "action": "ALLOW", "rules": rules}
+    return {"selector": _app_selector(app), "action": "ALLOW", "rules": rules}
+
+
+def app_peer_authentication_spec(app: AppAuthzArgs) -> dict[str, Any]:
+    """STRICT mTLS on the app's pods: every caller proves its workload identity, so the sidecar
+    policy's ``principals`` mean what they say, and plain-text callers are refused."""
+    return {"selector": _app_selector(app), "mtls": {"mode": "STRICT"}}
+
+
+def app_destination_rule_spec(app: AppAuthzArgs) -> dict[str, Any]:
+    """In the gateway's namespace, visible only there: the gateway always speaks Istio mTLS to the
+    app's Service (not only to pods that look sidecar-injected), so a pod without a sidecar fails
+    the handshake instead of receiving requests nothing else checks."""
+    return {"host": app["service_host"], "exportTo": ["."],
+            "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}
+
+
+AUTHORIZE_AT_ANNOTATION = "authproxy.io/authorize-at"
+"""On the sidecar policy of an app checked only there (``authorizeAt: sidecar``): the choice stays
+visible on the object, and the policy pack's groups-checked-at-the-gateway rule accepts it."""
+
+
+def sidecar_policy_annotations(app: AppAuthzArgs) -> dict[str, str]:
+    return {AUTHORIZE_AT_ANNOTATION: "sidecar"} if app["authorize_at"] == "sidecar" else {}
+
+
+def sidecar_only_notice(app: AppAuthzArgs) -> str | None:
+    """The preview warning for an app whose groups only its sidecar checks."""
+    if app["authorize_at"] != "sidecar":
+        return None
+    what = f"groups {app['groups']}" if app["groups"] else "the sign-in"
+    return (f"app {app['name']}: {what} are enforced only by the app's sidecar "
+            "(authorizeAt: sidecar); a pod the sidecar policies miss (other labels, no sidecar) "
+            "lets every signed-in user in. Use authorizeAt: both (the default).")
 
 
 class Authz(pulumi.ComponentResource):
@@ -660,12 +839,16 @@ class Authz(pulumi.ComponentResource):
         gw = args["gateway"]
         prefix = gw["name"]
 
-        def cr(logical: str, api: str, kind: str, obj: str, ns: str, spec: dict[str, Any]) -> None:
+        def cr(logical: str, api: str, kind: str, obj: str, ns: str, spec: dict[str, Any],
+               annotations: dict[str, str] | None = None) -> None:
+            meta: dict[str, Any] = {"name": obj, "namespace": ns, "labels": object_labels()}
+            if annotations:
+                meta["annotations"] = annotations
             k8s.apiextensions.CustomResource(
                 f"{name}-{logical}",
                 api_version=api,
                 kind=kind,
-                metadata={"name": obj, "namespace": ns, "labels": object_labels()},
+                metadata=meta,
                 spec=spec,
                 opts=child,
             )
@@ -673,7 +856,9 @@ class Authz(pulumi.ComponentResource):
         sec, net = "security.istio.io/v1", "networking.istio.io/v1alpha3"
         gns = gw["namespace"]
         cr("hardening", net, "EnvoyFilter", f"{prefix}-gateway-hardening", gns,
-           gateway_hardening_envoy_filter_spec(gw))
+           gateway_hardening_envoy_filter_spec(args))
+        cr("proxy-health", sec, "AuthorizationPolicy", f"{prefix}-deny-proxy-health", gns,
+           proxy_health_deny_policy_spec(args))
         cr("cookie-strip", net, "EnvoyFilter", f"{prefix}-session-cookie-strip", gns,
            session_cookie_envoy_filter_spec(args))
         if args["mode"] == "extension-provider":
@@ -698,7 +883,14 @@ class Authz(pulumi.ComponentResource):
                 cr(f"app-{a}-jwt", sec, "RequestAuthentication", f"{prefix}-{a}-jwt", ans,
                    app_request_authentication_spec(args, app))
                 cr(f"app-{a}-allow", sec, "AuthorizationPolicy", f"{prefix}-{a}-require-jwt", ans,
-                   app_authorization_policy_spec(args, app))
+                   app_authorization_policy_spec(args, app), sidecar_policy_annotations(app))
+                cr(f"app-{a}-mtls", sec, "PeerAuthentication", f"{prefix}-{a}-mtls", ans,
+                   app_peer_authentication_spec(app))
+                cr(f"app-{a}-gateway-mtls", "networking.istio.io/v1", "DestinationRule",
+                   f"{prefix}-{a}-mtls", gns, app_destination_rule_spec(app))
+            notice = sidecar_only_notice(app)
+            if notice:
+                pulumi.log.warn(notice, resource=self)
 
         self.mesh_config = pulumi.Output.from_input(mesh_config_yaml(args["mode"], args["provider"]))
         self.provider_name = pulumi.Output.from_input(args["provider"]["name"])

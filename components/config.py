@@ -11,6 +11,7 @@ Secret values never enter this module: only whether a secret key is set.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal, cast
@@ -28,6 +29,7 @@ from pydantic.alias_generators import to_camel
 
 from components.common import OAUTH2_PREFIX, format_duration
 from components.cookies import COOKIE_NAME
+from components.versions import OAUTH2_PROXY_REPOSITORY, OAUTH2_PROXY_VERSION
 
 NAMESPACE = "authproxy"
 """The Pulumi config namespace (the project name)."""
@@ -39,6 +41,15 @@ SECRET_KEYS = {
     "keycloakAdminClientSecret": "secret of the Keycloak admin client (keycloak.admin.auth=client-credentials)",
     "externalRedisPassword": "password of an external Redis (redis.mode=external)",
 }
+
+CLUSTER_ADDRESS_RANGES = (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7",
+    "127.0.0.0/8", "::1/128",
+)
+"""Default of ``proxy.trustedProxyIps`` (oauth2-proxy's ``--trusted-proxy-ip``): the private
+(RFC 1918, RFC 6598, IPv6 ULA) ranges pod networks use, and loopback (the pod itself; the local
+harness). Only callers there may name the client address; anything else is logged by its own
+address. oauth2-proxy's NetworkPolicy admits only the gateway and its own namespace anyway."""
 
 
 class ConfigError(pulumi.RunError):
@@ -182,6 +193,41 @@ def path_overlaps_oauth2(path: str) -> bool:
     )
 
 
+_GROUP_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
+_GROUP_RE = re.compile(rf"^(?:{_GROUP_SEGMENT}|(?:/{_GROUP_SEGMENT})+)$")
+
+
+def group_path(group: str) -> str:
+    """The full Keycloak group path of a configured group: ``sre`` is the top-level group
+    ``/sre``; ``/platform/sre`` is already a path. The stack's group mapper puts full paths into
+    the token's ``groups`` claim, so a group named ``sre`` under another parent never satisfies
+    ``sre``."""
+    return group if group.startswith("/") else "/" + group
+
+
+def _groups(v: tuple[str, ...]) -> tuple[str, ...]:
+    for g in v:
+        if not _GROUP_RE.match(g):
+            raise ValueError(
+                f"{g!r} is not a group; write a top-level group's name ('sre', letters, digits, "
+                "'_', '.', '-') or a full group path ('/platform/sre')"
+            )
+    paths = [group_path(g) for g in v]
+    if len(set(paths)) != len(paths):
+        raise ValueError("lists a group twice ('sre' and '/sre' are the same group); remove the "
+                         "duplicate")
+    return v
+
+
+def _label_map(v: dict[str, str], what: str) -> dict[str, str]:
+    for key, value in v.items():
+        if not re.match(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$", key) or (
+            value and not re.match(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$", value)
+        ):
+            raise ValueError(f"{key!r}: {value!r} is not a valid Kubernetes label of {what}")
+    return v
+
+
 class ServiceRef(_Model):
     """The Kubernetes Service that serves an application."""
 
@@ -197,7 +243,11 @@ class App(_Model):
     host: Hostname = Field(description="Host name the app is served on; must be under `domain`.")
     service: ServiceRef = Field(description="Where the gateway sends the app's traffic.")
     groups: tuple[str, ...] = Field(
-        (), description="Keycloak groups allowed in; empty means every signed-in user."
+        (),
+        description="Keycloak groups allowed in; empty means every signed-in user. A name "
+        "(`sre`) is the top-level group `/sre`; a full path (`/platform/sre`) names a subgroup. "
+        "Tokens carry full group paths, so a same-named group elsewhere in the realm never "
+        "matches.",
     )
     public_paths: tuple[str, ...] = Field(
         (),
@@ -215,14 +265,19 @@ class App(_Model):
         "redirecting to sign-in, e.g. `^/api/`.",
     )
     authorize_at: Literal["sidecar", "gateway", "both"] = Field(
-        "sidecar",
-        description="Where the JWT and group checks run: at the app's sidecar (`sidecar`), at the "
-        "ingress gateway (`gateway`, needs istio.extAuthzMode=extension-provider) or `both`.",
+        "both",
+        description="Where the JWT and group checks run: at the ingress gateway and again at the "
+        "app's sidecar (`both`, the default), at the gateway only (`gateway`: no sidecar policies; "
+        "in-mesh callers reach the pods unchecked), or at the sidecar only (`sidecar`: discouraged; "
+        "a pod the sidecar policies miss lets every signed-in user in, and `pulumi preview` "
+        "says so). Both ext_authz modes check at the gateway.",
     )
     workload_labels: dict[str, str] | None = Field(
         None,
-        description="Labels selecting the app's pods for the sidecar policies; default "
-        "`{app: <service.name>}`.",
+        description="Labels of the app's pods (the ones its Service selects), which the sidecar "
+        "policies, the STRICT mTLS PeerAuthentication and the preflight check select. Required "
+        "when the sidecar checks (authorizeAt `both` or `sidecar`): nothing is guessed. Read "
+        "them with `kubectl get service -n <namespace> <name> -o jsonpath='{.spec.selector}'`.",
     )
     strip_session_cookies: bool = Field(
         True,
@@ -236,14 +291,17 @@ class App(_Model):
     @field_validator("groups")
     @classmethod
     def _groups(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for g in v:
-            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", g):
-                raise ValueError(
-                    f"{g!r} is not a valid group name; use letters, digits, '_', '.', '-'"
-                )
-        if len(set(v)) != len(v):
-            raise ValueError("lists a group twice; remove the duplicate")
-        return v
+        return _groups(v)
+
+    @field_validator("workload_labels")
+    @classmethod
+    def _workload_labels(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v is not None and not v:
+            raise ValueError(
+                "is empty, which would select every pod of the namespace; give the labels of the "
+                "app's pods (its Service's selector)"
+            )
+        return None if v is None else _label_map(v, "the app's pods")
 
     @field_validator("public_paths")
     @classmethod
@@ -278,7 +336,19 @@ class App(_Model):
 
     @property
     def selector_labels(self) -> dict[str, str]:
-        return dict(self.workload_labels) if self.workload_labels else {"app": self.service.name}
+        """The configured labels of the app's pods (empty when not configured: allowed only
+        with authorizeAt=gateway, where no policy selects the pods)."""
+        return dict(self.workload_labels or {})
+
+    @property
+    def group_paths(self) -> tuple[str, ...]:
+        """The app's groups as the full paths the token's ``groups`` claim carries."""
+        return tuple(group_path(g) for g in self.groups)
+
+    @property
+    def sidecar_checks(self) -> bool:
+        """Whether the app's sidecar gets policies (authorizeAt sidecar or both)."""
+        return self.authorize_at in ("sidecar", "both")
 
     @property
     def url(self) -> str:
@@ -310,7 +380,14 @@ class DemoUser(_Model):
     email: str | None = Field(None, description="E-mail; default `<username>@<domain>`.")
     first_name: str = Field("Demo", description="Given name.")
     last_name: str | None = Field(None, description="Family name; default the username.")
-    groups: tuple[str, ...] = Field((), description="Groups the user joins.")
+    groups: tuple[str, ...] = Field(
+        (), description="Groups the user joins (names or full paths, as in `apps[].groups`)."
+    )
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _groups(v)
 
 
 class InClusterPeer(_Model):
@@ -630,8 +707,9 @@ class Proxy(_Model):
     """The oauth2-proxy workload."""
 
     image: Image = Field(
-        default_factory=lambda: Image(repository="quay.io/oauth2-proxy/oauth2-proxy", tag="v7.15.3"),
-        description="oauth2-proxy image (pinned v7.15.x).",
+        default_factory=lambda: Image(repository=OAUTH2_PROXY_REPOSITORY, tag=OAUTH2_PROXY_VERSION),
+        description="oauth2-proxy image (pinned; the default is the release the live tests build "
+        "and prove, components/versions.py).",
     )
     replicas: int = Field(
         1, ge=1, le=50,
@@ -655,6 +733,34 @@ class Proxy(_Model):
     go_max_procs: int | None = Field(
         None, ge=1, le=64, description="GOMAXPROCS for oauth2-proxy; unset = the CPU limit."
     )
+    trusted_proxy_ips: tuple[str, ...] = Field(
+        CLUSTER_ADDRESS_RANGES,
+        description="Address ranges (CIDR) of callers oauth2-proxy lets name the client address "
+        "(`--trusted-proxy-ip`; it reads it only from the `X-Envoy-External-Address` the gateway "
+        "sets on every check). The default is the private, CGNAT, IPv6 ULA and loopback ranges "
+        "pod networks use; narrow it to the gateway pods' range if you know it. `0.0.0.0/0` and "
+        "`::/0` are refused.",
+    )
+
+    @field_validator("trusted_proxy_ips")
+    @classmethod
+    def _trusted_proxy_ips(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("is empty; list the gateway pods' address range(s) in CIDR form")
+        for c in v:
+            try:
+                net = ipaddress.ip_network(c, strict=True)
+            except ValueError:
+                raise ValueError(
+                    f"{c!r} is not a CIDR range; write it like '10.0.0.0/8' or 'fd00::/8' "
+                    "(host bits zero)"
+                ) from None
+            if net.prefixlen == 0:
+                raise ValueError(
+                    f"{c!r} trusts every address to name the client, so anyone could forge the "
+                    "addresses oauth2-proxy logs; list the gateway pods' range instead"
+                )
+        return v
 
     @field_validator("email_domains")
     @classmethod
@@ -672,6 +778,48 @@ class Proxy(_Model):
 # --------------------------------------------------------------------------------------------
 # Istio
 # --------------------------------------------------------------------------------------------
+
+
+HSTS_HEADER = "strict-transport-security"
+
+
+class Hsts(_Model):
+    """The `Strict-Transport-Security` header the gateway adds to every HTTPS response of its
+    hosts (apps, the auth host, and its own redirects and refusals)."""
+
+    max_age: Duration = Field(
+        parse_duration("8760h"),
+        description="`max-age`: how long browsers go to the hosts over HTTPS only (default one "
+        "year). 0 tells browsers to forget it (and the policy pack reports the hosts).",
+    )
+    include_subdomains: bool = Field(
+        False,
+        description="Add `includeSubDomains` (then every subdomain of each gateway host must serve "
+        "HTTPS too).",
+    )
+    preload: bool = Field(
+        False,
+        description="Add `preload` (browser preload lists need includeSubDomains and a max-age of "
+        "at least one year).",
+    )
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age(cls, v: int) -> int:
+        if v > 2 * 365 * 86400:
+            raise ValueError("is longer than two years; browsers cap it, and a mistake then lasts "
+                             "that long; use at most '17520h'")
+        return v
+
+    @property
+    def value(self) -> str:
+        """The header value."""
+        parts = [f"max-age={self.max_age}"]
+        if self.include_subdomains:
+            parts.append("includeSubDomains")
+        if self.preload:
+            parts.append("preload")
+        return "; ".join(parts)
 
 
 class Gateway(_Model):
@@ -700,6 +848,21 @@ class Gateway(_Model):
         "as HTTPS (`X-Forwarded-Proto` not `https`) skip ext_authz and the gateway's DENY "
         "policies, so they get the redirect before anything else. List no other port here.",
     )
+    service_account: DnsLabel | None = Field(
+        None,
+        description="Service account of the gateway pods. The apps' sidecars admit a user's token "
+        "only from this identity (`cluster.local/ns/<namespace>/sa/<this>`, over STRICT mTLS), so a "
+        "token one app received opens no other app's sidecar. Default: `istio-ingressgateway` "
+        "when the stack installs Istio, `<name>-<gatewayApi.className>` with the Gateway API "
+        "(istiod's deployment); otherwise required when an app's sidecar checks.",
+    )
+    hsts: Hsts = Field(default_factory=Hsts, description="HSTS header on every gateway host.")
+    underscore_headers: Literal["reject", "drop"] = Field(
+        "reject",
+        description="Requests with a header name containing `_` (`X_Auth_Request_Groups` is "
+        "`X-Auth-Request-Groups` to WSGI, CGI, Rack and PHP apps): `reject` answers 400 (Envoy's "
+        "edge recommendation), `drop` removes such headers before any filter.",
+    )
     https_target_ports: tuple[Port, ...] = Field(
         (443, 8443),
         description="Container ports of the gateway pods' HTTPS listener (the Service's "
@@ -726,12 +889,7 @@ class Gateway(_Model):
                 "workload of the namespace (or the whole mesh). Set the gateway pods' labels, "
                 "e.g. {istio: ingressgateway}"
             )
-        for key, value in v.items():
-            if not re.match(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$", key) or (
-                value and not re.match(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$", value)
-            ):
-                raise ValueError(f"{key!r}: {value!r} is not a valid Kubernetes label")
-        return v
+        return _label_map(v, "the gateway pods")
 
     @field_validator("hosts")
     @classmethod
@@ -751,6 +909,10 @@ class CertManager(_Model):
         "ClusterIssuer", description="Issuer kind."
     )
 
+
+INSTALLED_GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway"
+"""The service account of the gateway chart release the stack installs (istio.install.enabled;
+the chart names it after the release, components/istio_install.py GATEWAY_RELEASE)."""
 
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 """The label istiod puts on the pods of a Gateway API gateway it deploys (value: the Gateway's
@@ -986,6 +1148,27 @@ class StackConfig(_Model):
         return dict(self.istio.gateway.selector)
 
     @property
+    def gateway_service_account(self) -> str | None:
+        """The gateway pods' service account: configured, or the one istiod's Gateway API
+        deployment (``<name>-<class>``) or the gateway chart the stack installs uses; None when
+        it cannot be known."""
+        gw = self.istio.gateway
+        if gw.service_account:
+            return gw.service_account
+        if self.istio.ingress_api == "gateway-api":
+            return f"{gw.name}-{self.istio.gateway_api.class_name}"
+        if self.istio.install.enabled:
+            return INSTALLED_GATEWAY_SERVICE_ACCOUNT
+        return None
+
+    @property
+    def gateway_principal(self) -> str | None:
+        """The gateway's workload identity as AuthorizationPolicy ``principals`` write it
+        (``cluster.local`` stands for the mesh's trust domain and its aliases in istiod)."""
+        sa = self.gateway_service_account
+        return None if sa is None else f"cluster.local/ns/{self.istio.gateway.namespace}/sa/{sa}"
+
+    @property
     def gateway_hosts(self) -> tuple[str, ...]:
         if self.istio.gateway.hosts:
             return self.istio.gateway.hosts
@@ -993,10 +1176,10 @@ class StackConfig(_Model):
 
     @property
     def groups(self) -> tuple[str, ...]:
-        """Every group any app or demo user names, sorted, once."""
-        names = {g for a in self.apps for g in a.groups}
-        names |= {g for u in self.keycloak.demo_users for g in u.groups}
-        return tuple(sorted(names))
+        """Every group any app or demo user names, as full paths, sorted, once."""
+        paths = {p for a in self.apps for p in a.group_paths}
+        paths |= {group_path(g) for u in self.keycloak.demo_users for g in u.groups}
+        return tuple(sorted(paths))
 
 
 def host_matches(pattern: str, host: str) -> bool:
@@ -1058,16 +1241,32 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
                 f"{app.host!r} is not among the gateway's hosts {list(cfg.istio.gateway.hosts)}; "
                 f"add it to `{k}istio.gateway.hosts`",
             ))
-        if (
-            app.authorize_at in ("gateway", "both")
-            and cfg.istio.ext_authz_mode == "envoy-filter"
-        ):
+        if app.sidecar_checks and not app.workload_labels:
             p.append((
-                ak + ".authorizeAt",
-                f"{app.authorize_at!r} needs istio.extAuthzMode=extension-provider: in envoy-filter "
-                "mode ext_authz runs after the gateway's JWT and RBAC filters, so the gateway "
-                "cannot check the token oauth2-proxy returns. Use 'sidecar' or switch the mode.",
+                ak + ".workloadLabels",
+                f"is required with authorizeAt={app.authorize_at!r}: the sidecar policies must "
+                f"select exactly the pods behind Service {app.service.namespace}/"
+                f"{app.service.name}, and no label is guessed (a wrong guess selects nothing and "
+                "lets every signed-in user in). Set it to the Service's selector (kubectl get "
+                f"service -n {app.service.namespace} {app.service.name} -o "
+                "jsonpath='{.spec.selector}'), or set authorizeAt to 'gateway'",
             ))
+    sidecar_apps = [a.name for a in cfg.apps if a.sidecar_checks]
+    if sidecar_apps and cfg.gateway_service_account is None:
+        p.append((
+            k + "istio.gateway.serviceAccount",
+            f"is required: the sidecars of {sidecar_apps} admit a user's token only from the "
+            "gateway's workload identity, which is its pods' service account. Set it (kubectl get "
+            f"pod -n {cfg.istio.gateway.namespace} -l <istio.gateway.selector> -o "
+            "jsonpath='{.items[0].spec.serviceAccountName}')",
+        ))
+    hsts = cfg.istio.gateway.hsts
+    if hsts.preload and (not hsts.include_subdomains or hsts.max_age < 365 * 86400):
+        p.append((
+            k + "istio.gateway.hsts.preload",
+            "needs includeSubDomains and a maxAge of at least one year ('8760h'), or browser "
+            "preload lists refuse the host",
+        ))
     if cfg.istio.gateway.hosts and not any(
         host_matches(h, auth) for h in cfg.istio.gateway.hosts
     ):
@@ -1182,14 +1381,14 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
             k + "keycloak.realm",
             "protecting apps with the 'master' admin realm is unsafe; use a dedicated realm",
         ))
-    known_groups = {g for a in cfg.apps for g in a.groups}
+    known_groups = {g for a in cfg.apps for g in a.group_paths}
     users: set[str] = set()
     for i, u in enumerate(kc.demo_users):
         if u.username in users:
             p.append((f"{k}keycloak.demoUsers[{i}].username", f"{u.username!r} is listed twice"))
         users.add(u.username)
         for g in u.groups:
-            if g not in known_groups:
+            if group_path(g) not in known_groups:
                 p.append((
                     f"{k}keycloak.demoUsers[{i}].groups",
                     f"{g!r} is not a group any app names; add it to an app's groups or remove it",
@@ -1494,20 +1693,28 @@ def ext_authz_mode_values(mode: str) -> dict[str, Any]:
 
 
 def local_server_values(*, keycloak_ca_pem: str, redis_chart_path: str,
-                        keycloak_url: str | None = None, awaited: bool = False) -> dict[str, Any]:
+                        keycloak_url: str | None = None, awaited: bool = False,
+                        stack_values: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Values that point a stack at servers on this machine, through stack config only, as a
     user points a stack at their own Keycloak and cluster: Keycloak's CA (and URL), the local
     copy of the redis-ha chart (no chart repository is reachable), no Istio install (the local
     runs bring their own istiod translation) and, unless ``awaited`` (a cluster whose controllers
     and nodes act, as `make engine` runs), no readiness waits (an API server alone: pods never
-    run)."""
+    run). A stack that installs Istio (``stack_values``) keeps the gateway identity the install
+    would have given it (``istio.gateway.serviceAccount``: the sidecars admit tokens from it), as
+    a user whose Istio is installed elsewhere names it."""
     keycloak: dict[str, Any] = {"caCertificate": keycloak_ca_pem}
     if keycloak_url is not None:
         keycloak["url"] = keycloak_url
+    istio: dict[str, Any] = {"install": {"enabled": False}}
+    raw = (stack_values or {}).get("istio") or {}
+    if ((raw.get("install") or {}).get("enabled") and raw.get("ingressApi", "istio") == "istio"
+            and not (raw.get("gateway") or {}).get("serviceAccount")):
+        istio["gateway"] = {"serviceAccount": INSTALLED_GATEWAY_SERVICE_ACCOUNT}
     values: dict[str, Any] = {
         "keycloak": keycloak,
         "redis": {"chartPath": redis_chart_path},
-        "istio": {"install": {"enabled": False}},
+        "istio": istio,
     }
     if not awaited:
         values["kubernetes"] = {"skipAwait": True}

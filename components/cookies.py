@@ -27,6 +27,20 @@ It keeps every other cookie byte for byte (only the removed ``name=value`` pairs
 separator go), drops the ``Cookie`` header when nothing is left, leaves the route choice alone
 (``clear_route_cache: false``: the route ext_authz checked is the route taken) and fails closed:
 a script error answers 500 instead of forwarding the cookie.
+
+**Responses too.** An app's response could *set* or *clear* oauth2-proxy's cookies for the parent
+domain (``Set-Cookie: _authproxy=<attacker's session>; Domain=.example.com``: session fixation,
+login CSRF; or ``Max-Age=0``: sign-out). On the same routes the script's ``envoy_on_response``
+removes every ``Set-Cookie`` whose cookie name (:func:`set_cookie_name`, the browser's parse: the
+text before the first ``=`` of the part before the first ``;``, the whole part when it has no
+``=``) oauth2-proxy owns; other ``Set-Cookie`` headers pass unchanged. oauth2-proxy's own
+refreshed session cookie is added by ext_authz *after* this filter (an earlier filter encodes
+later), and its routes (``/oauth2/*``, the auth host) have the filter switched off. Only responses
+to requests this filter passed on (a dynamic-metadata mark set on the request side) are filtered:
+Envoy runs a local reply of an earlier filter through this one too, and ext_authz's redirect to
+sign-in carries oauth2-proxy's CSRF cookie. A script error on a response removes every
+``Set-Cookie`` of that response (fail closed: a response cannot be refused any more at that
+point).
 """
 
 from __future__ import annotations
@@ -74,6 +88,17 @@ class SessionCookies:
     def owns(self, cookie: str) -> bool:
         """Whether a cookie name is one of oauth2-proxy's (what the gateway strips)."""
         return self.is_session(cookie) or self.is_csrf(cookie)
+
+
+def set_cookie_name(value: str) -> str:
+    """The name of the cookie a ``Set-Cookie`` value sets, as browsers parse it (RFC 6265bis
+    5.6): the cookie-pair is the text before the first ``;``; its name is the text before the
+    first ``=``, trimmed; a pair without ``=`` is a nameless cookie whose value is the whole pair
+    (sent back as the bare string, which oauth2-proxy's Go parser reads as a cookie of that name),
+    so that string counts as the name."""
+    pair = value.split(";", 1)[0]
+    name, eq, _ = pair.partition("=")
+    return name.strip(" \t") if eq else pair.strip(" \t")
 
 
 def _lua_string(value: str) -> str:
@@ -130,11 +155,59 @@ local function strip_all(handle)
   end
 end
 
+-- Marks a request this filter saw on its way to the app: only their responses come from an app.
+-- (A local reply of an earlier filter, ext_authz's redirect with oauth2-proxy's CSRF cookie,
+-- passes this filter's response side too, and must keep its Set-Cookie.)
+local MARK_NS = "authproxy.session_cookie_strip"
+
 function envoy_on_request(handle)
   local ok, err = pcall(strip_all, handle)
   if not ok then
     handle:logErr("authproxy session cookie filter failed: " .. tostring(err))
     handle:respond({{[":status"] = "500"}}, "session cookie filter failed")
+    return
+  end
+  handle:streamInfo():dynamicMetadata():set(MARK_NS, "to_app", true)
+end
+
+-- The cookie a Set-Cookie value sets (components/cookies.py set_cookie_name).
+local function set_cookie_name(value)
+  local pair = value:match("^([^;]*)")
+  local name = pair:match("^[ \\t]*([^=]-)[ \\t]*=")
+  if name then return name end
+  return (pair:match("^[ \\t]*(.-)[ \\t]*$"))
+end
+
+-- Drop every Set-Cookie of the app's response that sets or clears one of oauth2-proxy's cookies.
+local function strip_set_cookies(handle)
+  local headers = handle:headers()
+  local n = headers:getNumValues("set-cookie")
+  if n == 0 then return end
+  local kept, changed = {{}}, false
+  for i = 0, n - 1 do
+    local v = headers:getAtIndex("set-cookie", i)
+    if owned(set_cookie_name(v)) then
+      changed = true
+    else
+      kept[#kept + 1] = v
+    end
+  end
+  if not changed then return end
+  headers:remove("set-cookie")
+  for _, v in ipairs(kept) do headers:add("set-cookie", v) end
+end
+
+local function to_app(handle)
+  local md = handle:streamInfo():dynamicMetadata():get(MARK_NS)
+  return md ~= nil and md["to_app"] == true
+end
+
+function envoy_on_response(handle)
+  if not to_app(handle) then return end
+  local ok, err = pcall(strip_set_cookies, handle)
+  if not ok then
+    handle:logErr("authproxy set-cookie filter failed: " .. tostring(err))
+    handle:headers():remove("set-cookie")
   end
 end
 """

@@ -11,7 +11,19 @@ The check (gateway -> oauth2-proxy, no path prefix, oauth2-proxy runs ``--revers
 * ``authorization`` and ``cookie``: the session cookie (and CSRF cookie) oauth2-proxy reads.
 * ``accept``: oauth2-proxy answers 401 instead of a sign-in redirect when it asks for JSON
   (XHR/fetch), so single-page apps see a clean error rather than a cross-site redirect.
-* ``x-forwarded-for``: the client address for oauth2-proxy's request and auth logs.
+* ``x-envoy-external-address`` is *added by Envoy* (never taken from the client) as the client
+  address the gateway determined (``%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%``: the TCP peer, or
+  what ``numTrustedProxies`` lets it take from ``X-Forwarded-For``). oauth2-proxy reads the client
+  address for its logs from this header only (``--real-client-ip-header``) and only from the
+  ``--trusted-proxy-ip`` ranges, so a client's own ``X-Forwarded-For``/``X-Real-IP`` (which are no
+  longer copied into the check) cannot forge what it logs.
+* The path is the request's path under :data:`CHECK_PATH_PREFIX` (the ext_authz ``path_prefix``):
+  oauth2-proxy answers a few paths itself before any session check (``/robots.txt``, its ping and
+  ready paths), and with the bare path the check would *allow* a request for ``/robots.txt`` on
+  every app host. Under the prefix no check path is one of oauth2-proxy's own endpoints, so every
+  check goes through the session check; the redirect target still comes from
+  ``x-auth-request-redirect`` and the ``--api-route`` regexes are anchored under the prefix
+  (components/proxy_settings.py).
 * ``x-auth-request-redirect`` is *added by Envoy* (never taken from the client) as
   ``https://<authority><path>``: oauth2-proxy's ``--reverse-proxy`` redirect logic only trusts
   ``X-Forwarded-Host`` when it differs from the Host and falls back to the bare request URI,
@@ -66,6 +78,14 @@ REDIRECT_HEADER = "x-auth-request-redirect"
 REDIRECT_VALUE = "https://%REQ(:authority)%%REQ(:path)%"
 """The post-sign-in target: the gateway serves protected hosts over HTTPS only (port 80 redirects),
 so the scheme is fixed; ``:path`` includes the query string."""
+CLIENT_ADDRESS_HEADER = "x-envoy-external-address"
+"""The check request's client address, set by the gateway (one of the names oauth2-proxy's
+``--real-client-ip-header`` accepts)."""
+CLIENT_ADDRESS_VALUE = "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
+CHECK_PATH_PREFIX = "/authproxy-check"
+"""Prefix of every check request's path (mesh config ``pathPrefix``, Envoy ``path_prefix``): it
+puts the checked paths outside oauth2-proxy's own endpoints (``/robots.txt``, ping, ready,
+``/oauth2/*``), which it would answer without a session."""
 
 EARLY_MUTATION_NAME = "envoy.http.early_header_mutation.header_mutation"
 EARLY_MUTATION_TYPE = (
@@ -95,8 +115,8 @@ class HeaderFlow:
 
 
 HEADERS = HeaderFlow(
-    check_request=(AUTHORIZATION, "cookie", "accept", "x-forwarded-for"),
-    check_additional=((REDIRECT_HEADER, REDIRECT_VALUE),),
+    check_request=(AUTHORIZATION, "cookie", "accept"),
+    check_additional=((REDIRECT_HEADER, REDIRECT_VALUE), (CLIENT_ADDRESS_HEADER, CLIENT_ADDRESS_VALUE)),
     upstream_on_allow=(
         AUTHORIZATION,
         "x-auth-request-user",

@@ -32,6 +32,25 @@ class DemoUserSpec(TypedDict):
     first_name: str
     last_name: str
     groups: list[str]
+    """Full group paths."""
+
+
+def group_chain(path: str) -> list[str]:
+    """Every group path from the top down to ``path``: ``/a/b`` -> ``[/a, /a/b]``."""
+    parts = [p for p in path.split("/") if p]
+    if not path.startswith("/") or not parts:
+        raise ValueError(f"{path!r} is not a full group path")
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def groups_to_create(paths: list[str]) -> list[str]:
+    """The group paths to create for ``paths`` (each with its parents), parents first, once."""
+    out: list[str] = []
+    for p in paths:
+        for step in group_chain(p):
+            if step not in out:
+                out.append(step)
+    return sorted(out, key=lambda x: (x.count("/"), x))
 
 
 class IdentityArgs(TypedDict):
@@ -49,6 +68,8 @@ class IdentityArgs(TypedDict):
     post_logout_redirect_uris: list[str]
     web_origins: list[str]
     groups: list[str]
+    """Full group paths (``/admins``, ``/platform/sre``), as the tokens' ``groups`` claim carries
+    them."""
     demo_users: list[DemoUserSpec]
     demo_password_rotation: str
     access_token_lifespan: int
@@ -250,13 +271,15 @@ class Identity(pulumi.ComponentResource):
             add_to_access_token=True,
             opts=kc,
         )
+        # Full paths (`/admins`, `/platform/sre`): a leaf name would let any same-named group
+        # elsewhere in the realm satisfy an app's group (docs/security.md).
         keycloak.openid.GroupMembershipProtocolMapper(
             f"{name}-groups",
             realm_id=realm_id,
             client_id=client.id,
             name="groups",
             claim_name="groups",
-            full_path=False,
+            full_path=True,
             add_to_id_token=True,
             add_to_access_token=True,
             add_to_userinfo=True,
@@ -264,15 +287,24 @@ class Identity(pulumi.ComponentResource):
         )
 
         group_ids: dict[str, pulumi.Output[str]] = {}
-        for group in args["groups"]:
-            if args["manage_groups"]:
-                group_ids[group] = keycloak.Group(
-                    f"{name}-group-{group}", realm_id=realm_id, name=group, opts=kc
-                ).id
-            else:
-                group_ids[group] = keycloak.get_group_output(
+        if args["manage_groups"]:
+            for path in groups_to_create(list(args["groups"])):
+                parent, _, leaf = path.rpartition("/")
+                group_ids[path] = keycloak.Group(
+                    # The top-level logical names stay as they were (`-group-admins`).
+                    f"{name}-group-{path[1:].replace('/', '--')}",
                     realm_id=realm_id,
-                    name=group,
+                    name=leaf,
+                    parent_id=group_ids[parent] if parent else None,
+                    opts=kc,
+                ).id
+        else:
+            for path in args["groups"]:
+                # By full path (Keycloak's group-by-path endpoint): a lookup by name returns the
+                # first group of that name anywhere in the realm.
+                group_ids[path] = keycloak.get_group_output(
+                    realm_id=realm_id,
+                    group_path=path,
                     opts=pulumi.InvokeOutputOptions(parent=self, provider=provider),
                 ).id
 

@@ -25,6 +25,8 @@ from components.proxy_settings import (
     COOKIE_SECRET_KEY,
     HTTP_PORT,
     METRICS_PORT,
+    PING_PATH,
+    READY_PATH,
     REDIS_PASSWORD_KEY,
     ProxySettings,
     proxy_command,
@@ -200,10 +202,10 @@ def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
             "env": env,
             "ports": ports,
             "readinessProbe": _probe(
-                "/ready", periodSeconds=10, timeoutSeconds=2, failureThreshold=3
+                READY_PATH, periodSeconds=10, timeoutSeconds=2, failureThreshold=3
             ),
             "livenessProbe": _probe(
-                "/ping", initialDelaySeconds=5, periodSeconds=10, timeoutSeconds=2,
+                PING_PATH, initialDelaySeconds=5, periodSeconds=10, timeoutSeconds=2,
                 failureThreshold=3,
             ),
             "resources": {

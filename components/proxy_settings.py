@@ -17,16 +17,20 @@ Args or env, per setting:
   or the container's CPU limit through ``resourceFieldRef`` (rounded up to whole CPUs), so the
   scheduler threads match the CPU quota whatever Go release the (overridable) image was built with.
 
-Every flag name was checked against oauth2-proxy v7.15.3 (pkg/apis/options).
+Every flag name was checked against oauth2-proxy v7.15.6 (pkg/apis/options), the release
+components/versions.py pins.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
-from components.common import format_duration
+from components.common import OAUTH2_PREFIX, format_duration
+from components.config import CLUSTER_ADDRESS_RANGES
 from components.cookies import SessionCookies
+from components.headers import CHECK_PATH_PREFIX, CLIENT_ADDRESS_HEADER
 
 HTTP_PORT = 4180
 """oauth2-proxy's HTTP port (sign-in endpoints and the ext_authz check)."""
@@ -46,6 +50,16 @@ SECRET_ENV = {
 }
 """Every secret env variable the command may use -> the Secret key it reads."""
 
+PING_PATH = OAUTH2_PREFIX + "ping"
+READY_PATH = OAUTH2_PREFIX + "ready"
+"""oauth2-proxy's liveness and readiness endpoints (``--ping-path``, ``--ready-path``), moved from
+``/ping`` and ``/ready`` under its own prefix: requests for them on an app host go to oauth2-proxy
+(its route), never to the app; the gateway refuses them from outside (components/authz.py), the
+probes reach the pod directly."""
+REAL_CLIENT_IP_HEADER = "X-Envoy-External-Address"
+"""``--real-client-ip-header``: the check's client address, set by the gateway on every check
+(components/headers.py, :data:`~components.headers.CLIENT_ADDRESS_HEADER`)."""
+assert REAL_CLIENT_IP_HEADER.lower() == CLIENT_ADDRESS_HEADER
 DEFAULT_SCOPE = "openid email profile"
 """No `groups` scope: the group-membership mapper sits on the client itself (components/identity.py),
 so Keycloak puts `groups` in every token of this client whatever the requested scopes."""
@@ -81,6 +95,14 @@ def whitelist_domain(domain: str) -> str:
     return "." + domain.lstrip(".")
 
 
+def check_path_regex(route: str) -> str:
+    """An ``--api-route`` regex (anchored ``^/...``, as config.py validates) for the check's path,
+    which carries :data:`~components.headers.CHECK_PATH_PREFIX` in front of the request's path."""
+    if not route.startswith("^/"):
+        raise ValueError(f"API route {route!r} must be anchored at the path start ('^/...')")
+    return "^" + re.escape(CHECK_PATH_PREFIX) + route[1:]
+
+
 def backend_logout_url(issuer_url: str) -> str:
     """Keycloak's end-session endpoint with the session's ID token as hint, so sign-out also ends
     the Keycloak SSO session (oauth2-proxy replaces `{id_token}` when it calls it)."""
@@ -107,7 +129,10 @@ class ProxySettings:
     cookie_csrf_per_request_limit: int = 10
     """Bounds the per-request CSRF cookies a browser can pile up (431 errors otherwise)."""
     api_routes: tuple[str, ...] = ()
-    """Path regexes answered with 401 instead of a redirect to sign-in."""
+    """Path regexes (of the request's path, ``^/...``) answered with 401 instead of a redirect to
+    sign-in; the flags carry them under the check's path prefix (:func:`check_path_regex`)."""
+    trusted_proxy_ips: tuple[str, ...] = CLUSTER_ADDRESS_RANGES
+    """``--trusted-proxy-ip``: who may name the client address (:data:`REAL_CLIENT_IP_HEADER`)."""
     scope: str = DEFAULT_SCOPE
     groups_claim: str = "groups"
     http_address: str = f"0.0.0.0:{HTTP_PORT}"
@@ -139,6 +164,9 @@ def proxy_args(s: ProxySettings) -> list[str]:
         raise ValueError("oauth2-proxy needs at least one cookie domain and one whitelist domain")
     if not s.redirect_url.startswith("https://"):
         raise ValueError("the redirect URL must be https (the session cookie is Secure)")
+    if not s.trusted_proxy_ips:
+        raise ValueError("oauth2-proxy needs at least one --trusted-proxy-ip range (it would "
+                         "otherwise trust every caller's X-Forwarded-* headers)")
     # The cookie names: one definition shared with the gateway's cookie filter.
     cookies = SessionCookies(s.cookie_name)
     a: list[str] = [
@@ -190,7 +218,15 @@ def proxy_args(s: ProxySettings) -> list[str]:
         # token on the wire for nothing (make bench: -25-30% oauth2-proxy CPU per check,
         # together with the request log below).
         _flag("skip-provider-button", True),
+        # Health endpoints under /oauth2/ (the default /ping and /ready would be answered on any
+        # path the check sends); the probes follow (components/oauth2_proxy.py).
+        _flag("ping-path", PING_PATH),
+        _flag("ready-path", READY_PATH),
         _flag("silence-ping-logging", True),
+        # The client address comes from the header the gateway sets on every check, and only
+        # from the trusted ranges (no trusting X-Forwarded-*/X-Real-IP from anyone).
+        _flag("real-client-ip-header", REAL_CLIENT_IP_HEADER),
+        *(_flag("trusted-proxy-ip", c) for c in s.trusted_proxy_ips),
         # The per-request log line duplicates the gateway's access log; sign-in and sign-out
         # events stay in oauth2-proxy's auth log.
         _flag("request-logging", False),
@@ -198,7 +234,7 @@ def proxy_args(s: ProxySettings) -> list[str]:
     ]
     if s.metrics_address:
         a.append(_flag("metrics-address", s.metrics_address))
-    a += [_flag("api-route", route) for route in dict.fromkeys(s.api_routes)]
+    a += [_flag("api-route", check_path_regex(route)) for route in dict.fromkeys(s.api_routes)]
     a.append(_flag("backend-logout-url", backend_logout_url(s.issuer_url)))
     if s.provider_ca_file:
         a.append(_flag("provider-ca-file", s.provider_ca_file))

@@ -12,7 +12,7 @@ from pulumi.resource_hooks import ErrorHook, ErrorHookArgs, ResourceHookBinding
 
 from components.authz import Authz, AuthzArgs, ProviderArgs, mesh_config
 from components.common import COMMON_LABELS, format_duration
-from components.config import StackConfig
+from components.config import StackConfig, group_path
 from components.identity import DemoUserSpec, Identity, IdentityArgs
 from components.ingress import Ingress, IngressArgs
 from components.istio_install import IstioInstall, IstioInstallArgs
@@ -88,7 +88,7 @@ def identity_args(cfg: StackConfig, secrets: StackSecrets, client_secret: pulumi
                 email=u.email or f"{u.username}@{cfg.domain}",
                 first_name=u.first_name,
                 last_name=u.last_name or u.username.capitalize(),
-                groups=list(u.groups),
+                groups=[group_path(g) for g in u.groups],
             )
             for u in kc.demo_users
         ],
@@ -284,6 +284,7 @@ def proxy_settings(cfg: StackConfig, redis: RedisConnection) -> ProxySettings:
         cookie_name=s.cookie_name,
         api_routes=tuple(p for a in cfg.apps for p in a.api_paths),
         go_max_procs=cfg.proxy.go_max_procs,
+        trusted_proxy_ips=cfg.proxy.trusted_proxy_ips,
         secret_name=PROXY_NAME,
         provider_ca_file=KEYCLOAK_CA_FILE if cfg.keycloak.ca_certificate else None,
     )
@@ -416,21 +417,26 @@ def authz_args(cfg: StackConfig) -> AuthzArgs:
             "selector": cfg.gateway_pod_labels,
             "http_ports": list(gw.http_target_ports),
             "https_ports": list(gw.https_target_ports),
+            "principal": cfg.gateway_principal,
+            "hsts": gw.hsts.value,
+            "underscore_headers": gw.underscore_headers,
         },
         auth_host=cfg.auth_hostname,
         session_cookie_name=cfg.session.cookie_name,
         jwt={"issuer": kc.issuer, "jwks_uri": kc.jwks_uri, "audiences": [kc.client_id]},
+        client_id=kc.client_id,
         apps=[
             {
                 "name": a.name,
                 "host": a.host,
                 "namespace": a.service.namespace,
                 "selector": a.selector_labels,
-                "groups": list(a.groups),
+                "groups": list(a.group_paths),
                 "public_paths": list(a.public_paths),
                 "api_clients": a.api_clients,
                 "strip_session_cookies": a.strip_session_cookies,
                 "authorize_at": a.authorize_at,
+                "service_host": service_fqdn(a.service.name, a.service.namespace),
             }
             for a in cfg.apps
         ],

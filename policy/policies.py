@@ -1266,8 +1266,275 @@ def validate_redis_auth(args: ResourceValidationArgs, report_violation: ReportVi
 
 
 # --------------------------------------------------------------------------------------------
+# oauth2-proxy: how far its cookie, its redirects and its trust reach
+# --------------------------------------------------------------------------------------------
+
+_OAUTH2_PROXY_IMAGE = re.compile(r"(^|/)oauth2-proxy(:|@|$)")
+_ANY_ADDRESS = {"0.0.0.0/0", "::/0", "0.0.0.0", "*"}
+
+
+def _is_oauth2_proxy(c: Container) -> bool:
+    return bool(_OAUTH2_PROXY_IMAGE.search(str(c.spec.get("image") or "")))
+
+
+def _setting(c: Container, flag: str) -> list[str]:
+    """A list setting from its flags and its literal ``OAUTH2_PROXY_*`` env value (plural list
+    names, comma or space separated)."""
+    values = flag_values(_command_line(c), flag)
+    base = "OAUTH2_PROXY_" + flag.upper().replace("-", "_")
+    for env in (base, base + "S"):
+        entry = _env_named(c, env)
+        if entry is not None and isinstance(entry.get("value"), str):
+            values += [v for v in re.split(r"[,\s]+", str(entry.get("value"))) if v]
+    return values
+
+
+def _registrable_enough(domain: str) -> bool:
+    """At least two labels and no wildcard: ``.example.com`` yes, ``.com``/``*``/``*.com`` no."""
+    bare = domain.lstrip(".")
+    return "*" not in bare and len([x for x in bare.split(".") if x]) >= 2
+
+
+def _within(domain: str, parent: str) -> bool:
+    d, p = domain.lstrip("*").lstrip(".").lower(), parent.lstrip(".").lower()
+    return d == p or d.endswith("." + p)
+
+
+def oauth2_proxy_scope_problems(c: Container) -> list[str]:
+    """What makes an oauth2-proxy container's cookie, redirects or trust broader than its hosts."""
+    argv = _command_line(c)
+    problems: list[str] = []
+    cookie_domains = _setting(c, "cookie-domain")
+    for d in cookie_domains:
+        if not _registrable_enough(d):
+            problems.append(f"--cookie-domain={d} hands the session cookie to every host under a "
+                            "public suffix (or any host); use the stack's own domain")
+    for d in _setting(c, "whitelist-domain"):
+        host = d.rsplit(":", 1)[0] if d.endswith(":*") or re.search(r":\d+$", d) else d
+        if d.endswith(":*"):
+            problems.append(f"--whitelist-domain={d} allows redirects to any port of the host")
+        if not _registrable_enough(host.removeprefix("*.")):
+            problems.append(f"--whitelist-domain={d} allows sign-in redirects to any site")
+        elif cookie_domains and not any(_within(host, cd) for cd in cookie_domains):
+            problems.append(f"--whitelist-domain={d} lies outside the session cookie's domain(s) "
+                            f"{cookie_domains}: sign-in could redirect to a site the stack does "
+                            "not protect")
+    for v in _setting(c, "cookie-samesite"):
+        if v.lower() == "none":
+            problems.append("--cookie-samesite=none sends the session cookie on every cross-site "
+                            "request; use lax")
+    if _setting(c, "trusted-ip"):
+        problems.append("--trusted-ip lets requests from those addresses through without any "
+                        "session (an authentication bypass); remove it")
+    reverse = [v.lower() for v in flag_values(argv, "reverse-proxy")]
+    if reverse and reverse[-1] not in _FALSE:
+        proxies = _setting(c, "trusted-proxy-ip")
+        if not proxies:
+            problems.append("--reverse-proxy without --trusted-proxy-ip trusts X-Forwarded-* and "
+                            "X-Real-IP from every caller (forged client addresses in its logs); "
+                            "list the gateway's address ranges")
+        elif _ANY_ADDRESS & set(proxies):
+            problems.append(f"--trusted-proxy-ip={sorted(_ANY_ADDRESS & set(proxies))[0]} trusts "
+                            "every caller to name the client address; list the gateway's ranges")
+    return problems
+
+
+def validate_oauth2_proxy_scope(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    for c in containers(args):
+        if _is_oauth2_proxy(c):
+            for problem in oauth2_proxy_scope_problems(c):
+                _report(report_violation, f"{c.where}: {problem}")
+
+
+# --------------------------------------------------------------------------------------------
+# Group checks at the gateway, HSTS on every gateway host
+# --------------------------------------------------------------------------------------------
+
+GROUPS_CLAIM = "request.auth.claims[groups]"
+AUTHORIZE_AT_ANNOTATION = "authproxy.io/authorize-at"
+"""Set to ``sidecar`` on an app's sidecar AuthorizationPolicy whose group check is deliberately
+not repeated at the gateway (``apps[].authorizeAt: sidecar``)."""
+HSTS = "strict-transport-security"
+_MAX_AGE = re.compile(r"max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
+
+
+def _group_sets(spec: Mapping[str, Any], values_key: str) -> list[tuple[frozenset[str], Mapping[str, Any]]]:
+    """(groups, rule) of every rule that conditions on the ``groups`` claim with ``values_key``
+    (``values`` in ALLOW policies, ``notValues`` in DENY policies)."""
+    out = []
+    for rule in (_m(r) for r in _l(spec.get("rules"))):
+        for cond in (_m(w) for w in _l(rule.get("when"))):
+            if cond.get("key") == GROUPS_CLAIM and _l(cond.get(values_key)):
+                out.append((frozenset(str(g) for g in _l(cond.get(values_key))), rule))
+    return out
+
+
+def _policy_selector(spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    value = _m(spec.get("selector")).get("matchLabels")
+    return _m(value) if value is not None else None
+
+
+def validate_groups_checked_at_gateway(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    config = _m(args.get_config())
+    root_ns = str(config.get("rootNamespace") or DEFAULT_ROOT_NAMESPACE)
+    resources = list(args.resources)
+    gateways = _gateways(resources)
+    # Hosts each gateway routes into each namespace.
+    routed: dict[str, list[tuple[str, str]]] = {}
+    for _r, ns, spec, keys in _gateway_virtual_services(resources):
+        dest_ns = {svc_ns for route in _l(spec.get("http"))
+                   for _, svc_ns in _route_destinations(_m(route), ns)}
+        for key in keys:
+            for host in (str(h) for h in _l(spec.get("hosts"))):
+                for n in dest_ns:
+                    routed.setdefault(n, []).append((key, host))
+    # Group checks at gateways: (gateway key, groups, host patterns or None for every host).
+    at_gateway: list[tuple[str, frozenset[str], tuple[str, ...] | None]] = []
+    sidecar: list[tuple[PolicyResource, str, str, frozenset[str]]] = []
+    for r in resources:
+        if not _is_kind(r.resource_type, ISTIO_SECURITY, "AuthorizationPolicy"):
+            continue
+        spec = _m(r.props.get("spec"))
+        meta = _m(r.props.get("metadata"))
+        ns = str(meta.get("namespace") or "default")
+        action = str(spec.get("action") or "ALLOW")
+        targets = _target_gateways(spec, ns)
+        on = [k for k, gw in gateways.items()
+              if _attaches(ns, _policy_selector(spec), targets, gw, root_ns)]
+        if action == "DENY" and on:
+            for groups, rule in _group_sets(spec, "notValues"):
+                ops = [_m(_m(t).get("operation")) for t in _l(rule.get("to"))] or [{}]
+                for op in ops:
+                    hosts = tuple(str(h) for h in _l(op.get("hosts"))) or None
+                    at_gateway += [(k, groups, hosts) for k in on]
+        elif action == "ALLOW" and not on and targets is None:
+            annotations = _m(meta.get("annotations"))
+            if str(annotations.get(AUTHORIZE_AT_ANNOTATION) or "") == "sidecar":
+                continue
+            name = str(meta.get("name") or r.name)
+            sidecar += [(r, ns, name, groups) for groups, _ in _group_sets(spec, "values")]
+    for r, ns, name, groups in sidecar:
+        served = routed.get(ns, [])
+        if not served:
+            continue  # no gateway routes into this namespace: not an ingress app
+        checked = any(
+            k == key and g == groups and (pats is None or any(host_matches(p, host) for p in pats))
+            for key, host in served for k, g, pats in at_gateway
+        )
+        if not checked:
+            _report(
+                report_violation,
+                f"AuthorizationPolicy {ns}/{name} checks groups {sorted(groups)} only at the app's "
+                f"sidecar: no DENY AuthorizationPolicy on the gateway refuses tokens without them "
+                f"for the hosts routed to {ns} ({', '.join(sorted({h for _, h in served}))}). A pod "
+                "that policy misses (other labels, no sidecar) lets every signed-in user in. "
+                "Check the groups at the gateway too (authproxy: apps[].authorizeAt: both), or "
+                f"mark a deliberate sidecar-only check with the annotation "
+                f"{AUTHORIZE_AT_ANNOTATION}: sidecar",
+                r.urn,
+            )
+
+
+def _hsts_max_age(headers: Any) -> int | None:
+    """The HSTS max-age among Envoy ``HeaderValueOption``s or Istio/Gateway API header maps."""
+    best: int | None = None
+    items: list[tuple[str, str]] = []
+    if isinstance(headers, Mapping):
+        items = [(str(k), str(v)) for k, v in headers.items() if not isinstance(v, Mapping)]
+    for h in (_m(x) for x in _l(headers)):
+        inner = _m(h.get("header")) or h
+        items.append((str(inner.get("key") or inner.get("name") or ""), str(inner.get("value") or "")))
+    for key, value in items:
+        m = _MAX_AGE.search(value) if key.lower() == HSTS else None
+        if m:
+            best = max(best or 0, int(m.group(1)))
+    return best
+
+
+def _envoy_filter_hsts(resource: PolicyResource) -> list[tuple[str, int, Mapping[str, Any] | None,
+                                                                  tuple[str, ...] | None, str]]:
+    """(virtual host name, max-age, selector, targets, namespace) of every VIRTUAL_HOST patch of
+    a gateway EnvoyFilter that adds HSTS to responses."""
+    p = resource.props
+    spec = _m(p.get("spec"))
+    ns = str(_get(p, "metadata", "namespace") or "default")
+    selector_value = _m(spec.get("workloadSelector")).get("labels")
+    selector = _m(selector_value) if selector_value is not None else None
+    out = []
+    for patch in (_m(x) for x in _l(spec.get("configPatches"))):
+        if patch.get("applyTo") != "VIRTUAL_HOST" or (_get(patch, "match", "context") or "ANY") not in (
+                "GATEWAY", "ANY"):
+            continue
+        value = _m(_get(patch, "patch", "value"))
+        age = _hsts_max_age(value.get("response_headers_to_add") or value.get("responseHeadersToAdd"))
+        if age is not None:
+            vhost = str(_get(patch, "match", "routeConfiguration", "vhost", "name") or "*")
+            out.append((vhost, age, selector, _target_gateways(spec, ns), ns))
+    return out
+
+
+def _route_level_hsts(resource: PolicyResource) -> int | None:
+    """The smallest HSTS max-age every route of a VirtualService (``headers.response``) or every
+    rule of an HTTPRoute (``ResponseHeaderModifier``) sets; None if one route sets none."""
+    spec = _m(resource.props.get("spec"))
+    ages: list[int | None] = []
+    if _is_kind(resource.resource_type, GATEWAY_API, "HTTPRoute"):
+        for rule in (_m(x) for x in _l(spec.get("rules"))):
+            mods = [_m(_m(f).get("responseHeaderModifier")) for f in _l(rule.get("filters"))
+                    if _m(f).get("type") == "ResponseHeaderModifier"]
+            ages.append(max((a for m in mods for a in (_hsts_max_age(m.get("set")),
+                                                        _hsts_max_age(m.get("add"))) if a is not None),
+                            default=None))
+    else:
+        for route in (_m(x) for x in _l(spec.get("http"))):
+            resp = _m(_get(route, "headers", "response"))
+            ages.append(max((a for a in (_hsts_max_age(resp.get("set")), _hsts_max_age(resp.get("add")))
+                             if a is not None), default=None))
+    if not ages or any(a is None for a in ages):
+        return None
+    return min(a for a in ages if a is not None)
+
+
+def validate_hsts_on_gateway_hosts(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    config = _m(args.get_config())
+    root_ns = str(config.get("rootNamespace") or DEFAULT_ROOT_NAMESPACE)
+    resources = list(args.resources)
+    gateways = _gateways(resources)
+    filters = [x for r in resources if _is_kind(r.resource_type, ISTIO_NETWORKING, "EnvoyFilter")
+               for x in _envoy_filter_hsts(r)]
+    for r, ns, spec, keys in _gateway_virtual_services(resources):
+        route_age = _route_level_hsts(r)
+        vs = f"{_route_kind(r)} {ns}/{_label(r.props, 'metadata', 'name') or r.name}"
+        for key in keys:
+            gw = gateways.get(key) or GatewayInfo(
+                key, key.split("/")[0], None, gateway_api=_route_kind(r) == "HTTPRoute")
+            for host in (str(h) for h in _l(spec.get("hosts"))):
+                ages = [age for vhost, age, sel, targets, fns in filters
+                        if _attaches(fns, sel, targets, gw, root_ns)
+                        and (vhost == "*" or (vhost.rsplit(":", 1)[-1] in ("443", "*")
+                                              and host_matches(vhost.rsplit(":", 1)[0], host)))]
+                if route_age is not None:
+                    ages.append(route_age)
+                if not ages or max(ages) <= 0:
+                    _report(
+                        report_violation,
+                        f"host {host!r} ({vs}, gateway {key}) gets no Strict-Transport-Security "
+                        "header with a max-age above 0: a browser that once typed http:// can be "
+                        "kept on plain HTTP (SSL stripping). Add it at the gateway (authproxy: "
+                        "istio.gateway.hsts) or on every route",
+                        r.urn,
+                    )
+
+
+# --------------------------------------------------------------------------------------------
 # The policies
 # --------------------------------------------------------------------------------------------
+
+def _root_namespace(what: str) -> dict[str, Any]:
+    """The ``rootNamespace`` config property of the stack policies that place objects on gateways."""
+    return {"type": "string", "default": DEFAULT_ROOT_NAMESPACE,
+            "description": f"Istio's root namespace ({what} there apply mesh-wide)."}
+
 
 POLICIES: list[Policy] = [
     ResourceValidationPolicy(
@@ -1364,11 +1631,7 @@ POLICIES: list[Policy] = [
                     "description": "Hosts (or *.suffix patterns) deliberately served without "
                     "sign-in.",
                 },
-                "rootNamespace": {
-                    "type": "string",
-                    "default": DEFAULT_ROOT_NAMESPACE,
-                    "description": "Istio's root namespace (policies there apply mesh-wide).",
-                },
+                "rootNamespace": _root_namespace("policies"),
             }
         ),
     ),
@@ -1379,15 +1642,35 @@ POLICIES: list[Policy] = [
         "(annotation authproxy.io/session-cookies: forwarded).",
         enforcement_level=MANDATORY,
         validate=validate_session_cookie_stripped,
-        config_schema=PolicyConfigSchema(
-            properties={
-                "rootNamespace": {
-                    "type": "string",
-                    "default": DEFAULT_ROOT_NAMESPACE,
-                    "description": "Istio's root namespace (EnvoyFilters there apply mesh-wide).",
-                },
-            }
-        ),
+        config_schema=PolicyConfigSchema(properties={"rootNamespace": _root_namespace("EnvoyFilters")}),
+    ),
+    ResourceValidationPolicy(
+        name="oauth2-proxy-cookie-and-redirect-scope",
+        description="oauth2-proxy's session cookie and sign-in redirects stay on the stack's "
+        "domain (no public-suffix or wildcard cookie/whitelist domains, no port wildcards, no "
+        "redirect target outside the cookie domain, no SameSite=None), no --trusted-ip, and behind "
+        "a reverse proxy only named --trusted-proxy-ip ranges (never everyone).",
+        enforcement_level=MANDATORY,
+        validate=validate_oauth2_proxy_scope,
+    ),
+    StackValidationPolicy(
+        name="groups-checked-at-the-gateway",
+        description="An app's group check does not live only in its sidecar: every sidecar ALLOW "
+        "policy with a groups condition, in a namespace a gateway routes to, has a DENY policy "
+        "with the same groups on that gateway for those hosts, unless annotated "
+        "authproxy.io/authorize-at: sidecar.",
+        enforcement_level=MANDATORY,
+        validate=validate_groups_checked_at_gateway,
+        config_schema=PolicyConfigSchema(properties={"rootNamespace": _root_namespace("policies")}),
+    ),
+    StackValidationPolicy(
+        name="hsts-on-gateway-hosts",
+        description="Every host routed through an ingress gateway answers with "
+        "Strict-Transport-Security (max-age above 0): from a gateway EnvoyFilter's virtual host "
+        "headers, or on every route.",
+        enforcement_level=MANDATORY,
+        validate=validate_hsts_on_gateway_hosts,
+        config_schema=PolicyConfigSchema(properties={"rootNamespace": _root_namespace("EnvoyFilters")}),
     ),
     ResourceValidationPolicy(
         name="redis-auth-enabled",

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import pulumi
 
 from components.config import NAMESPACE, StackConfig
+from preflight import app_selectors as _selectors  # noqa: F401 - registers the selector checks
 from preflight import checks as _builtin  # noqa: F401 - registers the built-in checks
 from preflight.core import (
     CHECKS,

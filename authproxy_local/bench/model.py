@@ -91,8 +91,8 @@ Measured as a variant so the before/after stays visible in every run."""
 
 TUNINGS: tuple[Tuning, ...] = (
     Tuning("wp-envoy-filter", "whole path, session; extAuthzMode envoy-filter", mode="envoy-filter",
-           whole_path=True, stack_key="authproxy:istio.extAuthzMode: envoy-filter (ext_authz after the "
-           "gateway's jwt_authn: the gateway does not verify the ID token oauth2-proxy returns)"),
+           whole_path=True, stack_key="authproxy:istio.extAuthzMode: envoy-filter (ext_authz first, "
+           "like istiod's: the gateway verifies the ID token oauth2-proxy returns and checks groups)"),
     Tuning("wp-session-jwt-cache", "whole path, session; Envoy JWT cache at gateway and sidecar",
            whole_path=True, jwt_cache=True,
            stack_key="jwt_authn jwt_cache_config on every provider (not settable through Istio: bench only)"),

@@ -133,7 +133,8 @@ class Bench:
         p = Process(f"oauth2-proxy-{name}", ["taskset", "-c", str(self.sut_cpu), cmd[0], *args],
                     {**base_env, **env}, self.h.run_dir / f"bench-oauth2-proxy-{name}.log").start()
         self.procs[f"oauth2-proxy-{name}"] = p
-        wait_for(f"oauth2-proxy-{name}", lambda: http_ok(f"http://{ip}:{port}/ready"), 60, p)
+        ready = next(a.split("=", 1)[1] for a in cmd if a.startswith("--ready-path="))
+        wait_for(f"oauth2-proxy-{name}", lambda: http_ok(f"http://{ip}:{port}{ready}"), 60, p)
         self.proxy_addrs[name] = (ip, port)
 
     def _start_extras(self) -> None:

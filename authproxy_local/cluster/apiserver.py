@@ -14,6 +14,9 @@ Imports: :mod:`authproxy_local.core`, :mod:`authproxy_local.install`, ``lightkub
 
 from __future__ import annotations
 
+import base64
+import gzip
+import json
 import ssl
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -187,6 +190,23 @@ class Cluster:
                 return None
             raise
         return dict(obj.to_dict())
+
+    def helm_release_objects(self, namespace: str, release: str) -> list[tuple[str, str, str, str]]:
+        """The objects the deployed revision of a Helm release made, from its release record
+        (the manifest Helm keeps: base64 of gzipped JSON in the Secret's ``release`` key), as
+        (apiVersion, kind, namespace, name)."""
+        deployed = [s for s in self.helm_release_records(namespace, release)
+                    if (s["metadata"].get("labels") or {}).get("status") == "deployed"]
+        if len(deployed) != 1:
+            raise ClusterError(f"Helm release {namespace}/{release}: {len(deployed)} deployed records")
+        blob = base64.b64decode(base64.b64decode(deployed[0]["data"]["release"]))
+        manifest = json.loads(gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob)["manifest"]
+        out = []
+        for doc in yaml.safe_load_all(manifest):
+            if doc and doc.get("kind"):
+                meta = doc.get("metadata") or {}
+                out.append((doc["apiVersion"], doc["kind"], meta.get("namespace") or namespace, meta["name"]))
+        return out
 
     def helm_release_records(self, namespace: str | None, release: str | None) -> list[dict[str, Any]]:
         """The Secrets in which Helm keeps a release's history (``owner=helm,name=<release>``)."""

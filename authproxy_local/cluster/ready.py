@@ -1,8 +1,9 @@
 """What a user's cluster holds when a stack can be deployed safely, as plain API objects, and a
 reader over such objects.
 
-:func:`ready_cluster` gives the objects (istiod with the merged mesh config, gateway pods, the apps'
-Services and sidecar-injected pods, the TLS Secret or a Ready issuer, a default StorageClass, nodes)
+:func:`ready_cluster` gives the objects (istiod with the merged mesh config, gateway pods running as
+the gateway's service account, the apps' Services and sidecar-injected pods carrying the apps'
+workloadLabels, the TLS Secret or a Ready issuer, a default StorageClass, nodes)
 and Keycloak's discovery answer. The preflight's unit tests read them through :class:`FakeReader`
 and break one thing at a time; `make engine` creates them in its API server (what an Istio install,
 the apps' deployments and the cluster's operator would have made) to run the preflight both ways.
@@ -38,12 +39,15 @@ def obj(api_version: str, kind: str, name: str, namespace: str | None = None,
     return {"apiVersion": api_version, "kind": kind, "metadata": meta, **body}
 
 
-def pod(name: str, namespace: str, labels: dict[str, str], sidecar: bool = True) -> dict[str, Any]:
+def pod(name: str, namespace: str, labels: dict[str, str], sidecar: bool = True,
+        service_account: str | None = None) -> dict[str, Any]:
     containers = [{"name": "app", "image": "example/app:1"}]
     if sidecar:
         containers.append({"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.31.0"})
-    return obj("v1", "Pod", name, namespace, labels, spec={"containers": containers},
-               status={"phase": "Running"})
+    spec: dict[str, Any] = {"containers": containers}
+    if service_account:
+        spec["serviceAccountName"] = service_account
+    return obj("v1", "Pod", name, namespace, labels, spec=spec, status={"phase": "Running"})
 
 
 @dataclass
@@ -119,8 +123,12 @@ def ready_cluster(cfg: StackConfig) -> Cluster:
     mesh = mesh_config(cfg.istio.ext_authz_mode, provider_args(cfg))
     objects.append(obj("v1", "ConfigMap", "istio", ns, data={"mesh": yaml.safe_dump(mesh)}))
     gw = cfg.istio.gateway
+    gw_sa = cfg.gateway_service_account
+    if gw_sa and gw_sa != "default":
+        objects.append(obj("v1", "ServiceAccount", gw_sa, gw.namespace))
     if cfg.istio.ingress_api == "istio":
-        objects.append(pod("ingressgateway-0", gw.namespace, dict(gw.selector)))
+        objects.append(pod("ingressgateway-0", gw.namespace, dict(gw.selector),
+                           service_account=gw_sa))
     elif cfg.istio.gateway_api.create:
         objects.append(obj("gateway.networking.k8s.io/v1", "GatewayClass",
                            cfg.istio.gateway_api.class_name,
@@ -129,16 +137,19 @@ def ready_cluster(cfg: StackConfig) -> Cluster:
         ga = cfg.istio.gateway_api
         objects.append(obj("gateway.networking.k8s.io/v1", "Gateway", gw.name, gw.namespace,
                            spec={"listeners": [{"name": ga.http_listener}, {"name": ga.https_listener}]}))
-        objects.append(pod(f"{gw.name}-istio-0", gw.namespace, {GATEWAY_NAME_LABEL: gw.name}))
+        objects.append(pod(f"{gw.name}-istio-0", gw.namespace, {GATEWAY_NAME_LABEL: gw.name},
+                           service_account=gw_sa))
     seen_ns: set[str] = set()
     for app in cfg.apps:
         s = app.service
         if s.namespace not in seen_ns:
             objects.append(obj("v1", "Namespace", s.namespace, labels={"istio-injection": "enabled"}))
             seen_ns.add(s.namespace)
+        # The Service selects `app: <name>`; the pods also carry the labels the app's sidecar
+        # policies select (apps[].workloadLabels), as a chart's pods carry both.
         objects.append(obj("v1", "Service", s.name, s.namespace,
                            spec={"selector": {"app": s.name}, "ports": [{"port": s.port}]}))
-        objects.append(pod(f"{s.name}-app-0", s.namespace, {"app": s.name}))
+        objects.append(pod(f"{s.name}-app-0", s.namespace, {**app.selector_labels, "app": s.name}))
     for ns in sorted({gw.namespace, *(a.service.namespace for a in cfg.apps)}):
         # the account pods run as by default (the ServiceAccount admission plugin requires it)
         objects.append(obj("v1", "ServiceAccount", "default", ns))

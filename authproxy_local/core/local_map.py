@@ -83,6 +83,15 @@ class LocalEndpoints:
     """App name -> the echo app standing in for its pods."""
     sidecars: dict[str, Addr] = field(default_factory=dict)
     """App name -> the Envoy listener that plays the app's sidecar (its Service address)."""
+    pods: dict[str, Addr] = field(default_factory=dict)
+    """Pod name -> the echo app standing in for that pod (every app pod the harness models)."""
+    pod_sidecars: dict[str, Addr] = field(default_factory=dict)
+    """Pod name -> the listener of that pod's sidecar (sidecar-injected pods)."""
+    mesh_ca_file: str = ""
+    """The mesh's CA (istiod's role): SDS ``ROOTCA`` of every proxy."""
+    identities: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Workload identity (``gateway``, an app's service account) -> (certificate, key) files with
+    its SPIFFE URI: SDS ``default`` of the proxies of that identity."""
     envoy_admin: Addr = ("127.0.0.1", 0)
     connect_proxy: Addr = ("127.0.0.1", 0)
     """The CONNECT proxy oauth2-proxy uses to reach the public hosts."""

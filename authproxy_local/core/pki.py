@@ -3,6 +3,7 @@
 - :class:`Authority`: a throw-away CA that issues server and client certificates;
 - :func:`make_tls`: the harness's CA, gateway certificate (every public host) and a separate one
   for the Keycloak host;
+- :func:`mesh_identities`: the mesh's CA (istiod's role) and the workloads' SPIFFE certificates;
 - :func:`cluster_pki`: the local API server's CA, serving and admin client certificates, its
   service-account key pair, and a serving certificate for the engine's Keycloak;
 - :func:`spki_hash`: a certificate's SPKI pin (Chromium's ``--ignore-certificate-errors-spki-list``);
@@ -76,27 +77,32 @@ class Authority:
         return path
 
     def issue(self, stem: str, *, dns: Sequence[str] = (), ips: Sequence[str] = (),
-              common_name: str | None = None, organization: str | None = None,
-              client: bool = False) -> tuple[Path, Path]:
-        """A leaf certificate (valid one day) for the names ``dns`` and addresses ``ips``, as
-        ``<stem>.pem`` and ``<stem>.key`` (PKCS#8, 0600); ``client`` makes it a client certificate
-        (``organization`` is the Kubernetes group). Returns (certificate file, key file)."""
+              uris: Sequence[str] = (), common_name: str | None = None,
+              organization: str | None = None, client: bool = False,
+              both: bool = False) -> tuple[Path, Path]:
+        """A leaf certificate (valid one day) for the names ``dns``, addresses ``ips`` and URIs
+        ``uris`` (SPIFFE identities), as ``<stem>.pem`` and ``<stem>.key`` (PKCS#8, 0600);
+        ``client`` makes it a client certificate (``organization`` is the Kubernetes group),
+        ``both`` a client and server one (an Istio workload certificate). Returns (certificate
+        file, key file)."""
         now = dt.datetime.now(dt.UTC)
         key = ec.generate_private_key(ec.SECP256R1())
         attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []
-        cn = common_name or (list(dns) + list(ips))[0]
-        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
-        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+        cn = common_name or (list(dns) + list(ips) + list(uris))[0]
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn[:64]))
+        usages = ([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if both
+                  else [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH])
         b = (
             x509.CertificateBuilder()
             .subject_name(x509.Name(attrs)).issuer_name(self.cert.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         )
         sans: list[x509.GeneralName] = [x509.DNSName(h) for h in dns]
         sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+        sans += [x509.UniformResourceIdentifier(u) for u in uris]
         if sans:
             b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = b.sign(self.key, hashes.SHA256())
@@ -127,6 +133,23 @@ def make_tls(hosts: list[str], directory: Path, keycloak_host: str | None = None
         kc_cert, kc_key = ca.issue("keycloak", dns=[keycloak_host])
         files.keycloak_cert_file, files.keycloak_key_file = str(kc_cert), str(kc_key)
     return files
+
+
+def spiffe_id(namespace: str, service_account: str, trust_domain: str = "cluster.local") -> str:
+    """A workload's SPIFFE identity as Istio issues it."""
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
+
+
+def mesh_identities(directory: Path, identities: dict[str, str]) -> tuple[str, dict[str, tuple[str, str]]]:
+    """A mesh CA (istiod's, for the run) and one workload certificate per identity (name ->
+    SPIFFE URI), each usable as client and server, as istiod's CA issues them for SDS
+    ``default``. Returns (CA file, name -> (certificate file, key file))."""
+    ca = Authority("authproxy harness mesh CA (istiod's role, throw-away)", directory)
+    out = {}
+    for name, uri in identities.items():
+        cert, key = ca.issue(f"workload-{name}", uris=[uri], common_name=name, both=True)
+        out[name] = (str(cert), str(key))
+    return str(ca.ca_file), out
 
 
 def cluster_pki(directory: Path) -> dict[str, Path]:

@@ -156,6 +156,39 @@ def check_rotation(stack: str, rot: list[tuple[str, str]]) -> None:
         raise EngineError(f"{stack}: bumping rotation.cookieSecret also changes {sorted(unexpected)}: {rot}")
 
 
+HelmObjects = dict[str, list[tuple[str, str, str, str]]]
+
+
+def helm_objects(cluster: Cluster, resources: list[dict[str, Any]]) -> HelmObjects:
+    """Per Helm release of the state (``namespace/name``): the objects its manifest made."""
+    out: HelmObjects = {}
+    for r in resources:
+        if r["type"] == HELM_RELEASE:
+            st = r["outputs"].get("status") or {}
+            ns = st.get("namespace") or r["outputs"].get("namespace")
+            name = str(st.get("name") or r["outputs"].get("name"))
+            out[f"{ns}/{name}"] = cluster.helm_release_objects(str(ns), name)
+    return out
+
+
+def verify_helm_objects_gone(cluster: Cluster, stack: str, made: HelmObjects) -> None:
+    """After destroy: each Helm release's own objects (not in Pulumi's state: Helm made them) and
+    its release records are gone too."""
+    left = []
+    for key, objs in made.items():
+        ns, release = key.split("/", 1)
+        if not objs:
+            raise EngineError(f"{stack}: Helm release {key} made no objects: nothing to check")
+        for api, kind, ons, name in objs:
+            if cluster.get(api, kind, ons, name) is not None:
+                left.append(f"{kind} {ons}/{name} (release {key})")
+        if cluster.helm_release_records(ns, release):
+            left.append(f"Helm release records of {key}")
+    if left:
+        raise EngineError(f"{stack}: Helm left after destroy: {left}")
+    log(f"{stack}: the Helm releases' {sum(map(len, made.values()))} objects are gone")
+
+
 def verify_gone(cluster: Cluster, kc: AdminSession, stack: str, resources: list[dict[str, Any]],
                 existing_realm: str | None) -> None:
     left = []

@@ -203,10 +203,28 @@ def _no_sidecar(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return pod
 
 
+def _other_labels(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """An app pod behind the Service without the labels the sidecar policies select (a canary
+    deployed from another chart, or workloadLabels copied from the wrong app)."""
+    pod = _one(objects, "Pod", lambda o: "-app-" in o["metadata"]["name"])
+    pod["metadata"]["labels"] = {"app": pod["metadata"]["labels"]["app"]}
+    return pod
+
+
+def _gateway_as_default(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """Gateway pods running as another service account than istio.gateway.serviceAccount."""
+    pod = _one(objects, "Pod", lambda o: bool(o["spec"].get("serviceAccountName")))
+    pod["spec"]["serviceAccountName"] = "default"
+    return pod
+
+
 BREAKS: dict[str, tuple[str, Callable[[list[dict[str, Any]]], dict[str, Any]]]] = {
     # check -> (the operation that must refuse, the one object changed or added)
     "istio-mesh-config": ("up", _no_provider),  # a preview only warns: it shows what to merge
     "app-sidecar": ("preview", _no_sidecar),
+    "app-workload-labels": ("preview", _other_labels),
+    "gateway-identity": ("preview", _gateway_as_default),
 }
 """The checks an earlier failure hides in the absent run (no istiod: no mesh config to read; no
-Service: no pods to check), each broken alone on the otherwise ready cluster."""
+Service: no pods to check; no gateway pods: no identity to compare), each broken alone on the
+otherwise ready cluster."""

@@ -175,7 +175,8 @@ class Engine:
             self.p.write_config(st, values)
         local = local_server_values(keycloak_ca_pem=Path(self.cluster.pki["ca"]).read_text(),
                                     redis_chart_path=str(install.ensure("redis-ha-chart")),
-                                    keycloak_url=self.keycloak.hostname, awaited=True)
+                                    keycloak_url=self.keycloak.hostname, awaited=True,
+                                    stack_values=values if values is not None else project_config(base or stack))
         # kubernetes:clusterIdentifier: without it, any change of the kubeconfig (a fixed server
         # address, a moved file) replaces the provider and so every object, and the Helm release
         # then collides with itself ("cannot re-use a name that is still in use"); found by the
@@ -308,6 +309,7 @@ class Engine:
             run.faults.append(f"{first_install}; fixed -> the next `up` converged")
         checks.verify_keycloak(self.admin, stack, resources, self.existing_realm)
         checks.verify_kubernetes(self.cluster, stack, resources)
+        helm_made = checks.helm_objects(self.cluster, resources)
         checks.verify_state_secrets(stack, p.export(stack), p.state_text(stack))
 
         again = changes(timed("re-preview", p.preview, st))
@@ -344,6 +346,7 @@ class Engine:
         check_nothing_runs(self.cluster, stack, [cfg.namespace])
         if gateway_uid:
             self.check_gateway_kept(cfg, gateway_uid)
+        checks.verify_helm_objects_gone(self.cluster, stack, helm_made)
         p.remove(stack)
         staging.delete()  # the next stack starts from a cluster without them again
         return run

@@ -7,8 +7,10 @@ headers (identity headers, the JWT) reached the app after the gateway and the si
 
 Response body::
 
-    {"app": "echo", "method": "GET", "path": "/x?y=1", "headers": {"x-auth-request-user": "..."},
-     "body_bytes": 0}
+    {"app": "echo", "pod": "echo-harness", "method": "GET", "path": "/x?y=1",
+     "headers": {"x-auth-request-user": "..."}, "body_bytes": 0}
+
+A request's ``x-echo-set-cookie`` headers come back as ``Set-Cookie`` headers.
 
 Header names are lower-cased; a header sent several times is joined with ", ".
 """
@@ -21,14 +23,20 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+SET_COOKIE_REQUEST = "x-echo-set-cookie"
+"""A request header the echo app turns into a ``Set-Cookie`` of its response (once per value), so
+tests can play an app that sets cookies (e.g. oauth2-proxy's, which the gateway must remove)."""
 
-def describe(app: str, method: str, path: str, headers: list[tuple[str, str]], body_bytes: int) -> dict[str, Any]:
+
+def describe(app: str, method: str, path: str, headers: list[tuple[str, str]], body_bytes: int,
+             pod: str = "") -> dict[str, Any]:
     """The JSON document the echo app answers with (pure)."""
     merged: dict[str, str] = {}
     for k, v in headers:
         key = k.lower()
         merged[key] = f"{merged[key]}, {v}" if key in merged else v
-    return {"app": app, "method": method, "path": path, "headers": merged, "body_bytes": body_bytes}
+    return {"app": app, "pod": pod or app, "method": method, "path": path, "headers": merged,
+            "body_bytes": body_bytes}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -40,9 +48,13 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
-        doc = describe(self.server.app_name, self.command, self.path, list(self.headers.items()), length)  # type: ignore[attr-defined]
+        doc = describe(self.server.app_name, self.command, self.path, list(self.headers.items()), length,  # type: ignore[attr-defined]
+                       self.server.pod_name)  # type: ignore[attr-defined]
+        self.server.requests += 1  # type: ignore[attr-defined]
         body = json.dumps(doc, sort_keys=True).encode()
         self.send_response(200)
+        for value in self.headers.get_all(SET_COOKIE_REQUEST) or []:
+            self.send_header("Set-Cookie", value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -58,11 +70,18 @@ class _Handler(BaseHTTPRequestHandler):
 class EchoServer:
     """An echo app on a background thread (used by the harness)."""
 
-    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0, pod: str = "") -> None:
         self.httpd = ThreadingHTTPServer((host, port), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.app_name = name  # type: ignore[attr-defined]
+        self.httpd.pod_name = pod or name  # type: ignore[attr-defined]
+        self.httpd.requests = 0  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name=f"echo-{name}", daemon=True)
+
+    @property
+    def requests(self) -> int:
+        """Requests answered so far (the tests check that a pod got none)."""
+        return int(self.httpd.requests)  # type: ignore[attr-defined]
 
     @property
     def address(self) -> tuple[str, int]:

@@ -91,6 +91,14 @@ class EnvoyPart(HarnessState):
             wait_for(name, ready, 60, self.procs[name])
         self.timings.add("envoy", time.monotonic() - t0)
 
+    def run_proxies(self, boots: adapter.Bootstraps | None = None) -> None:
+        """Restart every Envoy (gateway and sidecars) on ``boots`` (default: the run's own);
+        tests use it to run a deliberately changed translation, then restore the real one."""
+        for name in [n for n in self.procs if n == "envoy" or n.startswith("envoy-")]:
+            self.procs[name].stop()
+        self.log("stopped every envoy")
+        self._start_envoy(boots)
+
     def run_gateway(self, boots: adapter.Bootstraps | None = None) -> None:
         """Restart the gateway Envoy on ``boots``' gateway bootstrap (default: the run's own);
         tests use it to run a deliberately wrong translation and then restore the real one."""

@@ -19,6 +19,7 @@ from authproxy_local import install
 from authproxy_local.core import local_map
 from authproxy_local.core.net import ConnectProxy
 from authproxy_local.core.processes import HarnessError, Process, http_ok, wait_for
+from authproxy_local.mesh.workloads import app_pods
 
 from .echo import EchoServer
 from .stack import StackPart
@@ -70,13 +71,19 @@ class ProxyPart(StackPart):
         p = Process("oauth2-proxy", cmd, env, self.run_dir / "oauth2-proxy.log").start()
         self.procs["oauth2-proxy"] = p
         host, port = self.endpoints.oauth2_proxy
-        wait_for("oauth2-proxy", lambda: http_ok(f"http://{host}:{port}/ready"), 60, p)
+        # The kubelet's check: the deployed container's readiness probe path.
+        ready = self._proxy_deployment()[1]["readinessProbe"]["httpGet"]["path"]
+        wait_for("oauth2-proxy", lambda: http_ok(f"http://{host}:{port}{ready}"), 60, p)
         self.timings.add("oauth2-proxy", time.monotonic() - p.started_at)
 
     def _start_echo_and_proxy(self) -> None:
-        for app in self.config.apps:
-            server = EchoServer(app.name, host=self.gateway_ip).start()
-            self.echo[app.name] = server
-            self.endpoints.apps[app.name] = server.address
+        """One echo app per modeled pod (the app's first pod is also ``echo[<app>]``)."""
+        for pod in app_pods(self.config):
+            server = EchoServer(pod.app, host=self.gateway_ip, pod=pod.name).start()
+            self.echo[pod.name] = server
+            self.endpoints.pods[pod.name] = server.address
+            if pod.name == f"{pod.app}-harness":
+                self.echo[pod.app] = server
+                self.endpoints.apps[pod.app] = server.address
         self.connect_proxy = ConnectProxy(self.public_hosts, self.endpoints.gateway_https).start()
         self.endpoints.connect_proxy = self.connect_proxy.address

@@ -19,9 +19,11 @@ from typing import Any
 
 from authproxy_local import install
 from authproxy_local.core import local_map
-from authproxy_local.core.pki import make_tls
+from authproxy_local.core.pki import make_tls, mesh_identities
 from authproxy_local.core.processes import HarnessError, free_port, pick_gateway_ip
 from authproxy_local.keycloak.admin import make_password
+from authproxy_local.mesh.workloads import app_pods
+from authproxy_local.mesh.workloads import identities as workload_identities
 from components.config import KEYCLOAK_ADMIN_PASSWORD_KEY, required_secret_keys
 
 from .envoy import EnvoyPart
@@ -86,7 +88,7 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
                 p.stop()
         if self.keycloak is not None:
             self.keycloak.stop()  # also lets go of the start lock if the start failed midway
-        for e in self.echo.values():
+        for e in set(self.echo.values()):
             with contextlib.suppress(Exception):
                 e.stop()
         self.echo.clear()
@@ -151,7 +153,12 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
         # Every public host by name (no wildcard even if the Gateway has one, so the gateway's
         # certificate never covers the Keycloak host).
         tls = make_tls(self.public_hosts, self.tmp / "tls", keycloak_host=self.config.keycloak.host)
-        apps = [a.name for a in self.config.apps]
+        # The mesh's workload identities (istiod's CA role): one SPIFFE certificate per service
+        # account of the gateway and the apps, served to the proxies as SDS `default`.
+        mesh_ca, identities = mesh_identities(self.tmp / "mesh", workload_identities(self.config))
+        pods = app_pods(self.config)
+        main = {a.name: f"{a.name}-harness" for a in self.config.apps}
+        pod_sidecars = {p.name: (gw_ip, free_port(gw_ip)) for p in pods if p.sidecar}
         self._endpoints = local_map.LocalEndpoints(
             gateway_ip=gw_ip,
             # Every local listener sits on the run's own loopback address: other processes on the
@@ -161,7 +168,10 @@ class Harness(RedisPart, ProxyPart, EnvoyPart):
             oauth2_proxy=(gw_ip, free_port(gw_ip)),
             oauth2_proxy_metrics=(gw_ip, free_port(gw_ip)),
             redis=(gw_ip, free_port(gw_ip)),
-            sidecars={a: (gw_ip, free_port(gw_ip)) for a in apps},
+            sidecars={a: pod_sidecars[pod] for a, pod in main.items()},
+            pod_sidecars=pod_sidecars,
+            mesh_ca_file=mesh_ca,
+            identities=identities,
             envoy_admin=(gw_ip, free_port(gw_ip)),
             keycloak_https=(gw_ip, free_port(gw_ip)),
             ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file,

@@ -90,7 +90,8 @@ class LiveStack:
         self.project = project
         self.name = name
         self.values = deep_merge(deep_merge(values, local_server_values(keycloak_ca_pem=ca_pem,
-                                                                        redis_chart_path=str(chart))),
+                                                                        redis_chart_path=str(chart),
+                                                                        stack_values=values)),
                                  preflight_values(False))
         self.secrets = secrets
         url = f"http://{proxy[0]}:{proxy[1]}"

@@ -4,12 +4,15 @@
 that run them) needs: the Makefile installs ``--group <target>``, tests/e2e/conftest.py and the
 harness ensure the same groups.
 
-Imports: the standard library only.
+Imports: the standard library, and components/versions.py (the releases the stack deploys, so the
+harness builds and proves the same ones).
 """
 
 from __future__ import annotations
 
 import pathlib
+
+from components.versions import OAUTH2_PROXY_VERSION
 
 # --------------------------------------------------------------------------
 # Pinned versions: every version this installer uses, in one place.
@@ -20,9 +23,9 @@ VERSIONS: dict[str, str] = {
     # verified against the SHA-512 pinned below.  26.7.3 is the newest version
     # in the artifact's maven-metadata.xml (Nov 2026).
     "keycloak": "26.7.3",
-    # oauth2-proxy, built with `go install github.com/oauth2-proxy/oauth2-proxy/v7@<v>`.
-    # v7.15.6 is the newest v7.15.x the Go module proxy lists.
-    "oauth2-proxy": "v7.15.6",
+    # oauth2-proxy, built with `go install github.com/oauth2-proxy/oauth2-proxy/v7@<v>`: the
+    # release whose image the stack deploys (components/versions.py, the one definition).
+    "oauth2-proxy": OAUTH2_PROXY_VERSION,
     # istio.io/istio module version istioctl is built from.  Istio tags its
     # releases without a leading "v" (1.30.3), so the Go module proxy has no
     # tagged istio versions, only pseudo-versions of commits.  Of the three it

@@ -118,7 +118,8 @@ def create_existing(session: AdminSession, lookups: Iterable[Mapping[str, Any]],
         if fn == "getRealm":
             realms.append(args["realm"])
         elif fn == "getGroup":
-            groups.append((args["realmId"], args["name"]))
+            # by full path (the stack looks groups up with group_path), or by name (top level)
+            groups.append((args["realmId"], args.get("groupPath") or "/" + args["name"]))
         else:
             raise KeycloakAdminError(f"the stack looks up {lk['function']}; the harness cannot pre-create it")
     if admin_client and admin_client[0] not in realms and admin_client[0] != "master":
@@ -126,9 +127,18 @@ def create_existing(session: AdminSession, lookups: Iterable[Mapping[str, Any]],
     for realm in realms:
         session.call("POST", "/realms", {"realm": realm, "enabled": True, **(realm_settings or {})}, ok=(201,))
         made.append(f"realm {realm}")
-    for realm, name in groups:
-        session.create(f"/realms/{quote(realm)}/groups", {"name": name})
-        made.append(f"group {name}")
+    for realm, path in groups:
+        # a nested path's parents first (a parent made for an earlier path is reused)
+        parent = ""
+        for i, part in enumerate(p for p in path.split("/") if p):
+            at = "/" + "/".join([x for x in path.split("/") if x][: i + 1])
+            found = session.call("GET", f"/realms/{quote(realm)}/group-by-path{quote(at)}", ok=(200, 404))
+            if found.status_code == 200:
+                parent = found.json()["id"]
+                continue
+            where = f"/realms/{quote(realm)}/groups" + (f"/{parent}/children" if parent else "")
+            parent = session.create(where, {"name": part})
+        made.append(f"group {path}")
     if admin_client:
         realm, client_id, secret = admin_client
         cid = session.create(f"/realms/{quote(realm)}/clients", {

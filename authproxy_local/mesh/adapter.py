@@ -80,16 +80,19 @@ class Secrets:
     """name -> CA bundle file"""
 
 
-def run_secrets(ep: local_map.LocalEndpoints, credential_names: Iterable[str]) -> Secrets:
-    """The Gateway's ``credentialName`` secrets -> the run's gateway certificate; Istio's workload
-    identity (``default``) -> the same certificate and ``ROOTCA`` -> the run's CA. No pod carries
-    the ``security.istio.io/tlsMode`` label, so the gateway talks plaintext to the sidecars and the
-    workload certificate is only loaded, never presented (nothing in the stack depends on peer
-    identity)."""
+def run_secrets(ep: local_map.LocalEndpoints, credential_names: Iterable[str], identity: str = "") -> Secrets:
+    """The SDS secrets of one proxy: the Gateway's ``credentialName`` secrets -> the run's gateway
+    certificate; Istio's workload certificate (``default``) -> the proxy's own SPIFFE certificate
+    (``identity``, :func:`authproxy_local.core.pki.mesh_identities`) and ``ROOTCA`` -> the mesh's
+    CA, as istiod's SDS would serve them; the gateway and the sidecars then speak Istio mTLS and
+    authorization policies on the caller's principal decide on real peer identities."""
     certs = {n if "://" in n else f"kubernetes://{n}": (ep.cert_file, ep.key_file)
              for n in credential_names}
-    certs["default"] = (ep.cert_file, ep.key_file)
-    return Secrets(certs=certs, cas={"ROOTCA": ep.ca_file})
+    if identity:
+        if identity not in ep.identities:
+            raise AdapterError(f"no workload certificate for identity {identity!r}")
+        certs["default"] = ep.identities[identity]
+    return Secrets(certs=certs, cas={"ROOTCA": ep.mesh_ca_file or ep.ca_file})
 
 
 def _walk(value: Any) -> Iterable[dict[str, Any]]:
@@ -299,12 +302,13 @@ class Bootstraps:
 def bootstraps(xds: Mapping[str, Any], w: Workloads, ep: local_map.LocalEndpoints, kc_host: str,
                admin: Mapping[str, local_map.Addr], credential_names: Iterable[str]) -> Bootstraps:
     """One static bootstrap per proxy of ``w``: the gateway and each app's sidecar."""
-    secrets = run_secrets(ep, credential_names)
+    names = list(credential_names)
     removed: set[str] = set()
     out: dict[str, dict[str, Any]] = {}
     for p in w.proxies:
         if p.name not in xds.get("proxies", {}):
             raise AdapterError(f"the translator produced nothing for proxy {p.name}")
+        secrets = run_secrets(ep, names, p.identity)
         b = _proxy_bootstrap(p.name, xds["proxies"][p.name], p, w, ep, secrets, admin[p.name], removed)
         if p.type == "router":
             https = [lst for lst in b["static_resources"]["listeners"]

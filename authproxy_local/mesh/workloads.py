@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from authproxy_local.core import local_map
+from authproxy_local.core.pki import spiffe_id
 
 from .envoy_config import HARNESS_LABEL, POD_CIDR
 
@@ -37,6 +38,83 @@ class Proxy:
     ip: str
     labels: dict[str, str]
     app: str | None = None
+    identity: str = ""
+    """Key of its workload certificate in ``LocalEndpoints.identities`` (SDS ``default``)."""
+
+
+SERVES_LABEL = "authproxy.local/serves"
+"""The label the Service of the app with the extra pods selects (see :func:`app_pods`)."""
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+"""What Istio's sidecar injection puts on a pod (istiod marks its endpoints for mTLS by it)."""
+GATEWAY_IDENTITY = "gateway"
+
+
+@dataclass(frozen=True)
+class AppPod:
+    """One pod behind an app's Service, as the harness models it."""
+
+    app: str
+    name: str
+    labels: dict[str, str]
+    sidecar: bool
+    service_account: str
+
+    @property
+    def proxy(self) -> str | None:
+        """The sidecar proxy's name (the app's first pod keeps ``sidecar-<app>``)."""
+        if not self.sidecar:
+            return None
+        return f"sidecar-{self.name.removesuffix('-harness')}"
+
+
+def exposed_app(cfg: Any) -> str | None:
+    """The app whose Service also sends traffic to pods its sidecar policies do not protect: the
+    first app with groups that the sidecar checks (dev and gateway-api: ``admin``)."""
+    return next((a.name for a in cfg.apps if a.groups and a.sidecar_checks), None)
+
+
+def app_pods(cfg: Any) -> list[AppPod]:
+    """The pods the harness models, per app: one sidecar-injected pod with the configured
+    ``workloadLabels``; for :func:`exposed_app` also, behind the same Service, a sidecar-injected
+    pod with *other* labels (the sidecar policies miss it) and a pod *without* a sidecar, as a
+    cluster where the selector or the injection is wrong would have them. The gateway must keep a
+    user outside the app's groups out of all three."""
+    out = []
+    exposed = exposed_app(cfg)
+    for app in cfg.apps:
+        labels = app.selector_labels or {"app.kubernetes.io/name": app.service.name}
+        sa = app.service.name
+        if app.name != exposed:
+            out.append(AppPod(app.name, f"{app.name}-harness", labels, True, sa))
+            continue
+        mark = {SERVES_LABEL: app.name}
+        out += [
+            AppPod(app.name, f"{app.name}-harness", {**labels, **mark}, True, sa),
+            AppPod(app.name, f"{app.name}-other-labels-harness",
+                   {**mark, "app.kubernetes.io/name": f"{app.service.name}-canary"}, True, sa),
+            AppPod(app.name, f"{app.name}-no-sidecar-harness", {**labels, **mark}, False, sa),
+        ]
+    return out
+
+
+def service_selector(cfg: Any, app: Any) -> dict[str, str]:
+    """The app Service's selector the harness models: the configured labels, or for
+    :func:`exposed_app` the label all three of its pods carry."""
+    if app.name == exposed_app(cfg):
+        return {SERVES_LABEL: app.name}
+    return dict(app.selector_labels or {"app.kubernetes.io/name": app.service.name})
+
+
+def identities(cfg: Any) -> dict[str, str]:
+    """Workload identity name -> SPIFFE URI for every proxy the harness runs: the gateway (its
+    configured or derived service account) and each app's service account."""
+
+    gw_sa = cfg.gateway_service_account or "istio-ingressgateway"
+    out = {GATEWAY_IDENTITY: spiffe_id(cfg.istio.gateway.namespace, gw_sa)}
+    for p in app_pods(cfg):
+        app = next(a for a in cfg.apps if a.name == p.app)
+        out[p.service_account] = spiffe_id(app.service.namespace, p.service_account)
+    return out
 
 
 @dataclass
@@ -55,23 +133,29 @@ def _meta(name: str, namespace: str, labels: Mapping[str, str] | None = None) ->
     return {"name": name, "namespace": namespace, "labels": {**(labels or {}), HARNESS_LABEL: "true"}}
 
 
-def _pod(name: str, ns: str, labels: Mapping[str, str], ip: str, ports: Iterable[tuple[str, int]]) -> dict[str, Any]:
+def _pod(name: str, ns: str, labels: Mapping[str, str], ip: str, ports: Iterable[tuple[str, int]],
+         service_account: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"containers": [{"name": "main", "image": "harness",
+                                            "ports": [{"name": n, "containerPort": p} for n, p in ports]}]}
+    if service_account:
+        spec["serviceAccountName"] = service_account
     return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": _meta(name, ns, labels),
-        "spec": {"containers": [{"name": "main", "image": "harness",
-                                 "ports": [{"name": n, "containerPort": p} for n, p in ports]}]},
+        "apiVersion": "v1", "kind": "Pod", "metadata": _meta(name, ns, labels), "spec": spec,
         "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
                    "conditions": [{"type": "Ready", "status": "True"}]},
     }
 
 
-def _slice(svc: str, ns: str, pod: str, ip: str, ports: Iterable[tuple[str, int]]) -> dict[str, Any]:
+def _slice(svc: str, ns: str, pod: str | list[tuple[str, str]], ip: str,
+           ports: Iterable[tuple[str, int]]) -> dict[str, Any]:
+    """An EndpointSlice of a Service: one pod (``pod``, ``ip``) or several ((pod, ip) pairs)."""
     meta = _meta(f"{svc}-harness", ns, {"kubernetes.io/service-name": svc})
+    pods = pod if isinstance(pod, list) else [(pod, ip)]
     return {
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": meta,
         "addressType": "IPv4",
-        "endpoints": [{"addresses": [ip], "conditions": {"ready": True},
-                       "targetRef": {"kind": "Pod", "name": pod, "namespace": ns}}],
+        "endpoints": [{"addresses": [a], "conditions": {"ready": True},
+                       "targetRef": {"kind": "Pod", "name": n, "namespace": ns}} for n, a in pods],
         "ports": [{"name": n, "port": p, "protocol": "TCP"} for n, p in ports],
     }
 
@@ -182,8 +266,9 @@ def workloads(render: Any, ep: local_map.LocalEndpoints) -> Workloads:
                                 [(p["name"], p["port"]) for p in svc["spec"]["ports"]]))
     else:
         gw_labels = dict(gw["spec"].get("selector") or {})
-    w.proxies.append(Proxy("gateway", "router", gw_ns, gw_ip, gw_labels))
-    w.objects.append(_pod("ingressgateway-harness", gw_ns, gw_labels, gw_ip, []))
+    w.proxies.append(Proxy("gateway", "router", gw_ns, gw_ip, gw_labels, identity=GATEWAY_IDENTITY))
+    w.objects.append(_pod("ingressgateway-harness", gw_ns, gw_labels, gw_ip, [],
+                          cfg.gateway_service_account or "istio-ingressgateway"))
 
     # oauth2-proxy: the render's Deployment and Service; the pod and EndpointSlice are ours.
     proxy_svc, proxy_ns, proxy_ports = _oauth2_proxy_service(render)
@@ -201,24 +286,36 @@ def workloads(render: Any, ep: local_map.LocalEndpoints) -> Workloads:
     w.objects.append(_pod("oauth2-proxy-harness", proxy_ns, pod_labels, ip, list(cports.items())))
     w.objects.append(_slice(proxy_svc, proxy_ns, "oauth2-proxy-harness", ip, slice_ports))
 
-    # Each app: a pod (with a sidecar), a Service with an http port, an EndpointSlice.
+    # Each app: its pods (app_pods: sidecar-injected, or not), a Service with an http port, an
+    # EndpointSlice of its pods. A sidecar-injected pod gets its own sidecar proxy, which the
+    # gateway reaches with Istio mTLS; a pod without one is its echo app, reached directly.
+    pods = app_pods(cfg)
+    n = 0
     for i, app in enumerate(cfg.apps):
         ns, name, port = app.service.namespace, app.service.name, int(app.service.port)
-        labels = dict(app.selector_labels)
-        ip = f"{POD_CIDR}.2.{i + 1}"
-        pod = f"{app.name}-harness"
-        w.objects.append(_pod(pod, ns, labels, ip, [("http", port)]))
+        members = []
+        for p in (p for p in pods if p.app == app.name):
+            n += 1
+            ip = f"{POD_CIDR}.2.{n}"
+            labels = {**p.labels, TLS_MODE_LABEL: "istio"} if p.sidecar else dict(p.labels)
+            w.objects.append(_pod(p.name, ns, labels, ip, [("http", port)], p.service_account))
+            members.append((p.name, ip))
+            echo = ep.pods.get(p.name) or ep.apps[app.name]
+            if p.proxy is None:
+                w.endpoints[(ip, port)] = echo
+                continue
+            listen = ep.pod_sidecars.get(p.name) or ep.sidecars[app.name]
+            w.proxies.append(Proxy(p.proxy, "sidecar", ns, ip, labels, app=app.name,
+                                   identity=p.service_account))
+            w.endpoints[(ip, port)] = listen
+            w.sidecar_listen[p.proxy] = listen
+            w.inbound[p.proxy] = {port: echo}
         w.objects.append({
             "apiVersion": "v1", "kind": "Service", "metadata": _meta(name, ns),
-            "spec": {"selector": labels, "clusterIP": f"{POD_CIDR}.3.{i + 1}",
+            "spec": {"selector": service_selector(cfg, app), "clusterIP": f"{POD_CIDR}.3.{i + 1}",
                      "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}]},
         })
-        w.objects.append(_slice(name, ns, pod, ip, [("http", port)]))
-        pname = f"sidecar-{app.name}"
-        w.proxies.append(Proxy(pname, "sidecar", ns, ip, labels, app=app.name))
-        w.endpoints[(ip, port)] = ep.sidecars[app.name]
-        w.sidecar_listen[pname] = ep.sidecars[app.name]
-        w.inbound[pname] = {port: ep.apps[app.name]}
+        w.objects.append(_slice(name, ns, members, "", [("http", port)]))
     return w
 
 

@@ -31,6 +31,7 @@ def generated_config(n: int) -> dict:
             "name": f"app{i}",
             "host": f"app{i}.authproxy.test",
             "service": {"name": f"app{i}", "namespace": f"ns{i % 7}", "port": 8080},
+            "workloadLabels": {"app.kubernetes.io/name": f"app{i}"},
         }
         if i % 3 == 0:
             app["groups"] = [f"team{i % 11}"]
@@ -43,6 +44,8 @@ def generated_config(n: int) -> dict:
         "domain": "authproxy.test",
         "apps": apps,
         "keycloak": {"url": "https://keycloak.authproxy.test", "realm": "authproxy"},
+        # the apps' sidecars admit tokens only from the gateway's identity: name it
+        "istio": {"gateway": {"serviceAccount": "istio-ingressgateway"}},
     }
 
 

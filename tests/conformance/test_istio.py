@@ -108,8 +108,11 @@ def test_render_has_istio_objects(renders, stack, mode):
         assert kinds["Gateway"] >= 1
         assert kinds["VirtualService"] >= 1
     assert kinds["AuthorizationPolicy"] >= 1
+    # EnvoyFilters that insert an ext_authz HTTP filter (not ones that merely mention it)
     ext_authz_filters = [o for o in istio_objects(renders[(stack, mode)].result)
-                         if o["kind"] == "EnvoyFilter" and "ext_authz" in json.dumps(o)]
+                         if o["kind"] == "EnvoyFilter" and any(
+                             ((p.get("patch") or {}).get("value") or {}).get("name") == "envoy.filters.http.ext_authz"
+                             for p in o["spec"].get("configPatches") or [])]
     assert len(ext_authz_filters) == (1 if mode == "envoy-filter" else 0)
 
 

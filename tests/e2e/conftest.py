@@ -158,14 +158,80 @@ def echo_json(r: Any) -> dict[str, Any] | None:
     return None
 
 
+UPSTREAM_MARK = "x-envoy-upstream-service-time"
+"""Set by the gateway's router on every response that came from upstream (an app's sidecar, an
+app, oauth2-proxy on its routes); a reply the gateway made itself (ext_authz's redirect or 503,
+an RBAC refusal, a 400) never has it. So it tells *who* refused: the gateway, or something
+behind it."""
+
+
+def gateway_answered(r: Any) -> bool:
+    """The gateway itself answered (its own redirect, refusal or error); nothing behind it did."""
+    return UPSTREAM_MARK not in r.headers
+
+
+SECURITY: dict[str, dict[str, bool]] = {}
+"""Live case -> attack case -> whether it passed through (reached what it attacked)."""
+
+
+class Attacks:
+    """Records attack cases of one live case: each one counted once, in the closing line
+    ``security: <n> attack cases, <m> passed through``."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def refused(self, name: str, refused: bool, detail: Any = "") -> None:
+        """One attack case: ``refused`` is what the test observed; a pass-through fails the test."""
+        cases = SECURITY.setdefault(self.key, {})
+        cases[name] = cases.get(name, False) or not refused
+        assert refused, f"attack {name!r} passed through: {detail}"
+
+    def by_gateway(self, name: str, r: Any, *statuses: int) -> None:
+        """An attack the gateway itself must refuse with one of ``statuses``: no app (and no
+        sidecar behind the gateway) answered."""
+        ok = r.status_code in statuses and gateway_answered(r) and echo_json(r) is None
+        self.refused(name, ok, f"{r.status_code}, upstream answered: {not gateway_answered(r)}, "
+                               f"reached an app: {echo_json(r) is not None}")
+
+
+    def kept_from_apps(self, name: str, r: Any) -> None:
+        """A request that may lawfully end at oauth2-proxy's own route (a path that decodes to
+        ``/oauth2/...``): refused by the gateway, or answered by oauth2-proxy, never by an app."""
+        if gateway_answered(r):
+            self.by_gateway(name, r, 301, 302, 308, 400, 401, 403, 404)
+        else:
+            self.refused(name, echo_json(r) is None and r.status_code in (302, 403, 404), r.status_code)
+
+
+@pytest.fixture
+def attacks(request: pytest.FixtureRequest) -> Attacks:
+    if "prod_live" in request.fixturenames:
+        return Attacks("prod")
+    h = request.getfixturevalue("live")
+    return Attacks(case_key(h.stack, h.render.mode))
+
+
+def security_line() -> str | None:
+    if not SECURITY:
+        return None
+    n = sum(len(c) for c in SECURITY.values())
+    through = sum(v for c in SECURITY.values() for v in c.values())
+    return f"security: {n} attack cases, {through} passed through"
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    if REPORT["modes"]:
+    if REPORT["modes"] or SECURITY:
+        REPORT["security"] = {"line": security_line(), "cases": SECURITY}
         path = cache_dir() / "e2e-report.json"
         path.write_text(json.dumps(REPORT, indent=2, sort_keys=True, default=str))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if REPORT["modes"]:
+    if REPORT["modes"] or SECURITY:
         terminalreporter.section("authproxy e2e numbers")
         for mode, data in sorted(REPORT["modes"].items()):
             terminalreporter.write_line(f"{mode}: {json.dumps(data, sort_keys=True, default=str)}")
+        line = security_line()
+        if line:
+            terminalreporter.write_line(line)

@@ -56,6 +56,34 @@ def add_test_objects(h: Harness) -> None:
                    "access.token.claim": "true", "id.token.claim": "false"},
     })
     h.extras.update(test_key=key, test_kid=kid, machine_secret=secret)
+    add_lookalike_group_member(h)
+
+
+LOOKALIKE_PARENT = "e2e-elsewhere"
+LOOKALIKE_USER = "e2e-lookalike"
+
+
+def add_lookalike_group_member(h: Harness) -> None:
+    """A user in a group named like an app's group, but under another parent
+    (``/e2e-elsewhere/<group>``): with full group paths it satisfies no app."""
+    from authproxy_local.harness import DemoUser
+
+    group = next((g for a in h.config.apps for g in a.groups if not g.startswith("/")), None)
+    if group is None:
+        return
+    s = h.admin_session()
+    realm = h.config.keycloak.realm
+    parent = s.create(f"/realms/{realm}/groups", {"name": LOOKALIKE_PARENT})
+    child = s.create(f"/realms/{realm}/groups/{parent}/children", {"name": group})
+    password = make_password(24)
+    email = f"{LOOKALIKE_USER}@{h.config.domain}"
+    uid = s.create(f"/realms/{realm}/users", {
+        "username": LOOKALIKE_USER, "email": email, "emailVerified": True, "enabled": True,
+        "firstName": "E2E", "lastName": "Lookalike"})
+    s.call("PUT", f"/realms/{realm}/users/{uid}/reset-password",
+           {"type": "password", "value": password, "temporary": False})
+    s.call("PUT", f"/realms/{realm}/users/{uid}/groups/{child}")
+    h.users[LOOKALIKE_USER] = DemoUser(LOOKALIKE_USER, password, [f"/{LOOKALIKE_PARENT}/{group}"], email)
 
 
 def add_prod_test_objects(h: Harness) -> None:

@@ -48,7 +48,7 @@ def test_sign_in_reaches_the_app_with_identity_and_a_valid_jwt(live: Harness, br
     assert headers["x-auth-request-user"]
     assert headers["x-auth-request-email"] == alice.email
     assert headers["x-auth-request-preferred-username"] == "alice"
-    assert "admins" in headers["x-auth-request-groups"].split(",")
+    assert "/admins" in headers["x-auth-request-groups"].split(",")  # full group paths
 
     scheme, _, token = headers["authorization"].partition(" ")
     assert scheme == "Bearer"
@@ -57,7 +57,7 @@ def test_sign_in_reaches_the_app_with_identity_and_a_valid_jwt(live: Harness, br
                         issuer=live.issuer)
     assert claims["preferred_username"] == "alice"
     assert claims["email"] == alice.email
-    assert claims["groups"] == ["admins"]
+    assert claims["groups"] == ["/admins"]
     record("jwt_bytes", len(token))
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import requests
 
 from authproxy_local.harness import Harness
-from tests.e2e.conftest import echo_json
-from tests.e2e.kc_fixtures import machine_token
+from tests.e2e.conftest import Attacks, echo_json
+from tests.e2e.kc_fixtures import forge, machine_token
 
 
 def _api_app(h: Harness):
@@ -47,9 +47,12 @@ def test_bad_token_is_refused_at_api_app(live: Harness) -> None:
         assert echo_json(r) is None
 
 
-def test_token_does_not_replace_the_session_on_other_apps(live: Harness) -> None:
+def test_token_does_not_replace_the_session_on_other_apps(live: Harness, attacks: Attacks) -> None:
+    """On an app without apiClients a bearer token is no substitute for the session, even one that
+    would pass the app's group check: the gateway sends the request to sign in (401 for JSON)."""
     app = _plain_app(live)
     token = machine_token(live, requests)
-    r = _get(live, live.app_url(app.name, "/"), token)
-    assert r.status_code in (302, 401, 403), r.status_code
-    assert echo_json(r) is None
+    attacks.by_gateway(f"machine token at {app.name}", _get(live, live.app_url(app.name, "/"), token), 401)
+    member = forge(live, groups=list(app.group_paths), preferred_username="alice")
+    attacks.by_gateway(f"token of a group member, no session, at {app.name}",
+                       _get(live, live.app_url(app.name, "/"), member), 401)

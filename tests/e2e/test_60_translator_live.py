@@ -15,7 +15,7 @@ from typing import Any
 from authproxy_local import render as render_mod
 from authproxy_local.harness import Harness
 from tests.e2e.browser import Browser
-from tests.e2e.conftest import echo_json
+from tests.e2e.conftest import echo_json, gateway_answered
 
 
 def _wrong_render(live: Harness) -> Any:
@@ -50,11 +50,11 @@ def test_wrong_authorization_policy_lets_an_unauthenticated_request_through(live
         live.run_gateway(wrong)
         leaked = _unauthenticated(live, "/private-report")
         control = _unauthenticated(live, "/other")
-        # The gateway no longer sends /private* to sign-in: the request goes through to the echo
-        # app's sidecar, whose own policy (a JWT is required) is now the only thing refusing it.
+        # The gateway no longer sends /private* to sign-in: the request meets the next check, the
+        # gateway's own DENY policy for the app (no principal of the realm), which refuses it.
         assert leaked.status_code != 302, "the wrong policy changed nothing: is the translation live?"
         assert leaked.status_code == 403, leaked.status_code
-        assert "RBAC: access denied" in leaked.text
+        assert "RBAC: access denied" in leaked.text and gateway_answered(leaked)
         assert echo_json(leaked) is None
         # Paths the wrong policy does not touch are still sent to sign-in.
         assert control.status_code == 302, control.status_code

@@ -7,7 +7,7 @@ import time
 
 from authproxy_local.harness import Harness
 from tests.e2e.browser import Browser
-from tests.e2e.conftest import echo_json, signed_in
+from tests.e2e.conftest import echo_json, gateway_answered, signed_in
 
 
 def _ok(b: Browser, h: Harness) -> bool:
@@ -55,8 +55,9 @@ def test_oauth2_proxy_down_gateway_denies(live: Harness, record) -> None:
         for br in (b, Browser(live.ca_file)):
             r = br.get(live.app_url("echo"))
             statuses.append(r.status_code)
-            assert echo_json(r) is None
-            assert r.status_code in (403, 503), r.status_code
+            # The gateway's own 503 (statusOnError): it failed closed; nothing behind it answered.
+            assert r.status_code == 503 and gateway_answered(r) and echo_json(r) is None, (
+                r.status_code, dict(r.headers))
         record("oauth2_proxy_down_status", statuses)
         # Public paths do not depend on oauth2-proxy.
         assert echo_json(Browser(live.ca_file).get(live.app_url("echo", "/healthz"))) is not None

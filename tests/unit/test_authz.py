@@ -5,6 +5,7 @@ modes. Two small evaluators (Istio's policy matching, Envoy's route matching) le
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -26,7 +27,6 @@ from components.authz import (
     EXT_AUTHZ_PER_ROUTE_TYPE,
     EXT_AUTHZ_TYPE,
     HEADER_TO_METADATA_FILTER,
-    ROUTER_FILTER,
     AuthzArgs,
     ProviderArgs,
     ext_authz_filter_config,
@@ -34,7 +34,7 @@ from components.authz import (
     mesh_config,
     outbound_cluster,
 )
-from components.headers import HEADERS, early_header_mutation, list_matcher
+from components.headers import CHECK_PATH_PREFIX, HEADERS, early_header_mutation, list_matcher
 from components.ingress import HTTP_PORT, HTTPS_PORT, vhost_name
 
 SECRETS = {"keycloakAdminPassword", "keycloakAdminClientSecret", "externalRedisPassword"}
@@ -92,7 +92,7 @@ def ext_authz_filter(run: Run) -> dict[str, Any]:
 def ext_authz_insert(ef: dict[str, Any]) -> dict[str, Any]:
     """The patch that inserts the ext_authz filter (the others only adjust it)."""
     (p,) = [p for p in ef["configPatches"] if p["applyTo"] == "HTTP_FILTER"
-            and p["patch"]["operation"] == "INSERT_BEFORE" and p["patch"]["value"]["name"] == EXT_AUTHZ_FILTER]
+            and p["patch"]["operation"] == "INSERT_FIRST" and p["patch"]["value"]["name"] == EXT_AUTHZ_FILTER]
     return p
 
 
@@ -209,8 +209,8 @@ def ext_authz_enabled_on_listener(ef: dict[str, Any], port: int, headers: dict[s
         if listener.get("portNumber", port) != port:
             continue
         op, value = p["patch"]["operation"], p["patch"]["value"]
-        if op == "INSERT_BEFORE" and value["name"] == EXT_AUTHZ_FILTER:
-            assert listener["filterChain"]["filter"]["subFilter"] == {"name": ROUTER_FILTER}
+        if op == "INSERT_FIRST" and value["name"] == EXT_AUTHZ_FILTER:
+            assert "subFilter" not in listener["filterChain"]["filter"]  # the HCM's chain itself
             enabled = True
         elif op == "INSERT_BEFORE" and value["name"] == HEADER_TO_METADATA_FILTER:
             assert listener["filterChain"]["filter"]["subFilter"] == {"name": EXT_AUTHZ_FILTER}
@@ -305,7 +305,8 @@ def test_provider_entry_is_fail_closed_with_the_shared_header_lists():
     e = extension_provider(PROVIDER)["envoyExtAuthzHttp"]
     assert e["service"] == PROVIDER["service_host"] and e["port"] == 4180
     assert e["timeout"] == "3s" and e["failOpen"] is False and e["statusOnError"] == "503"
-    assert "pathPrefix" not in e  # oauth2-proxy answers the original path (static://200)
+    # The checked path is the request's under a prefix outside oauth2-proxy's own endpoints.
+    assert e["pathPrefix"] == CHECK_PATH_PREFIX == "/authproxy-check"
     assert e["includeRequestHeadersInCheck"] == list(HEADERS.check_request)
     assert e["includeAdditionalHeadersInCheck"] == dict(HEADERS.check_additional)
     assert e["headersToUpstreamOnAllow"] == list(HEADERS.upstream_on_allow)
@@ -323,7 +324,7 @@ def test_envoy_config_is_the_translation_istiod_applies():
     assert svc["server_uri"] == {"uri": "http://oauth2-proxy.ns.svc.cluster.local",
                                  "cluster": "outbound|4180||oauth2-proxy.ns.svc.cluster.local",
                                  "timeout": "3s"}
-    assert "path_prefix" not in svc
+    assert svc["path_prefix"] == CHECK_PATH_PREFIX
     assert svc["authorization_request"]["headers_to_add"] == [
         {"key": k, "value": v} for k, v in HEADERS.check_additional]
     resp = svc["authorization_response"]
@@ -385,8 +386,11 @@ def test_each_mode_creates_only_its_own_ext_authz_objects(stack, runs):
     insert = ext_authz_insert(spec)
     assert insert["match"]["context"] == "GATEWAY"
     assert "portNumber" not in insert["match"]["listener"]  # every listener; see the HTTP ones below
-    assert insert["match"]["listener"]["filterChain"]["filter"]["subFilter"] == {"name": ROUTER_FILTER}
-    assert insert["patch"]["operation"] == "INSERT_BEFORE"
+    # First in every HTTP connection manager, like istiod's own ext_authz: before jwt_authn and
+    # RBAC, which then check the token oauth2-proxy returns (groups at the gateway in this mode).
+    assert insert["match"]["listener"]["filterChain"]["filter"] == {
+        "name": "envoy.filters.network.http_connection_manager"}
+    assert insert["patch"]["operation"] == "INSERT_FIRST"
     assert insert["patch"]["value"]["name"] == EXT_AUTHZ_FILTER
     ns = named(ef, EF, "authproxy-ext-authz")["metadata"]["namespace"]
     assert ns == cfg.istio.gateway.namespace
@@ -470,14 +474,14 @@ def test_plain_http_gets_the_redirect_before_any_check(stack, mode, runs):
     (so no 302 to Keycloak with a Secure cookie over plain HTTP, no 403 instead of the 301); every
     other request is treated exactly as on the HTTPS listener, also on the HTTP port behind a
     TLS-terminating proxy that says X-Forwarded-Proto: https."""
-    apps = stack_config(stack)["authproxy:apps"]
-    apps = [{**apps[0], "authorizeAt": "both"}, *apps[1:]]  # a gateway DENY policy with groups too
-    over = deep_merge(MODES[mode], {"apps": apps}) if mode == "extension-provider" else MODES[mode]
+    over = MODES[mode]
     run = run_program(stack, overrides=over)
     cfg = load_stack(stack, over)
     denies = [a["spec"] for a in specs(run, AP) if a["spec"]["action"] == "DENY"
               and a["metadata"]["namespace"] == cfg.istio.gateway.namespace]
-    assert len(denies) == (2 if mode == "extension-provider" else 1)
+    # bearer tokens, oauth2-proxy's health endpoints, and one group/principal check per app
+    # (authorizeAt both, the default, in both modes)
+    assert len(denies) == 2 + len(cfg.apps)
 
     def checked(host: str, path: str, h: dict[str, str], port: int) -> bool | None:
         if mode == "extension-provider":
@@ -571,6 +575,10 @@ def test_unprotected_hosts_get_no_ext_authz_and_no_jwt_requirement(mode, runs):
             for rule in ap["spec"].get("rules", []):
                 for to in rule.get("to", []):
                     hosts = to["operation"].get("hosts", [])
+                    if ap["metadata"]["name"] == "authproxy-deny-proxy-health":
+                        # the only rule on the auth host: oauth2-proxy's probe endpoints
+                        assert to["operation"]["paths"] == ["/oauth2/ping", "/oauth2/ready"]
+                        continue
                     assert not any(pattern_matches(h, host, True) for h in hosts), (host, ap)
     # JWT policies select only the apps' pods (in their namespaces) or the gateway
     app_selectors = {(a.service.namespace, tuple(sorted(a.selector_labels.items()))) for a in cfg.apps}
@@ -586,12 +594,73 @@ def test_gateway_is_hardened_in_both_modes(stack, mode, runs):
     cfg = load_stack(stack)
     spec = named(runs[stack, mode], EF, "authproxy-gateway-hardening")["spec"]
     assert spec["workloadSelector"] == {"labels": cfg.istio.gateway.selector}
-    (patch,) = spec["configPatches"]
-    assert patch["applyTo"] == "NETWORK_FILTER" and patch["patch"]["operation"] == "MERGE"
-    hcm = patch["patch"]["value"]["typed_config"]
+    every, *rest = spec["configPatches"]
+    assert every["applyTo"] == "NETWORK_FILTER" and every["patch"]["operation"] == "MERGE"
+    assert "portNumber" not in every["match"]["listener"]
+    hcm = every["patch"]["value"]["typed_config"]
     assert hcm["normalize_path"] is True and hcm["merge_slashes"] is True
     assert hcm["path_with_escaped_slashes_action"] == "UNESCAPE_AND_FORWARD"
     assert hcm["early_header_mutation_extensions"] == [early_header_mutation()]
+    # X_Auth_Request_Groups is X-Auth-Request-Groups to WSGI/CGI/Rack/PHP: refused at the edge
+    assert hcm["common_http_protocol_options"] == {"headers_with_underscores_action": "REJECT_REQUEST"}
+    hsts = {"header": {"key": "strict-transport-security", "value": "max-age=31536000"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+    hosts = [cfg.auth_hostname, *(a.host for a in cfg.apps)]
+    local = [p for p in rest if p["applyTo"] == "NETWORK_FILTER"]
+    assert sorted(p["match"]["listener"]["portNumber"] for p in local) == sorted(
+        cfg.istio.gateway.https_target_ports)  # HTTPS listeners only (never HSTS over plain HTTP)
+    for p in local:
+        (mapper,) = p["patch"]["value"]["typed_config"]["local_reply_config"]["mappers"]
+        assert mapper["headers_to_add"] == [hsts]
+        regex = mapper["filter"]["header_filter"]["header"]["string_match"]["safe_regex"]["regex"]
+        assert mapper["filter"]["header_filter"]["header"]["name"] == ":authority"
+        for h in hosts:  # RE2 and Python agree on this subset (literal alternation, (?i), anchors)
+            assert re.fullmatch(regex, h) and re.fullmatch(regex, h.upper() + ":443")
+        assert not re.fullmatch(regex, "other.example.org") and not re.fullmatch(regex, "x" + hosts[0])
+    vhosts = [p for p in rest if p["applyTo"] == "VIRTUAL_HOST"]
+    assert [p["match"]["routeConfiguration"]["vhost"]["name"] for p in vhosts] == [
+        vhost_name(h, HTTPS_PORT) for h in hosts]
+    assert all(p["patch"] == {"operation": "MERGE", "value": {"response_headers_to_add": [hsts]}}
+               for p in vhosts)
+    assert len(rest) == len(local) + len(vhosts)
+
+
+def test_hsts_and_underscore_handling_follow_the_config():
+    over = {"istio": {"gateway": {"hsts": {"maxAge": "720h", "includeSubdomains": True},
+                                  "underscoreHeaders": "drop"}}}
+    spec = named(run_program("prod", overrides=over), EF, "authproxy-gateway-hardening")["spec"]
+    hcm = spec["configPatches"][0]["patch"]["value"]["typed_config"]
+    assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == "DROP_HEADER"
+    values = {h["header"]["value"] for p in spec["configPatches"] for _, h in _headers_to_add(p)}
+    assert values == {"max-age=2592000; includeSubDomains"}
+    assert bad_keys("prod", {"istio": {"gateway": {"hsts": {"preload": True}}}}) == [
+        "authproxy:istio.gateway.hsts.preload"]
+    assert bad_keys("prod", {"istio": {"gateway": {"hsts": {"maxAge": "20000h"}}}}) == [
+        "authproxy:istio.gateway.hsts.maxAge"]
+    assert bad_keys("prod", {"istio": {"gateway": {"underscoreHeaders": "allow"}}}) == [
+        "authproxy:istio.gateway.underscoreHeaders"]
+
+
+def _headers_to_add(patch: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    value = patch["patch"]["value"]
+    out = [("vhost", h) for h in value.get("response_headers_to_add", [])]
+    for m in value.get("typed_config", {}).get("local_reply_config", {}).get("mappers", []):
+        out += [("local", h) for h in m["headers_to_add"]]
+    return out
+
+
+def test_oauth2_proxys_health_endpoints_are_refused_from_outside(runs):
+    cfg = load_stack("dev")
+    spec = named(runs["dev", "extension-provider"], AP, "authproxy-deny-proxy-health")["spec"]
+    assert spec["action"] == "DENY"
+    hosts = [cfg.auth_hostname, *(a.host for a in cfg.apps)]
+    for host in hosts:
+        for path in ("/oauth2/ping", "/oauth2/ready"):
+            assert deny_may_match(spec, host, path, {}, 443)
+            assert deny_may_match(spec, host.upper() + ":443", path, {"x-forwarded-proto": "https"}, 80)
+            assert not deny_may_match(spec, host, path, {}, 80)  # plain HTTP: the redirect first
+        for path in ("/oauth2/start", "/oauth2/callback", "/ping", "/"):
+            assert not deny_may_match(spec, host, path, {}, 443)
 
 
 # ---------------------------------------------------------------- JWT, API clients, groups
@@ -620,12 +689,27 @@ def test_sidecar_policies_per_app_with_the_configured_groups(stack, mode, runs):
         assert ap["metadata"]["namespace"] == app.service.namespace
         spec = ap["spec"]
         assert spec["action"] == "ALLOW" and spec["selector"] == {"matchLabels": app.selector_labels}
+        assert app.selector_labels == app.workload_labels  # configured, never guessed
         signed_in = spec["rules"][0]
-        assert signed_in["from"] == [{"source": {"requestPrincipals": [issuer_principal]}}]
+        # a user's token, only from the gateway's workload identity (replayed by another app
+        # straight at this sidecar, it comes from that app's identity and is refused)
+        assert signed_in["from"] == [{"source": {
+            "principals": [f"cluster.local/ns/{cfg.istio.gateway.namespace}/sa/istio-ingressgateway"],
+            "requestPrincipals": [issuer_principal]}}]
         if app.groups:
-            assert signed_in["when"] == [{"key": "request.auth.claims[groups]", "values": list(app.groups)}]
+            # full group paths, as the token carries them (`sre` is the top-level /sre)
+            assert signed_in["when"] == [{"key": "request.auth.claims[groups]",
+                                          "values": ["/" + g for g in app.groups]}]
         else:
             assert "when" not in signed_in
+        pa = named(run, "kubernetes:security.istio.io/v1:PeerAuthentication", f"authproxy-{app.name}-mtls")
+        assert pa["metadata"]["namespace"] == app.service.namespace
+        assert pa["spec"] == {"selector": {"matchLabels": app.selector_labels}, "mtls": {"mode": "STRICT"}}
+        dr = named(run, "kubernetes:networking.istio.io/v1:DestinationRule", f"authproxy-{app.name}-mtls")
+        assert dr["metadata"]["namespace"] == cfg.istio.gateway.namespace
+        assert dr["spec"] == {
+            "host": f"{app.service.name}.{app.service.namespace}.svc.cluster.local",
+            "exportTo": ["."], "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}
         if app.public_paths:
             assert spec["rules"][1] == {"to": [{"operation": {"paths": list(app.public_paths)}}]}
         else:
@@ -646,23 +730,36 @@ def test_bearer_requests_are_verified_at_the_gateway_in_both_modes(stack, mode, 
     jwt_rule_ok(ra["spec"]["jwtRules"][0], cfg)
     deny = named(run, AP, "authproxy-bearer-requires-jwt")["spec"]
     assert deny["action"] == "DENY"
-    assert len(deny["rules"]) == 2 * len(api_apps)
+    assert len(deny["rules"]) == 4 * len(api_apps)
     gw = cfg.istio.gateway
     bearer = {"key": "request.headers[authorization]", "values": ["Bearer *"]}
     as_https = {"key": "request.headers[x-forwarded-proto]", "values": ["https"]}
+    # a client-sent token issued to oauth2-proxy's own client: an app's ID token, replayed
+    replayed = [{"key": "request.auth.claims[azp]", "values": [cfg.keycloak.client_id]},
+                {"key": "request.headers[x-auth-request-user]", "notValues": ["*"]}]
     for i, app in enumerate(api_apps):
-        https_rule, http_rule = deny["rules"][2 * i:2 * i + 2]
-        for rule in (https_rule, http_rule):
-            assert rule["from"] == [{"source": {"notRequestPrincipals": [cfg.keycloak.issuer + "/*"]}}]
+        https_rule, https_replay, http_rule, http_replay = deny["rules"][4 * i:4 * i + 4]
+        for rule in (https_rule, http_rule, https_replay, http_replay):
             op = rule["to"][0]["operation"]
             assert op["hosts"] == [app.host, f"{app.host}:*"]
             assert op["notPaths"] == ["/oauth2/*", *app.public_paths]
+        for rule in (https_rule, http_rule):
+            assert rule["from"] == [{"source": {"notRequestPrincipals": [cfg.keycloak.issuer + "/*"]}}]
+        assert "from" not in https_replay and "from" not in http_replay
         # scoped to the HTTP(S) listeners, so raw TCP servers of a shared gateway are untouched;
         # on the HTTP listener only for requests the router does not redirect
-        assert https_rule["to"][0]["operation"]["ports"] == [str(p) for p in gw.https_target_ports]
+        for rule in (https_rule, https_replay):
+            assert rule["to"][0]["operation"]["ports"] == [str(p) for p in gw.https_target_ports]
+        for rule in (http_rule, http_replay):
+            assert rule["to"][0]["operation"]["ports"] == [str(p) for p in gw.http_target_ports]
         assert https_rule["when"] == [bearer]
-        assert http_rule["to"][0]["operation"]["ports"] == [str(p) for p in gw.http_target_ports]
         assert http_rule["when"] == [bearer, as_https]
+        assert https_replay["when"] == [bearer, *replayed]
+        assert http_replay["when"] == [bearer, *replayed, as_https]
+        # the replay rule never touches a request oauth2-proxy checked (it carries the mark)
+        assert deny_may_match({"rules": [https_replay]}, app.host, "/x", {"authorization": "Bearer t"}, 443)
+        assert not deny_may_match({"rules": [https_replay]}, app.host, "/x", {
+            "authorization": "Bearer t", "x-auth-request-user": "u"}, 443)
     # the browser flow is skipped for bearer requests to API apps only
     if mode == "extension-provider":
         policy = custom_policy(run)
@@ -675,9 +772,32 @@ def test_no_gateway_jwt_objects_without_api_clients_or_gateway_authorization():
     run = run_program("prod", overrides={"apps": [
         {"name": "grafana", "host": "grafana.example.com",
          "service": {"name": "grafana", "namespace": "monitoring", "port": 3000},
-         "groups": ["sre"]}]})
+         "workloadLabels": {"app.kubernetes.io/name": "grafana"},
+         "groups": ["sre"], "authorizeAt": "sidecar"}]})
     names = {r.inputs["metadata"]["name"] for r in run.of_type(RA) + run.of_type(AP)}
-    assert names == {"authproxy-ext-authz", "authproxy-grafana-jwt", "authproxy-grafana-require-jwt"}
+    assert names == {"authproxy-ext-authz", "authproxy-grafana-jwt", "authproxy-grafana-require-jwt",
+                     "authproxy-deny-proxy-health"}
+
+
+def test_by_default_every_app_is_authorized_at_the_gateway_and_at_its_sidecar():
+    for stack in ("dev", "prod", "gateway-api"):
+        cfg = load_stack(stack)
+        assert {a.authorize_at for a in cfg.apps} == {"both"}
+    assert C.App.model_fields["authorize_at"].default == "both"
+
+
+def test_a_sidecar_only_app_is_announced_in_preview(monkeypatch):
+    import pulumi
+
+    warned: list[str] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda msg, *a, **k: warned.append(msg))
+    apps = stack_config("prod")["authproxy:apps"]
+    run_program("prod", overrides={"apps": [{**apps[0], "authorizeAt": "sidecar"}, apps[1]]})
+    (msg,) = [w for w in warned if "authorizeAt: sidecar" in w]
+    assert msg.startswith("app grafana: groups ['/sre'] are enforced only by the app's sidecar")
+    warned.clear()
+    run_program("prod")
+    assert not [w for w in warned if "authorizeAt" in w]
 
 
 @pytest.mark.parametrize("where", ["gateway", "both"])
@@ -695,7 +815,8 @@ def test_gateway_group_checks_for_apps_authorized_at_the_gateway(where):
                               "ports": ports, "notPaths": ["/oauth2/*", "/public/*"]}}
 
     no_principal = {"source": {"notRequestPrincipals": [cfg.keycloak.issuer + "/*"]}}
-    groups = {"key": "request.auth.claims[groups]", "notValues": list(grafana.groups)}
+    groups = {"key": "request.auth.claims[groups]", "notValues": ["/sre"]}
+    assert list(grafana.group_paths) == ["/sre"]
     as_https = {"key": "request.headers[x-forwarded-proto]", "values": ["https"]}
     assert spec["rules"] == [
         {"from": [no_principal], "to": [op(["443", "8443"])]},
@@ -706,6 +827,9 @@ def test_gateway_group_checks_for_apps_authorized_at_the_gateway(where):
     named(run, RA, "authproxy-jwt")  # the gateway verifies the token it checks
     sidecar = [r for r in run.of_type(AP) if r.inputs["metadata"]["name"] == "authproxy-grafana-require-jwt"]
     assert len(sidecar) == (1 if where == "both" else 0)
+    mtls = [r for r in run.kube("PeerAuthentication") + run.kube("DestinationRule")
+            if r.inputs["metadata"]["name"] == "authproxy-grafana-mtls"]
+    assert len(mtls) == (2 if where == "both" else 0)
 
 
 # ---------------------------------------------------------------- Istio install
@@ -797,13 +921,53 @@ def test_public_path_exposing_oauth2_is_rejected(path):
     assert bad_keys("dev", {"apps": apps}) == ["authproxy:apps[0].publicPaths"]
 
 
-def test_group_checks_at_the_gateway_are_rejected_in_envoy_filter_mode():
+@pytest.mark.parametrize("where", ["gateway", "both"])
+def test_group_checks_at_the_gateway_work_in_envoy_filter_mode(where):
+    """ext_authz is inserted first there too, so the gateway's jwt_authn and RBAC see the token
+    oauth2-proxy returns: the same DENY policy as in extension-provider mode."""
     apps = stack_config("prod")["authproxy:apps"]
-    apps = [{**apps[0], "authorizeAt": "gateway"}, apps[1]]  # grafana: groups [sre]
-    over = {"apps": apps, "istio": {"extAuthzMode": "envoy-filter"}}
-    assert bad_keys("prod", over) == ["authproxy:apps[0].authorizeAt"]
-    with pytest.raises(C.ConfigError, match=r"authproxy:apps\[0\]\.authorizeAt"):
-        run_program("prod", overrides=over)
+    apps = [{**apps[0], "authorizeAt": where}, apps[1]]  # grafana: groups [sre]
+    runs_ = {m: run_program("prod", overrides=deep_merge(o, {"apps": apps})) for m, o in MODES.items()}
+    policies = {m: named(r, AP, "authproxy-grafana-gateway-authz") for m, r in runs_.items()}
+    assert policies["envoy-filter"] == policies["extension-provider"]
+    insert = ext_authz_insert(ext_authz_filter(runs_["envoy-filter"]))
+    assert insert["patch"]["operation"] == "INSERT_FIRST"
+
+
+def test_sidecar_checks_need_the_pods_labels_and_the_gateway_identity():
+    apps = stack_config("prod")["authproxy:apps"]
+    unlabelled = [{k: v for k, v in apps[0].items() if k != "workloadLabels"}, apps[1]]
+    assert bad_keys("prod", {"apps": unlabelled}) == ["authproxy:apps[0].workloadLabels"]
+    with pytest.raises(C.ConfigError, match="no label is guessed"):
+        load_stack("prod", {"apps": unlabelled})
+    # gateway-only apps need no labels (no policy selects their pods)
+    load_stack("prod", {"apps": [{**unlabelled[0], "authorizeAt": "gateway"}, apps[1]]})
+    assert bad_keys("prod", {"apps": [{**apps[0], "workloadLabels": {}}, apps[1]]}) == [
+        "authproxy:apps[0].workloadLabels"]
+    # prod's Istio is not the stack's: the gateway's service account must be named
+    raw = project_config("prod")
+    del raw["istio"]["gateway"]["serviceAccount"]
+    with pytest.raises(C.ConfigError) as e:
+        C.load(raw, SECRETS)
+    assert [k for k, _ in e.value.problems] == ["authproxy:istio.gateway.serviceAccount"]
+    # ...but it is known when the stack installs Istio, and with the Gateway API
+    assert load_stack("dev").gateway_principal == "cluster.local/ns/istio-ingress/sa/istio-ingressgateway"
+    assert load_stack("gateway-api").gateway_principal == "cluster.local/ns/istio-ingress/sa/authproxy-istio"
+    from components.istio_install import GATEWAY_RELEASE
+    assert C.INSTALLED_GATEWAY_SERVICE_ACCOUNT == GATEWAY_RELEASE  # the chart names it so
+
+
+@pytest.mark.parametrize("groups,ok", [
+    (["sre"], True), (["/sre"], True), (["/platform/sre"], True), (["sre", "/platform/sre"], True),
+    (["sre", "/sre"], False), (["platform/sre"], False), (["/platform/"], False), (["//sre"], False),
+])
+def test_groups_are_names_or_full_paths(groups, ok):
+    apps = stack_config("prod")["authproxy:apps"]
+    over = {"apps": [{**apps[0], "groups": groups}, apps[1]]}
+    if ok:
+        assert [g.startswith("/") for g in load_stack("prod", over).apps[0].group_paths] == [True] * len(groups)
+    else:
+        assert bad_keys("prod", over) == ["authproxy:apps[0].groups"]
 
 
 def test_timeout_out_of_range_is_rejected():
@@ -818,7 +982,7 @@ def test_gateway_target_ports_scope_every_gateway_check(mode):
     over = deep_merge(MODES[mode], LEGACY_PORTS)
     run = run_program("prod", overrides=over)
     deny = named(run, AP, "authproxy-bearer-requires-jwt")["spec"]
-    assert [r["to"][0]["operation"]["ports"] for r in deny["rules"]] == [["8443"], ["8080"]]
+    assert [r["to"][0]["operation"]["ports"] for r in deny["rules"]] == [["8443"], ["8443"], ["8080"], ["8080"]]
     if mode == "extension-provider":
         ports = [c for r in custom_policy(run)["rules"] for c in r["when"] if c["key"] == "destination.port"]
         assert ports and all(c == {"key": "destination.port", "notValues": ["8080"]} for c in ports)
@@ -850,7 +1014,8 @@ def test_gateway_target_ports_are_validated_naming_the_key():
 
 
 def test_ext_authz_envoy_filter_has_a_priority():
-    # INSERT_BEFORE is a relative patch: istioctl analyze (IST0151) wants an explicit priority.
+    # Its header_to_metadata patch is relative (INSERT_BEFORE ext_authz): istioctl analyze
+    # (IST0151) wants an explicit priority.
     run = run_program("dev", overrides=MODES["envoy-filter"])
     assert named(run, EF, "authproxy-ext-authz")["spec"]["priority"] == 10
 

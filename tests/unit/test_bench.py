@@ -19,10 +19,10 @@ from authproxy_local import install, render
 from authproxy_local.bench import __main__ as bench_main
 from authproxy_local.bench import bootstraps as bb
 from authproxy_local.core import local_map
-from authproxy_local.core.pki import make_tls
 from authproxy_local.mesh import adapter as xds_adapter
 from authproxy_local.mesh.workloads import workloads
 from components.cookies import LUA_FILTER_NAME
+from tests.envoy_proc import offline_endpoints
 
 CI = os.environ.get("CI", "").lower() == "true"
 
@@ -248,16 +248,7 @@ IP = "127.77.0.1"
 
 
 def _endpoints(tmp: Path, render_result: Any) -> local_map.LocalEndpoints:
-
-    tls = make_tls(sorted({*(a.host for a in render_result.config.apps), render_result.config.auth_hostname}),
-                   tmp, keycloak_host=render_result.config.keycloak.host)
-    apps = [a.name for a in render_result.config.apps]
-    return local_map.LocalEndpoints(
-        gateway_ip=IP, keycloak=(IP, 8080), oauth2_proxy=(IP, 4180), oauth2_proxy_metrics=(IP, 44180),
-        redis=(IP, 6379), sidecars={a: (IP, 15000 + i) for i, a in enumerate(apps)},
-        apps={a: (IP, 16000 + i) for i, a in enumerate(apps)}, envoy_admin=(IP, 15999),
-        ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file,
-        keycloak_cert_file=tls.keycloak_cert_file, keycloak_key_file=tls.keycloak_key_file)
+    return offline_endpoints(tmp, render_result, IP)
 
 
 def _gateway(r: Any, ep: local_map.LocalEndpoints, tmp: Path, proxy: str = "gateway") -> dict[str, Any]:
@@ -374,9 +365,12 @@ def test_cookie_listener_uses_its_own_proxy_everywhere(boots):
 
 def test_other_mode_listener_comes_from_its_render(boots):
     ef = _listener(boots["boot"], "ef")
-    # envoy-filter mode: ext_authz runs after jwt_authn and RBAC (the EnvoyFilter's position)
+    # envoy-filter mode, as istiod translates the EnvoyFilter: ext_authz first, before jwt_authn
+    # and RBAC (so the gateway checks the token oauth2-proxy returns, as in the other mode)
     order = _filters(ef)[0]
-    assert order.index("envoy.filters.http.jwt_authn") < order.index("envoy.filters.http.ext_authz")
+    assert order[0] == "envoy.filters.http.ext_authz"
+    assert order.index("envoy.filters.http.ext_authz") < order.index("envoy.filters.http.jwt_authn")
+    assert order.index("envoy.filters.http.ext_authz") < order.index("envoy.filters.http.rbac")
 
 
 @pytest.mark.parametrize("which", ["boot", "side"])

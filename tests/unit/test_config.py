@@ -25,9 +25,11 @@ def base() -> dict:
     return {
         "domain": "example.test",
         "apps": [
-            {"name": "one", "host": "one.example.test", "service": {"name": "one", "port": 80}},
+            {"name": "one", "host": "one.example.test", "service": {"name": "one", "port": 80},
+             "workloadLabels": {"app": "one"}},
         ],
         "keycloak": {"url": "https://sso.example.test"},
+        "istio": {"gateway": {"serviceAccount": "istio-ingressgateway"}},
     }
 
 
@@ -112,6 +114,12 @@ def test_durations_round_trip():
         ("session.cookieExpire", "soon", "authproxy:session.cookieExpire"),
         ("apps.0.apiPaths", ["api/"], "authproxy:apps[0].apiPaths"),
         ("apps.0.groups", ["admins", "admins"], "authproxy:apps[0].groups"),
+        # oauth2-proxy's trusted callers: never everyone, only real ranges
+        ("proxy.trustedProxyIps", ["0.0.0.0/0"], "authproxy:proxy.trustedProxyIps"),
+        ("proxy.trustedProxyIps", ["::/0"], "authproxy:proxy.trustedProxyIps"),
+        ("proxy.trustedProxyIps", [], "authproxy:proxy.trustedProxyIps"),
+        ("proxy.trustedProxyIps", ["10.0.0.1/8"], "authproxy:proxy.trustedProxyIps"),
+        ("proxy.trustedProxyIps", ["gateway"], "authproxy:proxy.trustedProxyIps"),
     ],
 )
 def test_field_rules_name_the_key(path, value, key):
@@ -167,7 +175,8 @@ def test_auth_host_not_under_cookie_domain():
 
 def test_duplicate_hosts():
     raw = base()
-    raw["apps"].append({"name": "two", "host": "one.example.test", "service": {"name": "t", "port": 1}})
+    raw["apps"].append({"name": "two", "host": "one.example.test", "service": {"name": "t", "port": 1},
+                        "authorizeAt": "gateway"})
     found = problems(raw)
     assert found == [("authproxy:apps[1].host", found[0][1])]
     assert "apps[0]" in found[0][1]
@@ -175,7 +184,8 @@ def test_duplicate_hosts():
 
 def test_duplicate_app_names():
     raw = base()
-    raw["apps"].append({"name": "one", "host": "two.example.test", "service": {"name": "t", "port": 1}})
+    raw["apps"].append({"name": "one", "host": "two.example.test", "service": {"name": "t", "port": 1},
+                        "authorizeAt": "gateway"})
     assert keys(raw) == ["authproxy:apps[1].name"]
 
 
@@ -224,16 +234,51 @@ def test_cookie_outliving_sso_session():
     assert keys(raw) == ["authproxy:session.cookieExpire"]
 
 
-def test_gateway_authorization_needs_extension_provider_mode():
-    raw = with_("apps.0.authorizeAt", "gateway")
-    raw["istio"] = {"extAuthzMode": "envoy-filter"}
-    assert keys(raw) == ["authproxy:apps[0].authorizeAt"]
-    raw["istio"]["extAuthzMode"] = "extension-provider"
-    load(raw, {"keycloakAdminPassword"})
+@pytest.mark.parametrize("mode", ["extension-provider", "envoy-filter"])
+@pytest.mark.parametrize("where", ["gateway", "both", "sidecar"])
+def test_every_authorization_place_works_in_both_ext_authz_modes(mode, where):
+    raw = with_("apps.0.authorizeAt", where)
+    raw["istio"]["extAuthzMode"] = mode
+    assert load(raw, {"keycloakAdminPassword"}).apps[0].authorize_at == where
+
+
+def test_sidecar_checks_need_the_pods_labels_never_a_guess():
+    raw = base()
+    del raw["apps"][0]["workloadLabels"]
+    found = problems(raw)
+    assert [k for k, _ in found] == ["authproxy:apps[0].workloadLabels"]
+    assert "kubectl get service -n default one -o jsonpath='{.spec.selector}'" in found[0][1]
+    raw["apps"][0]["authorizeAt"] = "gateway"  # no policy selects the pods then
+    assert load(raw, {"keycloakAdminPassword"}).apps[0].selector_labels == {}
+    for bad in ({}, {"app": "bad value!"}, {"-x": "y"}):
+        assert keys(with_("apps.0.workloadLabels", bad)) == ["authproxy:apps[0].workloadLabels"]
+
+
+def test_the_gateway_identity_is_required_when_it_cannot_be_known():
+    raw = base()
+    del raw["istio"]["gateway"]["serviceAccount"]
+    found = problems(raw)
+    assert [k for k, _ in found] == ["authproxy:istio.gateway.serviceAccount"]
+    assert "serviceAccountName" in found[0][1]
+    raw["apps"][0]["authorizeAt"] = "gateway"
+    assert load(raw, {"keycloakAdminPassword"}).gateway_principal is None
+    raw = with_("istio.gateway.serviceAccount", "edge-gw")
+    assert load(raw, {"keycloakAdminPassword"}).gateway_principal == (
+        "cluster.local/ns/istio-ingress/sa/edge-gw")
+
+
+def test_groups_match_by_full_path():
+    cfg = load(with_("apps.0.groups", ["sre", "/platform/sre"]), {"keycloakAdminPassword"})
+    assert cfg.apps[0].group_paths == ("/sre", "/platform/sre")
+    assert cfg.groups == ("/platform/sre", "/sre")
+    raw = with_("apps.0.groups", ["/platform/sre"])
+    raw["keycloak"]["demoUsers"] = [{"username": "a", "groups": ["/platform/sre"]},
+                                    {"username": "b", "groups": ["sre"]}]
+    assert keys(raw) == ["authproxy:keycloak.demoUsers[1].groups"]  # /sre is another group
 
 
 def test_app_host_outside_explicit_gateway_hosts():
-    raw = with_("istio", {"gateway": {"hosts": ["auth.example.test", "*.apps.example.test"]}})
+    raw = with_("istio.gateway.hosts", ["auth.example.test", "*.apps.example.test"])
     assert keys(raw) == ["authproxy:apps[0].host"]
     raw["apps"][0]["host"] = "one.apps.example.test"
     load(raw, {"keycloakAdminPassword"})
@@ -269,7 +314,8 @@ domains = st.sampled_from(["example.test", "corp.example.com", "a.b.c.test"])
        dup=st.booleans(), data=st.data())
 def test_domain_coverage_rules_over_generated_apps(domain, labels, foreign, dup, data):
     apps = [
-        {"name": f"app{i}", "host": f"{lab}{i}.{domain}", "service": {"name": f"s{i}", "port": 80}}
+        {"name": f"app{i}", "host": f"{lab}{i}.{domain}", "service": {"name": f"s{i}", "port": 80},
+         "workloadLabels": {"app": f"s{i}"}}
         for i, lab in enumerate(labels)
     ]
     expected: set[str] = set()
@@ -281,7 +327,8 @@ def test_domain_coverage_rules_over_generated_apps(domain, labels, foreign, dup,
         j = data.draw(st.integers(1, len(apps) - 1))
         apps[j]["host"] = apps[0]["host"]
         expected.add(f"authproxy:apps[{j}].host")
-    raw = {"domain": domain, "apps": apps, "keycloak": {"url": f"https://sso.{domain}"}}
+    raw = {"domain": domain, "apps": apps, "keycloak": {"url": f"https://sso.{domain}"},
+           "istio": {"gateway": {"serviceAccount": "gw"}}}
     if expected:
         got = set(keys(raw))
         assert expected <= got
@@ -367,12 +414,17 @@ def test_local_run_values_are_config_keys_the_model_reads() -> None:
     from components import config as C
 
     local = C.local_server_values(keycloak_ca_pem="-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
-                                  redis_chart_path="/charts/redis-ha.tgz", keycloak_url="https://127.0.0.1:8443")
+                                  redis_chart_path="/charts/redis-ha.tgz", keycloak_url="https://127.0.0.1:8443",
+                                  stack_values=project_config("dev"))
     over = deep_merge(C.ext_authz_mode_values("envoy-filter"), C.namespace_values("elsewhere"))
     cfg = C.load(deep_merge(deep_merge(project_config("dev"), local), over), secrets_set=ALL_SECRETS)
     assert cfg.keycloak.url == "https://127.0.0.1:8443" and cfg.keycloak.ca_certificate
     assert cfg.redis.chart_path == "/charts/redis-ha.tgz" and cfg.kubernetes.skip_await
     assert not cfg.istio.install.enabled
+    # the identity the install would have given the gateway stays (the sidecars admit tokens from it)
+    assert cfg.gateway_principal == "cluster.local/ns/istio-ingress/sa/istio-ingressgateway"
+    assert "gateway" not in C.local_server_values(
+        keycloak_ca_pem="x", redis_chart_path="y", stack_values=project_config("gateway-api"))["istio"]
     assert (cfg.istio.ext_authz_mode, cfg.namespace) == ("envoy-filter", "elsewhere")
     bumped = C.load(deep_merge(project_config("dev"), C.cookie_secret_rotation_values(cfg)), secrets_set=ALL_SECRETS)
     assert int(bumped.rotation.cookie_secret) == int(cfg.rotation.cookie_secret) + 1

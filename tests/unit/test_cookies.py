@@ -4,19 +4,14 @@ create, the per-app opt-out and its validation."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authproxy_local import install
 from authproxy_local.core.processes import free_port
 from authproxy_local.render.mockrun import deep_merge, project_config, run_program
 from components import config as C
@@ -30,6 +25,7 @@ from components.cookies import (
     lua_source,
 )
 from components.ingress import COOKIES_FORWARDED_ANNOTATION, HTTP_PORT, HTTPS_PORT, vhost_name
+from tests.envoy_proc import running_envoy
 
 CI = os.environ.get("CI", "").lower() == "true"
 SECRETS = {"keycloakAdminPassword", "keycloakAdminClientSecret", "externalRedisPassword"}
@@ -87,12 +83,6 @@ end
 def envoy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Upstream Envoy with the generated cookie filter, then a Lua filter answering with the
     Cookie header(s) it got. Yields the base URL."""
-    try:
-        exe = install.ensure("envoy")
-    except install.InstallError as e:
-        if CI:
-            pytest.fail(f"CI=true and envoy cannot be installed: {e}")
-        pytest.skip(f"envoy is not installed and could not be installed: {e}")
     port = free_port()
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
@@ -112,25 +102,10 @@ def envoy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "name": "l", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                         "typed_config": hcm}]}]}]}}
-    path: Path = tmp_path_factory.mktemp("envoy") / "envoy.json"
-    path.write_text(json.dumps(boot))
-    proc = subprocess.Popen([str(exe), "-c", str(path), "--base-id", str(port), "-l", "error"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"envoy did not start: {proc.stderr and proc.stderr.read()}") from None
-                time.sleep(0.1)
+    with running_envoy(boot, tmp_path_factory.mktemp("envoy"), port,
+                       lambda: urllib.request.urlopen(url, timeout=1)):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def through(url: str, cookie: str | None = None) -> list[str]:

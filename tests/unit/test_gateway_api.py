@@ -123,7 +123,8 @@ def test_reference_grants_exactly_where_routes_cross_namespaces(runs):
     # A backend in the Gateway's namespace needs none.
     run = run_program("gateway-api", overrides={"apps": [
         {"name": "local", "host": "local.authproxy.test",
-         "service": {"name": "local", "namespace": "istio-ingress", "port": 80}}],
+         "service": {"name": "local", "namespace": "istio-ingress", "port": 80},
+         "workloadLabels": {"app": "local"}}],
         "keycloak": {"demoUsers": []}})
     assert [g["metadata"]["namespace"] for g in objs(run, "ReferenceGrant")] == ["authproxy"]
 
@@ -137,7 +138,7 @@ def test_gateway_policies_attach_by_target_refs_and_sidecars_keep_selectors(runs
         for o in at_gateway:
             assert o["spec"]["targetRefs"] == target, o["metadata"]["name"]
             assert "selector" not in o["spec"] and "workloadSelector" not in o["spec"]
-        in_apps = [o for k in ("AuthorizationPolicy", "RequestAuthentication")
+        in_apps = [o for k in ("AuthorizationPolicy", "RequestAuthentication", "PeerAuthentication")
                    for o in objs(run, k) if o["metadata"]["namespace"] == "demo"]
         assert in_apps and all("selector" in o["spec"] and "targetRefs" not in o["spec"] for o in in_apps)
         # oauth2-proxy admits the pods istiod deploys for the Gateway
@@ -159,7 +160,8 @@ def test_per_route_switches_address_the_https_virtual_hosts_by_rule_name(runs):
     assert not any(v.endswith(":80") for v, _ in vhosts)
     assert ("echo.authproxy.test:443", "echo-signed-in") not in vhosts
     assert vhost_ports({"name": "g", "namespace": "n", "api": "gateway-api", "selector": {},
-                        "http_ports": [80], "https_ports": [443]}) == (443,)
+                        "http_ports": [80], "https_ports": [443], "principal": None,
+                        "hsts": "max-age=1", "underscore_headers": "reject"}) == (443,)
 
 
 def test_an_existing_gateway_is_attached_to_not_created():

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from components.headers import (
     AUTHORIZATION,
+    CLIENT_ADDRESS_HEADER,
     HEADERS,
     REDIRECT_HEADER,
     early_header_mutation,
@@ -63,6 +64,16 @@ def test_check_carries_the_session_cookie_and_the_return_url_from_the_gateway():
     # The return URL is built by Envoy from the request, never copied from the client.
     assert REDIRECT_HEADER not in HEADERS.check_request
     assert added[REDIRECT_HEADER] == "https://%REQ(:authority)%%REQ(:path)%"
+
+
+def test_the_client_address_oauth2_proxy_logs_is_the_gateways():
+    """The check carries the address the gateway determined, overriding whatever the client sent
+    under that name; the client's own forwarding headers are not copied into the check."""
+    added = dict(HEADERS.check_additional)
+    assert added[CLIENT_ADDRESS_HEADER] == "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
+    for h in ("x-forwarded-for", "x-real-ip", "x-forwarded-host", "x-forwarded-uri",
+              CLIENT_ADDRESS_HEADER):
+        assert h not in HEADERS.check_request, h
 
 
 def test_upstream_gets_the_token_and_identity_but_not_the_access_token():

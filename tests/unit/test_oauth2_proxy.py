@@ -18,6 +18,7 @@ from authproxy_local.render.mockrun import (
     run_program,
 )
 from components import config as C
+from components.headers import CHECK_PATH_PREFIX
 from components.oauth2_proxy import (
     KEYCLOAK_CA_DIR,
     KEYCLOAK_CA_FILE,
@@ -41,6 +42,7 @@ from components.proxy_settings import (
     SECRET_ENV,
     ProxySettings,
     backend_logout_url,
+    check_path_regex,
     cookie_domain,
     proxy_args,
     proxy_command,
@@ -56,9 +58,10 @@ from components.stack import (
     proxy_settings,
     session_store_args,
 )
+from components.versions import OAUTH2_PROXY_REPOSITORY, OAUTH2_PROXY_VERSION
 from tests.unit.stacks import load_stack
 
-# Every flag the settings may emit, as defined in oauth2-proxy v7.15.3 (pkg/apis/options).
+# Every flag the settings may emit, as defined in oauth2-proxy v7.15.6 (pkg/apis/options).
 OAUTH2_PROXY_V7_15_FLAGS = {
     "provider", "oidc-issuer-url", "client-id", "redirect-url", "code-challenge-method", "scope",
     "oidc-groups-claim", "email-domain", "cookie-name", "cookie-domain", "whitelist-domain",
@@ -68,7 +71,7 @@ OAUTH2_PROXY_V7_15_FLAGS = {
     "redis-sentinel-master-name", "redis-sentinel-connection-urls", "reverse-proxy", "upstream",
     "set-xauthrequest", "set-authorization-header", "request-logging", "skip-provider-button",
     "silence-ping-logging", "http-address", "metrics-address", "api-route", "backend-logout-url",
-    "provider-ca-file",
+    "ping-path", "ready-path", "real-client-ip-header", "trusted-proxy-ip", "provider-ca-file",
 }
 EXTERNAL = {"mode": "external", "external": {"url": "rediss://redis.example.net:6380"}}
 EXTERNAL_SENTINEL = {"mode": "external", "external": {
@@ -143,11 +146,16 @@ DEV_ARGS = [
     "--set-xauthrequest=true",
     "--set-authorization-header=true",
     "--skip-provider-button=true",
+    "--ping-path=/oauth2/ping",
+    "--ready-path=/oauth2/ready",
     "--silence-ping-logging=true",
+    "--real-client-ip-header=X-Envoy-External-Address",
+    *(f"--trusted-proxy-ip={c}" for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                          "100.64.0.0/10", "fc00::/7", "127.0.0.0/8", "::1/128")),
     "--request-logging=false",
     "--http-address=0.0.0.0:4180",
     "--metrics-address=0.0.0.0:44180",
-    "--api-route=^/api/",
+    "--api-route=^/authproxy\\-check/api/",
     "--backend-logout-url=https://keycloak.authproxy.test/realms/authproxy/protocol/"
     "openid-connect/logout?id_token_hint={id_token}",
 ]
@@ -168,7 +176,7 @@ def test_prod_args_use_sentinels_and_prod_identity():
     assert f["redis-sentinel-connection-urls"] == [
         f"redis://{REDIS_RELEASE}-announce-{i}.authproxy.svc:26379" for i in range(3)]
     assert "redis-connection-url" not in f
-    assert f["api-route"] == ["^/api/"]
+    assert f["api-route"] == [r"^/authproxy\-check/api/"]
     assert f["backend-logout-url"] == [
         "https://sso.example.com/realms/corp/protocol/openid-connect/logout?id_token_hint={id_token}"]
 
@@ -220,7 +228,21 @@ def test_email_domains_and_api_routes_from_config():
     apps = [dict(cfg_apps[0], apiPaths=["^/api/", "^/v2/"]), dict(cfg_apps[1], apiPaths=["^/api/"])]
     f = flags(proxy_args(settings("dev", apps=apps, proxy={"emailDomains": ["a.com", "b.org"]})))
     assert f["email-domain"] == ["a.com", "b.org"]
-    assert f["api-route"] == ["^/api/", "^/v2/"]  # deduplicated, in order
+    # deduplicated, in order, under the check's path prefix
+    assert f["api-route"] == [r"^/authproxy\-check/api/", r"^/authproxy\-check/v2/"]
+
+
+@pytest.mark.parametrize("route,path,hit", [
+    ("^/api/", "/api/items", True), ("^/api/", "/apix", False), ("^/v[0-9]+/", "/v2/x", True),
+    ("^/api/", "/other/api/", False), ("^/a.c/", "/abc/", True),
+])
+def test_api_routes_match_the_checked_path_exactly_where_they_matched_the_request(route, path, hit):
+    """oauth2-proxy sees the request's path under the check prefix; each configured regex, moved
+    under it, matches the checked path iff the original matched the request's path."""
+    moved = check_path_regex(route)
+    assert bool(re.match(route, path)) is hit
+    assert bool(re.match(moved, CHECK_PATH_PREFIX + path)) is hit
+    assert not re.match(moved, path)  # a bare path (never sent by the gateway) does not match
 
 
 def test_no_api_route_without_api_paths():
@@ -321,11 +343,15 @@ def test_pod_is_hardened_with_probes_and_resources():
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]} and sc["runAsNonRoot"] is True
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
-    assert c["livenessProbe"]["httpGet"] == {"path": "/ping", "port": "http"}
+    # The health endpoints moved under /oauth2/ (--ping-path/--ready-path); the probes follow.
+    assert c["readinessProbe"]["httpGet"] == {"path": "/oauth2/ready", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/oauth2/ping", "port": "http"}
+    f = flags(c["args"])
+    assert f["ping-path"] == ["/oauth2/ping"] and f["ready-path"] == ["/oauth2/ready"]
     assert c["resources"] == {"requests": {"cpu": "100m", "memory": "64Mi"},
                               "limits": {"cpu": "1", "memory": "256Mi"}}
-    assert c["image"] == "quay.io/oauth2-proxy/oauth2-proxy:v7.15.3"
+    assert c["image"] == f"{OAUTH2_PROXY_REPOSITORY}:{OAUTH2_PROXY_VERSION}"
+    assert c["image"] == "quay.io/oauth2-proxy/oauth2-proxy:v7.15.6"
     assert {(x["name"], x["containerPort"]) for x in c["ports"]} == {("http", 4180),
                                                                      ("metrics", 44180)}
 
@@ -415,7 +441,7 @@ def test_ingress_policy_gateway_and_namespace_only():
 
 def test_ingress_policy_follows_gateway_config():
     spec = plain(ingress_policy_spec(proxy("dev", istio={"gateway": {
-        "namespace": "gw", "selector": {"app": "edge"}, "tlsCredentialName": "t"}})))
+        "namespace": "gw", "selector": {"app": "edge"}, "tlsCredentialName": "t", "serviceAccount": "edge"}})))
     assert spec["ingress"][0]["from_"][0]["namespace_selector"]["match_labels"] == {
         "kubernetes.io/metadata.name": "gw"}
     assert spec["ingress"][0]["from_"][0]["pod_selector"]["match_labels"] == {"app": "edge"}

@@ -393,6 +393,26 @@ FAILING: list[tuple[str, str, Callable[[], Props], Mutation, str]] = [
     ("ext-authz-fails-closed", CONFIGMAP, good_configmap,
      _set("data.mesh", "extensionProviders:\n- name: p\n  envoyExtAuthzGrpc:\n    failOpen: true\n"),
      "'p' has failOpen: true"),
+    ("oauth2-proxy-cookie-and-redirect-scope", DEPLOYMENT, good_deployment,
+     _add_arg("--cookie-domain=.com"), "public suffix"),
+    ("oauth2-proxy-cookie-and-redirect-scope", DEPLOYMENT, good_deployment,
+     _add_arg("--whitelist-domain=*"), "to any site"),
+    ("oauth2-proxy-cookie-and-redirect-scope", DEPLOYMENT, good_deployment,
+     _add_env({"name": "OAUTH2_PROXY_WHITELIST_DOMAINS", "value": ".example.com, *.com"}), "to any site"),
+    ("oauth2-proxy-cookie-and-redirect-scope", DEPLOYMENT, good_deployment,
+     _add_arg("--cookie-domain=.example.com", "--whitelist-domain=.evil.example.org"),
+     "outside the session cookie's domain"),
+    ("oauth2-proxy-cookie-and-redirect-scope", DEPLOYMENT, good_deployment,
+     _add_arg("--whitelist-domain=.example.com:*"), "any port"),
+    ("oauth2-proxy-cookie-and-redirect-scope", DEPLOYMENT, good_deployment,
+     _add_arg("--cookie-samesite=none"), "every cross-site request"),
+    ("oauth2-proxy-cookie-and-redirect-scope", DEPLOYMENT, good_deployment,
+     _add_arg("--trusted-ip=10.0.0.0/8"), "authentication bypass"),
+    ("oauth2-proxy-cookie-and-redirect-scope", DEPLOYMENT, good_deployment,
+     _add_arg("--reverse-proxy=true"), "without --trusted-proxy-ip"),
+    ("oauth2-proxy-cookie-and-redirect-scope", DEPLOYMENT, good_deployment,
+     _add_arg("--reverse-proxy=true", "--trusted-proxy-ip=10.0.0.0/8", "--trusted-proxy-ip=0.0.0.0/0"),
+     "trusts every caller"),
     ("redis-auth-enabled", RELEASE, good_redis_release, _set("values.auth", False), "auth is not true"),
     ("redis-auth-enabled", RELEASE, good_redis_release, _set("values.existingSecret", DELETE),
      "neither existingSecret"),
@@ -771,10 +791,116 @@ def test_routes_to_oauth2_proxy_keep_the_cookies() -> None:
     assert check_stack(COOKIES, stack) == []
 
 
+def test_a_scoped_oauth2_proxy_passes() -> None:
+    d = good_deployment()
+    container(d)["args"] += ["--cookie-domain=.example.com", "--whitelist-domain=.example.com",
+                             "--whitelist-domain=auth.example.com:8443", "--cookie-samesite=lax",
+                             "--reverse-proxy=true", "--trusted-proxy-ip=10.0.0.0/8"]
+    assert check("oauth2-proxy-cookie-and-redirect-scope", DEPLOYMENT, d) == []
+    container(d)["image"] = "docker.io/library/nginx:1.29.0"  # not oauth2-proxy: not its business
+    container(d)["args"].append("--cookie-domain=.com")
+    assert check("oauth2-proxy-cookie-and-redirect-scope", DEPLOYMENT, d) == []
+
+
+GROUPS = "groups-checked-at-the-gateway"
+HSTS_POLICY = "hsts-on-gateway-hosts"
+
+
+def _sidecar_allow(groups: list[str], annotations: Props | None = None) -> Props:
+    meta: Props = {"name": "authproxy-admin-require-jwt", "namespace": "demo"}
+    if annotations:
+        meta["annotations"] = annotations
+    return {"kind": "AuthorizationPolicy", "metadata": meta, "spec": {
+        "selector": {"matchLabels": {"app.kubernetes.io/name": "admin"}}, "action": "ALLOW",
+        "rules": [{"from": [{"source": {"requestPrincipals": ["https://kc/realms/r/*"]}}],
+                   "when": [{"key": "request.auth.claims[groups]", "values": groups}]}]}}
+
+
+def _gateway_deny(groups: list[str], hosts: list[str]) -> Props:
+    return {"kind": "AuthorizationPolicy",
+            "metadata": {"name": "authproxy-admin-gateway-authz", "namespace": "istio-ingress"},
+            "spec": {"selector": {"matchLabels": {"istio": "ingressgateway"}}, "action": "DENY",
+                     "rules": [{"to": [{"operation": {"hosts": hosts, "notPaths": ["/oauth2/*"]}}],
+                                "when": [{"key": "request.auth.claims[groups]", "notValues": groups}]}]}}
+
+
+def test_groups_checked_at_the_gateway_and_the_sidecar_pass() -> None:
+    stack = [*gateway_stack(), (AUTHZ, _sidecar_allow(["/admins"]), "side"),
+             (AUTHZ, _gateway_deny(["/admins"], ["admin.example.com", "admin.example.com:*"]), "gw-deny")]
+    assert check_stack(GROUPS, stack) == []
+
+
+@pytest.mark.parametrize("weaken", [
+    pytest.param(lambda s: s.pop(), id="no-gateway-check"),
+    pytest.param(lambda s: _find(s, "gw-deny")["spec"]["rules"][0]["when"][0].__setitem__(
+        "notValues", ["/other"]), id="other-groups"),
+    pytest.param(lambda s: _find(s, "gw-deny")["spec"]["selector"]["matchLabels"].__setitem__(
+        "istio", "other"), id="on-another-gateway"),
+    pytest.param(lambda s: _find(s, "gw-deny")["spec"].__setitem__("action", "ALLOW"), id="not-deny"),
+])
+def test_a_group_check_only_at_the_sidecar_is_reported(weaken) -> None:
+    stack = [*gateway_stack(), (AUTHZ, _sidecar_allow(["/admins"]), "side"),
+             (AUTHZ, _gateway_deny(["/admins"], ["admin.example.com", "admin.example.com:*"]), "gw-deny")]
+    weaken(stack)
+    (found,) = check_stack(GROUPS, stack)
+    assert found[1] == urn(AUTHZ, "side")
+    assert "checks groups ['/admins'] only at the app's sidecar" in found[0]
+    assert "admin.example.com" in found[0]
+
+
+def test_a_deliberate_sidecar_only_check_and_apps_no_gateway_routes_to_pass() -> None:
+    marked = _sidecar_allow(["/admins"], {"authproxy.io/authorize-at": "sidecar"})
+    assert check_stack(GROUPS, [*gateway_stack(), (AUTHZ, marked, "side")]) == []
+    in_mesh_only = _sidecar_allow(["/admins"])
+    in_mesh_only["metadata"]["namespace"] = "internal"
+    assert check_stack(GROUPS, [*gateway_stack(), (AUTHZ, in_mesh_only, "side")]) == []
+
+
+def _hsts_filter(hosts: list[str], value: str = "max-age=31536000") -> Props:
+    return {"kind": "EnvoyFilter", "metadata": {"name": "authproxy-gateway-hardening",
+                                                "namespace": "istio-ingress"},
+            "spec": {"workloadSelector": {"labels": {"istio": "ingressgateway"}}, "configPatches": [
+                {"applyTo": "VIRTUAL_HOST",
+                 "match": {"context": "GATEWAY", "routeConfiguration": {"vhost": {"name": f"{h}:443"}}},
+                 "patch": {"operation": "MERGE", "value": {"response_headers_to_add": [
+                     {"header": {"key": "strict-transport-security", "value": value},
+                      "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}}} for h in hosts]}}
+
+
+ALL_HOSTS = ["auth.example.com", "echo.example.com", "admin.example.com"]
+
+
+def _without_hsts(stack: list[Res]) -> list[str]:
+    return sorted(m.split("'")[1] for m, _ in check_stack(HSTS_POLICY, stack))
+
+
+def test_hsts_on_every_gateway_host_passes() -> None:
+    assert check_stack(HSTS_POLICY, [*gateway_stack(), (ENVOYFILTER, _hsts_filter(ALL_HOSTS), "hsts")]) == []
+
+
+def test_hosts_without_hsts_are_reported() -> None:
+    assert _without_hsts(gateway_stack()) == sorted(ALL_HOSTS)
+    assert _without_hsts([*gateway_stack(), (ENVOYFILTER, _hsts_filter(ALL_HOSTS[:2]), "hsts")]) == [
+        "admin.example.com"]
+    assert _without_hsts([*gateway_stack(), (ENVOYFILTER, _hsts_filter(ALL_HOSTS, "max-age=0"), "hsts")]) == sorted(
+        ALL_HOSTS)
+    other = _hsts_filter(ALL_HOSTS)
+    other["spec"]["workloadSelector"]["labels"]["istio"] = "other"
+    assert _without_hsts([*gateway_stack(), (ENVOYFILTER, other, "hsts")]) == sorted(ALL_HOSTS)
+    # on every route of a VirtualService counts too; on some routes does not
+    stack = gateway_stack()
+    for route in _find(stack, "vs-admin")["spec"]["http"]:
+        route["headers"] = {"response": {"set": {"Strict-Transport-Security": "max-age=600"}}}
+    assert "admin.example.com" not in _without_hsts(stack)
+    _find(stack, "vs-admin")["spec"]["http"].append({"name": "extra", "route": [
+        {"destination": {"host": "admin.demo.svc.cluster.local"}}]})
+    assert "admin.example.com" in _without_hsts(stack)
+
+
 def test_every_stack_policy_has_a_failing_case() -> None:
     """The stack policies are exercised above; this keeps the list honest when one is added."""
     assert {p.name for p in P.POLICIES if isinstance(p, StackValidationPolicy)} == {
-        HOSTS, "exported-mesh-config-fails-closed", COOKIES}
+        HOSTS, "exported-mesh-config-fails-closed", COOKIES, GROUPS, HSTS_POLICY}
 
 
 # --------------------------------------------------------------------------------------------
@@ -850,6 +976,15 @@ def test_the_stacks_fail_the_pack_when_weakened(stack_run: tuple[str, mockrun.Ru
     no_strip = [r for r in resources if not (r[0] == ENVOYFILTER and r[2].endswith("-cookie-strip"))]
     assert len(no_strip) == len(resources) - 1
     assert {h for _, h in _leaks(no_strip)} == set(app_hosts)
+    # The gateway's group checks removed: the apps with groups are checked at their sidecars only.
+    assert check_stack(GROUPS, resources) == []
+    no_gw_groups = [r for r in resources if not (r[0] == AUTHZ and r[2].startswith("authproxy-authz-gateway-"))]
+    grouped = sorted(urn(t, n) for t, p, n in resources if t == AUTHZ and n.startswith("authproxy-authz-app-")
+                     and "request.auth.claims[groups]" in json.dumps(p))
+    assert grouped and sorted(str(u) for _, u in check_stack(GROUPS, no_gw_groups)) == grouped
+    # Without the hardening EnvoyFilter no host gets HSTS.
+    no_hsts = [r for r in resources if not (r[0] == ENVOYFILTER and r[2].endswith("-hardening"))]
+    assert {m.split("'")[1] for m, _ in check_stack(HSTS_POLICY, no_hsts)} >= set(app_hosts)
     # In extension-provider mode the CUSTOM policy lists hosts: a new one must be added to it.
     if name.endswith("extension-provider"):
         route_type, hosts_field = (HTTPROUTE, "hostnames") if name.startswith("gateway-api") else (VS, "hosts")
@@ -991,5 +1126,7 @@ def test_the_pack_passes_the_dev_stack_over_grpc(analyzer: analyzer_pb2_grpc.Ana
         for t, p, n in resources
     ])
     found = analyzer.AnalyzeStack(stack, timeout=30).diagnostics
-    assert [(d.policyName, d.enforcementLevel) for d in found] == [(HOSTS, analyzer_pb2.MANDATORY)]
-    assert "unguarded.authproxy.test" in found[0].message
+    # the host is neither behind ext_authz nor given HSTS
+    assert sorted((d.policyName, d.enforcementLevel) for d in found) == [
+        (HOSTS, analyzer_pb2.MANDATORY), (HSTS_POLICY, analyzer_pb2.MANDATORY)]
+    assert all("unguarded.authproxy.test" in d.message for d in found)

@@ -160,6 +160,22 @@ def _no_gateway_api(c: Cluster, cfg: StackConfig) -> None:
     c.unserved.add(("gateway.networking.k8s.io/v1", "GatewayClass"))
 
 
+def _other_labels(c: Cluster, cfg: StackConfig) -> None:
+    p = c.find("Pod", f"{cfg.apps[0].service.name}-app-0")[0]
+    p["metadata"]["labels"] = {"app": cfg.apps[0].service.name}
+
+
+def _canary(c: Cluster, cfg: StackConfig) -> None:
+    s = cfg.apps[1].service
+    c.objects.append(pod(f"{s.name}-canary-0", s.namespace, {"app": s.name}))
+
+
+def _gateway_as_default(c: Cluster, cfg: StackConfig) -> None:
+    for p in c.find("Pod"):
+        if p["metadata"]["namespace"] == cfg.istio.gateway.namespace:
+            p["spec"]["serviceAccountName"] = "default"
+
+
 # (check, stack, break the cluster, words the one line must contain)
 BREAKS: list[tuple[str, str, Callable[[Cluster, StackConfig], None], list[str]]] = [
     ("istio-control-plane", "dev", _istiod_gone, ["no istiod", "authproxy:preflight.istioNamespace"]),
@@ -180,6 +196,16 @@ BREAKS: list[tuple[str, str, Callable[[Cluster, StackConfig], None], list[str]]]
                                          "istio-injection=enabled"]),
     ("app-sidecar", "dev", _no_pods, ["no pods behind Service demo/echo"]),
     ("app-sidecar", "dev", _ambient, ["ambient mode"]),
+    ("app-workload-labels", "dev", _other_labels, [
+        "1 of 1 pods behind Service demo/echo (e.g. echo-app-0) do not carry "
+        "authproxy:apps[0].workloadLabels {'app.kubernetes.io/name': 'echo'}",
+        "they select no pod at all", "the Service's selector is {'app': 'echo'}"]),
+    ("app-workload-labels", "prod", _canary, [
+        "1 of 2 pods behind Service", "(e.g. wiki-canary-0)", "authproxy:apps[1].workloadLabels",
+        "they select 1 pods."]),
+    ("gateway-identity", "dev", _gateway_as_default, [
+        "run as service account(s) ['default'], not 'istio-ingressgateway'",
+        "authproxy:istio.gateway.serviceAccount"]),
     ("tls", "dev", _tls_gone, ["TLS Secret istio-ingress/authproxy-tls does not exist",
                                "kubectl -n istio-ingress create secret tls"]),
     ("tls", "prod", _tls_gone, ["ClusterIssuer letsencrypt does not exist"]),

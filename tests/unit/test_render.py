@@ -149,9 +149,9 @@ def test_keycloak_lookups_prod():
     assert "Realm" not in kc and "Group" not in kc
     fns = [(lk["function"].rsplit(":", 1)[-1], lk["args"]) for lk in kc["lookups"]]
     assert ("getRealm", {"realm": "corp"}) in fns
-    assert ("getGroup", {"name": "sre", "realmId": "corp"}) in fns
+    assert ("getGroup", {"groupPath": "/sre", "realmId": "corp"}) in fns
     assert kc["lookups"][[f for f, _ in fns].index("getGroup")]["result"]["id"] == (
-        "${computed:getGroup(name=sre,realmId=corp).id}"
+        "${computed:getGroup(groupPath=/sre,realmId=corp).id}"
     )
 
 

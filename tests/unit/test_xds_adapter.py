@@ -226,19 +226,42 @@ def test_assembled_bootstraps_load_in_the_real_envoy(tmp_path: Path, proxy: str)
 def test_harness_additions_for_the_dev_render(tmp_path: Path) -> None:
     r = render.render("dev", "extension-provider")
     apps = [a.name for a in r.config.apps]
+    pods = wl.app_pods(r.config)
     ep = local_map.LocalEndpoints(gateway_ip=IP, oauth2_proxy=(IP, 4180), oauth2_proxy_metrics=(IP, 44180),
                                   sidecars={a: (IP, 15000 + i) for i, a in enumerate(apps)},
-                                  apps={a: (IP, 16000 + i) for i, a in enumerate(apps)})
+                                  apps={a: (IP, 16000 + i) for i, a in enumerate(apps)},
+                                  pods={p.name: (IP, 16100 + i) for i, p in enumerate(pods)},
+                                  pod_sidecars={p.name: (IP, 15100 + i) for i, p in enumerate(pods) if p.sidecar})
     w = wl.workloads(r, ep)
     assert all(o["metadata"]["labels"][ec.HARNESS_LABEL] == "true" for o in w.objects)
     assert {o["kind"] for o in w.objects} == {"Pod", "Service", "EndpointSlice"}
     gw = w.proxies[0]
     assert (gw.type, gw.namespace, gw.labels) == ("router", "istio-ingress", {"istio": "ingressgateway"})
-    assert [p.name for p in w.proxies[1:]] == [f"sidecar-{a}" for a in apps]
+    # echo: one pod; admin (groups, sidecar checks): its pod, one with other labels (a sidecar
+    # no policy selects) and one without a sidecar (no proxy: the gateway must not reach it)
+    assert [p.name for p in w.proxies[1:]] == ["sidecar-echo", "sidecar-admin", "sidecar-admin-other-labels"]
+    assert {p.name: p.identity for p in w.proxies} == {
+        "gateway": "gateway", "sidecar-echo": "echo", "sidecar-admin": "admin",
+        "sidecar-admin-other-labels": "admin"}
     # oauth2-proxy's rendered Service port -> its local HTTP listener
     assert ep.oauth2_proxy in w.endpoints.values()
-    for i, a in enumerate(apps):
-        assert w.endpoints[(f"{ec.POD_CIDR}.2.{i + 1}", r.config.apps[i].service.port)] == ep.sidecars[a]
+    pod_objs = {o["metadata"]["name"]: o for o in w.objects if o["kind"] == "Pod"}
+    admin_svc = next(o for o in w.objects if o["kind"] == "Service" and o["metadata"]["name"] == "admin")
+    slice_ = next(o for o in w.objects if o["kind"] == "EndpointSlice" and o["metadata"]["name"] == "admin-harness")
+    behind = {e["targetRef"]["name"] for e in slice_["endpoints"]}
+    assert behind == {"admin-harness", "admin-other-labels-harness", "admin-no-sidecar-harness"}
+    wanted = r.config.apps[1].selector_labels
+    for name in behind:  # every pod the Service sends traffic to carries its selector
+        labels = pod_objs[name]["metadata"]["labels"]
+        assert set(admin_svc["spec"]["selector"].items()) <= set(labels.items())
+        assert pod_objs[name]["spec"]["serviceAccountName"] == "admin"
+        # sidecar-injected pods carry Istio's tlsMode label; the bare one does not
+        assert (labels.get(wl.TLS_MODE_LABEL) == "istio") is (name != "admin-no-sidecar-harness")
+        # ...and only the policy-selected ones carry the configured workloadLabels
+        assert (set(wanted.items()) <= set(labels.items())) is (name != "admin-other-labels-harness")
+    assert pod_objs["ingressgateway-harness"]["spec"]["serviceAccountName"] == "istio-ingressgateway"
+    assert w.endpoints[(pod_objs["admin-no-sidecar-harness"]["status"]["podIP"], 8080)] == (
+        ep.pods["admin-no-sidecar-harness"])
     d = xa.write_input(r, w, tmp_path / "in")
     assert sorted(p.name for p in d.iterdir()) == ["harness-additions.yaml", "kubernetes.yaml", "mesh-config.yaml",
                                                    "proxies.json"]
@@ -276,3 +299,36 @@ def test_harness_additions_for_the_gateway_api_render(tmp_path: Path) -> None:
     assert xa.credential_names(r) == ["kubernetes-gateway://istio-ingress/authproxy-tls"]
     secrets = xa.run_secrets(ep, xa.credential_names(r))
     assert "kubernetes-gateway://istio-ingress/authproxy-tls" in secrets.certs
+
+
+def test_workload_identities_are_spiffe_certificates_of_one_mesh_ca(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from authproxy_local.core.pki import mesh_identities
+
+    r = render.render("gateway-api", "extension-provider")
+    ids = wl.identities(r.config)
+    assert ids == {"gateway": "spiffe://cluster.local/ns/istio-ingress/sa/authproxy-istio",
+                   "echo": "spiffe://cluster.local/ns/demo/sa/echo",
+                   "admin": "spiffe://cluster.local/ns/demo/sa/admin"}
+    ca, files = mesh_identities(tmp_path, ids)
+    root = x509.load_pem_x509_certificate(Path(ca).read_bytes())
+    for name, uri in ids.items():
+        cert = x509.load_pem_x509_certificate(Path(files[name][0]).read_bytes())
+        assert cert.issuer == root.subject
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert san.get_values_for_type(x509.UniformResourceIdentifier) == [uri]
+        usages = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+        assert usages == {x509.ExtendedKeyUsageOID.SERVER_AUTH, x509.ExtendedKeyUsageOID.CLIENT_AUTH}
+
+
+def test_each_proxy_gets_its_own_workload_certificate_and_the_mesh_ca() -> None:
+    ep = local_map.LocalEndpoints(gateway_ip=IP, cert_file="/gw.pem", key_file="/gw.key",
+                                  mesh_ca_file="/mesh-ca.pem",
+                                  identities={"gateway": ("/w-gw.pem", "/w-gw.key"),
+                                              "echo": ("/w-echo.pem", "/w-echo.key")})
+    s = xa.run_secrets(ep, ["authproxy-tls"], "echo")
+    assert s.certs == {"kubernetes://authproxy-tls": ("/gw.pem", "/gw.key"), "default": ("/w-echo.pem", "/w-echo.key")}
+    assert s.cas == {"ROOTCA": "/mesh-ca.pem"}
+    with pytest.raises(wl.AdapterError, match="no workload certificate"):
+        xa.run_secrets(ep, [], "admin")
