@@ -1130,3 +1130,20 @@ def test_the_pack_passes_the_dev_stack_over_grpc(analyzer: analyzer_pb2_grpc.Ana
     assert sorted((d.policyName, d.enforcementLevel) for d in found) == [
         (HOSTS, analyzer_pb2.MANDATORY), (HSTS_POLICY, analyzer_pb2.MANDATORY)]
     assert all("unguarded.authproxy.test" in d.message for d in found)
+
+
+def test_a_stack_on_an_existing_gateway_passes_every_stack_policy() -> None:
+    """istio.gatewayApi.create false (make engine's gateway-api-existing stack): the routes and
+    policies attach to a Gateway the stack does not create; its gateway DENY policies, attached by
+    targetRefs, still count as the group check at that gateway."""
+    from components.config import existing_gateway_values
+
+    run = mockrun.run_program("gateway-api", overrides=existing_gateway_values("shared-gateway", "web", "websecure"))
+    resources = stack_resources(run, "gateway-api-existing")
+    assert K8S_GATEWAY not in {t for t, _, _ in resources}
+    assert any(t == AUTHZ and p["spec"].get("action") == "DENY" and p["spec"].get("targetRefs")
+               for t, p, _ in resources)
+    violations = [f"{policy.name}: {m}" for policy in P.POLICIES
+                  if not isinstance(policy, ResourceValidationPolicy)
+                  for m, _ in check_stack(policy.name, resources)]
+    assert violations == []
