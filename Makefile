@@ -62,7 +62,8 @@ e2e: venv ## live end-to-end tests: the dev stack (real `pulumi up`) on real Key
 	$(PY) -m authproxy_local.install --group e2e
 	$(PYTEST) tests/e2e -q
 
-engine: venv ## the stacks through the real pulumi CLI, providers, kube-apiserver and Keycloak: preview, policy, up, re-preview, rotation, destroy
+engine: venv ## the stacks through the real pulumi CLI and providers, awaited on kube-apiserver + controllers + kwok nodes, and Keycloak: preview, policy, up, rollouts, HPA, drain, rotation, faults, destroy
+	$(PY) -m authproxy_local.install --group engine
 	$(PY) -m authproxy_local.engine
 
 demo: venv ## run the stack locally (STACK=dev [MODE=envoy-filter]); prints URLs and demo users; Ctrl-C stops it

@@ -839,13 +839,16 @@ class Proxy(_Model):
     )
     replicas: int = Field(
         1, ge=1, le=50,
-        description="Replicas (2+ recommended in prod); ignored while autoscaling is enabled.",
+        description="Replicas (2+ recommended in prod). Not used while autoscaling is enabled: "
+        "the HPA owns the count then (the Deployment starts at autoscaling.minReplicas, and "
+        "the stack never sets it again, so a preview shows no diff when the HPA scales).",
     )
     pdb_min_available: int | None = Field(
         None,
         ge=0,
         description="PodDisruptionBudget minAvailable; must be below the replica count. Unset: "
-        "replicas - 1 (so one pod at a time can be evicted).",
+        "`maxUnavailable: 1` instead, so a drain evicts one pod at a time whatever the replica "
+        "count (also while an HPA scales it), and a single replica can still be evicted.",
     )
     autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="HPA settings.")
     resources: Resources = Field(default_factory=Resources, description="Requests and limits.")
@@ -1177,8 +1180,22 @@ class Istio(_Model):
         return v
 
 
+AWAIT_TIMEOUT_MIN = 10
+AWAIT_TIMEOUT_MAX = 2 * 3600
+
+
 class Kubernetes(_Model):
     """How `pulumi up` treats the cluster."""
+
+    await_timeout: Duration = Field(
+        parse_duration("10m"),
+        description="How long `pulumi up` waits for each Kubernetes object to become ready (a "
+        "Deployment rolled out, a Service with endpoints, the Redis Helm release with all its "
+        "pods ready) and `pulumi destroy` for each to be gone: Pulumi's `customTimeouts` on "
+        "every object and Helm's `timeout` on releases. Past it the step fails with the "
+        "provider's message naming the object; the Redis release is rolled back (Helm "
+        "`atomic`). 10s to 2h; not used with skipAwait.",
+    )
 
     skip_await: bool = Field(
         False,
@@ -1190,6 +1207,17 @@ class Kubernetes(_Model):
         "later (GitOps bootstrap, nodes still joining) or never (API-server-only test clusters); "
         "readiness must then be checked elsewhere.",
     )
+
+    @field_validator("await_timeout")
+    @classmethod
+    def _await_timeout(cls, v: int) -> int:
+        if not AWAIT_TIMEOUT_MIN <= v <= AWAIT_TIMEOUT_MAX:
+            raise ValueError(
+                f"{format_duration(v)} is outside 10s..2h; a rollout of oauth2-proxy or Redis "
+                "takes minutes on a busy cluster (the default is 10m), and a longer wait only "
+                "hides a rollout that is stuck"
+            )
+        return v
 
 
 def _marker(value: Any) -> Any:
@@ -1276,16 +1304,9 @@ class StackConfig(_Model):
     secrets_set: frozenset[str] = Field(frozenset(), exclude=True)
 
     @property
-    def pdb_min_available(self) -> int:
-        """The PodDisruptionBudget's minAvailable: configured, or one below the replica floor."""
-        if self.proxy.pdb_min_available is not None:
-            return self.proxy.pdb_min_available
-        floor = (
-            self.proxy.autoscaling.min_replicas
-            if self.proxy.autoscaling.enabled
-            else self.proxy.replicas
-        )
-        return max(floor - 1, 0)
+    def pdb_min_available(self) -> int | None:
+        """The PodDisruptionBudget's minAvailable if configured; None: `maxUnavailable: 1`."""
+        return self.proxy.pdb_min_available
 
     @property
     def auth_hostname(self) -> str:
@@ -1673,6 +1694,13 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
             "redis.mode=ha needs a sentinel master name; set one such as 'authproxy'",
         ))
 
+    kube = cfg.kubernetes
+    if kube.skip_await and "await_timeout" in kube.model_fields_set:
+        p.append((
+            k + "kubernetes.awaitTimeout",
+            "has no effect with kubernetes.skipAwait=true (nothing waits); remove one of them",
+        ))
+
     px = cfg.proxy
     floor = px.autoscaling.min_replicas if px.autoscaling.enabled else px.replicas
     if px.pdb_min_available is not None and px.pdb_min_available >= floor:
@@ -1933,15 +1961,16 @@ def ext_authz_mode_values(mode: str) -> dict[str, Any]:
 
 
 def local_server_values(*, keycloak_ca_pem: str, redis_chart_path: str,
-                        keycloak_url: str | None = None,
+                        keycloak_url: str | None = None, awaited: bool = False,
                         stack_values: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Values that point a stack at servers on this machine, through stack config only, as a
     user points a stack at their own Keycloak and cluster: Keycloak's CA (and URL), the local
-    copy of the redis-ha chart (no chart repository is reachable), no readiness waits (no
-    kubelet: pods never run) and no Istio install (the local runs bring their own istiod
-    translation). A stack that installs Istio (``stack_values``) keeps the gateway identity the
-    install would have given it (``istio.gateway.serviceAccount``: the sidecars admit tokens from
-    it), as a user whose Istio is installed elsewhere names it."""
+    copy of the redis-ha chart (no chart repository is reachable), no Istio install (the local
+    runs bring their own istiod translation) and, unless ``awaited`` (a cluster whose controllers
+    and nodes act, as `make engine` runs), no readiness waits (an API server alone: pods never
+    run). A stack that installs Istio (``stack_values``) keeps the gateway identity the install
+    would have given it (``istio.gateway.serviceAccount``: the sidecars admit tokens from it), as
+    a user whose Istio is installed elsewhere names it."""
     keycloak: dict[str, Any] = {"caCertificate": keycloak_ca_pem}
     if keycloak_url is not None:
         keycloak["url"] = keycloak_url
@@ -1950,12 +1979,42 @@ def local_server_values(*, keycloak_ca_pem: str, redis_chart_path: str,
     if ((raw.get("install") or {}).get("enabled") and raw.get("ingressApi", "istio") == "istio"
             and not (raw.get("gateway") or {}).get("serviceAccount")):
         istio["gateway"] = {"serviceAccount": INSTALLED_GATEWAY_SERVICE_ACCOUNT}
-    return {
+    values: dict[str, Any] = {
         "keycloak": keycloak,
         "redis": {"chartPath": redis_chart_path},
-        "kubernetes": {"skipAwait": True},
         "istio": istio,
     }
+    if not awaited:
+        values["kubernetes"] = {"skipAwait": True}
+    return values
+
+
+def await_timeout_values(seconds: int) -> dict[str, Any]:
+    """Values that bound every readiness wait (kubernetes.awaitTimeout)."""
+    return {"kubernetes": {"awaitTimeout": f"{seconds}s"}}
+
+
+def image_values(workload: Literal["proxy", "redis"], repository: str, tag: str) -> dict[str, Any]:
+    """Values that set oauth2-proxy's (proxy.image) or Redis's (redis.image) image."""
+    return {workload: {"image": {"repository": repository, "tag": tag}}}
+
+
+def replica_values(replicas: int | None = None, autoscaling_min: int | None = None) -> dict[str, Any]:
+    """Values that set proxy.replicas and/or proxy.autoscaling.minReplicas."""
+    proxy: dict[str, Any] = {}
+    if replicas is not None:
+        proxy["replicas"] = replicas
+    if autoscaling_min is not None:
+        proxy["autoscaling"] = {"minReplicas": autoscaling_min}
+    return {"proxy": proxy}
+
+
+def existing_gateway_values(name: str, http_listener: str, https_listener: str) -> dict[str, Any]:
+    """Values that attach a gateway-api stack to an existing Gateway (istio.gatewayApi.create
+    false) of that name, in istio.gateway.namespace, with those listeners."""
+    return {"istio": {"gateway": {"name": name},
+                      "gatewayApi": {"create": False, "httpListener": http_listener,
+                                     "httpsListener": https_listener}}}
 
 
 def namespace_values(namespace: str) -> dict[str, Any]:
@@ -1963,11 +2022,13 @@ def namespace_values(namespace: str) -> dict[str, Any]:
     return {"namespace": namespace}
 
 
-def cookie_secret_rotation_values(cfg: StackConfig) -> dict[str, Any]:
-    """Values that rotate the cookie secret (rotation.cookieSecret): its marker plus one when it
-    is a number, else ``2``."""
+def cookie_secret_rotation_values(cfg: StackConfig, to: str | None = None) -> dict[str, Any]:
+    """Values that rotate the cookie secret (rotation.cookieSecret): the marker ``to``, else its
+    marker plus one when it is a number, else ``2``."""
     marker = cfg.rotation.cookie_secret
-    return {"rotation": {"cookieSecret": str(int(marker) + 1) if marker.isdigit() else "2"}}
+    if to is None:
+        to = str(int(marker) + 1) if marker.isdigit() else "2"
+    return {"rotation": {"cookieSecret": to}}
 
 
 def flatten_values(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -100,7 +100,8 @@ class OAuth2ProxyArgs(TypedDict):
     settings: ProxySettings
     replicas: int
     autoscaling: Autoscaling
-    pdb_min_available: int
+    pdb_min_available: int | None
+    """minAvailable of the PodDisruptionBudget; None: `maxUnavailable: 1`."""
     resources: dict[str, dict[str, str]]
     service_monitor: bool
     gateway: GatewayPeer
@@ -278,23 +279,49 @@ def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     return spec
 
 
+ROLLING_UPDATE: k8s.apps.v1.RollingUpdateDeploymentArgsDict = {"max_unavailable": 0, "max_surge": 1}
+"""A rollout adds one new pod, waits for it to be ready, then removes an old one: the ready
+count never drops below the replica count, so a rollout neither needs an eviction nor uses up
+the PodDisruptionBudget's allowance (a drain during a rollout still gets its one pod)."""
+PATCH_FORCE_ANNOTATION = "pulumi.com/patchForce"
+
+
+def initial_replicas(args: OAuth2ProxyArgs) -> int:
+    """The Deployment's replica count as the stack sets it: `replicas`, or with an HPA its
+    minimum (the count on creation only: see :func:`deployment_ignore_changes`)."""
+    a = args["autoscaling"]
+    return a["min_replicas"] if a["enabled"] else args["replicas"]
+
+
+def deployment_ignore_changes(args: OAuth2ProxyArgs) -> list[str]:
+    """With an HPA, the stack sets `spec.replicas` when it creates the Deployment and never again.
+
+    pulumi-kubernetes (server-side apply) then drops the field from its apply once the HPA has
+    scaled (the HPA's field manager owns it), and keeps the live count otherwise; so a preview
+    shows no diff when the HPA scales, no `up` resets the HPA's count, and turning autoscaling on
+    keeps the current pods (leaving `replicas` out instead would reset them to 1 for a moment).
+    """
+    return ["spec.replicas"] if args["autoscaling"]["enabled"] else []
+
+
 def deployment_spec(
     args: OAuth2ProxyArgs, checksum: pulumi.Input[str] | str
 ) -> k8s.apps.v1.DeploymentSpecArgsDict:
-    """apps/v1 Deployment spec. With autoscaling the HPA owns the replica count. The SDK's typed
-    spec (snake_case names, checked by mypy; the SDK sends the API's camelCase names); the pod
-    template is the API object as is (core/v1 types are not checked statically, see pyproject)."""
+    """apps/v1 Deployment spec. With autoscaling the HPA owns the replica count after creation.
+    The SDK's typed spec (snake_case names, checked by mypy; the SDK sends the API's camelCase
+    names); the pod template is the API object as is (core/v1 types are not checked statically,
+    see pyproject)."""
     name = args["name"]
     annotations: dict[str, Any] = {"checksum/secret": checksum}
     pem = _keycloak_ca(args)
     if pem is not None:
         annotations["checksum/keycloak-ca"] = keycloak_ca_checksum(pem)
     spec: k8s.apps.v1.DeploymentSpecArgsDict = {
+        "replicas": initial_replicas(args),
         "selector": {"match_labels": proxy_labels(name)},
         "revision_history_limit": 5,
         "min_ready_seconds": lifecycle_of(args)["min_ready_seconds"],
-        # Never below the current capacity during a rollout.
-        "strategy": {"type": "RollingUpdate", "rolling_update": {"max_unavailable": 0, "max_surge": 1}},
+        "strategy": {"type": "RollingUpdate", "rolling_update": ROLLING_UPDATE},
         "template": {
             "metadata": {
                 # No Istio sidecar (the label is Istio's current per-pod switch).
@@ -304,8 +331,6 @@ def deployment_spec(
             "spec": pod_spec(args),
         },
     }
-    if not args["autoscaling"]["enabled"]:
-        spec["replicas"] = args["replicas"]
     return spec
 
 
@@ -319,13 +344,24 @@ def service_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
 
 
 def pdb_spec(args: OAuth2ProxyArgs) -> k8s.policy.v1.PodDisruptionBudgetSpecArgsDict:
-    """policy/v1 PodDisruptionBudget spec: minAvailable below the replica floor (validated)."""
-    return {
-        "min_available": args["pdb_min_available"],
+    """policy/v1 PodDisruptionBudget spec.
+
+    Default `maxUnavailable: 1`: a drain evicts one pod, and the next only once its replacement
+    is ready; with one replica that one may go (a PDB that blocks it would hang every node
+    drain). It counts against the Deployment's current scale, so it holds while an HPA scales.
+    A configured minAvailable is below the replica floor (validated). Rollouts delete pods
+    without the eviction API, so the PDB never blocks them (see ROLLING_UPDATE).
+    """
+    spec: k8s.policy.v1.PodDisruptionBudgetSpecArgsDict = {
         "selector": {"match_labels": proxy_labels(args["name"])},
         # A pod that is not ready anyway may always be evicted, so a crash loop cannot hang drains.
         "unhealthy_pod_eviction_policy": "AlwaysAllow",
     }
+    if args["pdb_min_available"] is None:
+        spec["max_unavailable"] = 1
+    else:
+        spec["min_available"] = args["pdb_min_available"]
+    return spec
 
 
 def hpa_spec(args: OAuth2ProxyArgs) -> k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgsDict:
@@ -491,11 +527,15 @@ class OAuth2Proxy(pulumi.ComponentResource):
                 data={KEYCLOAK_CA_KEY: pem},
                 opts=child,
             ))
+        # patchForce: the stack is the authority for this Deployment, so its apply wins a
+        # field conflict (e.g. `replicas` still owned by a removed HPA after autoscaling is
+        # turned off). The HPA's count is never contested: see deployment_ignore_changes.
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=meta(),
+            metadata={**meta(), "annotations": {PATCH_FORCE_ANNOTATION: "true"}},
             spec=deployment_spec(args, checksum),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=needs),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=needs,
+                                        ignore_changes=deployment_ignore_changes(args)),
         )
         svc = k8s.core.v1.Service(f"{name}-service", metadata=meta(), spec=service_spec(args),
                                   opts=child)

@@ -189,6 +189,13 @@ def helm_values(args: SessionStoreArgs, checksum: pulumi.Input[str] | str) -> di
             "pullPolicy": "IfNotPresent",
         },
         "replicas": servers,
+        # Parallel, not the chart's OrderedReady: with OrderedReady the StatefulSet controller
+        # never replaces a pod that is not Running and Ready, so after a failed upgrade (a bad
+        # image) Helm's atomic rollback restores the template but not the broken pod, the
+        # rollback times out too and Redis stays down (Kubernetes' "forced rollback" caveat).
+        # With Parallel the controller replaces it. Updates still go one pod at a time; the
+        # servers find their master through the announce Services, not through start order.
+        "podManagementPolicy": "Parallel",
         # Auth always on, from the Secret this component creates (never inline).
         "auth": True,
         "existingSecret": secret,
@@ -313,7 +320,13 @@ class SessionStore(pulumi.ComponentResource):
                 namespace=ns,
                 version=args["chart"]["version"],
                 values=helm_values(args, checksum),
-                skip_await=False,  # kubernetes.skipAwait: stack.skip_await_transform
+                # Helm waits until every object of the release is ready (the StatefulSet's
+                # pods, PVCs bound, Services); past `timeout` it fails and `atomic` uninstalls a
+                # first install / rolls an upgrade back, and `cleanup_on_fail` deletes what a
+                # failed upgrade created: nothing is left half-installed. kubernetes.skipAwait
+                # and kubernetes.awaitTimeout change these (stack.skip_await_transform,
+                # stack.await_transform).
+                skip_await=False,
                 atomic=True,
                 cleanup_on_fail=True,
                 timeout=600,
