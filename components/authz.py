@@ -114,8 +114,8 @@ and ready endpoints refused from outside. The cookie filter also works on respon
 **Ambient apps** (``apps[].dataplane: ambient``): the app-side RequestAuthentication and ALLOW
 policy (``authorizeAt`` waypoint/both) attach with ``targetRefs`` to the app's Service and run in
 its waypoint, with a DENY beside them (:func:`app_deny_policy_spec`); no PeerAuthentication or
-DestinationRule (ztunnel and the waypoint speak HBONE, mTLS always) and no ``principals`` rule
-(the waypoint admits a valid token from any workload: docs/ambient.md). The waypoint, the Service
+DestinationRule (ztunnel and the waypoint speak HBONE, mTLS always); the waypoint admits a
+user's token only from the gateway's workload identity, as the sidecar does. The waypoint, the Service
 labels and ztunnel's L4 policy are components/ambient.py. The gateway side is unchanged: the
 gateway is an ordinary Envoy in ambient.
 """
@@ -833,22 +833,21 @@ def app_request_authentication_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[
 
 
 def gateway_principals(args: AuthzArgs) -> list[str]:
-    """The workload identities a user's token is admitted from at an app's sidecar."""
+    """The workload identities a user's token is admitted from at an app's sidecar or waypoint."""
     p = args["gateway"]["principal"]
     if not p:
-        raise ValueError("the apps' sidecars admit tokens only from the gateway's workload "
+        raise ValueError("the apps' sidecars and waypoints admit tokens only from the gateway's workload "
                          "identity, which is not known (istio.gateway.serviceAccount)")
     return [p]
 
 
 def app_authorization_policy_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:
-    """ALLOW at the app's sidecar: our principal (and groups) **arriving from the gateway's
-    workload identity** (mTLS), or a public path from anyone. A token an app received, replayed
-    by that app straight at this sidecar, comes from the app's own identity and is refused.
-    At an ambient app's waypoint: our principal (and groups) from any source (docs/ambient.md)."""
-    source: dict[str, Any] = {"requestPrincipals": [principal(args["jwt"])]}
-    if app["dataplane"] != "ambient":
-        source = {"principals": gateway_principals(args), **source}
+    """ALLOW at the app's sidecar or an ambient app's waypoint: our principal (and groups)
+    **arriving from the gateway's workload identity** (mTLS; at a waypoint the peer of the HBONE
+    connection), or a public path from anyone. A token an app received, replayed by that app
+    straight at this proxy, comes from the app's own identity and is refused."""
+    source: dict[str, Any] = {"principals": gateway_principals(args),
+                              "requestPrincipals": [principal(args["jwt"])]}
     signed_in: dict[str, Any] = {"from": [{"source": source}]}
     if app["groups"]:
         signed_in["when"] = [{"key": GROUPS_CLAIM, "values": list(app["groups"])}]
@@ -859,17 +858,18 @@ def app_authorization_policy_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[st
 
 
 def app_deny_policy_spec(args: AuthzArgs, app: AppAuthzArgs) -> dict[str, Any]:
-    """DENY at an ambient app's waypoint, beside the ALLOW: a request without our principal, or
-    (if the app lists groups) without one of its groups, on any path but the public ones. ALLOW
+    """DENY at an ambient app's waypoint, beside the ALLOW, on any path but the public ones: a
+    request without our principal, one not from the gateway's workload identity (a user's token
+    replayed from inside the mesh), or (if the app lists groups) without one of its groups. ALLOW
     policies add up, so another ALLOW attached to a shared waypoint (the namespace's, a
     GatewayClass's) could admit what ours does not; a DENY holds whatever else is attached."""
-    to = [{"operation": {"notPaths": list(app["public_paths"])}}] if app["public_paths"] else []
-    no_principal: dict[str, Any] = {
-        "from": [{"source": {"notRequestPrincipals": [principal(args["jwt"])]}}]}
-    rules = [{**no_principal, **({"to": to} if to else {})}]
+    scope = {"to": [{"operation": {"notPaths": list(app["public_paths"])}}]} if app["public_paths"] else {}
+    rules: list[dict[str, Any]] = [
+        {"from": [{"source": {"notRequestPrincipals": [principal(args["jwt"])]}}], **scope},
+        {"from": [{"source": {"notPrincipals": gateway_principals(args)}}], **scope},
+    ]
     if app["groups"]:
-        rules.append({**({"to": to} if to else {}),
-                      "when": [{"key": GROUPS_CLAIM, "notValues": list(app["groups"])}]})
+        rules.append({**scope, "when": [{"key": GROUPS_CLAIM, "notValues": list(app["groups"])}]})
     return {**app_attachment(app), "action": "DENY", "rules": rules}
 
 

@@ -1509,11 +1509,12 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
                 "jsonpath='{.spec.selector}'), or set authorizeAt to 'gateway'",
             ))
     p += _ambient_checks(cfg)
-    sidecar_apps = [a.name for a in cfg.apps if a.sidecar_checks]
+    sidecar_apps = [a.name for a in cfg.apps
+                    if a.sidecar_checks or (a.ambient and a.authorize_at in ("waypoint", "both"))]
     if sidecar_apps and cfg.gateway_service_account is None:
         p.append((
             k + "istio.gateway.serviceAccount",
-            f"is required: the sidecars of {sidecar_apps} admit a user's token only from the "
+            f"is required: the sidecars or waypoints of {sidecar_apps} admit a user's token only from the "
             "gateway's workload identity, which is its pods' service account. Set it (kubectl get "
             f"pod -n {cfg.istio.gateway.namespace} -l <istio.gateway.selector> -o "
             "jsonpath='{.items[0].spec.serviceAccountName}')",

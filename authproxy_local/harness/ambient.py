@@ -45,7 +45,15 @@ from authproxy_local.core.processes import (
 )
 from authproxy_local.mesh import envoy, ztunnel
 from authproxy_local.mesh.adapter import Bootstraps, MeshIdentities
-from authproxy_local.mesh.workloads import HBONE_PORT, AmbientPod, Workloads, is_waypoint, workloads
+from authproxy_local.mesh.workloads import (
+    GATEWAY_IDENTITY,
+    HBONE_PORT,
+    AmbientPod,
+    Workloads,
+    identities,
+    is_waypoint,
+    workloads,
+)
 
 from .state import HarnessState
 
@@ -107,8 +115,9 @@ class AmbientPart(HarnessState):
                 self.endpoints.waypoints[f"waypoint-{o['metadata']['name']}"] = (ip, HBONE_PORT)
         w = workloads(self.render, self.endpoints)
         self.ambient_pods = w
-        gw = next(p for p in w.proxies if p.type == "router")
-        certs = {"gateway": spiffe_certificate(spiffe_id(gw.namespace, "default"), root, key,
+        # The gateway's identity is its pod's service account, the one the waypoint policies
+        # admit a user's token from (istio.gateway.serviceAccount).
+        certs = {"gateway": spiffe_certificate(identities(self.config)[GATEWAY_IDENTITY], root, key,
                                                self.tmp / "spiffe", "gateway")}
         for proxy, pod in w.waypoints.items():
             certs[proxy] = spiffe_certificate(spiffe_id(pod.namespace, pod.service_account), root, key,

@@ -36,6 +36,9 @@ from tests.conformance.conftest import installed, report
 
 JWT = "envoy.filters.http.jwt_authn"
 RBAC = "envoy.filters.http.rbac"
+PEER_PRINCIPAL = "io.istio.peer_principal"
+"""The filter state a waypoint's RBAC reads ``source.principals`` from: the SPIFFE identity of the
+peer of the HBONE connection (set where the waypoint terminates it)."""
 WAYPOINT = "waypoint-authproxy-waypoint"
 WAYPOINT_IP = f"{POD_CIDR}.6.1"
 IP = "127.78.0.1"
@@ -101,9 +104,13 @@ def _app_filters(xd: dict[str, Any], svc: str, port: int = 8080) -> list[dict[st
 
 
 def claims(node: Any, negated: bool = False) -> Iterator[tuple[bool, str, str]]:
-    """(under a not_id/not_rule, claim, value) for every JWT-claim metadata matcher and every
-    path matcher in an RBAC principal or permission tree."""
+    """(under a not_id/not_rule, claim, value) for every JWT-claim metadata matcher, every path
+    matcher and every peer-principal matcher (claim ``peer``) in an RBAC principal or permission
+    tree."""
     if isinstance(node, dict):
+        if node.get("filter_state", {}).get("key") == PEER_PRINCIPAL:
+            yield negated, "peer", node["filter_state"]["string_match"]["exact"]
+            return
         if "metadata" in node and node["metadata"].get("filter") == JWT:
             m = node["metadata"]
             key = m["path"][-1]["key"]
@@ -163,6 +170,7 @@ def test_waypoint_refuses_users_outside_the_group_and_requests_without_a_token(x
     r, xd = xds[case]
     iss = r.config.keycloak.issuer
     signed = {(False, "iss", iss), (False, "sub", ".+")}
+    gateway = "spiffe://" + r.config.gateway_principal
     for app in r.config.ambient_apps:
         pols = rbac_policies(_app_filters(xd, app.service.name))
         prefix = f"ns[demo]-policy[authproxy-{app.name}-"
@@ -174,17 +182,44 @@ def test_waypoint_refuses_users_outside_the_group_and_requests_without_a_token(x
         assert no_token["principals"] == {(True, "iss", iss), (True, "sub", ".+")}
         public = {(True, "path", p) for p in app.public_paths}
         assert no_token["permissions"] == public
+        # A user's token replayed from inside the mesh: not from the gateway's identity.
+        not_gateway = deny[prefix + "deny-unsigned]-rule[1]"]
+        assert not_gateway["principals"] == {(True, "peer", gateway)}
+        assert not_gateway["permissions"] == public
         groups = {(False, "groups", g) for g in app.group_paths}
         if app.groups:
-            no_group = deny[prefix + "deny-unsigned]-rule[1]"]
+            no_group = deny[prefix + "deny-unsigned]-rule[2]"]
             assert no_group["principals"] == {(True, "groups", g) for g in app.group_paths}
             assert no_group["permissions"] == public
-        assert allow[prefix + "require-jwt]-rule[0]"]["principals"] == signed | groups
+        assert allow[prefix + "require-jwt]-rule[0]"]["principals"] == signed | groups | {(False, "peer", gateway)}
         if app.public_paths:
             assert allow[prefix + "require-jwt]-rule[1]"]["permissions"] == {
                 (False, "path", p) for p in app.public_paths}
     report("istio-xds (ambient)", f"{case}: the waypoint's config verifies the realm's JWT and "
-                                  "enforces the DENY/ALLOW principal and group rules per app")
+                                  "enforces the DENY/ALLOW principal, gateway-identity and group "
+                                  "rules per app")
+
+
+def _filter_state_sources(node: Any) -> Iterator[tuple[str, str]]:
+    """(object_key, format string) of every filter-state value a config tree sets."""
+    if isinstance(node, dict):
+        if "object_key" in node and "format_string" in node:
+            yield node["object_key"], node["format_string"]["text_format_source"]["inline_string"]
+        for v in node.values():
+            yield from _filter_state_sources(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _filter_state_sources(v)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_waypoint_takes_the_source_principal_from_the_hbone_peer(xds, case):
+    """The gateway-identity rules above read the filter state the waypoint sets where it terminates
+    HBONE: the URI SAN of the peer's certificate, the gateway's own when the gateway sends."""
+    _, xd = xds[case]
+    (terminate,) = [x for x in xd["proxies"][WAYPOINT]["listeners"] if x["name"] == "connect_terminate"]
+    sources = dict(_filter_state_sources(terminate))
+    assert sources[PEER_PRINCIPAL] == "%DOWNSTREAM_PEER_URI_SAN%", sources
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -308,3 +343,5 @@ def test_without_ingress_use_waypoint_the_gateway_skips_the_waypoint(istio_xds, 
     text = json.dumps(cla)
     assert f"{WAYPOINT_IP}:15008" not in text
     assert f"{POD_CIDR}.2.1" in text  # the pod itself
+
+

@@ -42,7 +42,7 @@ def base(**app: Any) -> dict[str, Any]:
                   "service": {"name": "one", "namespace": "apps", "port": 80},
                   "workloadLabels": {"app": "one"}, "dataplane": "ambient", **app}],
         "keycloak": {"url": "https://sso.example.test"},
-        "istio": {"version": "1.31.0"},
+        "istio": {"version": "1.31.0", "gateway": {"serviceAccount": "ingress"}},
     }
 
 
@@ -93,18 +93,31 @@ def test_waypoint_options_are_refused_for_sidecar_apps_by_key():
     assert set(problems(raw)) == {"authproxy:apps[0].authorizeAt", "authproxy:apps[0].waypoint"}
 
 
+def test_waypoint_checks_need_the_gateways_identity_by_key():
+    """The waypoint admits a user's token only from the gateway's workload identity, so it must
+    be known; an app checked only at the gateway needs none."""
+    for where in ("both", "waypoint"):
+        raw = base(authorizeAt=where)
+        del raw["istio"]["gateway"]
+        p = problems(raw)
+        assert list(p) == ["authproxy:istio.gateway.serviceAccount"], p
+    raw = base(authorizeAt="gateway")
+    del raw["istio"]["gateway"]
+    assert load(raw).gateway_principal is None
+
+
 def test_ambient_needs_a_known_istio_new_enough():
     raw = base()
-    del raw["istio"]
+    del raw["istio"]["version"]
     p = problems(raw)
     assert list(p) == ["authproxy:istio.version"] and "1.24" in p["authproxy:istio.version"]
-    raw["istio"] = {"version": "1.23.4"}
+    raw["istio"]["version"] = "1.23.4"
     p = problems(raw)
     assert list(p) == ["authproxy:istio.version"] and "ingress-use-waypoint" in p["authproxy:istio.version"]
     for ok in ("1.24.0", "1.24", "1.31.0-rc.0", "1.40.1"):
-        raw["istio"] = {"version": ok}
+        raw["istio"]["version"] = ok
         assert load(raw).istio_version == ok
-    raw["istio"] = {"version": "latest"}
+    raw["istio"]["version"] = "latest"
     assert list(problems(raw)) == ["authproxy:istio.version"]
 
 
@@ -231,7 +244,9 @@ def authz_app(**changes: Any) -> AppAuthzArgs:
     return cast(AppAuthzArgs, {**AUTHZ_APP, **changes})
 
 
-AUTHZ_ARGS: Any = {"jwt": {"issuer": ISSUER, "jwks_uri": ISSUER + "/certs", "audiences": ["c"]}}
+GATEWAY_SA = "cluster.local/ns/istio-ingress/sa/gw"
+AUTHZ_ARGS: Any = {"jwt": {"issuer": ISSUER, "jwks_uri": ISSUER + "/certs", "audiences": ["c"]},
+                   "gateway": {"principal": GATEWAY_SA}}
 
 
 def test_ambient_app_policies_attach_to_the_service_and_the_sidecar_ones_to_the_pods():
@@ -241,18 +256,37 @@ def test_ambient_app_policies_attach_to_the_service_and_the_sidecar_ones_to_the_
         "selector": {"matchLabels": {"app": "one"}}}
 
 
-def test_waypoint_deny_holds_the_principal_and_group_rules_outside_public_paths():
+def test_waypoint_deny_holds_the_principal_gateway_and_group_rules_outside_public_paths():
     spec = app_deny_policy_spec(AUTHZ_ARGS, AUTHZ_APP)
     assert spec["action"] == "DENY" and "selector" not in spec
-    no_principal, no_group = spec["rules"]
+    no_principal, not_gateway, no_group = spec["rules"]
     assert no_principal == {"from": [{"source": {"notRequestPrincipals": [ISSUER + "/*"]}}],
                             "to": [{"operation": {"notPaths": ["/healthz"]}}]}
+    assert not_gateway == {"from": [{"source": {"notPrincipals": [GATEWAY_SA]}}],
+                           "to": [{"operation": {"notPaths": ["/healthz"]}}]}
     assert no_group == {"to": [{"operation": {"notPaths": ["/healthz"]}}],
                         "when": [{"key": "request.auth.claims[groups]", "notValues": ["admins"]}]}
     plain = app_deny_policy_spec(AUTHZ_ARGS, authz_app(groups=[], public_paths=[]))
-    assert plain["rules"] == [{"from": [{"source": {"notRequestPrincipals": [ISSUER + "/*"]}}]}]
+    assert plain["rules"] == [{"from": [{"source": {"notRequestPrincipals": [ISSUER + "/*"]}}]},
+                              {"from": [{"source": {"notPrincipals": [GATEWAY_SA]}}]}]
     allow = app_authorization_policy_spec(AUTHZ_ARGS, AUTHZ_APP)
     assert allow["action"] == "ALLOW" and allow["targetRefs"] == spec["targetRefs"]
+
+
+def test_waypoint_admits_a_users_token_only_from_the_gateways_identity():
+    """A token an app received (the user's ID token), replayed from inside the mesh at another
+    app's waypoint, comes from the replaying workload's identity: neither ALLOW nor DENY lets it
+    through, as at a sidecar (issue 22)."""
+    allow = app_authorization_policy_spec(AUTHZ_ARGS, AUTHZ_APP)
+    signed_in, public = allow["rules"]
+    assert signed_in["from"] == [{"source": {"principals": [GATEWAY_SA],
+                                             "requestPrincipals": [ISSUER + "/*"]}}]
+    assert public == {"to": [{"operation": {"paths": ["/healthz"]}}]}
+    sidecar = app_authorization_policy_spec(AUTHZ_ARGS, authz_app(dataplane="sidecar"))
+    assert sidecar["rules"][0]["from"] == signed_in["from"]
+    with pytest.raises(ValueError, match="gateway's workload identity"):
+        no_gateway: Any = {**AUTHZ_ARGS, "gateway": {"principal": ""}}
+        app_deny_policy_spec(no_gateway, AUTHZ_APP)
 
 
 # ---------------------------------------------------------------- the ambient stack under mocks
