@@ -21,7 +21,7 @@ ACTIONLINT := $(CACHE)/actionlint/$(ACTIONLINT_VERSION)/actionlint
 GOBUILD_ENV := GOPATH=$(CACHE)/go GOMODCACHE=$(CACHE)/go/pkg/mod GOCACHE=$(CACHE)/go-build \
                GOFLAGS="-modcacherw -buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=0
 
-.PHONY: help venv toolchain unit test docs render render-digests conformance e2e engine demo lint typecheck actionlint policy-test bench
+.PHONY: help venv toolchain unit test docs render render-digests conformance e2e engine demo lint typecheck actionlint policy-test bench soak
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -62,12 +62,17 @@ e2e: venv ## live end-to-end tests: the dev stack (real `pulumi up`) on real Key
 	$(PY) -m authproxy_local.install --group e2e
 	$(PYTEST) tests/e2e -q
 
-engine: venv ## the stacks through the real pulumi CLI, providers, kube-apiserver and Keycloak: preview, policy, up, re-preview, rotation, destroy
+engine: venv ## the stacks through the real pulumi CLI and providers, awaited on kube-apiserver + controllers + kwok nodes, and Keycloak: preview, policy, up, rollouts, HPA, drain, rotation, faults, destroy
+	$(PY) -m authproxy_local.install --group engine
 	$(PY) -m authproxy_local.engine
 
 demo: venv ## run the stack locally (STACK=dev [MODE=envoy-filter]); prints URLs and demo users; Ctrl-C stops it
 	$(PY) -m authproxy_local.install --group demo
 	$(PY) -m authproxy_local.demo --stack $(STACK) $(if $(MODE),--mode $(MODE))
+
+soak: venv ## sessions under failover, rolling restarts, sign-in storms, Keycloak restarts, 10k/100k sessions (prod stack, live harness; not in `make test`): docs/reliability.md. QUICK=1, SCALE=10000, ONLY=rolling-restart,...
+	$(PY) -m authproxy_local.install --group soak
+	$(PY) -m authproxy_local.soak $(if $(QUICK),--quick) $(if $(SCALE),--scale $(SCALE)) $(if $(ONLY),--only $(ONLY))
 
 bench: venv ## request-path benchmark on the live harness with wrk (~12 min; not in `make test`): docs/benchmarks.md + plot; QUICK=1 = 3-min smoke run
 	$(PY) -m authproxy_local.install --group bench

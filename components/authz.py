@@ -123,7 +123,7 @@ gateway is an ordinary Envoy in ambient.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -132,6 +132,13 @@ import yaml
 from components.common import OAUTH2_PREFIX, format_duration
 from components.config import HSTS_HEADER
 from components.cookies import SessionCookies, lua_disabled_per_route, lua_filter
+from components.gateway_traffic import (
+    DEFAULT_TRAFFIC,
+    GatewayTraffic,
+    destination_rule_spec,
+    ext_authz_retry_patch,
+    ext_authz_retry_policy,
+)
 from components.headers import (
     CHECK_PATH_PREFIX,
     HEADERS,
@@ -155,6 +162,7 @@ from components.ingress import (
     vhost_name,
 )
 from components.proxy_settings import PING_PATH, READY_PATH
+from components.session_keep import keep_filter, keep_on_proxy_routes
 
 Mode = Literal["extension-provider", "envoy-filter"]
 AuthorizeAt = Literal["sidecar", "waypoint", "gateway", "both"]
@@ -172,6 +180,9 @@ HCM_TYPE = (
 )
 ROUTER_FILTER = "envoy.filters.http.router"
 EXT_AUTHZ_PRIORITY = 10
+SESSION_KEEP_PRIORITY = 15
+"""Applied after the ext_authz EnvoyFilter (envoy-filter mode), whose filter it is inserted
+before."""
 COOKIE_STRIP_PRIORITY = 20
 """Applied after the ext_authz EnvoyFilter, so the cookie filter's INSERT_BEFORE router lands
 between ext_authz and the router (oauth2-proxy must see the cookies first)."""
@@ -267,6 +278,13 @@ class AuthzArgs(TypedDict):
     client_id: str
     """oauth2-proxy's OIDC client: the ``azp`` of every ID token it hands the apps."""
     apps: list[AppAuthzArgs]
+    traffic: NotRequired[GatewayTraffic]
+    """Retries of the check and ejection of unreachable replicas (components/gateway_traffic.py);
+    default :data:`~components.gateway_traffic.DEFAULT_TRAFFIC`."""
+
+
+def traffic_of(args: AuthzArgs) -> GatewayTraffic:
+    return args.get("traffic", DEFAULT_TRAFFIC)
 
 
 # --------------------------------------------------------------------------------------------
@@ -541,6 +559,9 @@ def ext_authz_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
     typed = ext_authz_filter_config(
         extension_provider(p), outbound_cluster(p["service_host"], p["port"])
     )
+    retry = ext_authz_retry_policy(traffic_of(args)["check_retries"])
+    if retry is not None:
+        typed["http_service"]["retry_policy"] = retry
     patches: list[dict[str, Any]] = [
         {
             # First in the chain, as istiod places its own ext_authz: before jwt_authn and RBAC,
@@ -590,6 +611,30 @@ def session_cookie_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
     return {
         **envoy_filter_attachment(args["gateway"]),
         "priority": COOKIE_STRIP_PRIORITY,
+        "configPatches": patches,
+    }
+
+
+def proxy_routes(args: AuthzArgs) -> list[tuple[str, str]]:
+    """(host, route name) of every gateway route to oauth2-proxy (``/oauth2/*``, the auth host)."""
+    return gateway_routes_where(args, lambda r: r.backend == "proxy")
+
+
+def session_keep_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
+    """The EnvoyFilter (both modes) that keeps a session cookie through a session-store outage
+    (components/session_keep.py): a response filter right before ext_authz, so it sees the
+    denials ext_authz answers with; on the routes to oauth2-proxy it drops nothing (sign-out) and
+    takes the session ticket off sign-in callbacks (a sign-in never reuses a ticket)."""
+    cookies = SessionCookies(args["session_cookie_name"])
+    patches: list[dict[str, Any]] = [{
+        "applyTo": "HTTP_FILTER",
+        "match": _http_listener_match(EXT_AUTHZ_FILTER),
+        "patch": {"operation": "INSERT_BEFORE", "value": keep_filter(cookies)},
+    }]
+    patches += _on_both_servers(args["gateway"], proxy_routes(args), keep_on_proxy_routes(cookies))
+    return {
+        **envoy_filter_attachment(args["gateway"]),
+        "priority": SESSION_KEEP_PRIORITY,
         "configPatches": patches,
     }
 
@@ -908,6 +953,17 @@ class Authz(pulumi.ComponentResource):
         else:
             cr("ext-authz", net, "EnvoyFilter", f"{prefix}-ext-authz", gns,
                ext_authz_envoy_filter_spec(args))
+        cr("cookie-keep", net, "EnvoyFilter", f"{prefix}-session-cookie-keep", gns,
+           session_keep_envoy_filter_spec(args))
+        traffic = traffic_of(args)
+        retry_patch = ext_authz_retry_patch(traffic["check_retries"])
+        if args["mode"] == "extension-provider" and retry_patch is not None:
+            cr("check-retry", net, "EnvoyFilter", f"{prefix}-check-retry", gns,
+               {**envoy_filter_attachment(gw), "configPatches": [retry_patch]})
+        rule = destination_rule_spec(args["provider"]["service_host"], traffic["outlier"])
+        if rule is not None:
+            cr("proxy-outlier", "networking.istio.io/v1", "DestinationRule",
+               f"{prefix}-oauth2-proxy", gns, rule)
         if needs_gateway_jwt(args):
             cr("gateway-jwt", sec, "RequestAuthentication", f"{prefix}-jwt", gns,
                gateway_request_authentication_spec(args))

@@ -553,9 +553,11 @@ class Session(_Model):
         parse_duration("8h"), description="Session cookie lifetime (oauth2-proxy cookie-expire)."
     )
     cookie_refresh: Duration = Field(
-        parse_duration("4m"),
+        parse_duration("2m"),
         description="Refresh the tokens when the session is older than this (0 = never). Must be "
-        "shorter than accessTokenLifespan so apps never see an expired JWT.",
+        "shorter than accessTokenLifespan so apps never see an expired JWT. The difference is how "
+        "long Keycloak may be unreachable before active users are signed out (oauth2-proxy drops "
+        "a session whose refresh failed once its token expired; docs/reliability.md).",
     )
     access_token_lifespan: Duration = Field(
         parse_duration("5m"), description="Keycloak access/ID token lifetime (set on the client)."
@@ -633,6 +635,20 @@ class Sentinel(_Model):
         3, ge=3, le=9, description="Redis servers (one master), each with a sentinel; at least 3 "
         "so a quorum survives losing one."
     )
+    down_after: Duration = Field(
+        parse_duration("5s"),
+        description="How long the master must stay unreachable before the sentinels agree it is "
+        "down and promote a replica (the chart's `down-after-milliseconds`). Every signed-in "
+        "request fails for about this long plus a second when the master dies (docs/"
+        "reliability.md); shorter risks a needless failover when the master merely stalls.",
+    )
+
+    @field_validator("down_after")
+    @classmethod
+    def _down_after(cls, v: int) -> int:
+        if not 1 <= v <= 60:
+            raise ValueError("must be between 1s and 60s")
+        return v
 
     @field_validator("master_name")
     @classmethod
@@ -765,6 +781,54 @@ class Autoscaling(_Model):
     target_cpu_utilization: int = Field(75, ge=10, le=100, description="Target CPU percent.")
 
 
+class ProxyLifecycle(_Model):
+    """How an oauth2-proxy pod leaves and joins the Service without failing a request (rolling
+    restarts, node drains; docs/reliability.md)."""
+
+    drain_delay: Duration = Field(
+        parse_duration("10s"),
+        description="preStop sleep: a terminating pod keeps serving this long after it left the "
+        "Service's endpoints, until every gateway has stopped sending to it (istiod's push), "
+        "and only then gets SIGTERM. 0 = no preStop hook.",
+    )
+    termination_grace_period: Duration = Field(
+        parse_duration("30s"),
+        description="terminationGracePeriodSeconds: drainDelay plus the time requests still in "
+        "flight get to finish (oauth2-proxy waits for them after SIGTERM).",
+    )
+    min_ready: Duration = Field(
+        parse_duration("5s"),
+        description="Deployment minReadySeconds: a new pod counts as available (and the rollout "
+        "stops an old one) only after it was ready this long, so the gateways know it first.",
+    )
+
+    @field_validator("drain_delay")
+    @classmethod
+    def _drain_delay(cls, v: int) -> int:
+        if v > 120:
+            raise ValueError("must be at most 120s")
+        return v
+
+    @field_validator("termination_grace_period")
+    @classmethod
+    def _grace(cls, v: int) -> int:
+        if not 1 <= v <= 600:
+            raise ValueError("must be between 1s and 600s")
+        return v
+
+    @field_validator("min_ready")
+    @classmethod
+    def _min_ready(cls, v: int) -> int:
+        if v > 300:
+            raise ValueError("must be at most 300s")
+        return v
+
+
+MIN_SHUTDOWN_SECONDS = 10
+"""What terminationGracePeriod must leave after drainDelay for requests in flight (a check ends
+within istio.extAuthzTimeout; a sign-in callback waits for Keycloak's token endpoint)."""
+
+
 class Proxy(_Model):
     """The oauth2-proxy workload."""
 
@@ -775,13 +839,16 @@ class Proxy(_Model):
     )
     replicas: int = Field(
         1, ge=1, le=50,
-        description="Replicas (2+ recommended in prod); ignored while autoscaling is enabled.",
+        description="Replicas (2+ recommended in prod). Not used while autoscaling is enabled: "
+        "the HPA owns the count then (the Deployment starts at autoscaling.minReplicas, and "
+        "the stack never sets it again, so a preview shows no diff when the HPA scales).",
     )
     pdb_min_available: int | None = Field(
         None,
         ge=0,
         description="PodDisruptionBudget minAvailable; must be below the replica count. Unset: "
-        "replicas - 1 (so one pod at a time can be evicted).",
+        "`maxUnavailable: 1` instead, so a drain evicts one pod at a time whatever the replica "
+        "count (also while an HPA scales it), and a single replica can still be evicted.",
     )
     autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="HPA settings.")
     resources: Resources = Field(default_factory=Resources, description="Requests and limits.")
@@ -791,6 +858,10 @@ class Proxy(_Model):
     service_monitor: bool = Field(False, description="Create a Prometheus-operator ServiceMonitor.")
     go_max_procs: int | None = Field(
         None, ge=1, le=64, description="GOMAXPROCS for oauth2-proxy; unset = the CPU limit."
+    )
+    lifecycle: ProxyLifecycle = Field(
+        default_factory=ProxyLifecycle,
+        description="Draining and readiness during rollouts (preStop, grace period, minReady).",
     )
     trusted_proxy_ips: tuple[str, ...] = Field(
         CLUSTER_ADDRESS_RANGES,
@@ -1026,6 +1097,30 @@ class IstioInstall(_Model):
         return v
 
 
+class OutlierDetection(_Model):
+    """Ejection of an oauth2-proxy replica that the gateway cannot reach (DestinationRule)."""
+
+    consecutive_errors: int = Field(
+        3, ge=0, le=100,
+        description="Connect failures, resets or timeouts in a row (`consecutiveGatewayErrors`) "
+        "after which a gateway stops sending to that replica for a while; 0 = no ejection. "
+        "oauth2-proxy's own 5xx answers never eject (they come from Redis or Keycloak, which "
+        "every replica shares).",
+    )
+    base_ejection_time: Duration = Field(
+        parse_duration("15s"),
+        description="How long an ejected replica is left out (Envoy multiplies it by the number "
+        "of ejections).",
+    )
+
+    @field_validator("base_ejection_time")
+    @classmethod
+    def _ejection_time(cls, v: int) -> int:
+        if not 1 <= v <= 300:
+            raise ValueError("must be between 1s and 300s")
+        return v
+
+
 class Istio(_Model):
     """Istio ingress and authorization."""
 
@@ -1051,6 +1146,15 @@ class Istio(_Model):
     )
     ext_authz_timeout: Duration = Field(
         parse_duration("2s"), description="ext_authz check timeout (fails closed)."
+    )
+    ext_authz_retries: int = Field(
+        2, ge=0, le=5,
+        description="Retries of an ext_authz check that did not reach oauth2-proxy (connection "
+        "refused or reset), each on another replica, within extAuthzTimeout; 0 = none.",
+    )
+    outlier_detection: OutlierDetection = Field(
+        default_factory=OutlierDetection,
+        description="Ejecting an unreachable oauth2-proxy replica at the gateway.",
     )
     gateway: Gateway = Field(default_factory=Gateway, description="Ingress gateway.")
     version: str | None = Field(
@@ -1078,8 +1182,22 @@ class Istio(_Model):
         return v
 
 
+AWAIT_TIMEOUT_MIN = 10
+AWAIT_TIMEOUT_MAX = 2 * 3600
+
+
 class Kubernetes(_Model):
     """How `pulumi up` treats the cluster."""
+
+    await_timeout: Duration = Field(
+        parse_duration("10m"),
+        description="How long `pulumi up` waits for each Kubernetes object to become ready (a "
+        "Deployment rolled out, a Service with endpoints, the Redis Helm release with all its "
+        "pods ready) and `pulumi destroy` for each to be gone: Pulumi's `customTimeouts` on "
+        "every object and Helm's `timeout` on releases. Past it the step fails with the "
+        "provider's message naming the object; the Redis release is rolled back (Helm "
+        "`atomic`). 10s to 2h; not used with skipAwait.",
+    )
 
     skip_await: bool = Field(
         False,
@@ -1091,6 +1209,17 @@ class Kubernetes(_Model):
         "later (GitOps bootstrap, nodes still joining) or never (API-server-only test clusters); "
         "readiness must then be checked elsewhere.",
     )
+
+    @field_validator("await_timeout")
+    @classmethod
+    def _await_timeout(cls, v: int) -> int:
+        if not AWAIT_TIMEOUT_MIN <= v <= AWAIT_TIMEOUT_MAX:
+            raise ValueError(
+                f"{format_duration(v)} is outside 10s..2h; a rollout of oauth2-proxy or Redis "
+                "takes minutes on a busy cluster (the default is 10m), and a longer wait only "
+                "hides a rollout that is stuck"
+            )
+        return v
 
 
 def _marker(value: Any) -> Any:
@@ -1177,16 +1306,9 @@ class StackConfig(_Model):
     secrets_set: frozenset[str] = Field(frozenset(), exclude=True)
 
     @property
-    def pdb_min_available(self) -> int:
-        """The PodDisruptionBudget's minAvailable: configured, or one below the replica floor."""
-        if self.proxy.pdb_min_available is not None:
-            return self.proxy.pdb_min_available
-        floor = (
-            self.proxy.autoscaling.min_replicas
-            if self.proxy.autoscaling.enabled
-            else self.proxy.replicas
-        )
-        return max(floor - 1, 0)
+    def pdb_min_available(self) -> int | None:
+        """The PodDisruptionBudget's minAvailable if configured; None: `maxUnavailable: 1`."""
+        return self.proxy.pdb_min_available
 
     @property
     def auth_hostname(self) -> str:
@@ -1575,6 +1697,13 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
             "redis.mode=ha needs a sentinel master name; set one such as 'authproxy'",
         ))
 
+    kube = cfg.kubernetes
+    if kube.skip_await and "await_timeout" in kube.model_fields_set:
+        p.append((
+            k + "kubernetes.awaitTimeout",
+            "has no effect with kubernetes.skipAwait=true (nothing waits); remove one of them",
+        ))
+
     px = cfg.proxy
     floor = px.autoscaling.min_replicas if px.autoscaling.enabled else px.replicas
     if px.pdb_min_available is not None and px.pdb_min_available >= floor:
@@ -1588,6 +1717,16 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
         p.append((
             k + "proxy.autoscaling.maxReplicas",
             "must be at least proxy.autoscaling.minReplicas",
+        ))
+    lc = px.lifecycle
+    if lc.termination_grace_period < lc.drain_delay + MIN_SHUTDOWN_SECONDS:
+        p.append((
+            k + "proxy.lifecycle.terminationGracePeriod",
+            f"{format_duration(lc.termination_grace_period)} leaves less than "
+            f"{MIN_SHUTDOWN_SECONDS}s after proxy.lifecycle.drainDelay "
+            f"({format_duration(lc.drain_delay)}) for requests in flight, so the kubelet would "
+            "kill oauth2-proxy mid-request; set it to at least drainDelay + "
+            f"{MIN_SHUTDOWN_SECONDS}s",
         ))
     for res in ("cpu", "memory"):
         req = getattr(px.resources.requests, res)
@@ -1825,15 +1964,16 @@ def ext_authz_mode_values(mode: str) -> dict[str, Any]:
 
 
 def local_server_values(*, keycloak_ca_pem: str, redis_chart_path: str,
-                        keycloak_url: str | None = None,
+                        keycloak_url: str | None = None, awaited: bool = False,
                         stack_values: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Values that point a stack at servers on this machine, through stack config only, as a
     user points a stack at their own Keycloak and cluster: Keycloak's CA (and URL), the local
-    copy of the redis-ha chart (no chart repository is reachable), no readiness waits (no
-    kubelet: pods never run) and no Istio install (the local runs bring their own istiod
-    translation). A stack that installs Istio (``stack_values``) keeps the gateway identity the
-    install would have given it (``istio.gateway.serviceAccount``: the sidecars admit tokens from
-    it), as a user whose Istio is installed elsewhere names it."""
+    copy of the redis-ha chart (no chart repository is reachable), no Istio install (the local
+    runs bring their own istiod translation) and, unless ``awaited`` (a cluster whose controllers
+    and nodes act, as `make engine` runs), no readiness waits (an API server alone: pods never
+    run). A stack that installs Istio (``stack_values``) keeps the gateway identity the install
+    would have given it (``istio.gateway.serviceAccount``: the sidecars admit tokens from it), as
+    a user whose Istio is installed elsewhere names it."""
     keycloak: dict[str, Any] = {"caCertificate": keycloak_ca_pem}
     if keycloak_url is not None:
         keycloak["url"] = keycloak_url
@@ -1842,12 +1982,42 @@ def local_server_values(*, keycloak_ca_pem: str, redis_chart_path: str,
     if ((raw.get("install") or {}).get("enabled") and raw.get("ingressApi", "istio") == "istio"
             and not (raw.get("gateway") or {}).get("serviceAccount")):
         istio["gateway"] = {"serviceAccount": INSTALLED_GATEWAY_SERVICE_ACCOUNT}
-    return {
+    values: dict[str, Any] = {
         "keycloak": keycloak,
         "redis": {"chartPath": redis_chart_path},
-        "kubernetes": {"skipAwait": True},
         "istio": istio,
     }
+    if not awaited:
+        values["kubernetes"] = {"skipAwait": True}
+    return values
+
+
+def await_timeout_values(seconds: int) -> dict[str, Any]:
+    """Values that bound every readiness wait (kubernetes.awaitTimeout)."""
+    return {"kubernetes": {"awaitTimeout": f"{seconds}s"}}
+
+
+def image_values(workload: Literal["proxy", "redis"], repository: str, tag: str) -> dict[str, Any]:
+    """Values that set oauth2-proxy's (proxy.image) or Redis's (redis.image) image."""
+    return {workload: {"image": {"repository": repository, "tag": tag}}}
+
+
+def replica_values(replicas: int | None = None, autoscaling_min: int | None = None) -> dict[str, Any]:
+    """Values that set proxy.replicas and/or proxy.autoscaling.minReplicas."""
+    proxy: dict[str, Any] = {}
+    if replicas is not None:
+        proxy["replicas"] = replicas
+    if autoscaling_min is not None:
+        proxy["autoscaling"] = {"minReplicas": autoscaling_min}
+    return {"proxy": proxy}
+
+
+def existing_gateway_values(name: str, http_listener: str, https_listener: str) -> dict[str, Any]:
+    """Values that attach a gateway-api stack to an existing Gateway (istio.gatewayApi.create
+    false) of that name, in istio.gateway.namespace, with those listeners."""
+    return {"istio": {"gateway": {"name": name},
+                      "gatewayApi": {"create": False, "httpListener": http_listener,
+                                     "httpsListener": https_listener}}}
 
 
 def namespace_values(namespace: str) -> dict[str, Any]:
@@ -1855,11 +2025,13 @@ def namespace_values(namespace: str) -> dict[str, Any]:
     return {"namespace": namespace}
 
 
-def cookie_secret_rotation_values(cfg: StackConfig) -> dict[str, Any]:
-    """Values that rotate the cookie secret (rotation.cookieSecret): its marker plus one when it
-    is a number, else ``2``."""
+def cookie_secret_rotation_values(cfg: StackConfig, to: str | None = None) -> dict[str, Any]:
+    """Values that rotate the cookie secret (rotation.cookieSecret): the marker ``to``, else its
+    marker plus one when it is a number, else ``2``."""
     marker = cfg.rotation.cookie_secret
-    return {"rotation": {"cookieSecret": str(int(marker) + 1) if marker.isdigit() else "2"}}
+    if to is None:
+        to = str(int(marker) + 1) if marker.isdigit() else "2"
+    return {"rotation": {"cookieSecret": to}}
 
 
 def flatten_values(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -75,6 +75,21 @@ class RedisEgress(TypedDict):
     ports: list[int]
 
 
+class Lifecycle(TypedDict):
+    """How a pod leaves and joins the Service without failing a request (docs/reliability.md)."""
+
+    drain_seconds: int
+    """preStop sleep: the pod keeps serving after it left the endpoints, until the gateways
+    stopped sending to it; 0 = no preStop hook."""
+    grace_seconds: int
+    """terminationGracePeriodSeconds (drain plus the time requests in flight get)."""
+    min_ready_seconds: int
+    """Deployment minReadySeconds (the gateways learn of a new pod before an old one goes)."""
+
+
+DEFAULT_LIFECYCLE = Lifecycle(drain_seconds=10, grace_seconds=30, min_ready_seconds=5)
+
+
 class OAuth2ProxyArgs(TypedDict):
     """Inputs of the oauth2-proxy component (plain values, except the secrets)."""
 
@@ -85,7 +100,8 @@ class OAuth2ProxyArgs(TypedDict):
     settings: ProxySettings
     replicas: int
     autoscaling: Autoscaling
-    pdb_min_available: int
+    pdb_min_available: int | None
+    """minAvailable of the PodDisruptionBudget; None: `maxUnavailable: 1`."""
     resources: dict[str, dict[str, str]]
     service_monitor: bool
     gateway: GatewayPeer
@@ -95,6 +111,8 @@ class OAuth2ProxyArgs(TypedDict):
     cookie_secret: pulumi.Input[str]
     client_secret: pulumi.Input[str]
     redis_password: pulumi.Input[str]
+    lifecycle: NotRequired[Lifecycle]
+    """Default :data:`DEFAULT_LIFECYCLE`."""
     keycloak_ca_certificate: NotRequired[str | None]
     """PEM of a private CA that signed Keycloak's certificate: mounted from a ConfigMap at
     :data:`KEYCLOAK_CA_FILE` (``settings.provider_ca_file`` must name it). None: the system store."""
@@ -130,6 +148,16 @@ def secrets_checksum(values: Mapping[str, str]) -> str:
     return hashlib.sha256(b"authproxy/oauth2-proxy\0" + canonical.encode()).hexdigest()
 
 
+READINESS_TIMING = {"periodSeconds": 2, "timeoutSeconds": 1, "failureThreshold": 1,
+                    "successThreshold": 1}
+"""`/ready` pings Redis. While the session store is unreachable (a sentinel failover) every
+replica leaves the Service within about 2 s, and comes back one probe after Redis answers again:
+no check reaches oauth2-proxy at the moment its Redis client reconnects, which is when
+oauth2-proxy would delete sessions (a read fails, the delete that follows already succeeds;
+docs/reliability.md). Meanwhile the gateway answers 503 rather than sending signed-in users to a
+sign-in that could not store a session either; a new pod is ready within 2 s of starting."""
+
+
 def keycloak_ca_configmap_name(name: str) -> str:
     return f"{name}-keycloak-ca"
 
@@ -154,6 +182,23 @@ def _probe(path: str, **timing: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": "http"}, **timing}
 
 
+def lifecycle_of(args: OAuth2ProxyArgs) -> Lifecycle:
+    return args.get("lifecycle", DEFAULT_LIFECYCLE)
+
+
+def container_lifecycle(lc: Lifecycle) -> dict[str, Any] | None:
+    """The container's preStop hook: sleep before SIGTERM (Kubernetes' sleep action, GA in 1.34,
+    on by default since 1.30; the distroless image has no `sleep` binary for an exec hook).
+
+    oauth2-proxy stops accepting connections the moment it gets SIGTERM (Go's
+    ``http.Server.Shutdown``: listeners closed, idle connections closed, requests in flight
+    finished), while the gateways still send to the pod until istiod has pushed the endpoint
+    change; the sleep covers that propagation."""
+    if lc["drain_seconds"] <= 0:
+        return None
+    return {"preStop": {"sleep": {"seconds": lc["drain_seconds"]}}}
+
+
 def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     """The pod spec (without the checksum annotation, which is an Output)."""
     name = args["name"]
@@ -162,9 +207,12 @@ def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     ports = [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}]
     if args["settings"].metrics_address:
         ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
+    lc = lifecycle_of(args)
+    hooks = container_lifecycle(lc)
     spec: dict[str, Any] = {
         "serviceAccountName": name,
         "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": lc["grace_seconds"],
         "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,
@@ -200,13 +248,12 @@ def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
             "args": cmd_args,
             "env": env,
             "ports": ports,
-            "readinessProbe": _probe(
-                READY_PATH, periodSeconds=10, timeoutSeconds=2, failureThreshold=3
-            ),
+            "readinessProbe": _probe(READY_PATH, **READINESS_TIMING),
             "livenessProbe": _probe(
                 PING_PATH, initialDelaySeconds=5, periodSeconds=10, timeoutSeconds=2,
                 failureThreshold=3,
             ),
+            **({"lifecycle": hooks} if hooks else {}),
             "resources": {
                 "requests": dict(args["resources"]["requests"]),
                 "limits": dict(args["resources"]["limits"]),
@@ -232,22 +279,49 @@ def pod_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
     return spec
 
 
+ROLLING_UPDATE: k8s.apps.v1.RollingUpdateDeploymentArgsDict = {"max_unavailable": 0, "max_surge": 1}
+"""A rollout adds one new pod, waits for it to be ready, then removes an old one: the ready
+count never drops below the replica count, so a rollout neither needs an eviction nor uses up
+the PodDisruptionBudget's allowance (a drain during a rollout still gets its one pod)."""
+PATCH_FORCE_ANNOTATION = "pulumi.com/patchForce"
+
+
+def initial_replicas(args: OAuth2ProxyArgs) -> int:
+    """The Deployment's replica count as the stack sets it: `replicas`, or with an HPA its
+    minimum (the count on creation only: see :func:`deployment_ignore_changes`)."""
+    a = args["autoscaling"]
+    return a["min_replicas"] if a["enabled"] else args["replicas"]
+
+
+def deployment_ignore_changes(args: OAuth2ProxyArgs) -> list[str]:
+    """With an HPA, the stack sets `spec.replicas` when it creates the Deployment and never again.
+
+    pulumi-kubernetes (server-side apply) then drops the field from its apply once the HPA has
+    scaled (the HPA's field manager owns it), and keeps the live count otherwise; so a preview
+    shows no diff when the HPA scales, no `up` resets the HPA's count, and turning autoscaling on
+    keeps the current pods (leaving `replicas` out instead would reset them to 1 for a moment).
+    """
+    return ["spec.replicas"] if args["autoscaling"]["enabled"] else []
+
+
 def deployment_spec(
     args: OAuth2ProxyArgs, checksum: pulumi.Input[str] | str
 ) -> k8s.apps.v1.DeploymentSpecArgsDict:
-    """apps/v1 Deployment spec. With autoscaling the HPA owns the replica count. The SDK's typed
-    spec (snake_case names, checked by mypy; the SDK sends the API's camelCase names); the pod
-    template is the API object as is (core/v1 types are not checked statically, see pyproject)."""
+    """apps/v1 Deployment spec. With autoscaling the HPA owns the replica count after creation.
+    The SDK's typed spec (snake_case names, checked by mypy; the SDK sends the API's camelCase
+    names); the pod template is the API object as is (core/v1 types are not checked statically,
+    see pyproject)."""
     name = args["name"]
     annotations: dict[str, Any] = {"checksum/secret": checksum}
     pem = _keycloak_ca(args)
     if pem is not None:
         annotations["checksum/keycloak-ca"] = keycloak_ca_checksum(pem)
     spec: k8s.apps.v1.DeploymentSpecArgsDict = {
+        "replicas": initial_replicas(args),
         "selector": {"match_labels": proxy_labels(name)},
         "revision_history_limit": 5,
-        # Never below the current capacity during a rollout.
-        "strategy": {"type": "RollingUpdate", "rolling_update": {"max_unavailable": 0, "max_surge": 1}},
+        "min_ready_seconds": lifecycle_of(args)["min_ready_seconds"],
+        "strategy": {"type": "RollingUpdate", "rolling_update": ROLLING_UPDATE},
         "template": {
             "metadata": {
                 # No Istio sidecar (the label is Istio's current per-pod switch).
@@ -257,8 +331,6 @@ def deployment_spec(
             "spec": pod_spec(args),
         },
     }
-    if not args["autoscaling"]["enabled"]:
-        spec["replicas"] = args["replicas"]
     return spec
 
 
@@ -272,13 +344,24 @@ def service_spec(args: OAuth2ProxyArgs) -> dict[str, Any]:
 
 
 def pdb_spec(args: OAuth2ProxyArgs) -> k8s.policy.v1.PodDisruptionBudgetSpecArgsDict:
-    """policy/v1 PodDisruptionBudget spec: minAvailable below the replica floor (validated)."""
-    return {
-        "min_available": args["pdb_min_available"],
+    """policy/v1 PodDisruptionBudget spec.
+
+    Default `maxUnavailable: 1`: a drain evicts one pod, and the next only once its replacement
+    is ready; with one replica that one may go (a PDB that blocks it would hang every node
+    drain). It counts against the Deployment's current scale, so it holds while an HPA scales.
+    A configured minAvailable is below the replica floor (validated). Rollouts delete pods
+    without the eviction API, so the PDB never blocks them (see ROLLING_UPDATE).
+    """
+    spec: k8s.policy.v1.PodDisruptionBudgetSpecArgsDict = {
         "selector": {"match_labels": proxy_labels(args["name"])},
         # A pod that is not ready anyway may always be evicted, so a crash loop cannot hang drains.
         "unhealthy_pod_eviction_policy": "AlwaysAllow",
     }
+    if args["pdb_min_available"] is None:
+        spec["max_unavailable"] = 1
+    else:
+        spec["min_available"] = args["pdb_min_available"]
+    return spec
 
 
 def hpa_spec(args: OAuth2ProxyArgs) -> k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgsDict:
@@ -444,11 +527,15 @@ class OAuth2Proxy(pulumi.ComponentResource):
                 data={KEYCLOAK_CA_KEY: pem},
                 opts=child,
             ))
+        # patchForce: the stack is the authority for this Deployment, so its apply wins a
+        # field conflict (e.g. `replicas` still owned by a removed HPA after autoscaling is
+        # turned off). The HPA's count is never contested: see deployment_ignore_changes.
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=meta(),
+            metadata={**meta(), "annotations": {PATCH_FORCE_ANNOTATION: "true"}},
             spec=deployment_spec(args, checksum),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=needs),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=needs,
+                                        ignore_changes=deployment_ignore_changes(args)),
         )
         svc = k8s.core.v1.Service(f"{name}-service", metadata=meta(), spec=service_spec(args),
                                   opts=child)

@@ -35,6 +35,10 @@ CHART_APP_NAME = "redis-ha"
 packages the chart."""
 REDIS_UID = 1000
 """The chart's default user; the official image's files do not need a particular uid."""
+DEFAULT_DOWN_AFTER_SECONDS = 5
+FAILOVER_TIMEOUT_MS = 180_000
+"""The chart's `failover-timeout` (4.39.0 default), stated explicitly so the sentinels' whole
+failover behaviour is in the rendered values (the local harness plays them from there)."""
 
 
 class ChartRef(TypedDict):
@@ -80,6 +84,8 @@ class SessionStoreArgs(TypedDict):
     external: ExternalRedisArgs | None
     password: pulumi.Input[str]
     """Generated password (chart modes) or the external Redis's password."""
+    down_after_seconds: NotRequired[int]
+    """Sentinel `down-after-milliseconds` in seconds (default :data:`DEFAULT_DOWN_AFTER_SECONDS`)."""
 
 
 def uses_chart(args: SessionStoreArgs) -> bool:
@@ -150,6 +156,14 @@ def password_checksum(password: str) -> str:
     return hashlib.sha256(b"authproxy/redis-auth\0" + password.encode()).hexdigest()
 
 
+def sentinel_config(args: SessionStoreArgs) -> dict[str, int]:
+    """The chart's `sentinel.config`: how fast the sentinels declare the master down and fail
+    over. `down-after-milliseconds` bounds how long every signed-in request fails when the master
+    dies (chart default 10 s; authproxy's default 5 s, docs/reliability.md)."""
+    down = args.get("down_after_seconds", DEFAULT_DOWN_AFTER_SECONDS)
+    return {"down-after-milliseconds": down * 1000, "failover-timeout": FAILOVER_TIMEOUT_MS}
+
+
 def helm_values(args: SessionStoreArgs, checksum: pulumi.Input[str] | str) -> dict[str, Any]:
     """Values for the redis-ha chart (keys checked against redis-ha 4.39.0's values.yaml)."""
     ha = args["mode"] == "ha"
@@ -175,6 +189,13 @@ def helm_values(args: SessionStoreArgs, checksum: pulumi.Input[str] | str) -> di
             "pullPolicy": "IfNotPresent",
         },
         "replicas": servers,
+        # Parallel, not the chart's OrderedReady: with OrderedReady the StatefulSet controller
+        # never replaces a pod that is not Running and Ready, so after a failed upgrade (a bad
+        # image) Helm's atomic rollback restores the template but not the broken pod, the
+        # rollback times out too and Redis stays down (Kubernetes' "forced rollback" caveat).
+        # With Parallel the controller replaces it. Updates still go one pod at a time; the
+        # servers find their master through the announce Services, not through start order.
+        "podManagementPolicy": "Parallel",
         # Auth always on, from the Secret this component creates (never inline).
         "auth": True,
         "existingSecret": secret,
@@ -185,6 +206,7 @@ def helm_values(args: SessionStoreArgs, checksum: pulumi.Input[str] | str) -> di
             "authKey": AUTH_KEY,
             # A majority of the sentinels must agree the master is down.
             "quorum": servers // 2 + 1,
+            "config": sentinel_config(args),
         },
         "redis": {
             "masterGroupName": args["master_name"] or "authproxy",
@@ -298,7 +320,13 @@ class SessionStore(pulumi.ComponentResource):
                 namespace=ns,
                 version=args["chart"]["version"],
                 values=helm_values(args, checksum),
-                skip_await=False,  # kubernetes.skipAwait: stack.skip_await_transform
+                # Helm waits until every object of the release is ready (the StatefulSet's
+                # pods, PVCs bound, Services); past `timeout` it fails and `atomic` uninstalls a
+                # first install / rolls an upgrade back, and `cleanup_on_fail` deletes what a
+                # failed upgrade created: nothing is left half-installed. kubernetes.skipAwait
+                # and kubernetes.awaitTimeout change these (stack.skip_await_transform,
+                # stack.await_transform).
+                skip_await=False,
                 atomic=True,
                 cleanup_on_fail=True,
                 timeout=600,

@@ -3,14 +3,16 @@ authorization from the validated stack config."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pulumi.resource_hooks import ErrorHook, ErrorHookArgs, ResourceHookBinding
 
 from components.ambient import Ambient, AmbientArgs
 from components.authz import Authz, AuthzArgs, ProviderArgs, mesh_config
-from components.common import COMMON_LABELS
+from components.common import COMMON_LABELS, format_duration
 from components.config import StackConfig, group_path
 from components.identity import DemoUserSpec, Identity, IdentityArgs
 from components.ingress import Ingress, IngressArgs
@@ -155,6 +157,78 @@ def wait_for(resources: list[pulumi.Resource]) -> pulumi.ResourceTransformation:
     return transformation
 
 
+def release_not_ready_message(
+    errors: Sequence[str], namespace: str, release: str, timeout_seconds: int
+) -> str | None:
+    """What a Helm release's failure leaves out when Helm's wait timed out.
+
+    pulumi-kubernetes passes on Helm's "context deadline exceeded" (upstream
+    pulumi/pulumi-kubernetes#4389): it names neither what Helm waited for nor where the reason
+    is. This says what was waited for, what `atomic` did, where Kubernetes recorded why the pods
+    did not become ready, and which key allows a longer wait. None for any other failure.
+    """
+    latest = errors[0] if errors else ""
+    if "context deadline exceeded" not in latest:
+        return None
+    if "uninstalled due to atomic" in latest:
+        outcome = ("Helm uninstalled it (atomic): nothing of it is left but its pods' "
+                   "PersistentVolumeClaims, which the next install reuses")
+    elif "rolled back due to atomic" in latest:
+        outcome = "Helm rolled it back (atomic) to the last revision that worked, which still runs"
+    else:
+        outcome = (f"Helm could not undo it; `helm -n {namespace} history {release}` shows its "
+                   "revisions")
+    return (
+        f"Helm release {namespace}/{release} was not ready within "
+        f"{format_duration(timeout_seconds)}: Helm waits until every pod of its StatefulSets and "
+        "Deployments is ready, its PersistentVolumeClaims are bound and its Services exist. "
+        f"{outcome}. Why a pod did not become ready is in the namespace's events: "
+        f"`kubectl -n {namespace} get events --field-selector type=Warning` (an image that cannot "
+        "be pulled, no node with room, a claim that does not bind, a failing probe). Fix that, or "
+        "allow a longer wait (`pulumi config set --path authproxy:kubernetes.awaitTimeout 20m`), "
+        "and run `pulumi up` again."
+    )
+
+
+def await_transform(
+    timeout_seconds: int,
+) -> Callable[[pulumi.ResourceTransformArgs], pulumi.ResourceTransformResult | None]:
+    """Config `kubernetes.awaitTimeout` (skipAwait off): how long pulumi-kubernetes waits for
+    each object, as users set it on one resource with `customTimeouts`.
+
+    Kubernetes objects get `customTimeouts` create/update/delete (the provider's readiness
+    wait, e.g. a Deployment's rollout, and its wait for deletion); Helm releases also get
+    Helm's own `timeout` (seconds), which bounds Helm's wait and its `atomic` rollback, and an
+    error hook that says why a release that timed out failed (:func:`release_not_ready_message`).
+    """
+    timeout = f"{timeout_seconds}s"
+    timeouts = pulumi.CustomTimeouts(create=timeout, update=timeout, delete=timeout)
+
+    def explain(args: ErrorHookArgs) -> bool:
+        inputs = args.new_inputs or args.old_inputs or {}
+        message = release_not_ready_message(
+            args.errors, str(inputs.get("namespace", "")), str(inputs.get("name", "")),
+            timeout_seconds)
+        if message:
+            pulumi.log.error(message)
+        return False  # never retry: the same wait would time out again
+
+    hooks = ResourceHookBinding(on_error=[ErrorHook("authproxy-release-not-ready", explain)])
+
+    def transform(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
+        if not args.custom or not args.type_.startswith("kubernetes:"):
+            return None
+        props: dict[str, Any] = dict(args.props)
+        extra = pulumi.ResourceOptions(custom_timeouts=timeouts)
+        if args.type_ == HELM_RELEASE_TYPE:
+            props["timeout"] = timeout_seconds
+            extra.hooks = hooks
+        opts = pulumi.ResourceOptions.merge(args.opts, extra)
+        return pulumi.ResourceTransformResult(props=props, opts=opts)
+
+    return transform
+
+
 PROXY_NAME = "oauth2-proxy"
 """Name of oauth2-proxy's Deployment, Service, Secret and ServiceAccount."""
 REDIS_RELEASE = "authproxy-redis"
@@ -207,6 +281,7 @@ def session_store_args(cfg: StackConfig, password: pulumi.Input[str]) -> Session
             else None
         ),
         password=password,
+        down_after_seconds=r.sentinel.down_after,
     )
 
 
@@ -287,6 +362,11 @@ def oauth2_proxy_args(
         cookie_secret=cookie_secret,
         client_secret=client_secret,
         redis_password=redis_password,
+        lifecycle={
+            "drain_seconds": px.lifecycle.drain_delay,
+            "grace_seconds": px.lifecycle.termination_grace_period,
+            "min_ready_seconds": px.lifecycle.min_ready,
+        },
         keycloak_ca_certificate=kc.ca_certificate,
     )
 
@@ -368,6 +448,13 @@ def authz_args(cfg: StackConfig) -> AuthzArgs:
         session_cookie_name=cfg.session.cookie_name,
         jwt={"issuer": kc.issuer, "jwks_uri": kc.jwks_uri, "audiences": [kc.client_id]},
         client_id=kc.client_id,
+        traffic={
+            "check_retries": cfg.istio.ext_authz_retries,
+            "outlier": {
+                "consecutive_errors": cfg.istio.outlier_detection.consecutive_errors,
+                "base_ejection_seconds": cfg.istio.outlier_detection.base_ejection_time,
+            },
+        },
         apps=[
             {
                 "name": a.name,
@@ -450,11 +537,13 @@ class AuthProxy(pulumi.ComponentResource):
         self, name: str, args: AuthProxyArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         cfg = args["config"]
-        if cfg.kubernetes.skip_await:
-            # Transforms on a component apply to all its descendants.
-            opts = pulumi.ResourceOptions.merge(
-                opts, pulumi.ResourceOptions(transforms=[skip_await_transform])
-            )
+        # Transforms on a component apply to all its descendants.
+        transform = (
+            skip_await_transform
+            if cfg.kubernetes.skip_await
+            else await_transform(cfg.kubernetes.await_timeout)
+        )
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(transforms=[transform]))
         super().__init__("authproxy:stack:AuthProxy", name, None, opts)
 
         def child(role: str, depends_on: list[pulumi.Resource] | None = None) -> tuple[str, pulumi.ResourceOptions]:

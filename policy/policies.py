@@ -1502,6 +1502,9 @@ def validate_groups_checked_at_gateway(args: StackValidationArgs, report_violati
         targets = _target_gateways(spec, ns)
         on = [k for k, gw in gateways.items()
               if _attaches(ns, _policy_selector(spec), targets, gw, root_ns)]
+        # A Gateway API Gateway the stack attaches to but does not create (an existing one,
+        # istio.gatewayApi.create false): targetRefs bind the policy to it all the same.
+        on += [t for t in targets or () if t not in gateways]
         if action == "DENY" and on:
             for groups, rule in _group_sets(spec, "notValues"):
                 ops = [_m(_m(t).get("operation")) for t in _l(rule.get("to"))] or [{}]

@@ -6,8 +6,8 @@
     cluster.get("apps/v1", "Deployment", "authproxy", "oauth2-proxy")   # dict or None
     cluster.stop()
 
-There is no kubelet, scheduler or controller manager: objects are stored, validated and
-defaulted; pods never run.
+On its own there is no kubelet, scheduler or controller manager: objects are stored, validated
+and defaulted; pods never run. :mod:`.controllers` adds them (`make engine`).
 
 Imports: :mod:`authproxy_local.core`, :mod:`authproxy_local.install`, ``lightkube``, PyYAML.
 """
@@ -169,6 +169,23 @@ class Cluster:
                 if e.status.code != 409:
                     raise ClusterError(f"creating {d['kind']} {d['metadata'].get('namespace', '')}/"
                                        f"{d['metadata']['name']}: {e.status.code} {e.status.message}") from e
+
+    def create_object(self, obj: Mapping[str, Any]) -> str:
+        """Create one object (a dict as in a manifest); returns its uid."""
+        try:
+            made: Any = self.client.create(from_dict(dict(obj)))
+        except ApiError as e:
+            meta = obj.get("metadata") or {}
+            raise ClusterError(f"creating {obj.get('kind')} {meta.get('namespace')}/{meta.get('name')}: "
+                               f"{e.status.code} {e.status.message}") from e
+        return str(made.metadata.uid)
+
+    def delete_object(self, obj: Mapping[str, Any]) -> None:
+        """Delete one object (a dict with apiVersion, kind and metadata)."""
+        meta = obj["metadata"]
+        res = resource_registry.load(obj["apiVersion"], obj["kind"])
+        namespaced = issubclass(res, NamespacedResource)
+        self.client.delete(res, meta["name"], namespace=meta.get("namespace") if namespaced else None)  # type: ignore[type-var]
 
     def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         """An object as the API server holds it, or None when it is not there."""

@@ -176,6 +176,12 @@ class Project:
         for key, secret in sorted((secrets or {}).items()):
             self.set_secret(stack.name, key, secret)
 
+    def remove_config(self, stack: auto.Stack, values: Mapping[str, Any]) -> None:
+        """``pulumi config rm --path`` of every leaf key of ``values`` (the values themselves are
+        ignored): the stack falls back to its file's value or the default."""
+        keys = [f"{NAMESPACE}:{path}" for path in flatten_values(values)]
+        self._op("config-rm", stack.name, lambda: stack.remove_all_config(keys, path=True))
+
     def write_config(self, stack: auto.Stack, values: Mapping[str, Any],
                      provider: Mapping[str, str] | None = None) -> None:
         """The stack file's whole ``config:`` block: ``values`` (nested, as in a Pulumi.<stack>.yaml)

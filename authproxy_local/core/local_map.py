@@ -22,9 +22,10 @@ the Keycloak host's certificate    a certificate of its own (the gateway's does 
 ``jwksUri`` (Keycloak host)        Envoy's ``jwt_authn`` fetches it from the local Keycloak's
                                    HTTP listener directly (istiod would fetch it and inline it)
 oauth2-proxy listen addresses      ``--http-address`` / ``--metrics-address`` ->
-(``0.0.0.0:4180``, ``:44180``)     ``<run IP>:<free port>``
-the oauth2-proxy Service           ``<run IP>:<its http port>`` (ext_authz cluster)
-(``oauth2-proxy.authproxy.svc``)
+(``0.0.0.0:4180``, ``:44180``)     ``<run IP>:<free port>``, one pair per replica (pod)
+the oauth2-proxy Service           every replica's ``<run IP>:<http port>``: the endpoints of
+(``oauth2-proxy.authproxy.svc``)   the ext_authz cluster, as istiod translates the Service's
+                                   EndpointSlice (ready / terminating)
 Redis (``redis://HOST:6379`` or    ``redis://<run IP>:<free port>`` (sentinels likewise)
 sentinel URLs)
 an app's Service                   the listener that plays the app's sidecar
@@ -64,6 +65,30 @@ class MappingError(ValueError):
 
 
 @dataclass
+class ProxyPod:
+    """One oauth2-proxy replica the harness runs: a pod of the Deployment, an endpoint of the
+    Service (its EndpointSlice conditions are what istiod translates)."""
+
+    name: str
+    pod_ip: str
+    """The pod IP istiod sees (never routable; the adapter maps it to ``http``)."""
+    http: Addr
+    metrics: Addr
+    ready: bool = False
+    """The kubelet's readiness verdict (the rendered readinessProbe)."""
+    terminating: bool = False
+    """Deleted: the EndpointSlice says ``terminating`` (istiod drops the endpoint)."""
+
+    @property
+    def conditions(self) -> dict[str, bool]:
+        """The EndpointSlice endpoint conditions Kubernetes writes for the pod: a terminating pod
+        is not ready but still serving (during its preStop hook)."""
+        if self.terminating:
+            return {"ready": False, "serving": True, "terminating": True}
+        return {"ready": self.ready, "serving": self.ready, "terminating": False}
+
+
+@dataclass
 class LocalEndpoints:
     """Where each piece of the rendered stack listens on this machine."""
 
@@ -77,6 +102,8 @@ class LocalEndpoints:
     """Keycloak's HTTPS listener (the Keycloak host's certificate): where istiod fetches the JWKS."""
     oauth2_proxy: Addr = ("127.0.0.1", 0)
     oauth2_proxy_metrics: Addr = ("127.0.0.1", 0)
+    proxy_pods: list[ProxyPod] = field(default_factory=list)
+    """The oauth2-proxy replicas, in start order (empty: one pod at ``oauth2_proxy``)."""
     redis: Addr = ("127.0.0.1", 0)
     sentinels: list[Addr] = field(default_factory=list)
     apps: dict[str, Addr] = field(default_factory=dict)
@@ -211,12 +238,14 @@ def _mounted(value: str, mounts: Mapping[str, str]) -> str | None:
 
 
 def rewrite_proxy_args(args: Iterable[str], endpoints: LocalEndpoints,
-                       mounts: Mapping[str, str] | None = None) -> list[str]:
+                       mounts: Mapping[str, str] | None = None, pod: ProxyPod | None = None) -> list[str]:
     """oauth2-proxy's rendered args with only the cluster addresses replaced:
-    listen addresses -> 127.0.0.1 ports, Redis (and sentinel) URLs -> the local Redis (sentinels),
-    and a path under a volume's mount path (``mounts``: mount path -> the run's copy of the
-    volume) -> the same path in the copy.
+    listen addresses -> the run's ports (``pod``'s, for one replica of several), Redis (and
+    sentinel) URLs -> the local Redis (sentinels), and a path under a volume's mount path
+    (``mounts``: mount path -> the run's copy of the volume) -> the same path in the copy.
     Every other flag is returned unchanged, in order. Flags must be ``--name=value``."""
+    listen = {"http-address": pod.http, "metrics-address": pod.metrics} if pod else {
+        flag: getattr(endpoints, attr) for flag, attr in _ADDRESS_FLAGS.items()}
     out: list[str] = []
     sentinel_i = 0
     for a in args:
@@ -225,7 +254,7 @@ def rewrite_proxy_args(args: Iterable[str], endpoints: LocalEndpoints,
             raise MappingError(f"oauth2-proxy arg {a!r} is not --name=value; cannot map it")
         name, value = m.groups()
         if name in _ADDRESS_FLAGS:
-            host, port = getattr(endpoints, _ADDRESS_FLAGS[name])
+            host, port = listen[name]
             out.append(f"--{name}={host}:{port}")
         elif name in _REDIS_URL_FLAGS:
             out.append(f"--{name}={_replace_netloc(value, endpoints.redis)}")

@@ -10,7 +10,7 @@ Imports: the standard library only.
 from __future__ import annotations
 
 import contextlib
-import select
+import selectors
 import socket
 import threading
 from collections.abc import Iterator, Mapping
@@ -89,19 +89,26 @@ class ConnectProxy:
 
     @staticmethod
     def _pipe(a: socket.socket, b: socket.socket) -> None:
+        # a selector (epoll), not select(): a loaded run holds well over FD_SETSIZE (1024) files
         a.settimeout(None)
         b.settimeout(None)
+        sel = selectors.DefaultSelector()
         try:
+            sel.register(a, selectors.EVENT_READ)
+            sel.register(b, selectors.EVENT_READ)
             while True:
-                r, _, _ = select.select([a, b], [], [], 300)
-                if not r:
+                ready = sel.select(300)
+                if not ready:
                     return
-                for s in r:
+                for key, _ in ready:
+                    s = key.fileobj
+                    assert isinstance(s, socket.socket)
                     data = s.recv(65536)
                     if not data:
                         return
                     (b if s is a else a).sendall(data)
         finally:
+            sel.close()
             with contextlib.suppress(OSError):
                 b.close()
 

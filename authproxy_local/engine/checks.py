@@ -207,9 +207,9 @@ def verify_gone(cluster: Cluster, kc: AdminSession, stack: str, resources: list[
             if kept:
                 left.append(f"{ident} still has the stack's labels {sorted(kept)}")
             continue
-        # No kube-controller-manager here: a deleted Namespace stays Terminating (deletionTimestamp
-        # set) because the namespace controller that empties and removes it does not run.
-        if live is not None and not (out["kind"] == "Namespace" and live["metadata"].get("deletionTimestamp")):
+        # The namespace controller empties and removes a deleted Namespace, and pulumi-kubernetes
+        # waits for that: nothing may be left, not even a Terminating namespace.
+        if live is not None:
             left.append(f"{out['kind']} {meta.get('namespace', '')}/{meta['name']}")
     realm = next((r["outputs"]["realm"] for r in resources if r["type"] == "keycloak:index/realm:Realm"), None)
     if realm:

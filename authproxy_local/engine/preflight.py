@@ -67,6 +67,14 @@ class Staging:
             if o["metadata"].get("namespace"):
                 self.cluster.create_namespaces([o["metadata"]["namespace"]])  # an existing one is kept
             res = from_dict({k: v for k, v in o.items() if k != "status"})
+            if self._exists(res, o):
+                if o["kind"] == "Namespace":
+                    self._relabel(res, o)
+                continue  # the cluster has it already (the control plane's StorageClass, a
+                # user's Gateway, a controller's ServiceAccount): kept as it is, and not deleted.
+                # Looked up first: a create of an existing object is validated before the
+                # conflict, so a thin stand-in (ready_cluster's Gateway has listener names only)
+                # gets a 422 instead of the 409.
             try:
                 self.cluster.client.create(res)
             except ApiError as e:
@@ -75,6 +83,7 @@ class Staging:
                                       f"{e.status.code} {e.status.message}") from e
                 if o["kind"] == "Namespace":
                     self._relabel(res, o)
+                continue  # made meanwhile by a controller: kept, as above
             if status:  # status is the controllers' to write: a subresource
                 meta = o["metadata"]
                 self.cluster.client.patch(
@@ -101,6 +110,17 @@ class Staging:
             self.cluster.client.patch(type(res), name, {"metadata": {"labels": {**drop, **want}}},
                                       patch_type=PatchType.MERGE)
 
+    def _exists(self, res: Any, o: dict[str, Any]) -> bool:
+        meta = o["metadata"]
+        try:
+            self.cluster.client.get(type(res), meta["name"],
+                                    **({"namespace": meta["namespace"]} if meta.get("namespace") else {}))
+        except ApiError as e:
+            if e.status.code != 404:
+                raise
+            return False
+        return True
+
     def delete(self, keys: Iterable[tuple[str, str, str, str]] | None = None) -> None:
         """Remove staged objects (Namespaces and ServiceAccounts stay: a deleted Namespace would
         stay Terminating without a namespace controller)."""
@@ -118,8 +138,20 @@ class Staging:
                     raise
 
     def replace(self, o: dict[str, Any]) -> None:
-        self.delete([_key(o)])
+        """``o`` made, instead of the staged object of the same name if there is one."""
+        if _key(o) in self.made:
+            self.delete([_key(o)])
         self.create([o])
+
+    def break_one(self, broken: dict[str, Any], ready: list[dict[str, Any]]) -> Callable[[], None]:
+        """``broken`` made (instead of the ready object of its name, or beside the others);
+        returns what puts the ready cluster back."""
+        self.replace(broken)
+
+        def restore() -> None:
+            self.delete([_key(broken)])
+            self.create([o for o in ready if _key(o) == _key(broken)])
+        return restore
 
 
 @dataclass
@@ -177,8 +209,11 @@ def _no_provider(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _no_sidecar(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    """An app pod created before its namespace was labelled for injection."""
+    """An app pod created before its namespace was labelled for injection, beside an injected one.
+    (Another name: kwok deletes a terminating pod by name, so a pod deleted and made again under
+    the same name can be taken by kwok's late delete.)"""
     pod = _one(objects, "Pod", lambda o: "-app-" in o["metadata"]["name"])
+    pod["metadata"]["name"] += "-unlabelled"
     pod["spec"]["containers"] = [c for c in pod["spec"]["containers"] if c["name"] != "istio-proxy"]
     return pod
 
@@ -199,7 +234,7 @@ def _gateway_as_default(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 BREAKS: dict[str, tuple[str, Callable[[list[dict[str, Any]]], dict[str, Any]]]] = {
-    # check -> (the operation that must refuse, the one object changed)
+    # check -> (the operation that must refuse, the one object changed or added)
     "istio-mesh-config": ("up", _no_provider),  # a preview only warns: it shows what to merge
     "app-sidecar": ("preview", _no_sidecar),
     "app-workload-labels": ("preview", _other_labels),

@@ -27,19 +27,16 @@ from authproxy_local.mesh.workloads import identities as workload_identities
 from components.config import KEYCLOAK_ADMIN_PASSWORD_KEY, required_secret_keys
 
 from .ambient import AmbientPart
-from .envoy import EnvoyPart
-from .oauth2_proxy import ProxyPart
 from .redis import RedisPart
+from .rollout import RolloutPart
 from .runs import new_run_dir
 
 SECRET_LENGTHS = {KEYCLOAK_ADMIN_PASSWORD_KEY: 32}
 """Length of the secret config values a run makes up (a user supplies these); others: 40."""
 
 
-class Harness(RedisPart, ProxyPart, EnvoyPart, AmbientPart):
+class Harness(RedisPart, RolloutPart, AmbientPart):
     """Starts, controls and stops the rendered stack locally. See :mod:`authproxy_local.harness`."""
-
-    _stopped = True
 
     def __enter__(self) -> Harness:
         return self.start()
@@ -52,6 +49,7 @@ class Harness(RedisPart, ProxyPart, EnvoyPart, AmbientPart):
     def start(self) -> Harness:
         """Start everything; on any failure stop what was started and re-raise."""
         self._stopped = False
+        self._was_started = True
         self._prev_handlers: dict[int, Any] = {}
         self._install_signal_handlers()
         t_all = time.monotonic()
@@ -72,6 +70,8 @@ class Harness(RedisPart, ProxyPart, EnvoyPart, AmbientPart):
                 self.before_gateway(self)
             # The gateway starts once Keycloak serves the realm, as istiod only pushes JWT
             # policies after it fetched their JWKS; oauth2-proxy needs the gateway for discovery.
+            # oauth2-proxy's pods exist (not ready) before the gateway's first translation.
+            self._plan_proxy_pods()
             self._start_envoy()
             if self.is_ambient:
                 assert self.xds_output is not None
@@ -87,7 +87,9 @@ class Harness(RedisPart, ProxyPart, EnvoyPart, AmbientPart):
 
     def stop(self) -> None:
         """Stop every process and thread this harness started; remove the temp dir."""
-        first = ("oauth2-proxy", "envoy", *(n for n in self.procs if n.startswith("envoy-")), "keycloak")
+        self._stopped = True  # the probers and istiod's pushes end
+        pods = [p.name for p in self._endpoints.proxy_pods] if self._endpoints else []
+        first = (*pods, "envoy", *(n for n in self.procs if n.startswith("envoy-")), "keycloak")
         for name in [*first, *(n for n in self.procs if n not in first)]:
             p = self.procs.get(name)
             if p is not None:
@@ -106,9 +108,10 @@ class Harness(RedisPart, ProxyPart, EnvoyPart, AmbientPart):
         if self._tmp and self._tmp.exists():
             shutil.rmtree(self._tmp, ignore_errors=True)
         self._restore_signal_handlers()
-        if not self._stopped:
-            self.log("stopped")
-        self._stopped = True
+        if not getattr(self, "_was_started", False):
+            return
+        self._was_started = False
+        self.log("stopped")
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -190,6 +193,10 @@ class Harness(RedisPart, ProxyPart, EnvoyPart, AmbientPart):
     def stop_component(self, name: str) -> None:
         """Stop one component (fault tests). Redis is stopped with SHUTDOWN-like SIGTERM, which
         writes its data first; the others with SIGTERM."""
+        if name == "oauth2-proxy":
+            self.stop_proxies()  # every replica
+            self.log("stopped oauth2-proxy (every replica)")
+            return
         p = self.procs.get(name)
         if p is None:
             raise HarnessError(f"unknown component {name!r}")
@@ -208,7 +215,7 @@ class Harness(RedisPart, ProxyPart, EnvoyPart, AmbientPart):
             self._start_keycloak_process(lock=False)
             self._wait_keycloak()
         elif name == "oauth2-proxy":
-            self._start_oauth2_proxy()
+            self.start_proxies()
         elif name == "envoy":
             self._start_envoy(only=("gateway",))
         else:

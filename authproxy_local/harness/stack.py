@@ -105,12 +105,16 @@ class LiveStack:
         self.resources = 0
         self.keep_logs_in: Path | None = None
         """Where the logs of a failed `pulumi up` are copied (the harness's run directory)."""
+        self.retired: set[str] = set()
+        """Secret values an earlier `up` generated and a later one replaced (rotation)."""
 
     def up(self, cluster: Cluster) -> None:
         t0 = time.monotonic()
+        first = self.cluster is None
         self.cluster = cluster
         p = self.project
-        stack = p.stack(self.name, extra_env=self.env)
+        # the first `up` creates the stack; another (update_stack) selects it
+        stack = p.stack(self.name, extra_env=self.env) if first else p.select(self.name, extra_env=self.env)
         p.write_config(stack, self.values, provider={"kubernetes:kubeconfig": str(cluster.kubeconfig),
                                                      "kubernetes:clusterIdentifier": "harness-cluster"})
         p.set_config(stack, secrets=self.secrets)
@@ -158,6 +162,12 @@ class LiveStack:
     def secret_values(self) -> set[str]:
         return {v for data in self._secrets.values() for v in data.values()}
 
+    def reread(self) -> None:
+        """Forget the Secrets read so far (after another `up` changed them); the values stay
+        among :meth:`secret_values`' leak checks through ``retired``."""
+        self.retired |= self.secret_values()
+        self._secrets = {}
+
     def log_files(self) -> list[Path]:
         """The logs of this stack's pulumi commands (none carries a secret)."""
         return self.project.log_files(self.name)
@@ -174,6 +184,8 @@ class StackPart(KeycloakPart):
 
     stack_up: LiveStack | None = None
     """The run's `pulumi up` (its secrets and the objects it created)."""
+    keep_cluster = False
+    """Keep the API server after `pulumi up` (for :meth:`update_stack`)."""
     _live_deployment: dict[str, Any] | None = None
 
     def _start_cluster(self) -> None:
@@ -233,8 +245,10 @@ class StackPart(KeycloakPart):
         self.oauth2_proxy_configmaps()
         self.timings.add("keycloak+stack", time.monotonic() - t0)
         self.log(f"pulumi up: {up.resources} resources ({up.seconds})")
-        # Everything the run needs from the API server is read: stop it (about 450 MB with etcd).
-        self._stop_cluster()
+        # Everything the run needs from the API server is read: stop it (about 450 MB with etcd),
+        # unless the run will `pulumi up` again (update_stack).
+        if not self.keep_cluster:
+            self._stop_cluster()
 
     def _stop_cluster(self) -> None:
         fut, self._cluster = self._cluster, None
@@ -268,8 +282,34 @@ class StackPart(KeycloakPart):
         stack's secret config, the Secrets read from the API server, the users' passwords."""
         out = set(self.config_secrets.values()) | {u.password for u in self.users.values()}
         if self.stack_up is not None:
-            out |= self.stack_up.secret_values()
+            out |= self.stack_up.secret_values() | self.stack_up.retired
         return out
+
+    def update_stack(self, changes: Mapping[str, Any]) -> None:
+        """Another real `pulumi up` of the run's stack with ``changes`` merged into its config
+        (e.g. a rotation marker), as an operator would run it; what the run reads from the API
+        server (Secrets, oauth2-proxy's Deployment) is read afresh. Needs ``keep_cluster``."""
+        up = self.stack_up
+        if up is None or self._cluster is None:
+            raise HarnessError("the stack can be updated only while its cluster runs (keep_cluster=True)")
+        proxy = ConnectProxy([self.config.keycloak.host], self.endpoints.keycloak_https).start()
+        try:
+            url = f"http://{proxy.address[0]}:{proxy.address[1]}"
+            up.env.update({"HTTPS_PROXY": url, "https_proxy": url})
+            up.values = deep_merge(up.values, dict(changes))
+            t0 = time.monotonic()
+            up.up(self._cluster.result())
+            self.log(f"pulumi up again ({sorted(changes)}): {up.resources} resources in "
+                     f"{time.monotonic() - t0:.1f}s")
+        finally:
+            proxy.stop()
+        up.reread()
+        self._live_deployment = None
+        self.oauth2_proxy_secrets()
+
+    def proxy_deployment(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """oauth2-proxy's Deployment as the API server has it (after `pulumi up`) and its container."""
+        return self._proxy_deployment()
 
     def _proxy_deployment(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The oauth2-proxy Deployment and its container (found by the container's args): the one

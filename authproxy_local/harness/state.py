@@ -42,6 +42,9 @@ class HarnessState:
     """The run's state; the parts (:mod:`.stack`, :mod:`.keycloak`, :mod:`.redis`,
     :mod:`.envoy`, :mod:`.oauth2_proxy`) add behaviour on top of it."""
 
+    _stopped = True
+    """No run, or the run is stopping: background threads (probers, istiod's pushes) end."""
+
     def __init__(self, stack: str = "dev", mode: str | None = None,
                  overrides: Mapping[str, Any] | None = None, render_result: Any = None,
                  log: Callable[[str], None] | None = None,

@@ -5,12 +5,12 @@ Usage::
     python -m authproxy_local.install [--json] COMPONENT...
     python -m authproxy_local.install [--json] --group e2e|demo|bench|engine|harness|stack|conformance|ambient
 
-COMPONENT is one of keycloak, oauth2-proxy, redis, envoy, istioctl, istio-xds, gateway-api-crds,
+COMPONENT is one of keycloak, oauth2-proxy, redis, envoy, istioctl, istio-xds, loadgen, gateway-api-crds,
 chromium, wrk, perf, pulumi, pulumi-random, pulumi-keycloak, pulumi-kubernetes, kube-apiserver,
-etcd, ztunnel, iptables, or ``all``; a group is a make target's set (:data:`GROUPS`, the one table the Makefile,
-the e2e fixtures and the harness read). Each install is idempotent: when the cached artifact
-exists and its stamp still matches, a second run returns at once. ``--json`` prints a JSON map
-component -> path.
+etcd, kube-controller-manager, kube-scheduler, kwok, ztunnel, iptables, or ``all``; a group is a
+make target's set (:data:`GROUPS`, the one table the Makefile, the e2e fixtures and the harness
+read). Each install is idempotent: when the cached artifact exists and its stamp still matches, a
+second run returns at once. ``--json`` prints a JSON map component -> path.
 
 Python API (used by tests to decide skip/fail)::
 
@@ -21,7 +21,8 @@ Python API (used by tests to decide skip/fail)::
 
 Downloads and builds go into :func:`authproxy_local.core.cache.cache_dir`, never into the
 checkout. Rooms: :mod:`.versions` (pins, the groups table), :mod:`.base` (plumbing),
-:mod:`.gomod` (go.mod and Go builds), :mod:`.tools` and :mod:`.engine_tools` (the components).
+:mod:`.gomod` (go.mod and Go builds), :mod:`.tools`, :mod:`.engine_tools` and
+:mod:`.control_plane` (the components).
 
 Imports: the standard library, ``filelock`` and :mod:`authproxy_local.core`.
 """
@@ -34,8 +35,9 @@ from collections.abc import Iterable
 
 from authproxy_local.core.locks import cache_lock
 
-from . import engine_tools, releases, tools, ztunnel
+from . import control_plane, engine_tools, releases, tools, ztunnel
 from .base import Component, InstallError, log
+from .control_plane import kwok_stage_files
 from .gomod import go_download, go_env
 from .tools import gateway_api_crd_files, keycloak_java
 from .versions import COMPONENTS, GROUPS, ISTIO_MODULE, VERSIONS
@@ -53,12 +55,13 @@ __all__ = [
     "gateway_api_crd_files",
     "go_module",
     "keycloak_java",
+    "kwok_stage_files",
     "require_go",
 ]
 
 from .base import require_go
 
-_MODULES = (tools, engine_tools, releases, ztunnel)
+_MODULES = (tools, engine_tools, releases, control_plane, ztunnel)
 _REGISTRY: dict[str, Component] = {k: v for m in _MODULES for k, v in m.REGISTRY.items()}
 _REGISTRY = {name: _REGISTRY[name] for name in COMPONENTS}
 assert set(_REGISTRY) == {k for m in _MODULES for k in m.REGISTRY}

@@ -1,7 +1,8 @@
 """The real Pulumi engine's binaries in the cache: the pulumi CLI and its Python language host,
-the random, keycloak and kubernetes provider plugins, kube-apiserver and etcd. Each is the
-project's official release where it can be downloaded (:func:`.releases.release_or_source`),
-else built with Go here, at the same version. Facts and recipes: ../shared/third_party/README.md.
+the random, keycloak and kubernetes provider plugins, kube-apiserver and etcd (the rest of the
+control plane: :mod:`.control_plane`). Each is the project's official release where it can be
+downloaded (:func:`.releases.release_or_source`), else built with Go here, at the same version.
+Facts and recipes: ../shared/third_party/README.md.
 
 Imports: the standard library, :mod:`.base`, :mod:`.gomod`, :mod:`.releases`, :mod:`.versions`,
 :mod:`authproxy_local.core.cache`.
@@ -340,15 +341,17 @@ def _install_pulumi_kubernetes() -> pathlib.Path:
 
 
 
-def _build_with_published_replaces(key: str, module: str, exe_name: str, *, replace_version: str,
-                                   prefix: str, ldflags: str, pkg: str, version_text: str) -> pathlib.Path:
+def build_with_published_replaces(key: str, module: str, exe_name: str, *, replace_version: str,
+                                  prefix: str, ldflags: str, pkg: str, version_text: str,
+                                  home: pathlib.Path | None = None) -> pathlib.Path:
     """``pkg`` built from ``module`` at ``v<VERSIONS[key]>``: the module's local-path replaces
     (staging or sibling modules, which do not exist outside its repository) become the published
     modules of ``replace_version`` (generated from its go.mod, not by hand); ``<exe> --version``
-    must print ``version_text``."""
+    must print ``version_text``. Wrapper, binary and stamp go under ``home`` (default: the key's
+    engine dir), so several binaries of one module each keep their own."""
     v = VERSIONS[key]
     go = require_go()
-    root = engine_dir(key)
+    root = home or engine_dir(key)
     wrapper = root / "wrapper"
     wrapper.mkdir(parents=True, exist_ok=True)
     env = go_env(os.environ, cache_dir())
@@ -371,7 +374,7 @@ def _install_kube_apiserver() -> pathlib.Path:
     """kube-apiserver from k8s.io/kubernetes; its 31 staging replaces become the published
     v0.<minor>.<patch> modules."""
     v = VERSIONS["kubernetes"]
-    return _build_with_published_replaces(
+    return build_with_published_replaces(
         "kubernetes", KUBERNETES_MODULE, "kube-apiserver", replace_version="v0." + ".".join(v.split(".")[1:]),
         prefix="k8s.io/", ldflags=kubernetes_ldflags(v), pkg=f"{KUBERNETES_MODULE}/cmd/kube-apiserver",
         version_text=f"v{v}")
@@ -381,7 +384,7 @@ def _install_etcd() -> pathlib.Path:
     """etcd: go.etcd.io/etcd/server/v3 is the main package; its ../ replaces become the published
     modules of the same version."""
     v = VERSIONS["etcd"]
-    return _build_with_published_replaces(
+    return build_with_published_replaces(
         "etcd", ETCD_MODULE, "etcd", replace_version=f"v{v}", prefix="go.etcd.io/",
         ldflags=f"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=v{v}", pkg=ETCD_MODULE, version_text=v)
 

@@ -1,7 +1,8 @@
 """Official release downloads, verified: the engine's tools, oauth2-proxy and the redis-ha chart.
 
 Where the machine reaches the projects' release downloads (a laptop, GitHub Actions), the pulumi
-CLI (with its language hosts), the provider plugins, kube-apiserver, etcd and oauth2-proxy come
+CLI (with its language hosts), the provider plugins, kube-apiserver, kube-controller-manager,
+kube-scheduler, etcd and oauth2-proxy come
 from the projects' own release artifacts, each checked against the checksum file the project
 publishes beside it (goreleaser's ``<project>_<version>_checksums.txt``, Pulumi's
 ``pulumi-<version>-checksums.txt``, Kubernetes' ``<binary>.sha256``, etcd's ``SHA256SUMS``,
@@ -91,6 +92,11 @@ class Release:
         return urlsplit(self.checksums_url).netloc
 
 
+KUBERNETES_RELEASES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+"""The k8s.io/kubernetes binaries taken from dl.k8s.io (each a bare executable with a
+``<binary>.sha256`` beside it)."""
+
+
 def releases(versions: Mapping[str, str] = VERSIONS, base: str = GITHUB,
              k8s_base: str = K8S_RELEASES) -> dict[str, Release]:
     """The release artifacts for linux/amd64 at the installer's pins (``base`` for tests): the
@@ -110,9 +116,9 @@ def releases(versions: Mapping[str, str] = VERSIONS, base: str = GITHUB,
                                         f"{rel}/pulumi-{name}_{v}_checksums.txt", asset,
                                         f"pulumi-resource-{name}")
     v = versions["kubernetes"]
-    url = f"{k8s_base}/release/v{v}/bin/linux/amd64/kube-apiserver"
-    out["kube-apiserver"] = Release("kube-apiserver", v, url, url + ".sha256", "kube-apiserver", "",
-                                    ("--version",), f"v{v}")
+    for exe in KUBERNETES_RELEASES:
+        url = f"{k8s_base}/release/v{v}/bin/linux/amd64/{exe}"
+        out[exe] = Release(exe, v, url, url + ".sha256", exe, "", ("--version",), f"v{v}")
     v = versions["etcd"]
     rel = f"{base}/etcd-io/etcd/releases/download/v{v}"
     asset = f"etcd-v{v}-linux-amd64.tar.gz"

@@ -55,6 +55,7 @@ from .versions import (
     ISTIO_XDS_MODULE,
     ISTIO_XDS_SOURCE,
     KEYCLOAK_SHA512,
+    LOADGEN_SOURCE,
     MIN_JAVA_FOR_KEYCLOAK,
     OAUTH2_PROXY_MODULE,
     STAMP_NAME,
@@ -479,6 +480,38 @@ def apt_tool(exe: str, package: str) -> Component:
 
 
 
+# ---- loadgen (tools/loadgen: the soak's signed-in browsers; Go, standard library only) ----
+
+
+def loadgen_source_digest(src: pathlib.Path = LOADGEN_SOURCE) -> str:
+    """SHA-256 over tools/loadgen's go.mod and main.go: a changed source means a rebuild."""
+    h = hashlib.sha256()
+    for name in ("go.mod", "main.go"):
+        h.update((src / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _loadgen_exe() -> pathlib.Path:
+    return cache_dir() / "loadgen" / loadgen_source_digest() / "bin" / "loadgen"
+
+
+def _find_loadgen() -> pathlib.Path | None:
+    exe = _loadgen_exe()
+    return exe if stamp_matches(exe.parent / STAMP_NAME, loadgen_source_digest(), exe) else None
+
+
+def _install_loadgen() -> pathlib.Path:
+    """``go build`` tools/loadgen into the cache (seconds: no dependencies)."""
+    t0 = time.monotonic()
+    exe = _loadgen_exe()
+    go, _, _, env = _go_build_dirs(exe.parent.parent, "src", "loadgen")
+    run([go, "build", "-trimpath", "-o", str(exe), "."], env=env, cwd=LOADGEN_SOURCE, timeout=900,
+        what="building tools/loadgen")
+    write_stamp(exe.parent / STAMP_NAME, loadgen_source_digest(), exe,
+                install_seconds=round(time.monotonic() - t0, 1), go_version=go_version(go))
+    return exe
+
+
 REGISTRY: dict[str, Component] = {
     "keycloak": Component("keycloak", _find_keycloak, _install_keycloak),
     "oauth2-proxy": Component("oauth2-proxy", _find_oauth2_proxy,
@@ -488,6 +521,7 @@ REGISTRY: dict[str, Component] = {
     "envoy": Component("envoy", _find_envoy, _install_envoy),
     "istioctl": Component("istioctl", _find_istioctl, _install_istioctl),
     "istio-xds": Component("istio-xds", _find_istio_xds, _install_istio_xds),
+    "loadgen": Component("loadgen", _find_loadgen, _install_loadgen),
     "gateway-api-crds": Component("gateway-api-crds", _find_gateway_api_crds, _install_gateway_api_crds),
     "chromium": Component("chromium", _find_chromium, _install_chromium),
     "wrk": apt_tool("wrk", "wrk"),

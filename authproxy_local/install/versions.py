@@ -69,9 +69,13 @@ VERSIONS: dict[str, str] = {
     # above requires, so the objects are validated against (and the engine installs) the CRDs
     # istiod's Gateway API controller is built for.
     "gateway-api": "v1.6.0",
-    # kube-apiserver (k8s.io/kubernetes, staging modules at v0.35.4) and etcd for it.
+    # kube-apiserver, kube-controller-manager and kube-scheduler (k8s.io/kubernetes, staging
+    # modules at v0.35.4) and etcd for them.
     "kubernetes": "1.35.4",
     "etcd": "3.6.16",
+    # kwok (sigs.k8s.io/kwok, go 1.26, k8s v0.36): simulated nodes whose kubelet runs pods
+    # (make engine's control plane). v0.8.0 is the newest the Go module proxy serves (Dec 2026).
+    "kwok": "v0.8.0",
     # ztunnel (Istio ambient's node proxy, Rust): source snapshot of github.com/istio/ztunnel
     # commit 62d82653 (master 2026-08-20, after 1.31.0-rc.0), built with cargo (install/ztunnel.py).
     "ztunnel": "62d82653",
@@ -86,6 +90,7 @@ COMPONENTS: tuple[str, ...] = (
     "envoy",
     "istioctl",
     "istio-xds",
+    "loadgen",
     "gateway-api-crds",
     "chromium",
     "wrk",
@@ -97,6 +102,9 @@ COMPONENTS: tuple[str, ...] = (
     "kube-apiserver",
     "etcd",
     "redis-ha-chart",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
     "ztunnel",
     "iptables",
 )
@@ -112,9 +120,14 @@ GROUPS["ambient"] = ("ztunnel", "iptables")
 """What a live run of a stack with ambient apps needs on top of the harness (ztunnel at the app
 pods, their in-pod redirection)."""
 GROUPS["demo"] = GROUPS["harness"]
-GROUPS["e2e"] = (*GROUPS["harness"], *GROUPS["ambient"], "chromium")
+GROUPS["e2e"] = (*GROUPS["harness"], *GROUPS["ambient"], "chromium", "loadgen")
+GROUPS["soak"] = (*GROUPS["harness"], "loadgen")
+"""`make soak`: the harness and the load generator (tools/loadgen)."""
 GROUPS["bench"] = (*GROUPS["harness"], "wrk", "perf")
-GROUPS["engine"] = (*GROUPS["stack"], "keycloak", "gateway-api-crds")
+GROUPS["control-plane"] = (*GROUPS["stack"], "kube-controller-manager", "kube-scheduler", "kwok")
+"""The local API server plus controllers, scheduler and simulated nodes: `pulumi up` waits for
+rollouts as on a real cluster (make engine)."""
+GROUPS["engine"] = (*GROUPS["control-plane"], "keycloak", "gateway-api-crds")
 GROUPS["conformance"] = ("istioctl", "gateway-api-crds", "istio-xds")
 GROUPS["test"] = tuple(dict.fromkeys((*GROUPS["e2e"], *GROUPS["engine"], *GROUPS["conformance"])))
 """Everything `make test` runs (CI's toolchain job installs it once for every job)."""
@@ -143,6 +156,17 @@ K8S_PROVIDER_MODULE = "github.com/pulumi/pulumi-kubernetes/provider/v4"
 K8S_SDK_MODULE = "github.com/pulumi/pulumi-kubernetes/sdk/v4"
 KUBERNETES_MODULE = "k8s.io/kubernetes"
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
+KWOK_MODULE = "sigs.k8s.io/kwok"
+KWOK_STAGES = (
+    # The module's own "fast" stages (no delays), which kwok needs to play kubelets: a node becomes
+    # Ready and keeps its Lease; a scheduled pod runs and becomes Ready (or completes); a deleted
+    # pod goes. Faults are ours (authproxy_local/cluster/kwok-stages).
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+)
 THIRD_PARTY_FILES = {
     "pulumi-language-python": "pulumi-language-python-{v}.tar.gz",
     "pulumi-random": "pulumi-random-v{v}.tar.gz",
@@ -155,3 +179,5 @@ THIRD_PARTY_FILES = {
 GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"
 ISTIO_XDS_MODULE = "authproxy.local/istio-xds"
 ISTIO_XDS_SOURCE = pathlib.Path(__file__).resolve().parents[2] / "tools" / "istio-xds"
+LOADGEN_SOURCE = pathlib.Path(__file__).resolve().parents[2] / "tools" / "loadgen"
+"""The soak's load generator (Go, standard library only)."""

@@ -12,6 +12,11 @@ the ``istio-xds`` translator (see ``docs/e2e.md``). This module only
    addresses moved to the run's addresses, and the Istio-only extensions upstream Envoy cannot
    load removed (:data:`ISTIO_ONLY`, each listed in the result). Anything else the real Envoy
    rejects fails the run with Envoy's own message naming it.
+4. for the Services whose endpoints change during a run (oauth2-proxy's replicas: they start,
+   turn ready, terminate), keeps the clusters EDS and hands Envoy istiod's ClusterLoadAssignment
+   through Envoy's own file-based xDS subscription (a watched file, replaced atomically), so a
+   new translation reaches the running Envoy as istiod's push would, without a restart
+   (:func:`write_endpoints`).
 
 Imports: :mod:`authproxy_local.core.local_map`, :mod:`.workloads`, :mod:`.envoy_config`.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -209,9 +215,63 @@ def cluster_refs(doc: Any) -> set[str]:
     return refs
 
 
+def is_dynamic(cluster_name: str, w: Workloads) -> bool:
+    """An outbound cluster of a Service whose endpoints change during the run."""
+    return cluster_name.startswith("outbound|") and cluster_name.rsplit("|", 1)[-1] in w.dynamic_hosts
+
+
+def eds_file(directory: Path, cluster_name: str) -> Path:
+    return directory / (re.sub(r"[^A-Za-z0-9_.-]", "_", cluster_name) + ".json")
+
+
+def mapped_load_assignment(name: str, cname: str, cla: Mapping[str, Any] | None,
+                           w: Workloads, proxy_type: str = "") -> dict[str, Any]:
+    """istiod's ClusterLoadAssignment for ``cname`` with every endpoint at its local address
+    (an HBONE tunnel endpoint mapped to the run's relay; a waypoint reaches pods where they are)."""
+    lbs = []
+    for loc in (cla or {}).get("endpoints", []):
+        for lb in loc.get("lb_endpoints", []):
+            lb = copy.deepcopy(lb)
+            if "envoy_internal_address" in lb["endpoint"]["address"]:
+                _map_tunnel(lb, w, f"{name}: cluster {cname}")
+                lbs.append(lb)
+                continue
+            addr = _sock(lb["endpoint"]["address"])
+            if addr in w.endpoints:
+                lb["endpoint"]["address"] = _addr(*w.endpoints[addr])
+            elif proxy_type != "waypoint":
+                raise AdapterError(f"{name}: cluster {cname} endpoint {addr} has no local counterpart")
+            lbs.append(lb)
+    return {"cluster_name": cname, "endpoints": [{"lb_endpoints": lbs}] if lbs else []}
+
+
+def write_endpoints(xds: Mapping[str, Any], w: Workloads, directory: Path, version: str) -> list[str]:
+    """Write istiod's ClusterLoadAssignments of the dynamic clusters of every proxy as the files
+    their Envoy watches (a DiscoveryResponse each, replaced by rename so Envoy never reads half a
+    file). Returns the clusters written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for pname, proxy_xds in sorted(xds.get("proxies", {}).items()):
+        cla = {e["cluster_name"]: e for e in proxy_xds.get("endpoints", [])}
+        for c in proxy_xds.get("clusters", []):
+            cname = c["name"]
+            if c.get("type") != "EDS" or not is_dynamic(cname, w):
+                continue
+            doc = {"version_info": version, "resources": [{
+                "@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+                **mapped_load_assignment(pname, cname, cla.get(cname), w)}]}
+            path = eds_file(directory / pname, cname)
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_name("." + path.name + ".tmp")
+            tmp.write_text(json.dumps(doc))
+            tmp.replace(path)
+            written.append(f"{pname}/{cname}")
+    return written
+
+
 def _proxy_bootstrap(name: str, xds: Mapping[str, Any], proxy: Proxy, w: Workloads,
                      ep: local_map.LocalEndpoints, secrets: Secrets, admin: local_map.Addr,
-                     removed: set[str]) -> dict[str, Any]:
+                     removed: set[str], eds_dir: Path | None = None) -> dict[str, Any]:
     routes = {r["name"]: r for r in xds.get("routes", [])}
     clusters = {c["name"]: c for c in xds.get("clusters", [])}
     cla = {e["cluster_name"]: e for e in xds.get("endpoints", [])}
@@ -263,24 +323,17 @@ def _proxy_bootstrap(name: str, xds: Mapping[str, Any], proxy: Proxy, w: Workloa
             if not c["filters"]:
                 c.pop("filters")
         ctype = c.get("type")
-        if ctype == "EDS":
+        if ctype == "EDS" and eds_dir is not None and is_dynamic(cname, w):
+            # istiod's EDS, from a file Envoy watches (write_endpoints keeps it current)
+            directory = eds_dir / name
+            c["eds_cluster_config"] = {"service_name": cname, "eds_config": {
+                "resource_api_version": "V3",
+                "path_config_source": {"path": str(eds_file(directory, cname)),
+                                       "watched_directory": {"path": str(directory)}}}}
+        elif ctype == "EDS":
             c.pop("eds_cluster_config", None)
             c["type"] = "STATIC"
-            lbs = []
-            for loc in (cla.get(cname) or {}).get("endpoints", []):
-                for lb in loc.get("lb_endpoints", []):
-                    lb = copy.deepcopy(lb)
-                    if "envoy_internal_address" in lb["endpoint"]["address"]:
-                        _map_tunnel(lb, w, f"{name}: cluster {cname}")
-                        lbs.append(lb)
-                        continue
-                    addr = _sock(lb["endpoint"]["address"])
-                    if addr in w.endpoints:
-                        lb["endpoint"]["address"] = _addr(*w.endpoints[addr])
-                    elif proxy.type != "waypoint":  # a waypoint reaches pods where they are
-                        raise AdapterError(f"{name}: cluster {cname} endpoint {addr} has no local counterpart")
-                    lbs.append(lb)
-            c["load_assignment"] = {"cluster_name": cname, "endpoints": [{"lb_endpoints": lbs}] if lbs else []}
+            c["load_assignment"] = mapped_load_assignment(name, cname, cla.get(cname), w, proxy.type)
         elif ctype == "ORIGINAL_DST" and cname.startswith("inbound|"):
             # The inbound cluster forwards to the app container: the local echo app.
             port = int(cname.split("|")[1])
@@ -362,13 +415,17 @@ class Bootstraps:
 
 def bootstraps(xds: Mapping[str, Any], w: Workloads, ep: local_map.LocalEndpoints, kc_host: str,
                admin: Mapping[str, local_map.Addr], credential_names: Iterable[str],
-               mesh: MeshIdentities | None = None) -> Bootstraps:
-    """One static bootstrap per Envoy of ``w``: the gateway, each app's sidecar, each waypoint
-    (ztunnel's part of the translation is :mod:`.ztunnel`'s). ``mesh``: the identities of an
-    ambient run (ztunnel's root), for the HBONE hops; they replace the run's mesh identities."""
+               eds_dir: Path | None = None, mesh: MeshIdentities | None = None) -> Bootstraps:
+    """One bootstrap per Envoy of ``w``: the gateway, each app's sidecar, each waypoint
+    (ztunnel's part of the translation is :mod:`.ztunnel`'s). Static, except with ``eds_dir``: the
+    clusters of :attr:`Workloads.dynamic_hosts` then read istiod's endpoints from files there
+    (written here, updated by :func:`write_endpoints`). ``mesh``: the identities of an ambient run
+    (ztunnel's root), for the HBONE hops; they replace the run's mesh identities."""
     names = list(credential_names)
     removed: set[str] = set()
     out: dict[str, dict[str, Any]] = {}
+    if eds_dir is not None:
+        write_endpoints(xds, w, eds_dir, "1")
     for p in w.proxies:
         if p.type == "ztunnel":
             continue
@@ -380,7 +437,8 @@ def bootstraps(xds: Mapping[str, Any], w: Workloads, ep: local_map.LocalEndpoint
                               cas={**secrets.cas, "ROOTCA": mesh.root_file})
         elif p.type == "waypoint":
             raise AdapterError(f"{p.name}: a waypoint needs its mesh identity (bootstraps(mesh=...))")
-        b = _proxy_bootstrap(p.name, xds["proxies"][p.name], p, w, ep, secrets, admin[p.name], removed)
+        b = _proxy_bootstrap(p.name, xds["proxies"][p.name], p, w, ep, secrets, admin[p.name], removed,
+                             eds_dir)
         if p.type == "router":
             https = [lst for lst in b["static_resources"]["listeners"]
                      if _sock(lst.get("address") or {}) == (ep.gateway_ip, ep.https_port)]

@@ -147,6 +147,10 @@ class Workloads:
     """Pod name -> an ambient pod (apps, the mesh client): where the live run puts it."""
     waypoints: dict[str, AmbientPod] = field(default_factory=dict)
     """Waypoint proxy name -> its pod."""
+    dynamic_hosts: set[str] = field(default_factory=set)
+    """Service hosts whose endpoints change while the run goes on (oauth2-proxy's replicas come,
+    go ready and terminate): their clusters get the endpoints through a watched file, as istiod
+    pushes EDS (:mod:`.adapter`)."""
 
 
 @dataclass
@@ -190,6 +194,40 @@ def _slice(svc: str, ns: str, pod: str | list[tuple[str, str]], ip: str,
                        "targetRef": {"kind": "Pod", "name": n, "namespace": ns}} for n, a in pods],
         "ports": [{"name": n, "port": p, "protocol": "TCP"} for n, p in ports],
     }
+
+
+def _proxy_pod(pod: local_map.ProxyPod, ns: str, labels: Mapping[str, str],
+               ports: Iterable[tuple[str, int]]) -> dict[str, Any]:
+    """An oauth2-proxy pod as the API server shows it: Ready as the kubelet's probe says, with a
+    deletion timestamp once it is terminating."""
+    obj = _pod(pod.name, ns, labels, pod.pod_ip, ports)
+    ready = pod.ready and not pod.terminating
+    obj["status"]["conditions"] = [{"type": "Ready", "status": "True" if ready else "False"}]
+    if pod.terminating:
+        obj["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        obj["metadata"]["deletionGracePeriodSeconds"] = 30
+    return obj
+
+
+def _proxy_slice(svc: str, ns: str, pods: Iterable[local_map.ProxyPod],
+                 ports: Iterable[tuple[str, int]]) -> dict[str, Any]:
+    """The Service's EndpointSlice: one endpoint per pod with the conditions Kubernetes writes."""
+    meta = _meta(f"{svc}-harness", ns, {"kubernetes.io/service-name": svc})
+    return {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": meta,
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [p.pod_ip], "conditions": p.conditions,
+                       "targetRef": {"kind": "Pod", "name": p.name, "namespace": ns}} for p in pods],
+        "ports": [{"name": n, "port": p, "protocol": "TCP"} for n, p in ports],
+    }
+
+
+def proxy_pods(ep: local_map.LocalEndpoints) -> list[local_map.ProxyPod]:
+    """The oauth2-proxy pods of the run: its replicas, or the one pod at ``ep.oauth2_proxy``."""
+    if ep.proxy_pods:
+        return ep.proxy_pods
+    return [local_map.ProxyPod("oauth2-proxy-harness", f"{POD_CIDR}.1.1", ep.oauth2_proxy,
+                               ep.oauth2_proxy_metrics, ready=True)]
 
 
 def _target_port(port: Mapping[str, Any], container_ports: Mapping[str, int]) -> int:
@@ -386,28 +424,32 @@ def workloads(render: Any, ep: local_map.LocalEndpoints) -> Workloads:
     w.objects.append(_pod("ingressgateway-harness", gw_ns, gw_labels, gw_ip, [],
                           cfg.gateway_service_account or "istio-ingressgateway"))
 
-    # oauth2-proxy: the render's Deployment and Service; the pod and EndpointSlice are ours.
+    # oauth2-proxy: the render's Deployment and Service; the pods (one per replica the harness
+    # runs) and the EndpointSlice are ours.
     proxy_svc, proxy_ns, proxy_ports = _oauth2_proxy_service(render)
     dep, svc = _oauth2_proxy_objects(render, proxy_svc, proxy_ns)
     pod_labels = dep["spec"]["template"]["metadata"].get("labels") or {}
     cports = {p["name"]: int(p["containerPort"])
               for c in dep["spec"]["template"]["spec"]["containers"] for p in c.get("ports", []) if p.get("name")}
-    ip = f"{POD_CIDR}.1.1"
+    pods = proxy_pods(ep)
     slice_ports = []
     for sp in svc["spec"]["ports"]:
         target = _target_port(sp, cports)
         slice_ports.append((sp.get("name") or str(sp["port"]), target))
-        local = ep.oauth2_proxy if sp["port"] == proxy_ports[0] else ep.oauth2_proxy_metrics
-        w.endpoints[(ip, target)] = local
-    w.objects.append(_pod("oauth2-proxy-harness", proxy_ns, pod_labels, ip, list(cports.items())))
-    w.objects.append(_slice(proxy_svc, proxy_ns, "oauth2-proxy-harness", ip, slice_ports))
+        for proxy_pod in pods:
+            w.endpoints[(proxy_pod.pod_ip, target)] = (
+                proxy_pod.http if sp["port"] == proxy_ports[0] else proxy_pod.metrics)
+    for proxy_pod in pods:
+        w.objects.append(_proxy_pod(proxy_pod, proxy_ns, pod_labels, list(cports.items())))
+    w.objects.append(_proxy_slice(proxy_svc, proxy_ns, pods, slice_ports))
+    w.dynamic_hosts.add(f"{proxy_svc}.{proxy_ns}.svc.cluster.local")
 
     # Each app: its pods, a Service with an http port (and the labels the stack patched onto it),
     # an EndpointSlice of its pods. A sidecar app's pods (app_pods: sidecar-injected, or not): a
     # sidecar-injected pod gets its own sidecar proxy, which the gateway reaches with Istio mTLS; a
     # pod without one is its echo app, reached directly. An ambient app: one pod, enrolled and
     # captured (its ztunnel and echo app run in the pod's network namespace).
-    pods = app_pods(cfg)
+    apods = app_pods(cfg)
     n = 0
     for i, app in enumerate(cfg.apps):
         ns, name, port = app.service.namespace, app.service.name, int(app.service.port)
@@ -419,7 +461,7 @@ def workloads(render: Any, ep: local_map.LocalEndpoints) -> Workloads:
             w.ambient_pods[ap.name] = ap
             w.objects.append(_ambient_pod(ap, app.selector_labels, [("http", port)]))
             members.append((ap.name, ip))
-        for p in (p for p in pods if p.app == app.name):
+        for p in (p for p in apods if p.app == app.name):
             n += 1
             ip = f"{POD_CIDR}.2.{n}"
             labels = {**p.labels, TLS_MODE_LABEL: "istio"} if p.sidecar else dict(p.labels)

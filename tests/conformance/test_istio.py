@@ -118,10 +118,13 @@ def test_render_has_istio_objects(renders, stack, mode):
         assert kinds["Gateway"] >= 1
         assert kinds["VirtualService"] >= 1
     assert kinds["AuthorizationPolicy"] >= 1
-    # EnvoyFilters that insert an ext_authz HTTP filter (not ones that merely mention it)
+    # EnvoyFilters that insert an ext_authz HTTP filter (not ones that merely mention it, nor
+    # extension-provider mode's MERGE of a retry policy into the filter istiod makes)
     ext_authz_filters = [o for o in istio_objects(renders[(stack, mode)].result)
                          if o["kind"] == "EnvoyFilter" and any(
-                             ((p.get("patch") or {}).get("value") or {}).get("name") == "envoy.filters.http.ext_authz"
+                             str((p.get("patch") or {}).get("operation", "")).startswith("INSERT")
+                             and ((p.get("patch") or {}).get("value") or {}).get("name")
+                             == "envoy.filters.http.ext_authz"
                              for p in o["spec"].get("configPatches") or [])]
     assert len(ext_authz_filters) == (1 if mode == "envoy-filter" else 0)
 

@@ -144,11 +144,12 @@ def prod_overrides() -> dict[str, Any]:
     return {"apps": apps}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def prod_live() -> Iterator[Harness]:
     """The prod stack (existing realm, Redis replication + sentinels, wildcard gateway host), with
     a test user in each app group added (prod has no demo users) and :data:`PROD_COOKIE_OPT_OUT`
-    opted out of cookie stripping."""
+    opted out of cookie stripping. One run for test_97_prod and test_98_reliability (which
+    replaces pods and kills the Redis master, so it runs last)."""
     yield from _running("prod", None, "prod", add_prod_test_objects, prod_overrides())
 
 

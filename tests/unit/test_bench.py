@@ -310,8 +310,10 @@ def test_bench_listeners_keep_the_rendered_filters_and_routes(boots):
     gw = _listener(boot, "gateway")
     # the session/JWT listener is the rendered one: same chains, filters, routes (names), TLS
     assert _filters(gw)[: len(rendered["filter_chains"])] == _filters(rendered)
-    # istiod's order: CUSTOM (shadow RBAC + ext_authz), authn, DENY RBAC, then its own extras
-    assert _filters(gw)[0] == ["envoy.filters.http.rbac", "envoy.filters.http.ext_authz",
+    # istiod's order: CUSTOM (shadow RBAC + ext_authz, the session-keep filter inserted before
+    # it), authn, DENY RBAC, then its own extras
+    assert _filters(gw)[0] == ["envoy.filters.http.rbac", "authproxy.session_cookie_keep",
+                               "envoy.filters.http.ext_authz",
                                "envoy.filters.http.jwt_authn", "envoy.filters.http.rbac",
                                "envoy.filters.http.grpc_stats", "envoy.filters.http.fault",
                                "envoy.filters.http.cors", "authproxy.session_cookie_strip",
@@ -366,9 +368,10 @@ def test_cookie_listener_uses_its_own_proxy_everywhere(boots):
 def test_other_mode_listener_comes_from_its_render(boots):
     ef = _listener(boots["boot"], "ef")
     # envoy-filter mode, as istiod translates the EnvoyFilter: ext_authz first, before jwt_authn
-    # and RBAC (so the gateway checks the token oauth2-proxy returns, as in the other mode)
+    # and RBAC (so the gateway checks the token oauth2-proxy returns, as in the other mode); only
+    # the session-keep response filter comes before it (it must see ext_authz's denials)
     order = _filters(ef)[0]
-    assert order[0] == "envoy.filters.http.ext_authz"
+    assert order[:2] == ["authproxy.session_cookie_keep", "envoy.filters.http.ext_authz"]
     assert order.index("envoy.filters.http.ext_authz") < order.index("envoy.filters.http.jwt_authn")
     assert order.index("envoy.filters.http.ext_authz") < order.index("envoy.filters.http.rbac")
 

@@ -68,7 +68,7 @@ def test_minimal_config_gets_safe_defaults():
     assert cfg.istio.ext_authz_mode == "extension-provider"
     assert cfg.redis.mode == "standalone"
     assert cfg.proxy.image.tag.startswith("v7.15.")
-    assert cfg.pdb_min_available == 0  # one replica: the PDB never blocks a drain
+    assert cfg.pdb_min_available is None  # maxUnavailable 1: one replica never blocks a drain
     assert cfg.gateway_hosts == ("auth.example.test", "one.example.test")
 
 

@@ -10,8 +10,13 @@ from authproxy_local import install
 from authproxy_local.install import gomod as gm
 from authproxy_local.render.mockrun import run_program
 from components.session_store import release_chart_args
-from components.stack import SKIP_AWAIT_ANNOTATION, skip_await_transform
-from tests.unit.test_config import keys, load, with_
+from components.stack import (
+    SKIP_AWAIT_ANNOTATION,
+    await_transform,
+    release_not_ready_message,
+    skip_await_transform,
+)
+from tests.unit.test_config import keys, load, problems, with_
 
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
@@ -70,6 +75,78 @@ def test_skip_await_is_off_by_default_and_a_documented_key():
     assert load(with_("kubernetes", {"skipAwait": True}), {"keycloakAdminPassword"}).kubernetes.skip_await
     assert not load(with_("domain", "example.test"), {"keycloakAdminPassword"}).kubernetes.skip_await
     assert "authproxy:kubernetes.skipAwait" in keys(with_("kubernetes", {"skipAwait": "maybe"}))
+
+
+def test_await_timeout_bounds_every_kubernetes_wait_and_helms_own():
+    transform = await_transform(90)
+    dep = transform(_targs("kubernetes:apps/v1:Deployment", {"metadata": {"name": "d"}, "spec": {}}))
+    assert dep is not None and dep.props == {"metadata": {"name": "d"}, "spec": {}}
+    t = dep.opts.custom_timeouts
+    assert t is not None and (t.create, t.update, t.delete) == ("90s", "90s", "90s")
+    rel = transform(_targs("kubernetes:helm.sh/v3:Release", {"atomic": True, "timeout": 600}))
+    assert rel is not None and rel.props == {"atomic": True, "timeout": 90}
+    assert rel.opts.custom_timeouts is not None and rel.opts.custom_timeouts.create == "90s"
+    # Helm's own error does not say why; an error hook on releases does (and never retries).
+    assert rel.opts.hooks is not None and rel.opts.hooks.on_error
+    assert dep.opts.hooks is None or not dep.opts.hooks.on_error
+    assert transform(_targs("keycloak:index/realm:Realm", {"realm": "r"})) is None
+    assert transform(_targs("authproxy:stack:AuthProxy", {}, custom=False)) is None
+
+
+# Helm's errors as pulumi-kubernetes 4.25 (Helm 3.18) reported them in the real engine run.
+INSTALL_TIMEOUT = ("release authproxy-redis failed, and has been uninstalled due to atomic being set: "
+                   "context deadline exceeded")
+UPGRADE_TIMEOUT = ('Helm release "authproxy/authproxy-redis" failed to initialize completely. Use Helm '
+                   "CLI to investigate: failed to become available within allocated timeout. Error: Helm "
+                   "Release authproxy/authproxy-redis: release authproxy-redis failed, and has been rolled "
+                   "back due to atomic being set: context deadline exceeded")
+ROLLBACK_TIMEOUT = ("Helm Release authproxy/authproxy-redis: an error occurred while rolling back the release. "
+                    "original upgrade error: context deadline exceeded: release authproxy-redis failed: "
+                    "context deadline exceeded")
+
+
+def test_release_not_ready_says_what_was_awaited_what_atomic_did_and_where_the_reason_is():
+    msg = release_not_ready_message([INSTALL_TIMEOUT], "authproxy", "authproxy-redis", 45)
+    assert msg is not None
+    assert "authproxy/authproxy-redis was not ready within 45s" in msg
+    assert "uninstalled it (atomic)" in msg
+    assert "kubectl -n authproxy get events --field-selector type=Warning" in msg
+    assert "authproxy:kubernetes.awaitTimeout" in msg
+    upgrade = release_not_ready_message([UPGRADE_TIMEOUT], "authproxy", "authproxy-redis", 600)
+    assert upgrade is not None and "rolled it back (atomic)" in upgrade and "within 10m" in upgrade
+    stuck = release_not_ready_message([ROLLBACK_TIMEOUT], "authproxy", "authproxy-redis", 600)
+    assert stuck is not None and "helm -n authproxy history authproxy-redis" in stuck
+    # Only the newest error counts, and other failures get no readiness story.
+    assert release_not_ready_message(["chart not found", INSTALL_TIMEOUT], "a", "b", 60) is None
+    assert release_not_ready_message([], "a", "b", 60) is None
+
+
+def test_redis_release_waits_atomically_by_default():
+    """Helm waits for the release's objects and rolls a failed install back (atomic) or a failed
+    upgrade's new objects away (cleanupOnFail). The configured timeout replaces Helm's 600 s in
+    the real engine (Pulumi's mocks do not run transforms; make engine shows it)."""
+    run = run_program("dev")
+    rel = next(r.wire_inputs for r in run.of_type("kubernetes:helm.sh/v3:Release")
+               if r.wire_inputs["name"] == "authproxy-redis")
+    assert (rel["skipAwait"], rel["atomic"], rel["cleanupOnFail"], rel["timeout"]) == (False, True, True, 600)
+
+
+@pytest.mark.parametrize("bad", ["5s", "3h", "soon", 0, -1])
+def test_await_timeout_is_validated_by_key(bad):
+    probs = problems(with_("kubernetes", {"awaitTimeout": bad}))
+    assert [k for k, _ in probs] == ["authproxy:kubernetes.awaitTimeout"], probs
+
+
+def test_await_timeout_accepts_durations_and_refuses_to_pair_with_skip_await():
+    def timeout(raw: dict) -> int:
+        return load(raw, {"keycloakAdminPassword"}).kubernetes.await_timeout
+
+    assert timeout(with_("kubernetes", {"awaitTimeout": "1h30m"})) == 5400
+    assert timeout(with_("kubernetes", {"awaitTimeout": 45})) == 45
+    assert timeout(with_("domain", "example.test")) == 600
+    probs = problems(with_("kubernetes", {"skipAwait": True, "awaitTimeout": "5m"}))
+    assert probs == [("authproxy:kubernetes.awaitTimeout",
+                      "has no effect with kubernetes.skipAwait=true (nothing waits); remove one of them")]
 
 
 def test_published_replaces_maps_local_paths_to_the_release():

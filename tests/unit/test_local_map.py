@@ -136,6 +136,38 @@ def test_connect_proxy_refuses_unknown_hosts() -> None:
         target.close()
 
 
+def test_connect_proxy_pipes_past_1024_open_files() -> None:
+    """A loaded harness run holds more than FD_SETSIZE files; select() failed there ("filedescriptor
+    out of range") and cut oauth2-proxy off from Keycloak in the soak."""
+    import os
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"the open-file limit ({soft}) is too low to hold 1100 files")
+    ballast = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    target = socket.socket()
+    target.bind(("127.0.0.1", 0))
+    target.listen(1)
+    proxy = net.ConnectProxy(["auth.x.test"], target.getsockname()).start()
+    try:
+        with socket.create_connection(proxy.address, timeout=5) as s:
+            s.sendall(b"CONNECT auth.x.test:443 HTTP/1.1\r\nHost: auth.x.test\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 200")
+            upstream, _ = target.accept()
+            with upstream:
+                assert upstream.fileno() > 1024
+                s.sendall(b"ping")
+                assert upstream.recv(4) == b"ping"
+                upstream.sendall(b"pong")
+                assert s.recv(4) == b"pong"
+    finally:
+        proxy.stop()
+        target.close()
+        for fd in ballast:
+            os.close(fd)
+
+
 def test_resolving_maps_only_the_given_hosts() -> None:
     with net.resolving({"app.x.test": "127.3.4.5"}):
         assert socket.getaddrinfo("app.x.test", 443)[0][4][0] == "127.3.4.5"

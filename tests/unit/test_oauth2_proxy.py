@@ -22,7 +22,10 @@ from components.headers import CHECK_PATH_PREFIX
 from components.oauth2_proxy import (
     KEYCLOAK_CA_DIR,
     KEYCLOAK_CA_FILE,
+    PATCH_FORCE_ANNOTATION,
+    ROLLING_UPDATE,
     OAuth2ProxyArgs,
+    deployment_ignore_changes,
     deployment_spec,
     egress_policy_spec,
     hpa_spec,
@@ -370,19 +373,36 @@ def test_deployment_replicas_and_checksum_annotation():
     assert dev["template"]["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
     assert dev["strategy"]["rolling_update"] == {"max_unavailable": 0, "max_surge": 1}
     assert dev["selector"]["match_labels"] == proxy_labels(PROXY_NAME)
-    # With the HPA on, the HPA owns the replica count.
-    assert "replicas" not in plain(deployment_spec(proxy("prod"), "abc"))
-    no_hpa = plain(deployment_spec(proxy("prod", proxy={"autoscaling": {"enabled": False}}), "x"))
-    assert no_hpa["replicas"] == 3
+    assert deployment_ignore_changes(proxy("dev")) == []
+    # With the HPA on, the Deployment starts at the HPA's minimum and the stack never sets the
+    # count again (ignoreChanges), whatever proxy.replicas says.
+    prod = proxy("prod", proxy={"replicas": 7})
+    assert plain(deployment_spec(prod, "abc"))["replicas"] == 3
+    assert deployment_ignore_changes(prod) == ["spec.replicas"]
+    no_hpa = proxy("prod", proxy={"autoscaling": {"enabled": False}})
+    assert plain(deployment_spec(no_hpa, "x"))["replicas"] == 3
+    assert deployment_ignore_changes(no_hpa) == []
+
+
+def test_rollouts_never_reduce_ready_pods_so_the_pdb_never_blocks_them():
+    """A rolling update adds a pod before it removes one: with the PDB's budget of one, a drain
+    during a rollout still gets its eviction, and the rollout needs none."""
+    assert ROLLING_UPDATE == {"max_unavailable": 0, "max_surge": 1}
+    for which in ("dev", "prod"):
+        spec = plain(deployment_spec(proxy(which), "x"))
+        assert spec["strategy"] == {"type": "RollingUpdate", "rolling_update": ROLLING_UPDATE}
 
 
 def test_pdb_and_hpa_shapes():
     dev, prod = plain(pdb_spec(proxy("dev"))), plain(pdb_spec(proxy("prod")))
-    assert dev["min_available"] == 0 and prod["min_available"] == 2
+    # Unset: one pod at a time, whatever the count (one replica may go; under an HPA it follows
+    # the current scale).
+    assert dev["max_unavailable"] == 1 and "min_available" not in dev
+    assert prod["max_unavailable"] == 1 and "min_available" not in prod
     assert prod["selector"]["match_labels"] == proxy_labels(PROXY_NAME)
     assert prod["unhealthy_pod_eviction_policy"] == "AlwaysAllow"
-    derived = plain(pdb_spec(proxy("prod", proxy={"pdbMinAvailable": None})))
-    assert derived["min_available"] == 2  # autoscaling.minReplicas 3 - 1
+    explicit = plain(pdb_spec(proxy("prod", proxy={"pdbMinAvailable": 2})))
+    assert explicit["min_available"] == 2 and "max_unavailable" not in explicit
     h = plain(hpa_spec(proxy("prod")))
     assert h["scale_target_ref"] == {"api_version": "apps/v1", "kind": "Deployment",
                                    "name": PROXY_NAME}
@@ -527,7 +547,9 @@ def test_objects_registered(runs, which):
     assert dep.parent.endswith("OAuth2Proxy::authproxy-oauth2-proxy")
     assert dep.inputs["metadata"] == {
         "name": PROXY_NAME, "namespace": "authproxy",
-        "labels": dep.inputs["metadata"]["labels"]}
+        "labels": dep.inputs["metadata"]["labels"],
+        # The stack's apply wins field conflicts (a removed HPA's `replicas`).
+        "annotations": {PATCH_FORCE_ANNOTATION: "true"}}
 
 
 def test_namespace_object(runs):
@@ -542,7 +564,7 @@ def test_hpa_and_service_monitor_only_when_enabled(runs):
     assert hpa.inputs["spec"]["minReplicas"] == 3
     (sm,) = mine(runs["prod"], "ServiceMonitor")
     assert sm.type == "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"
-    assert "replicas" not in deployment(runs["prod"]).inputs["spec"]
+    assert deployment(runs["prod"]).inputs["spec"]["replicas"] == 3  # minReplicas, then the HPA's
 
 
 @pytest.mark.parametrize("which", ["dev", "prod", "external"])

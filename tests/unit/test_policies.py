@@ -953,7 +953,11 @@ def _is_guard(type_: str, props: Props) -> bool:
     """The CUSTOM AuthorizationPolicy or the ext_authz EnvoyFilter of a stack."""
     if type_ == AUTHZ:
         return bool(props["spec"].get("action") == "CUSTOM")
-    return type_ == ENVOYFILTER and P.EXT_AUTHZ_TYPE in json.dumps(props)
+    # An EnvoyFilter that inserts the filter (a MERGE, such as the check-retry filter of
+    # extension-provider mode, only adjusts the filter the CUSTOM policy made).
+    return type_ == ENVOYFILTER and any(
+        P.EXT_AUTHZ_TYPE in json.dumps(patch) and patch["patch"]["operation"].startswith("INSERT")
+        for patch in props["spec"]["configPatches"])
 
 
 def test_the_stacks_fail_the_pack_when_weakened(stack_run: tuple[str, mockrun.Run]) -> None:
@@ -1223,3 +1227,20 @@ def test_the_ambient_stack_fails_the_pack_with_sidecar_style_policies() -> None:
     names = sorted(m.split()[1] for m, _ in out)
     assert names == sorted(f"demo/authproxy-{a}-{s}" for a in ("echo", "admin")
                            for s in ("jwt", "require-jwt", "deny-unsigned")), names
+
+
+def test_a_stack_on_an_existing_gateway_passes_every_stack_policy() -> None:
+    """istio.gatewayApi.create false (make engine's gateway-api-existing stack): the routes and
+    policies attach to a Gateway the stack does not create; its gateway DENY policies, attached by
+    targetRefs, still count as the group check at that gateway."""
+    from components.config import existing_gateway_values
+
+    run = mockrun.run_program("gateway-api", overrides=existing_gateway_values("shared-gateway", "web", "websecure"))
+    resources = stack_resources(run, "gateway-api-existing")
+    assert K8S_GATEWAY not in {t for t, _, _ in resources}
+    assert any(t == AUTHZ and p["spec"].get("action") == "DENY" and p["spec"].get("targetRefs")
+               for t, p, _ in resources)
+    violations = [f"{policy.name}: {m}" for policy in P.POLICIES
+                  if not isinstance(policy, ResourceValidationPolicy)
+                  for m, _ in check_stack(policy.name, resources)]
+    assert violations == []

@@ -21,7 +21,7 @@ import pytest
 
 from authproxy_local import install
 from authproxy_local.core.paths import REDIS_CHART as MIRROR_CHART
-from authproxy_local.install import engine_tools, tools
+from authproxy_local.install import control_plane, engine_tools, tools
 from authproxy_local.install import releases as rl
 from authproxy_local.install.base import ChecksumError, InstallError, read_stamp, stamp_matches
 from authproxy_local.install.versions import STAMP_NAME, VERSIONS
@@ -76,7 +76,7 @@ class Host:
         path.write_bytes(artifact)
         sums = self.www / rel.checksums_url[len(self.base) + 1:]
         d = digest or hashlib.sha256(artifact).hexdigest()
-        sums.write_text(d + "\n" if rel.component == "kube-apiserver" else
+        sums.write_text(d + "\n" if rel.component in rl.KUBERNETES_RELEASES else
                         f"{'0' * 64}  other-asset.tar.gz\n{d}  {rel.asset}\n")
         return artifact
 
@@ -109,14 +109,17 @@ def test_the_release_urls_are_the_projects_own_at_the_source_builds_versions() -
     assert {n: x.version for n, x in r.items()} == {
         "pulumi": VERSIONS["pulumi"], "pulumi-random": VERSIONS["pulumi-random"],
         "pulumi-keycloak": VERSIONS["pulumi-keycloak"], "pulumi-kubernetes": VERSIONS["pulumi-kubernetes"],
-        "kube-apiserver": VERSIONS["kubernetes"], "etcd": VERSIONS["etcd"], "oauth2-proxy": VERSIONS["oauth2-proxy"]}
+        "kube-apiserver": VERSIONS["kubernetes"], "kube-controller-manager": VERSIONS["kubernetes"],
+        "kube-scheduler": VERSIONS["kubernetes"], "etcd": VERSIONS["etcd"], "oauth2-proxy": VERSIONS["oauth2-proxy"]}
     v = VERSIONS["pulumi"]
     assert r["pulumi"].url == f"https://github.com/pulumi/pulumi/releases/download/v{v}/pulumi-v{v}-linux-x64.tar.gz"
     assert r["pulumi"].checksums_url.endswith(f"/v{v}/pulumi-{v}-checksums.txt")
     v = VERSIONS["pulumi-kubernetes"]
     assert r["pulumi-kubernetes"].checksums_url == (
         f"https://github.com/pulumi/pulumi-kubernetes/releases/download/v{v}/pulumi-kubernetes_{v}_checksums.txt")
-    assert r["kube-apiserver"].url == f"https://dl.k8s.io/release/v{VERSIONS['kubernetes']}/bin/linux/amd64/kube-apiserver"
+    for exe in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        assert r[exe].url == f"https://dl.k8s.io/release/v{VERSIONS['kubernetes']}/bin/linux/amd64/{exe}"
+        assert r[exe].checksums_url == r[exe].url + ".sha256"
     assert r["etcd"].executable == f"etcd-v{VERSIONS['etcd']}-linux-amd64/etcd"
     v = VERSIONS["oauth2-proxy"]
     assert r["oauth2-proxy"].url == (f"https://github.com/oauth2-proxy/oauth2-proxy/releases/download/{v}/"
@@ -231,7 +234,9 @@ def test_the_installer_takes_the_engine_tools_from_their_releases(
     monkeypatch.setenv(rl.TOOLS_FROM, "releases")
     monkeypatch.setattr(engine_tools, "releases", host.releases)
     monkeypatch.setattr(tools, "releases", host.releases)
-    for name in ("pulumi", "etcd", "kube-apiserver", "pulumi-kubernetes", "oauth2-proxy"):
+    monkeypatch.setattr(control_plane, "releases", host.releases)
+    for name in ("pulumi", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                 "pulumi-kubernetes", "oauth2-proxy"):
         host.publish(host.releases()[name])
     assert install.find("etcd") is None
     etcd = install.ensure("etcd")
@@ -239,6 +244,11 @@ def test_the_installer_takes_the_engine_tools_from_their_releases(
     assert install.find("etcd") == etcd
     assert json.loads((etcd.parent / STAMP_NAME).read_text())["origin"] == "release"
     assert install.ensure("kube-apiserver").parent.parent.name == f"kubernetes-{VERSIONS['kubernetes']}"
+    for exe in ("kube-controller-manager", "kube-scheduler"):  # beside kube-apiserver, as when built
+        assert install.find(exe) is None
+        assert install.ensure(exe) == (tmp_path / "cache" / "engine" / f"kubernetes-{VERSIONS['kubernetes']}"
+                                       / exe / "bin" / exe)
+        assert install.find(exe) == install.ensure(exe)
     assert install.find("pulumi-kubernetes") is None and install.ensure("pulumi-kubernetes").name == (
         "pulumi-resource-kubernetes")
     pulumi = install.ensure("pulumi")

@@ -100,6 +100,14 @@ def test_standalone_values_one_server_with_auth_from_existing_secret_and_persist
     assert v["redis"]["podAnnotations"] == {"checksum/auth": "sum"}
 
 
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_statefulset_replaces_a_broken_pod_so_an_atomic_rollback_completes(stack):
+    """With the chart's OrderedReady the StatefulSet controller never replaces a pod that is not
+    Running and Ready: the real engine run showed a bad-image upgrade whose atomic rollback
+    timed out too, leaving Redis down. Parallel lets the controller replace it."""
+    assert helm_values(store(stack), "sum")["podManagementPolicy"] == "Parallel"
+
+
 def test_ha_values_replication_sentinel_quorum_pdb_anti_affinity():
     v = helm_values(store("prod"), "sum")
     assert v["replicas"] == 3

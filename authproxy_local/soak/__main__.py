@@ -1,0 +1,106 @@
+"""`make soak` (``python -m authproxy_local.soak``): the prod stack on the live harness, hundreds of
+signed-in browsers, the scenarios of :mod:`.scenarios` one after the other, one line each and the
+summary line; the results also go to ``<cache>/soak/<run id>.json``.
+
+    python -m authproxy_local.soak                     # every scenario, 200 sessions, 10k + 100k sessions stored
+    python -m authproxy_local.soak --scale 10000       # the session-store scenario up to 10k only
+    python -m authproxy_local.soak --quick             # a few minutes: 50 sessions, 2k stored
+    python -m authproxy_local.soak --only rolling-restart,redis-failover
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+
+from authproxy_local.core.cache import cache_dir
+from authproxy_local.harness import Harness
+
+from .load import LoadGen, create_users
+from .measure import Outcome, total_line
+from .scenarios import (
+    keycloak_restart,
+    redis_failover,
+    rolling_restart,
+    session_store,
+    signin_storm,
+)
+
+SCENARIOS = ("redis-failover", "rolling-restart", "keycloak-restart", "signin-storm", "session-store")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m authproxy_local.soak", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small numbers, a few minutes")
+    ap.add_argument("--sessions", type=int, help="signed-in sessions driving load (default 200; quick 50)")
+    ap.add_argument("--rate", type=float, help="requests/s of all sessions together (default 200; quick 50)")
+    ap.add_argument("--storm", type=int, help="users in the sign-in storm (default 200; quick 40)")
+    ap.add_argument("--scale", default=None,
+                    help="session-store counts, comma-separated (default 10000,100000; quick 2000)")
+    ap.add_argument("--only", default=",".join(SCENARIOS), help=f"scenarios to run, of {', '.join(SCENARIOS)}")
+    a = ap.parse_args(argv)
+    only = [s for s in a.only.split(",") if s]
+    unknown = set(only) - set(SCENARIOS)
+    if unknown:
+        ap.error(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
+    n_sessions = a.sessions or (50 if a.quick else 200)
+    rate = a.rate or (50.0 if a.quick else 200.0)
+    n_storm = a.storm or (40 if a.quick else 200)
+    scale = [int(x) for x in (a.scale or ("2000" if a.quick else "10000,100000")).split(",") if x]
+
+    h = Harness("prod", log=lambda line: print(line, file=sys.stderr, flush=True))
+    h.keep_cluster = True  # the rotation's second `pulumi up`
+    h.envoy_debug_logs = False  # Envoy's info level, as a cluster runs it
+    outcomes: list[Outcome] = []
+    t_all = time.monotonic()
+    with h:
+        lg = LoadGen(h)
+        try:
+            app = next(x for x in h.config.apps if x.groups)
+            url = h.app_url(app.name, "/soak")
+            group = app.groups[0]
+            print(f"soak: prod stack, {len(h.endpoints.proxy_pods)} oauth2-proxy replicas, "
+                  f"{1 + len(h.redis_replicas)} Redis servers, load average {os.getloadavg()[0]:.1f}", flush=True)
+            browsers = create_users(h, n_sessions, 0, group)
+            signed = lg.signin(browsers, url, concurrency=8, attempts=3)
+            sessions = signed.sessions
+            print(f"soak: {len(sessions)} of {n_sessions} users signed in through the login form in "
+                  f"{signed.seconds:.0f} s", flush=True)
+            if "redis-failover" in only:
+                writers = create_users(h, 20, 100_000, group)
+                outcomes.append(redis_failover(h, lg, sessions, rate, writers, url))
+                print(outcomes[-1].line(), flush=True)
+            if "rolling-restart" in only:
+                outcomes.append(rolling_restart(h, lg, sessions, rate))
+                print(outcomes[-1].line(), flush=True)
+            if "keycloak-restart" in only:
+                newcomers = create_users(h, 20, 200_000, group)
+                outcomes.append(keycloak_restart(h, lg, sessions, rate, newcomers, url))
+                print(outcomes[-1].line(), flush=True)
+            if "signin-storm" in only:
+                storm_users = create_users(h, n_storm, 300_000, group)
+                rollout_users = create_users(h, 10, 400_000, group)
+                outcomes.append(signin_storm(h, lg, storm_users, url, rollout_users))
+                print(outcomes[-1].line(), flush=True)
+            if "session-store" in only:
+                outcomes.append(session_store(h, lg, scale, url, group))
+                print(outcomes[-1].line(), flush=True)
+        finally:
+            lg.close()
+        summary = total_line(outcomes)
+        print(summary, flush=True)
+        out = cache_dir() / "soak" / f"{h.run_id}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"run": h.run_id, "seconds": round(time.monotonic() - t_all),
+                                   "outcomes": [asdict(o) for o in outcomes], "summary": summary},
+                                  indent=1, default=str))
+        print(f"soak: results in {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
