@@ -980,11 +980,13 @@ class Gateway(_Model):
     )
     service_account: DnsLabel | None = Field(
         None,
-        description="Service account of the gateway pods. The apps' sidecars admit a user's token "
-        "only from this identity (`cluster.local/ns/<namespace>/sa/<this>`, over STRICT mTLS), so a "
-        "token one app received opens no other app's sidecar. Default: `istio-ingressgateway` "
-        "when the stack installs Istio, `<name>-<gatewayApi.className>` with the Gateway API "
-        "(istiod's deployment); otherwise required when an app's sidecar checks.",
+        description="Service account of the gateway pods. The apps' sidecars and ambient apps' "
+        "waypoints admit a user's token only from this identity "
+        "(`cluster.local/ns/<namespace>/sa/<this>`, over STRICT mTLS or the gateway's HBONE "
+        "connection), so a token one app received opens no other app's sidecar or waypoint. "
+        "Default: `istio-ingressgateway` when the stack installs Istio, "
+        "`<name>-<gatewayApi.className>` with the Gateway API (istiod's deployment); otherwise "
+        "required when an app's sidecar or waypoint checks.",
     )
     hsts: Hsts = Field(default_factory=Hsts, description="HSTS header on every gateway host.")
     underscore_headers: Literal["reject", "drop"] = Field(
