@@ -59,15 +59,11 @@ def _name(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("name", ""))
 
 
-def _live(pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def live_pods(pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Pods that are or will be running (not finished, not being deleted)."""
     return [p for p in pods
             if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
             and not (p.get("metadata") or {}).get("deletionTimestamp")]
-
-
-live_pods = _live
-"""Public name of :func:`_live` (the ambient check, preflight/ambient.py, filters pods alike)."""
 
 
 def has_sidecar(pod: Mapping[str, Any]) -> bool:
@@ -331,7 +327,7 @@ def gateway(cfg: StackConfig, snap: Snapshot) -> Iterator[Failure]:
     else:
         selector = dict(gw.selector)
         key = f"{K}istio.gateway.selector"
-    pods = _live(snap.objs(List("v1", "Pod", gw.namespace, labels_of(selector))))
+    pods = live_pods(snap.objs(List("v1", "Pod", gw.namespace, labels_of(selector))))
     sel = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
     if not pods:
         yield Failure(name, (
@@ -426,7 +422,7 @@ def app_sidecar(cfg: StackConfig, snap: Snapshot) -> Iterator[Failure]:
         if q is None:
             yield no_selector(name, app)
             continue
-        pods = _live(snap.objs(q))
+        pods = live_pods(snap.objs(q))
         if cfg.istio.install.enabled:
             continue  # the stack installs Istio: no pod can have a sidecar before the first up
         if not pods:
