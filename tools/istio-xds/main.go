@@ -43,6 +43,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -63,6 +64,7 @@ import (
 	"istio.io/istio/pilot/pkg/model"
 	v3 "istio.io/istio/pilot/pkg/xds/v3"
 	"istio.io/istio/pilot/test/xds"
+	"istio.io/istio/pkg/config"
 	"istio.io/istio/pkg/config/constants"
 	"istio.io/istio/pkg/config/mesh"
 	"istio.io/istio/pkg/config/schema/gvk"
@@ -190,36 +192,60 @@ func readInputs(dir string, ambient bool) (istioCfg, kubeObjs string, gatewayAPI
 // context exists (PushContext init calls its Reconcile) and then update
 // asynchronously, feeding the next push; a real istiod pushes again on those
 // events. Here: push and wait until the converted Gateways and
-// VirtualServices are there and unchanged over several pushes.
+// VirtualServices are there and their content is unchanged over several pushes.
+// The content, not the list: List's order and the ResourceVersions it stamps
+// may change between pushes while the converted config does not.
 func settleGatewayAPI(t test.Failer, s *xds.FakeDiscoveryServer, expectGateways bool) error {
 	gwc := s.Env().GatewayAPIController
 	if gwc == nil {
 		return fmt.Errorf("Gateway API objects given, but istiod's Gateway API controller is off")
 	}
 	deadline := time.Now().Add(60 * time.Second)
-	last, stable := "", 0
+	last, stable, changes := "", 0, 0
 	for time.Now().Before(deadline) {
 		s.Discovery.ConfigUpdate(&model.PushRequest{Forced: true, Reason: model.NewReasonStats(model.ConfigUpdate)})
 		s.EnsureSynced(t)
 		gws := gwc.List(gvk.Gateway, metav1.NamespaceAll)
 		vss := gwc.List(gvk.VirtualService, metav1.NamespaceAll)
-		state := fmt.Sprintf("%d/%d", len(gws), len(vss))
-		for _, c := range append(gws, vss...) {
-			state += " " + c.Namespace + "/" + c.Name + "@" + c.ResourceVersion
+		state, err := convertedState(gws, vss)
+		if err != nil {
+			return err
 		}
 		if (len(gws) > 0 || !expectGateways) && state == last {
 			stable++
 			if stable >= 3 {
-				fmt.Fprintf(os.Stderr, "istio-xds: Gateway API converted: %d gateway servers, %d virtual services\n", len(gws), len(vss))
+				fmt.Fprintf(os.Stderr, "istio-xds: Gateway API converted: %d gateway servers, %d virtual services (%d changes seen)\n", len(gws), len(vss), changes)
 				return nil
 			}
 		} else {
 			stable = 0
+			changes++
+			fmt.Fprintf(os.Stderr, "istio-xds: Gateway API conversion now: %s\n", state)
 		}
 		last = state
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("istiod's Gateway API controller produced no stable Gateway config within 60s (last: %s); see the log for the Gateway's status", last)
+	return fmt.Errorf("istiod's Gateway API controller produced no stable Gateway config within 60s (%d changes; last: %s); see the log for the Gateway's status", changes, last)
+}
+
+// convertedState names each converted config by namespace/name and a digest of
+// its spec (deterministic proto encoding), sorted.
+func convertedState(gws, vss []config.Config) (string, error) {
+	entries := make([]string, 0, len(gws)+len(vss))
+	for _, c := range append(append([]config.Config{}, gws...), vss...) {
+		m, ok := c.Spec.(proto.Message)
+		if !ok {
+			return "", fmt.Errorf("converted %s %s/%s: spec %T is not a proto message", c.GroupVersionKind.Kind, c.Namespace, c.Name, c.Spec)
+		}
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+		if err != nil {
+			return "", fmt.Errorf("converted %s %s/%s: %v", c.GroupVersionKind.Kind, c.Namespace, c.Name, err)
+		}
+		sum := sha256.Sum256(b)
+		entries = append(entries, fmt.Sprintf("%s %s/%s#%x", c.GroupVersionKind.Kind, c.Namespace, c.Name, sum[:6]))
+	}
+	sort.Strings(entries)
+	return fmt.Sprintf("%d/%d %s", len(gws), len(vss), strings.Join(entries, " ")), nil
 }
 
 // nameOf is the xDS resource name: Name for listeners, routes and clusters,
