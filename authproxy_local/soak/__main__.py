@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             browsers = create_users(h, n_sessions, 0, group)
             signed = lg.signin(browsers, url, concurrency=8, attempts=3)
             sessions = signed.sessions
+            signed_at = time.monotonic()
             print(f"soak: {len(sessions)} of {n_sessions} users signed in through the login form in "
                   f"{signed.seconds:.0f} s", flush=True)
             if "redis-failover" in only:
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(outcomes[-1].line(), flush=True)
             if "keycloak-restart" in only:
                 newcomers = create_users(h, 20, 200_000, group)
-                outcomes.append(keycloak_restart(h, lg, sessions, rate, newcomers, url))
+                outcomes.append(keycloak_restart(h, lg, sessions, rate, newcomers, url, signed_at))
                 print(outcomes[-1].line(), flush=True)
             if "signin-storm" in only:
                 storm_users = create_users(h, n_storm, 300_000, group)
