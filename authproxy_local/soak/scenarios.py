@@ -204,7 +204,7 @@ def signin_storm(h: Harness, lg: LoadGen, users: Sequence[DemoUser], url: str,
 def keycloak_restart(h: Harness, lg: LoadGen, sessions: Sequence[dict[str, Any]], rate: float,
                      newcomers: Sequence[DemoUser], url: str, signed_at: float | None = None) -> Outcome:
     """Keycloak stopped and started while ``sessions`` browse and ``newcomers`` sign in, each
-    retrying every 3 s as a person would. With ``signed_at`` (monotonic time the sessions signed
+    retrying every 3 s as a person would. With ``signed_at`` (monotonic time the first sessions signed
     in), Keycloak stops ~15 s before their next token refresh falls due (every ``cookieRefresh``
     after sign-in), so every session refreshes while Keycloak is down: the case to measure."""
     state: dict[str, Any] = {}
