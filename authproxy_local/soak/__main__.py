@@ -16,11 +16,12 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 from authproxy_local.core.cache import cache_dir
-from authproxy_local.harness import Harness
+from authproxy_local.harness import DemoUser, Harness
 
 from .load import LoadGen, create_users
 from .measure import Outcome, total_line
@@ -35,6 +36,23 @@ from .scenarios import (
 SCENARIOS = ("redis-failover", "rolling-restart", "keycloak-restart", "signin-storm", "session-store")
 
 
+def signin_spread(lg: LoadGen, browsers: Sequence[DemoUser], url: str, spread: float,
+                  batches: int = 8) -> list[dict[str, Any]]:
+    """Sign ``browsers`` in (3 attempts each), in ``batches`` started ``spread / batches`` s apart
+    (all at once when ``spread`` is 0): sessions of different ages, as in production, so the
+    first token refreshes do not all fall due in the same seconds (a burst the scenarios would
+    measure instead of their event)."""
+    if spread <= 0:
+        return list(lg.signin(browsers, url, concurrency=8, attempts=3).sessions)
+    size = -(-len(browsers) // batches)
+    t0 = time.monotonic()
+    sessions: list[dict[str, Any]] = []
+    for i in range(0, len(browsers), size):
+        time.sleep(max(0.0, t0 + (i // size) * spread / batches - time.monotonic()))
+        sessions += lg.signin(browsers[i:i + size], url, concurrency=8, attempts=3).sessions
+    return sessions
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m authproxy_local.soak", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small numbers, a few minutes")
@@ -44,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", default=None,
                     help="session-store counts, comma-separated (default 10000,100000; quick 2000)")
     ap.add_argument("--only", default=",".join(SCENARIOS), help=f"scenarios to run, of {', '.join(SCENARIOS)}")
+    ap.add_argument("--spread", type=float, default=None, metavar="SECONDS",
+                    help="sign the sessions in over this long, in 8 batches, so their token refreshes "
+                    "(every session.cookieRefresh) do not all fall due at once (default: cookieRefresh; "
+                    "quick: 0, every session due together: the worst case for the Keycloak restart)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a key of the prod stack's config (dotted path, e.g. "
                     "istio.extAuthzTimeout=4s) to measure a setting; repeatable")
@@ -63,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
     n_sessions = a.sessions or (50 if a.quick else 200)
+    if a.quick and a.spread is None:
+        a.spread = 0.0
     rate = a.rate or (50.0 if a.quick else 200.0)
     n_storm = a.storm or (40 if a.quick else 200)
     scale = [int(x) for x in (a.scale or ("2000" if a.quick else "10000,100000")).split(",") if x]
@@ -81,11 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"soak: prod stack, {len(h.endpoints.proxy_pods)} oauth2-proxy replicas, "
                   f"{1 + len(h.redis_replicas)} Redis servers, load average {os.getloadavg()[0]:.1f}", flush=True)
             browsers = create_users(h, n_sessions, 0, group)
-            signed = lg.signin(browsers, url, concurrency=8, attempts=3)
-            sessions = signed.sessions
-            signed_at = time.monotonic() - signed.seconds  # the first sessions signed in about then
-            print(f"soak: {len(sessions)} of {n_sessions} users signed in through the login form in "
-                  f"{signed.seconds:.0f} s", flush=True)
+            spread = float(h.config.session.cookie_refresh) if a.spread is None else a.spread
+            signed_at = time.monotonic()  # the first sessions signed in about then
+            sessions = signin_spread(lg, browsers, url, spread)
+            print(f"soak: {len(sessions)} of {n_sessions} users signed in through the login form over "
+                  f"{time.monotonic() - signed_at:.0f} s (spread over {spread:.0f} s)", flush=True)
             if "redis-failover" in only:
                 writers = create_users(h, 20, 100_000, group)
                 outcomes.append(redis_failover(h, lg, sessions, rate, writers, url))
