@@ -40,6 +40,8 @@ def test_program_scales_linearly_and_100_apps_take_under_10s():
     assert hundred["resources"] > fifty["resources"] + 49  # every app adds resources
     assert hundred["cpu_seconds"] < 10.0, hundred
     step1, step2 = per_resource(fifty, hundred), per_resource(hundred, two_hundred)
+    print(f"CPU s: {fifty['cpu_seconds']:.2f} / {hundred['cpu_seconds']:.2f} / "
+          f"{two_hundred['cpu_seconds']:.2f} (50/100/200 apps); step ratio {step2 / step1:.2f}")
     assert step1 > 0, (fifty, hundred)
     assert step2 < MAX_STEP_RATIO * step1, (step2 / step1, fifty, hundred, two_hundred)
     assert two_hundred["peak_mib"] < 1024
