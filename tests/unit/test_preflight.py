@@ -22,6 +22,7 @@ import preflight
 from authproxy_local.cluster.ready import Cluster, FakeReader, obj, pod, ready_cluster
 from authproxy_local.render.mockrun import project_config
 from components.config import StackConfig
+from preflight import ambient as pamb
 from preflight import app_selectors as pa
 from preflight import checks as pc
 from preflight import reader as rd
@@ -318,6 +319,31 @@ def test_an_existing_waypoint_must_be_a_programmed_waypoint_for_services() -> No
     (f,) = run(cfg, cluster)[0]
     assert "waypoint Gateway mesh/shared does not exist" in f.message
     assert "authproxy:apps[0].waypoint.create is false" in f.message and "istioctl waypoint apply" in f.message
+
+
+def test_an_existing_waypoint_must_run_as_the_identity_ztunnel_admits() -> None:
+    """ztunnel's L4 policy on an ambient app's pods admits only the waypoint's identity
+    (apps[].waypoint.serviceAccount, default its name): an existing waypoint's pods under another
+    account would have every request refused."""
+    apps = [{**a, "waypoint": {"name": "shared", "create": False, "namespace": "mesh"}}
+            for a in project_config("ambient")["apps"]]
+    cfg = next(modes("ambient", apps=apps))
+    cluster = ready_cluster(cfg)
+    (wp_pod,) = cluster.find("Pod", "shared-0")
+    assert wp_pod["spec"]["serviceAccountName"] == "shared"
+    assert run(cfg, cluster) == ([], [])
+    wp_pod["spec"]["serviceAccountName"] = "mesh-waypoint"
+    errors, _ = run(cfg, cluster)
+    assert [(f.check, f.subject) for f in errors] == [("app-ambient", "echo")], errors  # one per waypoint
+    assert "the pods of waypoint mesh/shared run as service account(s) ['mesh-waypoint'], not 'shared'" \
+        in errors[0].message
+    assert "authproxy:apps[0].waypoint.serviceAccount to 'mesh-waypoint'" in errors[0].message
+    named = [{**a, "waypoint": {**a["waypoint"], "serviceAccount": "mesh-waypoint"}} for a in apps]
+    assert run(next(modes("ambient", apps=named)), cluster) == ([], [])
+    # a waypoint the stack creates has no pods yet: none are read
+    created = next(modes("ambient"))
+    reads = pamb._reads(created, Snapshot())
+    assert not any(pamb.waypoint_pods_query(a) in reads for a in created.apps)
 
 
 def test_ambient_apps_are_not_held_to_the_sidecar_check() -> None:
