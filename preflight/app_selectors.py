@@ -23,11 +23,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from components.config import NAMESPACE, App, StackConfig
-from preflight.checks import service_query
+from preflight.checks import has_sidecar, live_pods, service_query
 from preflight.core import Failure, List, Query, Snapshot, check, labels_of
 
 K = NAMESPACE + ":"
-SIDECAR = "istio-proxy"
 CHECK_NAME = "app-workload-labels"
 GATEWAY_CHECK_NAME = "gateway-identity"
 
@@ -44,23 +43,6 @@ def selects(selector: Mapping[str, str], obj: Mapping[str, Any]) -> bool:
     """Whether an equality selector (``matchLabels``) selects the object."""
     have = labels(obj)
     return all(have.get(k) == v for k, v in selector.items())
-
-
-def live(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Pods that are or will be running (not finished, not being deleted)."""
-    return [p for p in pods
-            if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-            and not (p.get("metadata") or {}).get("deletionTimestamp")]
-
-
-def has_sidecar(pod: Mapping[str, Any]) -> bool:
-    """An injected ``istio-proxy`` container (or native sidecar: an init container that always
-    restarts)."""
-    spec = pod.get("spec") or {}
-    if any(c.get("name") == SIDECAR for c in spec.get("containers") or []):
-        return True
-    return any(c.get("name") == SIDECAR and c.get("restartPolicy") == "Always"
-               for c in spec.get("initContainers") or [])
 
 
 def service_selector(service: Mapping[str, Any] | None) -> dict[str, str]:
@@ -83,7 +65,7 @@ def workload_label_problems(index: int, app: App, service: Mapping[str, Any] | N
     key = f"{K}apps[{index}].workloadLabels"
     s = app.service
     wanted = app.selector_labels
-    pods = live(namespace_pods)
+    pods = live_pods(namespace_pods)
     behind = [p for p in pods if selects(sel, p)]
     missed = [p for p in behind if not selects(wanted, p)]
     if not missed:
@@ -121,7 +103,7 @@ def gateway_identity_problems(cfg: StackConfig, gateway_pods: Iterable[Mapping[s
     if not checkers:
         return []
     sa = cfg.gateway_service_account
-    pods = live(gateway_pods)
+    pods = live_pods(gateway_pods)
     other = sorted({str((p.get("spec") or {}).get("serviceAccountName") or "default") for p in pods}
                    - {sa or ""})
     if not pods or not other:
