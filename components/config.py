@@ -837,6 +837,10 @@ class ProxyLifecycle(_Model):
         return v
 
 
+OAUTH2_PROXY_REFRESH_LOCK_WAIT = 5
+"""oauth2-proxy v7.15's wait for a session's refresh lock (``sessionRefreshObtainTimeout`` in
+pkg/middleware/stored_session.go, not configurable); past it the session is deleted."""
+
 MIN_SHUTDOWN_SECONDS = 10
 """What terminationGracePeriod must leave after drainDelay for requests in flight (a check ends
 within istio.extAuthzTimeout; a sign-in callback waits for Keycloak's token endpoint)."""
@@ -1158,7 +1162,9 @@ class Istio(_Model):
         "authproxy-oauth2-proxy", description="Name of the mesh extension provider."
     )
     ext_authz_timeout: Duration = Field(
-        parse_duration("2s"), description="ext_authz check timeout (fails closed)."
+        parse_duration("2s"), description="ext_authz check timeout (fails closed). Below 5s while "
+        "session.cookieRefresh is on: oauth2-proxy deletes a session whose refresh lock it waited "
+        "5 s for, and a check that ends first keeps the session (docs/reliability.md).",
     )
     ext_authz_retries: int = Field(
         2, ge=0, le=5,
@@ -1617,6 +1623,15 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
             k + "session.cookieRefresh",
             f"{format_duration(s.cookie_refresh)} is not shorter than session.accessTokenLifespan "
             f"({format_duration(s.access_token_lifespan)}); tokens would expire before refresh",
+        ))
+    if s.cookie_refresh and cfg.istio.ext_authz_timeout >= OAUTH2_PROXY_REFRESH_LOCK_WAIT:
+        p.append((
+            k + "istio.extAuthzTimeout",
+            f"{format_duration(cfg.istio.ext_authz_timeout)} is not shorter than "
+            f"{OAUTH2_PROXY_REFRESH_LOCK_WAIT}s: while Keycloak is slow, oauth2-proxy stops waiting for a "
+            f"session's refresh lock after {OAUTH2_PROXY_REFRESH_LOCK_WAIT}s and deletes the session; a "
+            "shorter check timeout ends the wait first and the session survives (docs/reliability.md). "
+            "Set it below 5s, or session.cookieRefresh to 0",
         ))
     if s.cookie_refresh and s.cookie_refresh >= s.cookie_expire:
         p.append((

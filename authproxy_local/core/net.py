@@ -1,7 +1,8 @@
 """Local networking for the harness: the CONNECT proxy and in-process name resolution.
 
-- :class:`ConnectProxy`: the CONNECT proxy through which Go programs (oauth2-proxy, istiod's
-  JWKS fetch, the pulumi providers) reach the public hosts, and nothing else;
+- :class:`ConnectProxy`: the CONNECT proxy through which istiod's JWKS fetch and the pulumi
+  providers reach the public hosts, and nothing else (oauth2-proxy's, under load, is an Envoy:
+  :mod:`authproxy_local.mesh.connect_proxy`);
 - :func:`resolving`: in-process resolution of the public hosts to the run's gateway.
 
 Imports: the standard library only.
@@ -17,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 # --------------------------------------------------------------------------------------------
-# The CONNECT proxy oauth2-proxy uses to reach the public hosts
+# The CONNECT proxy the translator and the providers use to reach the public hosts
 # --------------------------------------------------------------------------------------------
 
 

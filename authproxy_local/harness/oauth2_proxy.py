@@ -27,8 +27,8 @@ from typing import Any
 
 from authproxy_local import install
 from authproxy_local.core import local_map
-from authproxy_local.core.net import ConnectProxy
 from authproxy_local.core.processes import HarnessError, free_port
+from authproxy_local.mesh.connect_proxy import EnvoyConnectProxy
 from authproxy_local.mesh.envoy_config import POD_CIDR
 from authproxy_local.mesh.workloads import app_pods
 
@@ -177,5 +177,6 @@ class ProxyPart(StackPart):
             if pod.name == f"{pod.app}-harness":
                 self.echo[pod.app] = server
                 self.endpoints.apps[pod.app] = server.address
-        self.connect_proxy = ConnectProxy(self.public_hosts, self.endpoints.gateway_https).start()
+        # a real Envoy terminating CONNECT: the Python proxy was the slow link under load (docs/reliability.md)
+        self.connect_proxy = EnvoyConnectProxy(self.public_hosts, self.endpoints.gateway_https, self.run_dir).start()
         self.endpoints.connect_proxy = self.connect_proxy.address

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from authproxy_local.core import local_map
-from authproxy_local.core.net import ConnectProxy, resolving
+from authproxy_local.core.net import resolving
 from authproxy_local.core.processes import HarnessError, Process
 from authproxy_local.mesh.adapter import Bootstraps
+from authproxy_local.mesh.connect_proxy import EnvoyConnectProxy
 
 from .echo import EchoServer
 
@@ -62,7 +63,7 @@ class HarnessState:
         self.timings = Timings()
         self.procs: dict[str, Process] = {}
         self.echo: dict[str, EchoServer] = {}
-        self.connect_proxy: ConnectProxy | None = None
+        self.connect_proxy: EnvoyConnectProxy | None = None
         self.config_secrets: dict[str, str] = {}
         """The stack's secret config values for this run (a user supplies these)."""
         self.users: dict[str, DemoUser] = {}

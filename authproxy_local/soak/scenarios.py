@@ -202,10 +202,19 @@ def signin_storm(h: Harness, lg: LoadGen, users: Sequence[DemoUser], url: str,
 
 
 def keycloak_restart(h: Harness, lg: LoadGen, sessions: Sequence[dict[str, Any]], rate: float,
-                     newcomers: Sequence[DemoUser], url: str) -> Outcome:
+                     newcomers: Sequence[DemoUser], url: str, signed_at: float | None = None) -> Outcome:
     """Keycloak stopped and started while ``sessions`` browse and ``newcomers`` sign in, each
-    retrying every 3 s as a person would."""
+    retrying every 3 s as a person would. With ``signed_at`` (monotonic time the first sessions signed
+    in), Keycloak stops ~15 s before their next token refresh falls due (every ``cookieRefresh``
+    after sign-in), so every session refreshes while Keycloak is down: the case to measure."""
     state: dict[str, Any] = {}
+    warmup = 5.0
+    refresh = float(h.config.session.cookie_refresh)
+    if signed_at is not None and refresh > 0:
+        wait = (refresh - 15 - warmup - (time.monotonic() - signed_at)) % refresh
+        state["refresh due"] = f"Keycloak stopped ~15 s before the sessions' refresh (waited {wait:.0f} s)"
+        h.log(f"soak: waiting {wait:.0f} s so the sessions' token refresh falls due while Keycloak is down")
+        time.sleep(wait)
 
     def event() -> dict[str, Any]:
         t = threading.Thread(target=lambda: state.setdefault(
@@ -220,7 +229,9 @@ def keycloak_restart(h: Harness, lg: LoadGen, sessions: Sequence[dict[str, Any]]
         t.join()
         return {"Keycloak down": f"{state['outage']:.0f} s (stopping {down:.0f} s)"}
 
-    o = _under_load("Keycloak restart during sign-ins", h, lg, sessions, rate, event, settle=20)
+    o = _under_load("Keycloak restart during sign-ins", h, lg, sessions, rate, event, warmup=warmup, settle=20)
+    if "refresh due" in state:
+        o.extra["refresh due"] = state["refresh due"]
     s: Signins = state["s"]
     first_fail = Counter(f"{a['stage']} {a['status'] or a.get('error')} {a.get('detail', '')[:40]}".strip()
                          for a in s.failed_attempts)

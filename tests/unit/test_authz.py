@@ -974,6 +974,15 @@ def test_timeout_out_of_range_is_rejected():
     assert bad_keys("dev", {"istio": {"extAuthzTimeout": "0s"}}) == ["authproxy:istio.extAuthzTimeout"]
 
 
+def test_timeout_must_end_before_oauth2_proxy_deletes_a_session_waiting_for_its_refresh_lock():
+    """oauth2-proxy deletes a session whose refresh lock it waited 5 s for; the check timeout must
+    cancel that wait first (docs/reliability.md, Keycloak restart)."""
+    assert load_stack("prod", {"istio": {"extAuthzTimeout": "4s"}}).istio.ext_authz_timeout == 4
+    assert bad_keys("prod", {"istio": {"extAuthzTimeout": "5s"}}) == ["authproxy:istio.extAuthzTimeout"]
+    no_refresh = {"istio": {"extAuthzTimeout": "10s"}, "session": {"cookieRefresh": "0s", "cookieExpire": "5m"}}
+    assert load_stack("prod", no_refresh).istio.ext_authz_timeout == 10
+
+
 LEGACY_PORTS = {"istio": {"gateway": {"httpTargetPorts": [8080], "httpsTargetPorts": [8443]}}}
 
 

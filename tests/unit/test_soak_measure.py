@@ -73,3 +73,31 @@ def test_lines(tmp_path: Path):
                       sessions=5, sessions_lost=2)]
     assert total_line(two) == ("soak: 2 scenarios, 4 failed requests of 13, 2 sessions lost, "
                                "longest outage 6.50 s")
+
+
+def test_sessions_sign_in_spread_over_the_refresh_period() -> None:
+    """Batches start spread/8 apart (so the sessions' first refreshes do not coincide), every
+    session is kept; spread 0 signs everyone in at once."""
+    import time
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from authproxy_local.soak.__main__ import signin_spread
+
+    calls: list[tuple[float, list[str]]] = []
+
+    class FakeLoadGen:
+        def signin(self, users: list[Any], url: str, **_: Any) -> Any:
+            calls.append((time.monotonic(), [u.username for u in users]))
+            return SimpleNamespace(sessions=[{"user": u.username} for u in users])
+
+    users = [SimpleNamespace(username=f"u{i}") for i in range(16)]
+    t0 = time.monotonic()
+    sessions = signin_spread(cast(Any, FakeLoadGen()), cast(Any, users), "https://x", spread=0.8)
+    assert [s["user"] for s in sessions] == [f"u{i}" for i in range(16)]
+    assert [len(names) for _, names in calls] == [2] * 8
+    starts = [t - t0 for t, _ in calls]
+    assert all(abs(s - i * 0.1) < 0.08 for i, s in enumerate(starts)), starts
+    calls.clear()
+    assert len(signin_spread(cast(Any, FakeLoadGen()), cast(Any, users), "https://x", spread=0)) == 16
+    assert [len(names) for _, names in calls] == [16]
