@@ -21,7 +21,7 @@ ACTIONLINT := $(CACHE)/actionlint/$(ACTIONLINT_VERSION)/actionlint
 GOBUILD_ENV := GOPATH=$(CACHE)/go GOMODCACHE=$(CACHE)/go/pkg/mod GOCACHE=$(CACHE)/go-build \
                GOFLAGS="-modcacherw -buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=0
 
-.PHONY: help venv toolchain unit test docs render render-digests conformance e2e engine demo lint typecheck actionlint policy-test bench soak
+.PHONY: help venv toolchain unit test docs render render-digests conformance e2e engine live demo lint typecheck actionlint policy-test bench soak
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -94,4 +94,7 @@ actionlint: venv $(ACTIONLINT) ## check .github/workflows (actionlint, with shel
 policy-test: venv ## the policy pack's tests (also part of `make unit`)
 	$(PYTEST) tests/unit/test_policies.py -q
 
-test: lint typecheck actionlint unit conformance e2e engine ## everything CI runs
+live: venv ## e2e and engine side by side, each output line prefixed [e2e] / [engine]; fails naming the half that failed
+	$(PY) -m authproxy_local.together "e2e=$(MAKE) --no-print-directory e2e" "engine=$(MAKE) --no-print-directory engine"
+
+test: lint typecheck actionlint unit conformance live ## everything CI runs (e2e and engine side by side: `make live`)
