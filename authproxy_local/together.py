@@ -13,6 +13,7 @@ Imports: the standard library only (a scenario runner; nothing imports it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -65,10 +66,8 @@ def run(commands: list[tuple[str, list[str]]]) -> int:
     def forward(signum: int, _frame: object) -> None:
         for _, p in procs:
             if p.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signum)
-                except ProcessLookupError:
-                    pass
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
