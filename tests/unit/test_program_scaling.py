@@ -4,6 +4,8 @@ Bounds are generous (the measured numbers are in docs/benchmarks.md): 100 apps m
 10 s (the target) on this 2-core machine, and the cost of going from 100 to 200 apps must stay
 close to the cost of going from 1 to 100 (linear growth; a quadratic step would double it)."""
 
+import pytest
+
 from authproxy_local.render.scaling import generated_config, measure
 
 
@@ -15,6 +17,7 @@ def test_generated_apps_cover_every_code_path():
     assert len({a["host"] for a in apps}) == 15
 
 
+@pytest.mark.timing  # runs alone (`make unit`): other tests on the other core would skew its times
 def test_program_scales_linearly_and_100_apps_take_under_10s():
     # Each point is the faster of two runs (interleaved): other load on a shared machine only ever
     # adds time, and one slow 1-app run made the 1 -> 100 step look negative.
