@@ -99,7 +99,7 @@ actionlint: venv $(ACTIONLINT) ## check .github/workflows (actionlint, with shel
 policy-test: venv ## the policy pack's tests (also part of `make unit`)
 	$(PYTEST) tests/unit/test_policies.py -q
 
-live: venv ## e2e and engine side by side, each output line prefixed [e2e] / [engine]; fails naming the half that failed
+live: venv ## e2e and engine side by side, each output line prefixed `e2e | ` / `engine | `; fails naming the half that failed
 	$(PY) -m authproxy_local.together "e2e=$(MAKE) --no-print-directory e2e" "engine=$(MAKE) --no-print-directory engine"
 
 test: lint typecheck actionlint unit conformance live ## everything CI runs (e2e and engine side by side: `make live`)

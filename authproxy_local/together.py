@@ -1,5 +1,5 @@
 """``python -m authproxy_local.together NAME=COMMAND ...``: run commands side by side (`make live`,
-the e2e and engine halves of `make test`), each line of their output prefixed with ``[NAME]``.
+the e2e and engine halves of `make test`), each line of their output prefixed with ``NAME | ``.
 
 Both suites spend most of their time waiting on their own servers (Keycloak, kube-apiserver,
 rollouts, `pulumi up`), and they share no port, file or network namespace (each picks free
@@ -30,7 +30,7 @@ def _pump(name: str, stream: IO[bytes]) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode("utf-8", "replace").rstrip("\n")
         with _out_lock:
-            sys.stdout.write(f"[{name}] {line}\n")
+            sys.stdout.write(f"{name} | {line}\n")
             sys.stdout.flush()
 
 

@@ -17,7 +17,7 @@ def test_prefixes_every_line_and_passes_when_all_pass(capfd: pytest.CaptureFixtu
     rc = together.run(together.parse(["a=sh -c 'echo one; echo two'", "b=echo three"]))
     out = capfd.readouterr().out
     assert rc == 0
-    assert {"[a] one", "[a] two", "[b] three"} <= set(out.splitlines())
+    assert {"a | one", "a | two", "b | three"} <= set(out.splitlines())
     assert "all passed" in out
 
 
