@@ -400,6 +400,19 @@ class App(_Model):
         return not self.ambient and self.authorize_at in ("sidecar", "both")
 
     @property
+    def waypoint_checks(self) -> bool:
+        """Whether the ambient app's waypoint gets the JWT and group policies (authorizeAt
+        waypoint or both)."""
+        return self.ambient and self.authorize_at in ("waypoint", "both")
+
+    @property
+    def admits_gateway_only(self) -> bool:
+        """Whether the app's own proxy (its sidecar, or an ambient app's waypoint) checks requests
+        and so admits a user's token only from the gateway's workload identity
+        (``istio.gateway.serviceAccount``)."""
+        return self.sidecar_checks or self.waypoint_checks
+
+    @property
     def ambient(self) -> bool:
         return self.dataplane == "ambient"
 
@@ -1511,8 +1524,7 @@ def _cross_checks(cfg: StackConfig) -> list[tuple[str, str]]:
                 "jsonpath='{.spec.selector}'), or set authorizeAt to 'gateway'",
             ))
     p += _ambient_checks(cfg)
-    sidecar_apps = [a.name for a in cfg.apps
-                    if a.sidecar_checks or (a.ambient and a.authorize_at in ("waypoint", "both"))]
+    sidecar_apps = [a.name for a in cfg.apps if a.admits_gateway_only]
     if sidecar_apps and cfg.gateway_service_account is None:
         p.append((
             k + "istio.gateway.serviceAccount",

@@ -8,7 +8,8 @@ created this checks, per ambient app, that istiod runs Istio 1.24+ (the gateway 
 enrolled (``istio.io/dataplane-mode: ambient``) and captured by ztunnel (istio-cni's
 ``ambient.istio.io/redirection: enabled``), and that its waypoint can exist: the ``istio-waypoint``
 GatewayClass (istiod makes it only with ambient enabled) for a waypoint the stack creates, or the
-existing waypoint Gateway, of that class and Programmed.
+existing waypoint Gateway, of that class and Programmed, its pods running as the identity
+ztunnel's L4 policy admits (``apps[].waypoint.serviceAccount``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from components.config import MIN_AMBIENT_ISTIO, App, StackConfig
+from components.config import GATEWAY_NAME_LABEL, MIN_AMBIENT_ISTIO, App, StackConfig
 from preflight.checks import (
     SIDECAR,
     K,
@@ -30,7 +31,7 @@ from preflight.checks import (
     service_pods_query,
     service_query,
 )
-from preflight.core import Failure, Get, Query, Snapshot, check
+from preflight.core import Failure, Get, List, Query, Snapshot, check, labels_of
 
 NAME = "app-ambient"
 WAYPOINT_CLASS = "istio-waypoint"
@@ -57,6 +58,12 @@ def waypoint_query(app: App) -> Get:
     return Get(GATEWAY_API, "Gateway", wp.name, app.waypoint_namespace)
 
 
+def waypoint_pods_query(app: App) -> List:
+    """The pods of the app's waypoint (istiod's waypoint template labels them with the Gateway's
+    name)."""
+    return List("v1", "Pod", app.waypoint_namespace, labels_of({GATEWAY_NAME_LABEL: app.waypoint_ref.name}))
+
+
 def _reads(cfg: StackConfig, snap: Snapshot) -> list[Query]:
     apps = cfg.ambient_apps
     if not apps:
@@ -64,6 +71,8 @@ def _reads(cfg: StackConfig, snap: Snapshot) -> list[Query]:
     reads: list[Query] = [istiod_query(cfg)]
     for app in apps:
         reads += [service_query(app), Get("v1", "Namespace", app.service.namespace), waypoint_query(app)]
+        if not app.waypoint_ref.create:  # an existing waypoint: its pods' identity
+            reads.append(waypoint_pods_query(app))
         q = service_pods_query(app, snap)
         if q is not None:
             reads.append(q)
@@ -116,6 +125,19 @@ def _waypoint(i: int, app: App, snap: Snapshot) -> Iterator[Failure]:
     ok, why = _programmed(found)
     if not ok:
         yield Failure(NAME, f"waypoint {where} is not Programmed ({why[:120]}): fix it first", app.name)
+        return
+    # ztunnel's L4 policy on the app's pods admits only the waypoint's identity
+    # (apps[].waypoint.serviceAccount, default its name): pods under another account are refused
+    # (closed, but every request fails)
+    account = wp.identity_account
+    other = sorted({str((p.get("spec") or {}).get("serviceAccountName") or "default")
+                    for p in live_pods(snap.objs(waypoint_pods_query(app)))} - {account})
+    if other:
+        yield Failure(NAME, (
+            f"the pods of waypoint {where} run as service account(s) {other}, not {account!r}: "
+            "ztunnel's L4 policy on the app's pods admits only the waypoint's identity and would "
+            f"refuse every request it forwards. Set {K}apps[{i}].waypoint.serviceAccount to "
+            f"{other[0]!r}"), app.name)
 
 
 @check(NAME, "ambient apps: istiod is 1.24+; the pods behind the Service run without a sidecar, "
@@ -186,4 +208,4 @@ def app_ambient(cfg: StackConfig, snap: Snapshot) -> Iterator[Failure]:
                 "workloadLabels to labels every pod behind the Service carries"), app.name)
 
 
-__all__ = ["REDIRECTION", "WAYPOINT_CLASS", "app_ambient", "waypoint_query"]
+__all__ = ["REDIRECTION", "WAYPOINT_CLASS", "app_ambient", "waypoint_pods_query", "waypoint_query"]

@@ -1,5 +1,5 @@
 """Preflight: do the sidecar policies select the pods that serve each app, and do those pods run a
-sidecar? Does the gateway run as the identity the sidecars admit tokens from?
+sidecar? Does the gateway run as the identity the sidecars and waypoints admit tokens from?
 
 The sidecar policies, the STRICT mTLS PeerAuthentication and the JWT check of an app select its
 pods by ``apps[].workloadLabels`` (components/authz.py). Nothing is guessed, but a configured
@@ -7,9 +7,10 @@ selector can still be wrong: pods behind the app's Service that the labels miss 
 no sidecar check, and labels that select no sidecar-injected pod check nothing (with the built-in
 ``app-sidecar`` check, which proves every pod behind the Service is sidecar-injected, labels that
 cover those pods select sidecar-injected pods; one line per problem). And the sidecars
-admit a user's token only from the gateway's workload identity (``istio.gateway.serviceAccount``),
-so gateway pods running under another service account are refused (fail closed, but every request
-fails).
+(and an ambient app's waypoint) admit a user's token only from the gateway's workload identity
+(``istio.gateway.serviceAccount``), so gateway pods running under another service account are
+refused (fail closed, but every request fails); a stack whose apps are all checked only at the
+gateway does not depend on that account, and does not read it.
 
 Pure functions over the objects read from the cluster (dicts as the API server returns them), so
 the tests give them plain data; the two checks at the end plug them into the preflight framework
@@ -22,11 +23,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from components.config import NAMESPACE, App, StackConfig
-from preflight.checks import service_query
+from preflight.checks import has_sidecar, live_pods, service_query
 from preflight.core import Failure, List, Query, Snapshot, check, labels_of
 
 K = NAMESPACE + ":"
-SIDECAR = "istio-proxy"
 CHECK_NAME = "app-workload-labels"
 GATEWAY_CHECK_NAME = "gateway-identity"
 
@@ -43,23 +43,6 @@ def selects(selector: Mapping[str, str], obj: Mapping[str, Any]) -> bool:
     """Whether an equality selector (``matchLabels``) selects the object."""
     have = labels(obj)
     return all(have.get(k) == v for k, v in selector.items())
-
-
-def live(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Pods that are or will be running (not finished, not being deleted)."""
-    return [p for p in pods
-            if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-            and not (p.get("metadata") or {}).get("deletionTimestamp")]
-
-
-def has_sidecar(pod: Mapping[str, Any]) -> bool:
-    """An injected ``istio-proxy`` container (or native sidecar: an init container that always
-    restarts)."""
-    spec = pod.get("spec") or {}
-    if any(c.get("name") == SIDECAR for c in spec.get("containers") or []):
-        return True
-    return any(c.get("name") == SIDECAR and c.get("restartPolicy") == "Always"
-               for c in spec.get("initContainers") or [])
 
 
 def service_selector(service: Mapping[str, Any] | None) -> dict[str, str]:
@@ -82,7 +65,7 @@ def workload_label_problems(index: int, app: App, service: Mapping[str, Any] | N
     key = f"{K}apps[{index}].workloadLabels"
     s = app.service
     wanted = app.selector_labels
-    pods = live(namespace_pods)
+    pods = live_pods(namespace_pods)
     behind = [p for p in pods if selects(sel, p)]
     missed = [p for p in behind if not selects(wanted, p)]
     if not missed:
@@ -100,19 +83,33 @@ def workload_label_problems(index: int, app: App, service: Mapping[str, Any] | N
             f"labels every pod behind the Service carries (the Service's selector is {sel})"]
 
 
+def gateway_identity_checkers(cfg: StackConfig) -> list[str]:
+    """Who admits users' tokens only from the gateway's identity, as the failure line names them
+    ("the sidecars of ['a']", "the waypoints of ['b']"); empty when no app's own proxy checks
+    (every app `authorizeAt: gateway`) or the stack installs Istio and its gateway (whose account
+    it knows): then the gateway's account matters to nothing and is not read."""
+    if cfg.istio.install.enabled:
+        return []
+    sidecar = [a.name for a in cfg.apps if a.sidecar_checks]
+    waypoint = [a.name for a in cfg.apps if a.waypoint_checks]
+    return ([f"the sidecars of {sidecar}"] if sidecar else []) + (
+        [f"the waypoints of {waypoint}"] if waypoint else [])
+
+
 def gateway_identity_problems(cfg: StackConfig, gateway_pods: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The gateway pods must run as the service account whose identity the apps' sidecars admit
-    (otherwise every signed-in request is refused at the sidecar)."""
-    if not any(a.sidecar_checks for a in cfg.apps) or cfg.istio.install.enabled:
+    """The gateway pods must run as the service account whose identity the apps' sidecars and
+    waypoints admit (otherwise every signed-in request is refused there)."""
+    checkers = gateway_identity_checkers(cfg)
+    if not checkers:
         return []
     sa = cfg.gateway_service_account
-    pods = live(gateway_pods)
+    pods = live_pods(gateway_pods)
     other = sorted({str((p.get("spec") or {}).get("serviceAccountName") or "default") for p in pods}
                    - {sa or ""})
     if not pods or not other:
         return []  # no gateway pods: the gateway check reports that
     return [f"the gateway pods in {cfg.istio.gateway.namespace} run as service account(s) {other}, "
-            f"not {sa!r}: the apps' sidecars would refuse every request they forward. Set "
+            f"not {sa!r}: {' and '.join(checkers)} would refuse every request they forward. Set "
             f"{K}istio.gateway.serviceAccount to {other[0]!r}"]
 
 
@@ -162,13 +159,14 @@ def app_workload_labels(cfg: StackConfig, snap: Snapshot) -> Iterator[Failure]:
 
 
 def _gateway_pod_reads(cfg: StackConfig, _snap: Snapshot) -> list[Query]:
-    if cfg.istio.install.enabled or not any(a.sidecar_checks for a in cfg.apps):
+    if not gateway_identity_checkers(cfg):
         return []
     return [_pods(cfg.istio.gateway.namespace, cfg.gateway_pod_labels)]
 
 
 @check(GATEWAY_CHECK_NAME, "the gateway pods run as the service account whose identity the "
-       "apps' sidecars admit tokens from (istio.gateway.serviceAccount)", _gateway_pod_reads)
+       "apps' sidecars and waypoints admit tokens from (istio.gateway.serviceAccount)",
+       _gateway_pod_reads)
 def gateway_identity(cfg: StackConfig, snap: Snapshot) -> Iterator[Failure]:
     if not _gateway_pod_reads(cfg, snap):
         return

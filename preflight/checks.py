@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -59,7 +59,10 @@ def _name(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("name", ""))
 
 
-def live_pods(pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+PodT = TypeVar("PodT", bound=Mapping[str, Any])
+
+
+def live_pods(pods: Iterable[PodT]) -> list[PodT]:
     """Pods that are or will be running (not finished, not being deleted)."""
     return [p for p in pods
             if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
@@ -67,6 +70,8 @@ def live_pods(pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def has_sidecar(pod: Mapping[str, Any]) -> bool:
+    """An injected ``istio-proxy`` container (or native sidecar: an init container that always
+    restarts)."""
     spec = pod.get("spec") or {}
     if any(c.get("name") == SIDECAR for c in spec.get("containers") or []):
         return True

@@ -64,7 +64,12 @@ def waypoint_objects(app: App) -> list[dict[str, Any]]:
     if wp.create:
         return [obj("gateway.networking.k8s.io/v1", "GatewayClass", WAYPOINT_CLASS,
                     spec={"controllerName": "istio.io/mesh-controller"})]
-    return [obj("gateway.networking.k8s.io/v1", "Gateway", wp.name, app.waypoint_namespace,
+    # the existing waypoint's pod as istiod deploys it (labelled with the Gateway's name), and the
+    # account it runs as (a real API server admits no pod under a missing ServiceAccount)
+    return [obj("v1", "ServiceAccount", wp.identity_account, app.waypoint_namespace),
+            pod(f"{wp.name}-0", app.waypoint_namespace, {GATEWAY_NAME_LABEL: wp.name}, sidecar=False,
+                service_account=wp.identity_account),
+            obj("gateway.networking.k8s.io/v1", "Gateway", wp.name, app.waypoint_namespace,
                 {"istio.io/waypoint-for": "service"},
                 spec={"gatewayClassName": WAYPOINT_CLASS,
                       "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]},

@@ -8,9 +8,9 @@ provider (`pulumi up`, :mod:`authproxy_local.cluster.stacks`). This module only 
   realm, groups it looks up instead of managing, and the admin client (client-credentials, with a
   service account holding the realm-management roles the stack's comment names) the provider
   logs in with;
-- :class:`AdminSession`: admin REST calls for test-only objects (tests/e2e/kc_fixtures.py) and
-  checks (sessions, what `make engine`'s stacks created). Errors name method, path and status,
-  never a request body.
+- :class:`AdminSession`: admin REST calls for test-only objects (tests/e2e/kc_fixtures.py;
+  :func:`create_user` for test users) and checks (sessions, what `make engine`'s stacks
+  created). Errors name method, path and status, never a request body.
 
 Imports: the standard library and ``requests``.
 """
@@ -102,6 +102,21 @@ class AdminSession:
         """POST and return the new object's id (the Location header's last segment)."""
         r = self.call("POST", path, body, ok=(201,))
         return str(r.headers.get("Location", "")).rstrip("/").rsplit("/", 1)[-1]
+
+
+def create_user(session: AdminSession, realm: str, username: str, email: str, names: tuple[str, str],
+                group_ids: Iterable[str] = ()) -> str:
+    """A test user in ``realm``: enabled, email verified, ``names`` (first, last), a fresh random
+    password (not temporary), member of the groups with these ids. Returns the password."""
+    password = make_password(24)
+    uid = session.create(f"/realms/{realm}/users", {
+        "username": username, "email": email, "emailVerified": True, "enabled": True,
+        "firstName": names[0], "lastName": names[1]})
+    session.call("PUT", f"/realms/{realm}/users/{uid}/reset-password",
+                 {"type": "password", "value": password, "temporary": False})
+    for g in group_ids:
+        session.call("PUT", f"/realms/{realm}/users/{uid}/groups/{g}")
+    return password
 
 
 def create_existing(session: AdminSession, lookups: Iterable[Mapping[str, Any]],

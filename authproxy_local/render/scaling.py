@@ -54,12 +54,15 @@ def _child(n: int) -> None:
     sys.path.insert(0, str(ROOT))
     from authproxy_local.render.mockrun import run_program
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     run = run_program(config=generated_config(n))
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"apps": n, "seconds": elapsed, "peak_mib": peak_kib / 1024,
-                      "resources": len(run.resources)}))
+    # cpu_seconds: CPU time of this process (all threads). Unlike wall time it does not grow when
+    # other processes share the cores, so the regression test compares it (wall time is what the
+    # benchmark table reports).
+    print(json.dumps({"apps": n, "seconds": elapsed, "cpu_seconds": cpu,
+                      "peak_mib": peak_kib / 1024, "resources": len(run.resources)}))
 
 
 def measure(n: int) -> dict:

@@ -20,7 +20,7 @@ from typing import Any
 
 from authproxy_local import install
 from authproxy_local.harness import DemoUser, Harness
-from authproxy_local.keycloak.admin import make_password
+from authproxy_local.keycloak.admin import create_user
 
 from .measure import Request, read_requests
 
@@ -37,15 +37,8 @@ def create_users(h: Harness, count: int, start: int = 0, group: str | None = Non
 
     def one(i: int) -> DemoUser:
         name = f"{USER_PREFIX}{i:06d}"
-        password = make_password(24)
         email = f"{name}@{h.config.domain}"
-        uid = s.create(f"/realms/{realm}/users", {
-            "username": name, "email": email, "emailVerified": True, "enabled": True,
-            "firstName": "Soak", "lastName": name})
-        s.call("PUT", f"/realms/{realm}/users/{uid}/reset-password",
-               {"type": "password", "value": password, "temporary": False})
-        if group:
-            s.call("PUT", f"/realms/{realm}/users/{uid}/groups/{groups[group]}")
+        password = create_user(s, realm, name, email, ("Soak", name), [groups[group]] if group else [])
         return DemoUser(name, password, [group] if group else [], email)
 
     with ThreadPoolExecutor(threads) as pool:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authproxy_local.harness import Harness
-from authproxy_local.keycloak.admin import make_password
+from authproxy_local.keycloak.admin import create_user, make_password
 
 TEST_KEY_KID_NAME = "authproxy-e2e-test-key"
 MACHINE_CLIENT = "authproxy-e2e-machine"
@@ -75,14 +75,8 @@ def add_lookalike_group_member(h: Harness) -> None:
     realm = h.config.keycloak.realm
     parent = s.create(f"/realms/{realm}/groups", {"name": LOOKALIKE_PARENT})
     child = s.create(f"/realms/{realm}/groups/{parent}/children", {"name": group})
-    password = make_password(24)
     email = f"{LOOKALIKE_USER}@{h.config.domain}"
-    uid = s.create(f"/realms/{realm}/users", {
-        "username": LOOKALIKE_USER, "email": email, "emailVerified": True, "enabled": True,
-        "firstName": "E2E", "lastName": "Lookalike"})
-    s.call("PUT", f"/realms/{realm}/users/{uid}/reset-password",
-           {"type": "password", "value": password, "temporary": False})
-    s.call("PUT", f"/realms/{realm}/users/{uid}/groups/{child}")
+    password = create_user(s, realm, LOOKALIKE_USER, email, ("E2E", "Lookalike"), [child])
     h.users[LOOKALIKE_USER] = DemoUser(LOOKALIKE_USER, password, [f"/{LOOKALIKE_PARENT}/{group}"], email)
 
 
@@ -99,15 +93,8 @@ def add_prod_test_objects(h: Harness) -> None:
     wanted = [(f"e2e-{g}", [g]) for g in sorted({g for a in h.config.apps for g in a.groups})]
     wanted.append(("e2e-nogroup", []))
     for username, member_of in wanted:
-        password = make_password(24)
         email = f"{username}@{h.config.domain}"
-        uid = s.create(f"/realms/{realm}/users", {
-            "username": username, "email": email, "emailVerified": True, "enabled": True,
-            "firstName": "E2E", "lastName": username})
-        s.call("PUT", f"/realms/{realm}/users/{uid}/reset-password",
-               {"type": "password", "value": password, "temporary": False})
-        for g in member_of:
-            s.call("PUT", f"/realms/{realm}/users/{uid}/groups/{groups[g]}")
+        password = create_user(s, realm, username, email, ("E2E", username), [groups[g] for g in member_of])
         h.users[username] = DemoUser(username, password, member_of, email)
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from preflight.app_selectors import gateway_identity_problems, has_sidecar, workload_label_problems
+from preflight.app_selectors import gateway_identity_problems, workload_label_problems
+from preflight.checks import has_sidecar
 from tests.unit.stacks import load_stack
 
 CHART = {"app.kubernetes.io/name": "grafana", "app.kubernetes.io/instance": "grafana"}

@@ -22,6 +22,8 @@ import preflight
 from authproxy_local.cluster.ready import Cluster, FakeReader, obj, pod, ready_cluster
 from authproxy_local.render.mockrun import project_config
 from components.config import StackConfig
+from preflight import ambient as pamb
+from preflight import app_selectors as pa
 from preflight import checks as pc
 from preflight import reader as rd
 from preflight.core import (
@@ -255,7 +257,11 @@ BREAKS: list[tuple[str, str, Callable[[Cluster, StackConfig], None], list[str]]]
         "they select 1 pods."]),
     ("gateway-identity", "dev", _gateway_as_default, [
         "run as service account(s) ['default'], not 'istio-ingressgateway'",
-        "authproxy:istio.gateway.serviceAccount"]),
+        "the sidecars of ['echo', 'admin'] would refuse", "authproxy:istio.gateway.serviceAccount"]),
+    # ambient only: no sidecar, but the waypoints admit tokens only from the gateway's identity
+    ("gateway-identity", "ambient", _gateway_as_default, [
+        "run as service account(s) ['default'], not 'istio-ingressgateway'",
+        "the waypoints of ['echo', 'admin'] would refuse", "authproxy:istio.gateway.serviceAccount"]),
     ("tls", "dev", _tls_gone, ["TLS Secret istio-ingress/authproxy-tls does not exist",
                                "kubectl -n istio-ingress create secret tls"]),
     ("tls", "prod", _tls_gone, ["ClusterIssuer letsencrypt does not exist"]),
@@ -315,11 +321,55 @@ def test_an_existing_waypoint_must_be_a_programmed_waypoint_for_services() -> No
     assert "authproxy:apps[0].waypoint.create is false" in f.message and "istioctl waypoint apply" in f.message
 
 
+def test_an_existing_waypoint_must_run_as_the_identity_ztunnel_admits() -> None:
+    """ztunnel's L4 policy on an ambient app's pods admits only the waypoint's identity
+    (apps[].waypoint.serviceAccount, default its name): an existing waypoint's pods under another
+    account would have every request refused."""
+    apps = [{**a, "waypoint": {"name": "shared", "create": False, "namespace": "mesh"}}
+            for a in project_config("ambient")["apps"]]
+    cfg = next(modes("ambient", apps=apps))
+    cluster = ready_cluster(cfg)
+    (wp_pod,) = cluster.find("Pod", "shared-0")
+    assert wp_pod["spec"]["serviceAccountName"] == "shared"
+    assert run(cfg, cluster) == ([], [])
+    wp_pod["spec"]["serviceAccountName"] = "mesh-waypoint"
+    errors, _ = run(cfg, cluster)
+    assert [(f.check, f.subject) for f in errors] == [("app-ambient", "echo")], errors  # one per waypoint
+    assert "the pods of waypoint mesh/shared run as service account(s) ['mesh-waypoint'], not 'shared'" \
+        in errors[0].message
+    assert "authproxy:apps[0].waypoint.serviceAccount to 'mesh-waypoint'" in errors[0].message
+    named = [{**a, "waypoint": {**a["waypoint"], "serviceAccount": "mesh-waypoint"}} for a in apps]
+    assert run(next(modes("ambient", apps=named)), cluster) == ([], [])
+    # a waypoint the stack creates has no pods yet: none are read
+    created = next(modes("ambient"))
+    reads = pamb._reads(created, Snapshot())
+    assert not any(pamb.waypoint_pods_query(a) in reads for a in created.apps)
+
+
 def test_ambient_apps_are_not_held_to_the_sidecar_check() -> None:
     cfg = next(modes("ambient"))
     assert all(getattr(q, "kind", "") != "Pod" for q in pc._sidecar_reads(cfg, Snapshot()))
     errors, _ = run(cfg, ready_cluster(cfg))
     assert errors == []
+
+
+@pytest.mark.parametrize("stack", ["dev", "ambient"])
+def test_the_gateway_identity_is_not_read_when_only_the_gateway_checks(stack: str) -> None:
+    """No app's sidecar or waypoint checks (every app authorizeAt: gateway): nothing admits tokens
+    by the gateway's identity, so its account is neither read nor required."""
+    apps = [{**a, "authorizeAt": "gateway"} for a in project_config(stack)["apps"]]
+    cfg = next(modes(stack, apps=apps))
+    assert pa.gateway_identity_checkers(cfg) == []
+    assert pa._gateway_pod_reads(cfg, Snapshot()) == []
+    cluster = ready_cluster(cfg)
+    _gateway_as_default(cluster, cfg)
+    assert run(cfg, cluster) == ([], [])
+    # one app whose own proxy checks again: the check applies, and fails closed
+    apps[1] = {**apps[1], "authorizeAt": "both"}
+    cfg = next(modes(stack, apps=apps))
+    errors, _ = run(cfg, cluster)
+    assert [f.check for f in errors] == ["gateway-identity"], errors
+    assert f"of ['{apps[1]['name']}'] would refuse" in errors[0].message
 
 
 def test_every_check_is_shown_failing_by_a_test() -> None:
