@@ -14,6 +14,10 @@ PY      := $(VENV)/bin/python
 STACK   ?= dev
 MODE    ?=
 PYTEST  := $(PY) -m pytest -p no:cacheprovider
+# unit and conformance: JOBS pytest-xdist workers (one per core here), a test module per worker
+# (its module fixtures built once); the tests marked `timing` (they measure wall time) run alone after
+JOBS    ?= 2
+XDIST   := $(if $(filter-out 0 1,$(JOBS)),-n $(JOBS) --dist loadfile)
 # actionlint (Go module, built once into the cache; module and build caches there too)
 GO      ?= go
 ACTIONLINT_VERSION := v1.7.12
@@ -21,7 +25,7 @@ ACTIONLINT := $(CACHE)/actionlint/$(ACTIONLINT_VERSION)/actionlint
 GOBUILD_ENV := GOPATH=$(CACHE)/go GOMODCACHE=$(CACHE)/go/pkg/mod GOCACHE=$(CACHE)/go-build \
                GOFLAGS="-modcacherw -buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=0
 
-.PHONY: help venv toolchain unit test docs render render-digests conformance e2e engine demo lint typecheck actionlint policy-test bench soak
+.PHONY: help venv toolchain unit test docs render render-digests conformance e2e engine live demo lint typecheck actionlint policy-test bench soak
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -44,7 +48,8 @@ toolchain: venv $(ACTIONLINT) ## install every component `make test` uses into t
 	$(PY) -m authproxy_local.install --group test
 
 unit: venv ## fast tests: config, components under Pulumi mocks, pure spec builders
-	$(PYTEST) tests/unit -q
+	$(PYTEST) tests/unit -q $(XDIST) -m "not timing"
+	$(PYTEST) tests/unit -q -m timing
 
 docs: venv ## regenerate docs/configuration.md from the config model
 	$(PY) -c "from components.config import config_reference_markdown as m; open('docs/configuration.md','w').write(m())"
@@ -56,7 +61,7 @@ render: venv ## offline render of a stack into build/render/<stack>-<mode>: make
 	$(PY) -m authproxy_local.render --stack $(STACK) $(if $(MODE),--mode $(MODE))
 
 conformance: venv ## dev+prod renders, both ext_authz modes, through kubernetes-validate and istioctl analyze
-	$(PYTEST) tests/conformance -q
+	$(PYTEST) tests/conformance -q $(XDIST)
 
 e2e: venv ## live end-to-end tests: the dev stack (real `pulumi up`) on real Keycloak, Redis, oauth2-proxy, Envoy running istiod's config (both ext_authz modes)
 	$(PY) -m authproxy_local.install --group e2e
@@ -94,4 +99,7 @@ actionlint: venv $(ACTIONLINT) ## check .github/workflows (actionlint, with shel
 policy-test: venv ## the policy pack's tests (also part of `make unit`)
 	$(PYTEST) tests/unit/test_policies.py -q
 
-test: lint typecheck actionlint unit conformance e2e engine ## everything CI runs
+live: venv ## e2e and engine side by side, each output line prefixed `e2e | ` / `engine | `; fails naming the half that failed
+	$(PY) -m authproxy_local.together "e2e=$(MAKE) --no-print-directory e2e" "engine=$(MAKE) --no-print-directory engine"
+
+test: lint typecheck actionlint unit conformance live ## everything CI runs (e2e and engine side by side: `make live`)

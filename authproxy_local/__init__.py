@@ -10,8 +10,9 @@
     harness/   one live run of a stack, one part per component        (imports: all above)
     demo.py  engine/  bench/   scenario runners and their entry points (import the rooms above;
                                nothing imports them)
+    together.py                runs commands side by side (`make live`: e2e and engine); stdlib only
 
 Data flows down only: a room imports the rooms listed above it (core and install first), never
 one below; ``components/`` is imported only for its pure config model and spec builders.
-Entry points: ``python -m authproxy_local.{install,render,demo,engine,bench}``.
+Entry points: ``python -m authproxy_local.{install,render,demo,engine,bench,together}``.
 """

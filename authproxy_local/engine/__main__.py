@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         with engine.running():
             for pair in sdk_plugin_pairs():
                 log(pair)
+            t_invalid = time.monotonic()
             engine.check_invalid_config()
+            t_invalid = time.monotonic() - t_invalid
             runs = [engine.run_stack(s, base, ov, () if args.no_faults else faults, args.interrupt and i == 0)
                     for i, (s, base, ov, faults) in enumerate(
                         x for x in STACKS if not args.stack or x[0] in args.stack)]
@@ -60,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in runs:
             log(f"{r.name}: {r.resources} resources, {r.rollouts} rollouts; "
                 + ", ".join(f"{k} {v:.0f}s" for k, v in r.timings.items()))
-        log(f"total {time.monotonic() - t0:.0f}s")
+        log("start-up: " + ", ".join(f"{k} {v:.0f}s" for k, v in engine.timings.items()))
+        log(f"invalid config {t_invalid:.0f}s; stacks {sum(r.timings['stack'] for r in runs):.0f}s; "
+            f"total {time.monotonic() - t0:.0f}s")
         for pair in sdk_plugin_pairs():
             print(pair)
         for r in runs:

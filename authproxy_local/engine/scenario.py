@@ -124,6 +124,8 @@ class Engine:
         self.existing_realm: str | None = None
         self.admin_client_secret = ""
         self.proof = PreflightProof()
+        self.timings: dict[str, float] = {}
+        """Start-up phase -> seconds (cluster, CRDs, control plane, Keycloak), printed at the end."""
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Engine]:
@@ -137,12 +139,16 @@ class Engine:
 
     def start(self) -> Engine:
         self.project = Project(self.work)
+        t0 = time.monotonic()
         self.cluster.start()
+        self.timings["kube-apiserver"] = time.monotonic() - t0
         n = self.cluster.apply_crds(cluster_crds())
+        self.timings["CRDs"] = time.monotonic() - t0 - sum(self.timings.values())
         log(f"{n} CRDs established (Istio, cert-manager, ServiceMonitor, Gateway API "
             f"{install.VERSIONS['gateway-api']} standard channel)")
         self.cluster.create_namespaces(EXISTING_NAMESPACES)
         self.plane.start()
+        self.timings["control plane"] = time.monotonic() - t0 - sum(self.timings.values())
         # The apps' Services the ambient stack patches exist before its `up`, as in a user's
         # cluster: the staging of each stack's ready cluster makes them (and removes them after the
         # destroy checks saw them kept), so no other stack finds them with the ambient selector.
@@ -153,6 +159,7 @@ class Engine:
             log_path=self.work / "keycloak.log", https_port=port,
             cert_file=str(pki["keycloak_cert"]), key_file=str(pki["keycloak_key"]))
         t = self.keycloak.start()
+        self.timings["Keycloak"] = time.monotonic() - t0 - sum(self.timings.values())
         log(f"Keycloak {install.VERSIONS['keycloak']} ready in {t:.1f}s on {self.keycloak.hostname}")
         self.kc = AdminSession(self.keycloak.hostname, ADMIN_USER, self.password, verify=str(pki["ca"]))
         return self
@@ -252,6 +259,14 @@ class Engine:
         (:data:`FAULTS`)."""
         p = self.p
         run = StackRun(stack)
+        t_stack = time.monotonic()
+
+        def timed(what: str, fn: Any, *a: Any, **kw: Any) -> Any:
+            t0 = time.monotonic()
+            out = fn(*a, **kw)
+            run.timings[what] = run.timings.get(what, 0.0) + time.monotonic() - t0
+            return out
+
         cfg = load(deep_merge(project_config(base), overrides), secrets_set=SECRET_KEYS)
         w = Workloads(self.cluster, cfg.namespace)
         st = self.init_stack(stack, base, overrides)
@@ -263,6 +278,7 @@ class Engine:
         client_key = admin_client_secret_key(cfg)
         if client_key:
             p.set_secret(stack, client_key, make_password(40))
+        t_pre = time.monotonic()
         with self.plane.withheld():
             self.proof.saw_failures(stack, p.attempt("preview", st, st.preview))
         self.no_resources(stack, "a preview the preflight refused")
@@ -280,12 +296,7 @@ class Engine:
             self.proof.saw_failures(stack, p.attempt(op, st, fn), must=[name])
             self.no_resources(stack, f"a refused {op}")
             restore()
-
-        def timed(what: str, fn: Any, *a: Any, **kw: Any) -> Any:
-            t0 = time.monotonic()
-            out = fn(*a, **kw)
-            run.timings[what] = time.monotonic() - t0
-            return out
+        run.timings["preflight refusals"] = time.monotonic() - t_pre
 
         steps = timed("preview", p.preview, st)
         self.proof.saw_pass(stack, cfg)  # the same preflight, now with everything there
@@ -296,11 +307,11 @@ class Engine:
         timed("preview+policy", p.preview, st, policy_packs=["policy"])
         first_install = ""
         if "redis-install" in with_faults:  # before any `up` installs Redis
-            first_install = faults.redis_install_not_ready(self, st, cfg, w)
+            first_install = timed("faults", faults.redis_install_not_ready, self, st, cfg, w)
         if "config" in with_faults:  # before any `up` makes the Keycloak objects
-            self.check_faults_then_converge(st)
+            timed("faults", self.check_faults_then_converge, st)
         if interrupt:
-            run.interrupted = check_interrupted_up(p, self.cluster, self.admin, stack)
+            run.interrupted = timed("interrupt", check_interrupted_up, p, self.cluster, self.admin, stack)
         timed("up", p.up, st)
         run.rollouts += w.assert_rolled_out(stack, "first up")
         resources = p.resources(stack)
@@ -322,12 +333,12 @@ class Engine:
 
         for name in with_faults:
             if name in FAULTS:
-                line, n = FAULTS[name](self, st, cfg, w)
+                line, n = timed("faults", FAULTS[name], self, st, cfg, w)
                 run.faults.append(line)
                 run.rollouts += n
-        hpa_count = self.check_hpa(st, cfg, w) if cfg.proxy.autoscaling.enabled else None
+        hpa_count = timed("HPA", self.check_hpa, st, cfg, w) if cfg.proxy.autoscaling.enabled else None
         if w.deployment(PROXY_NAME)["spec"]["replicas"] >= 2:
-            check_drain(w, self.plane, stack, PROXY_NAME, proxy_labels(PROXY_NAME))
+            timed("drain", check_drain, w, self.plane, stack, PROXY_NAME, proxy_labels(PROXY_NAME))
 
         before = {rs["metadata"]["name"] for rs in w.replicasets()}
         p.set_config(st, cookie_secret_rotation_values(cfg))
@@ -352,6 +363,7 @@ class Engine:
         checks.verify_helm_objects_gone(self.cluster, stack, helm_made)
         p.remove(stack)
         staging.delete()  # the next stack starts from a cluster without them again
+        run.timings["stack"] = time.monotonic() - t_stack
         return run
 
     def no_resources(self, stack: str, what: str) -> None:

@@ -4,6 +4,7 @@ closing report of what was validated (printed after the test summary)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -31,6 +32,22 @@ REPORT: dict[str, list[str]] = defaultdict(list)
 def report(section: str, line: str) -> None:
     if line not in REPORT[section]:
         REPORT[section].append(line)
+
+
+def pytest_sessionfinish(session):
+    """A pytest-xdist worker (`make conformance` runs two) hands its report lines to the
+    controller, which prints the report."""
+    out = getattr(session.config, "workeroutput", None)
+    if out is not None:
+        out["conformance_report"] = json.dumps(REPORT)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist, on the controller: a worker finished; keep its report lines."""
+    for section, lines in json.loads(getattr(node, "workeroutput", {}).get("conformance_report", "{}")).items():
+        for line in lines:
+            report(section, line)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -9,7 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2] / "authproxy_local"
 
 LEVEL = {"core": 0, "install": 1, "render": 2, "keycloak": 2, "cluster": 3, "mesh": 3, "harness": 4,
-         "demo": 5, "engine": 5, "bench": 5, "soak": 5}
+         "demo": 5, "engine": 5, "bench": 5, "soak": 5,
+         "together": 5}
 """A room may import the rooms of a lower level (and itself), never one of its own level or above."""
 
 

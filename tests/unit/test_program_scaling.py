@@ -5,6 +5,8 @@ stretches wall time 2-3x but CPU time far less. Numbers and the full table are i
 docs/benchmarks.md. 100 apps must stay under the 10 s budget, and the average CPU cost per resource
 must not grow from 100 to 200 apps (linear growth; a quadratic step nearly doubles it)."""
 
+import pytest
+
 from authproxy_local.render.scaling import generated_config, measure
 
 SIZES = (100, 200)
@@ -42,6 +44,7 @@ def best_runs() -> tuple[dict, dict]:
     return hundred, two_hundred
 
 
+@pytest.mark.timing  # runs alone (`make unit`): other tests on the other core would skew its times
 def test_program_scales_linearly_and_100_apps_take_under_10s():
     # A real regression exceeds the bound every time; noise on a loaded machine rarely does twice:
     # the test fails only if every one of ATTEMPTS measurements exceeds it.
