@@ -26,6 +26,9 @@ FAILOVER_SLACK_SECONDS = 8
 """What a failover may add to the sentinels' `downAfter` before signed-in requests succeed again:
 the promotion (about 1 s), oauth2-proxy's Redis client reconnecting (its pool probes once a
 second), the next readiness probe (2 s) and istiod's push (docs/reliability.md)."""
+REFRESH_RETRIES = 4
+"""How many 503s the refreshed-cookie test allows before the refresh lands: each is a token refresh
+slower than the 2-s check, retried after oauth2-proxy's 2-s refresh lock (about 10 s in all)."""
 
 
 @pytest.fixture(scope="module")
@@ -147,9 +150,18 @@ def test_a_refreshed_session_cookie_reaches_the_browser_and_no_app(prod_live: Ha
     b: Browser = refreshing["browser"]
     old = refreshing["cookie"]
     time.sleep(max(0.0, refreshing["t"] + h.config.session.cookie_refresh + 3 - time.monotonic()))
+    # A token refresh slower than istio.extAuthzTimeout (Keycloak's token endpoint on a loaded CI
+    # machine) is answered 503 and retried by the next request once oauth2-proxy's 2-s refresh lock
+    # lapses (docs/reliability.md); the session survives it. A few such answers are tolerated, a
+    # refresh that never completes is not.
+    unavailable = 0
     r = b.get(refreshing["url"])
+    while r.status_code == 503 and unavailable < REFRESH_RETRIES:
+        unavailable += 1
+        time.sleep(2.5)
+        r = b.get(refreshing["url"])
     doc = echo_json(r)
-    assert doc is not None, r.status_code
+    assert doc is not None, (r.status_code, f"after {unavailable} answers 503")
     set_session = [c for c in r.raw.headers.getlist("set-cookie") if c.strip().startswith(f"{name}=")]
     assert len(set_session) == 1, r.raw.headers.getlist("set-cookie")
     new = b.cookie(name)
@@ -157,4 +169,5 @@ def test_a_refreshed_session_cookie_reaches_the_browser_and_no_app(prod_live: Ha
     sent = [c.split("=", 1)[0].strip() for c in (doc["headers"].get("cookie") or "").split(";") if c.strip()]
     assert name not in sent, sent
     assert echo_json(b.get(refreshing["url"])) is not None
-    record("refreshed_cookie", {"set_cookie_on_app_route": 1, "app_saw_session_cookie": False})
+    record("refreshed_cookie", {"set_cookie_on_app_route": 1, "app_saw_session_cookie": False,
+                                "answered_503_before_refresh": unavailable})
