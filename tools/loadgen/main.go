@@ -335,6 +335,26 @@ func signInOnce(c *http.Client, u User, a *Attempt) bool {
 	return true
 }
 
+// parallel runs work for every item on `workers` goroutines and returns when all are done.
+func parallel[T any](workers int, items []T, work func(T)) {
+	jobs := make(chan T)
+	var wg sync.WaitGroup
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for it := range jobs {
+				work(it)
+			}
+		}()
+	}
+	for _, it := range items {
+		jobs <- it
+	}
+	close(jobs)
+	wg.Wait()
+}
+
 func signin(cfg *Config, pool *x509.CertPool) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 1
@@ -352,50 +372,37 @@ func signin(cfg *Config, pool *x509.CertPool) {
 	enc := json.NewEncoder(w)
 	sessions := []Session{}
 	start := time.Now()
-	jobs := make(chan User)
-	var wg sync.WaitGroup
 	var okCount, failCount atomic.Int64
-	for i := 0; i < cfg.Concurrency; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for u := range jobs {
-				c, jar := newBrowser(cfg, pool)
-				for n := 1; n <= cfg.Attempts; n++ {
-					a := &Attempt{User: u.Username, Attempt: n, StartUS: time.Since(start).Microseconds(),
-						Stages: map[string]float64{}}
-					t0 := time.Now()
-					ok := signInOnce(c, u, a)
-					a.Stages["total"] = float64(time.Since(t0).Microseconds()) / 1000
-					mu.Lock()
-					_ = enc.Encode(a)
-					if ok {
-						app, _ := url.Parse(u.URL)
-						s := Session{ID: u.Username, URL: u.URL}
-						for _, ck := range jar.Cookies(app) {
-							if ck.Name == cfg.CookieName {
-								s.Cookies = append(s.Cookies, Cookie{ck.Name, ck.Value})
-							}
-						}
-						sessions = append(sessions, s)
+	parallel(cfg.Concurrency, cfg.Users, func(u User) {
+		c, jar := newBrowser(cfg, pool)
+		for n := 1; n <= cfg.Attempts; n++ {
+			a := &Attempt{User: u.Username, Attempt: n, StartUS: time.Since(start).Microseconds(),
+				Stages: map[string]float64{}}
+			t0 := time.Now()
+			ok := signInOnce(c, u, a)
+			a.Stages["total"] = float64(time.Since(t0).Microseconds()) / 1000
+			mu.Lock()
+			_ = enc.Encode(a)
+			if ok {
+				app, _ := url.Parse(u.URL)
+				s := Session{ID: u.Username, URL: u.URL}
+				for _, ck := range jar.Cookies(app) {
+					if ck.Name == cfg.CookieName {
+						s.Cookies = append(s.Cookies, Cookie{ck.Name, ck.Value})
 					}
-					mu.Unlock()
-					if ok {
-						okCount.Add(1)
-						break
-					}
-					failCount.Add(1)
-					time.Sleep(time.Duration(cfg.RetryDelayMS) * time.Millisecond)
 				}
-				c.CloseIdleConnections()
+				sessions = append(sessions, s)
 			}
-		}()
-	}
-	for _, u := range cfg.Users {
-		jobs <- u
-	}
-	close(jobs)
-	wg.Wait()
+			mu.Unlock()
+			if ok {
+				okCount.Add(1)
+				break
+			}
+			failCount.Add(1)
+			time.Sleep(time.Duration(cfg.RetryDelayMS) * time.Millisecond)
+		}
+		c.CloseIdleConnections()
+	})
 	w.Flush()
 	writeJSON(cfg.SessionsOut, sessions)
 	fmt.Printf("{\"signed_in\": %d, \"failed_attempts\": %d, \"seconds\": %.3f, \"start_unix_ns\": %d}\n",
@@ -582,42 +589,29 @@ func drive(cfg *Config, pool *x509.CertPool) {
 func probe(cfg *Config, pool *x509.CertPool) {
 	statuses := make(map[string]int, len(cfg.Sessions))
 	var mu sync.Mutex
-	jobs := make(chan Session)
-	var wg sync.WaitGroup
-	for w := 0; w < 16; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for s := range jobs {
-				c, jar := newBrowser(cfg, pool)
-				app, err := url.Parse(s.URL)
-				if err != nil {
-					fail("session %s: %v", s.ID, err)
-				}
-				var seed []*http.Cookie
-				for _, ck := range s.Cookies {
-					seed = append(seed, &http.Cookie{Name: ck.Name, Value: ck.Value, Domain: cfg.CookieDomain, Path: "/"})
-				}
-				jar.SetCookies(app, seed)
-				status := 0
-				resp, body, err := get(c, "GET", s.URL, nil)
-				if err != nil {
-					status = transportStatus[errorKind(err)]
-				} else if status = resp.StatusCode; status == 200 && !strings.Contains(string(body), "\"headers\"") {
-					status = 299
-				}
-				c.CloseIdleConnections()
-				mu.Lock()
-				statuses[s.ID] = status
-				mu.Unlock()
-			}
-		}()
-	}
-	for _, s := range cfg.Sessions {
-		jobs <- s
-	}
-	close(jobs)
-	wg.Wait()
+	parallel(16, cfg.Sessions, func(s Session) {
+		c, jar := newBrowser(cfg, pool)
+		app, err := url.Parse(s.URL)
+		if err != nil {
+			fail("session %s: %v", s.ID, err)
+		}
+		var seed []*http.Cookie
+		for _, ck := range s.Cookies {
+			seed = append(seed, &http.Cookie{Name: ck.Name, Value: ck.Value, Domain: cfg.CookieDomain, Path: "/"})
+		}
+		jar.SetCookies(app, seed)
+		status := 0
+		resp, body, err := get(c, "GET", s.URL, nil)
+		if err != nil {
+			status = transportStatus[errorKind(err)]
+		} else if status = resp.StatusCode; status == 200 && !strings.Contains(string(body), "\"headers\"") {
+			status = 299
+		}
+		c.CloseIdleConnections()
+		mu.Lock()
+		statuses[s.ID] = status
+		mu.Unlock()
+	})
 	writeJSON(cfg.SummaryOut, statuses)
 	ok := 0
 	for _, st := range statuses {
@@ -667,53 +661,40 @@ func mint(cfg *Config, pool *x509.CertPool) {
 	var made, failed atomic.Int64
 	var mu sync.Mutex
 	failures := map[string]int{}
-	jobs := make(chan User)
-	var wg sync.WaitGroup
-	for i := 0; i < cfg.Concurrency; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for u := range jobs {
-				c, jar := newBrowser(cfg, pool)
-				app, _ := url.Parse(u.URL)
-				a := &Attempt{Stages: map[string]float64{}}
-				if !signInOnce(c, u, a) {
-					failed.Add(1)
-					mu.Lock()
-					failures["signin-"+a.Stage]++
-					mu.Unlock()
-					continue
+	parallel(cfg.Concurrency, cfg.Users, func(u User) {
+		c, jar := newBrowser(cfg, pool)
+		app, _ := url.Parse(u.URL)
+		a := &Attempt{Stages: map[string]float64{}}
+		if !signInOnce(c, u, a) {
+			failed.Add(1)
+			mu.Lock()
+			failures["signin-"+a.Stage]++
+			mu.Unlock()
+			return
+		}
+		made.Add(1)
+		for n := 1; n < cfg.Repeat; n++ {
+			// a browser without oauth2-proxy's cookies, still signed in at Keycloak
+			var gone []*http.Cookie
+			for _, ck := range jar.Cookies(app) {
+				if strings.HasPrefix(ck.Name, cfg.CookieName) {
+					gone = append(gone, &http.Cookie{Name: ck.Name, Value: "", Domain: cfg.CookieDomain,
+						Path: "/", MaxAge: -1})
 				}
-				made.Add(1)
-				for n := 1; n < cfg.Repeat; n++ {
-					// a browser without oauth2-proxy's cookies, still signed in at Keycloak
-					var gone []*http.Cookie
-					for _, ck := range jar.Cookies(app) {
-						if strings.HasPrefix(ck.Name, cfg.CookieName) {
-							gone = append(gone, &http.Cookie{Name: ck.Name, Value: "", Domain: cfg.CookieDomain,
-								Path: "/", MaxAge: -1})
-						}
-					}
-					jar.SetCookies(app, gone)
-					why, _ := ssoOnce(c, u.URL)
-					if why == "" {
-						made.Add(1)
-					} else {
-						failed.Add(1)
-						mu.Lock()
-						failures[why]++
-						mu.Unlock()
-					}
-				}
-				c.CloseIdleConnections()
 			}
-		}()
-	}
-	for _, u := range cfg.Users {
-		jobs <- u
-	}
-	close(jobs)
-	wg.Wait()
+			jar.SetCookies(app, gone)
+			why, _ := ssoOnce(c, u.URL)
+			if why == "" {
+				made.Add(1)
+			} else {
+				failed.Add(1)
+				mu.Lock()
+				failures[why]++
+				mu.Unlock()
+			}
+		}
+		c.CloseIdleConnections()
+	})
 	secs := time.Since(start).Seconds()
 	writeJSON(cfg.MintOut, map[string]any{"sessions": made.Load(), "failed": failed.Load(),
 		"failures": failures, "seconds": secs})
