@@ -75,9 +75,9 @@ demo: venv ## run the stack locally (STACK=dev [MODE=envoy-filter]); prints URLs
 	$(PY) -m authproxy_local.install --group demo
 	$(PY) -m authproxy_local.demo --stack $(STACK) $(if $(MODE),--mode $(MODE))
 
-soak: venv ## sessions under failover, rolling restarts, sign-in storms, Keycloak restarts, 10k/100k sessions (prod stack, live harness; not in `make test`): docs/reliability.md. QUICK=1, SCALE=10000, ONLY=rolling-restart,..., SET=istio.extAuthzTimeout=4s
+soak: venv ## sessions under failover, rolling restarts, sign-in storms, Keycloak restarts, 10k/100k sessions (prod stack, live harness; not in `make test`): docs/reliability.md. QUICK=1, SCALE=10000, ONLY=rolling-restart,..., SET=istio.extAuthzTimeout=4s, ACCESS_LOG=1
 	$(PY) -m authproxy_local.install --group soak
-	$(PY) -m authproxy_local.soak $(if $(QUICK),--quick) $(if $(SCALE),--scale $(SCALE)) $(if $(ONLY),--only $(ONLY)) $(foreach s,$(SET),--set $(s))
+	$(PY) -m authproxy_local.soak $(if $(QUICK),--quick) $(if $(SCALE),--scale $(SCALE)) $(if $(ONLY),--only $(ONLY)) $(foreach s,$(SET),--set $(s)) $(if $(ACCESS_LOG),--access-log)
 
 bench: venv ## request-path benchmark on the live harness with wrk (~12 min; not in `make test`): docs/benchmarks.md + plot; QUICK=1 = 3-min smoke run
 	$(PY) -m authproxy_local.install --group bench

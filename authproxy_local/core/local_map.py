@@ -120,6 +120,9 @@ class LocalEndpoints:
     """Workload identity (``gateway``, an app's service account) -> (certificate, key) files with
     its SPIFFE URI: SDS ``default`` of the proxies of that identity."""
     envoy_admin: Addr = ("127.0.0.1", 0)
+    misconfigured_pods: bool = True
+    """The exposed app's Service also selects a pod with other labels and one without a sidecar
+    (mesh.workloads.app_pods); off: one pod per app, as in a cluster the preflight accepts."""
     connect_proxy: Addr = ("127.0.0.1", 0)
     """The CONNECT proxy oauth2-proxy uses to reach the public hosts."""
     ca_file: str = ""

@@ -41,13 +41,18 @@ class EnvoyPart(HarnessState):
     the soak turns it off: at hundreds of requests/s it writes about 1 MB/s per Envoy and takes
     the CPU the system under test needs."""
     _istiod: threading.Thread | None = None
+    access_log = False
+    """Every Envoy logs each request (meshConfig ``accessLogFile: /dev/stdout``, Istio's default
+    format: response flags, response code details, upstream host) to its log: why a request
+    failed, at a cost of about one line per request (the soak's ``--access-log``)."""
 
     def _translation(self, render: Any, own: bool) -> tuple[dict[str, Any], Any]:
         """istiod's translation of ``render`` plus the harness's workloads as they are now."""
         exe = install.ensure("istio-xds")
         w = workloads(render, self.endpoints)
         directory = adapter.write_input(
-            render, w, self.run_dir / ("istio-xds" if own else f"istio-xds-{render.mode}"))
+            render, w, self.run_dir / ("istio-xds" if own else f"istio-xds-{render.mode}"),
+            {"accessLogFile": "/dev/stdout"} if self.access_log else None)
         jwks_proxy = ConnectProxy([self.config.keycloak.host], self.endpoints.keycloak_https).start()
         try:
             out = adapter.translate(

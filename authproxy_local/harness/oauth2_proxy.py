@@ -170,7 +170,7 @@ class ProxyPart(StackPart):
 
     def _start_echo_and_proxy(self) -> None:
         """One echo app per modeled pod (the app's first pod is also ``echo[<app>]``)."""
-        for pod in app_pods(self.config):
+        for pod in app_pods(self.config, self.misconfigured_pods):
             server = EchoServer(pod.app, host=self.gateway_ip, pod=pod.name).start()
             self.echo[pod.name] = server
             self.endpoints.pods[pod.name] = server.address

@@ -166,11 +166,11 @@ class Harness(RedisPart, RolloutPart, AmbientPart):
         # The mesh's workload identities (istiod's CA role): one SPIFFE certificate per service
         # account of the gateway and the apps, served to the proxies as SDS `default`.
         mesh_ca, identities = mesh_identities(self.tmp / "mesh", workload_identities(self.config))
-        pods = app_pods(self.config)
+        pods = app_pods(self.config, self.misconfigured_pods)
         main = {a.name: f"{a.name}-harness" for a in self.config.apps if not a.ambient}  # ambient: no sidecar
         pod_sidecars = {p.name: (gw_ip, free_port(gw_ip)) for p in pods if p.sidecar}
         self._endpoints = local_map.LocalEndpoints(
-            gateway_ip=gw_ip,
+            gateway_ip=gw_ip, misconfigured_pods=self.misconfigured_pods,
             # Every local listener sits on the run's own loopback address: other processes on the
             # machine (and outgoing connections, whose source is 127.0.0.1) never take its ports
             # between allocation and bind.

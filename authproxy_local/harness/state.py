@@ -45,6 +45,10 @@ class HarnessState:
 
     _stopped = True
     """No run, or the run is stopping: background threads (probers, istiod's pushes) end."""
+    misconfigured_pods = True
+    """The exposed app's Service also selects a pod with other labels and one without a sidecar
+    (fail-closed tests); the soak turns it off: it measures a cluster the preflight accepts, where
+    the gateway's mTLS to a sidecar-less pod cannot fail requests."""
 
     def __init__(self, stack: str = "dev", mode: str | None = None,
                  overrides: Mapping[str, Any] | None = None, render_result: Any = None,

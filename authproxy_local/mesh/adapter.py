@@ -54,9 +54,11 @@ from .workloads import AdapterError, Proxy, Workloads, is_gateway_api
 # --------------------------------------------------------------------------------------------
 
 
-def write_input(render: Any, w: Workloads, directory: Path) -> Path:
-    """The translator's input folder: the render's objects, its mesh config, the harness
-    additions (in their own file) and the proxies to generate for."""
+def write_input(render: Any, w: Workloads, directory: Path,
+                mesh_extra: Mapping[str, Any] | None = None) -> Path:
+    """The translator's input folder: the render's objects, its mesh config (with
+    ``mesh_extra``'s keys on top, e.g. a diagnostic ``accessLogFile``), the harness additions (in
+    their own file) and the proxies to generate for."""
     directory.mkdir(parents=True, exist_ok=True)
     # The render's objects as the cluster holds them: a patch is merged into the object the
     # harness models (its labels are on that Service), and the status the cluster writes is set.
@@ -68,7 +70,8 @@ def write_input(render: Any, w: Workloads, directory: Path) -> Path:
         objs.append({**o, "status": w.status[key]} if key in w.status else o)
     (directory / "kubernetes.yaml").write_text(yaml.safe_dump_all(objs, sort_keys=False))
     (directory / "harness-additions.yaml").write_text(yaml.safe_dump_all(w.objects, sort_keys=False))
-    (directory / "mesh-config.yaml").write_text(yaml.safe_dump(render.mesh_config or {}, sort_keys=False))
+    mesh = {**(render.mesh_config or {}), **(mesh_extra or {})}
+    (directory / "mesh-config.yaml").write_text(yaml.safe_dump(mesh, sort_keys=False))
     (directory / "proxies.json").write_text(json.dumps(
         [{"name": p.name, "type": p.type, "namespace": p.namespace, "ip": p.ip, "labels": p.labels}
          for p in w.proxies], indent=1))

@@ -85,14 +85,15 @@ def exposed_app(cfg: Any) -> str | None:
     return next((a.name for a in cfg.apps if a.groups and a.sidecar_checks), None)
 
 
-def app_pods(cfg: Any) -> list[AppPod]:
+def app_pods(cfg: Any, misconfigured: bool = True) -> list[AppPod]:
     """The pods the harness models, per app: one sidecar-injected pod with the configured
     ``workloadLabels``; for :func:`exposed_app` also, behind the same Service, a sidecar-injected
     pod with *other* labels (the sidecar policies miss it) and a pod *without* a sidecar, as a
     cluster where the selector or the injection is wrong would have them. The gateway must keep a
-    user outside the app's groups out of all three."""
+    user outside the app's groups out of all three. Without ``misconfigured``, one pod per app: a
+    cluster the preflight accepts (the soak measures that one)."""
     out = []
-    exposed = exposed_app(cfg)
+    exposed = exposed_app(cfg) if misconfigured else None
     for app in cfg.apps:
         if app.ambient:
             continue  # no sidecar: its pod is an AmbientPod (workloads)
@@ -111,10 +112,10 @@ def app_pods(cfg: Any) -> list[AppPod]:
     return out
 
 
-def service_selector(cfg: Any, app: Any) -> dict[str, str]:
+def service_selector(cfg: Any, app: Any, misconfigured: bool = True) -> dict[str, str]:
     """The app Service's selector the harness models: the configured labels, or for
     :func:`exposed_app` the label all three of its pods carry."""
-    if app.name == exposed_app(cfg):
+    if misconfigured and app.name == exposed_app(cfg):
         return {SERVES_LABEL: app.name}
     return dict(app.selector_labels or {"app.kubernetes.io/name": app.service.name})
 
@@ -449,7 +450,7 @@ def workloads(render: Any, ep: local_map.LocalEndpoints) -> Workloads:
     # sidecar-injected pod gets its own sidecar proxy, which the gateway reaches with Istio mTLS; a
     # pod without one is its echo app, reached directly. An ambient app: one pod, enrolled and
     # captured (its ztunnel and echo app run in the pod's network namespace).
-    apods = app_pods(cfg)
+    apods = app_pods(cfg, ep.misconfigured_pods)
     n = 0
     for i, app in enumerate(cfg.apps):
         ns, name, port = app.service.namespace, app.service.name, int(app.service.port)
@@ -479,7 +480,8 @@ def workloads(render: Any, ep: local_map.LocalEndpoints) -> Workloads:
             w.inbound[p.proxy] = {port: echo}
         w.objects.append({
             "apiVersion": "v1", "kind": "Service", "metadata": _meta(name, ns, patches.get((ns, name))),
-            "spec": {"selector": service_selector(cfg, app), "clusterIP": f"{POD_CIDR}.3.{i + 1}",
+            "spec": {"selector": service_selector(cfg, app, ep.misconfigured_pods),
+                     "clusterIP": f"{POD_CIDR}.3.{i + 1}",
                      "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}]},
         })
         w.objects.append(_slice(name, ns, members, "", [("http", port)]))

@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a key of the prod stack's config (dotted path, e.g. "
                     "istio.extAuthzTimeout=4s) to measure a setting; repeatable")
+    ap.add_argument("--access-log", action="store_true",
+                    help="every Envoy logs each request (Istio's access log: response flags and code "
+                    "details) into the run's logs, to tell why requests failed")
     a = ap.parse_args(argv)
     overrides: dict[str, Any] = {}
     for item in a.set:
@@ -94,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     h = Harness("prod", overrides=overrides, log=lambda line: print(line, file=sys.stderr, flush=True))
     h.keep_cluster = True  # the rotation's second `pulumi up`
     h.envoy_debug_logs = False  # Envoy's info level, as a cluster runs it
+    h.access_log = a.access_log
+    h.misconfigured_pods = False  # no sidecar-less pod behind grafana's Service: the preflight refuses one
     outcomes: list[Outcome] = []
     t_all = time.monotonic()
     with h:

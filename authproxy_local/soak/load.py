@@ -76,8 +76,11 @@ class Drive:
     summary_path: Path
     stop_path: Path
     session_ids: list[str]
+    failures_path: Path | None = None
     start_unix_ns: int = 0
     requests: list[Request] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    """One record per failed request: who answered it (tools/loadgen ``Failure``)."""
 
     def finish(self) -> list[Request]:
         self.stop_path.touch()
@@ -86,6 +89,8 @@ class Drive:
             raise RuntimeError(f"loadgen drive exited {self.proc.returncode}: {err[-2000:]}")
         self.start_unix_ns = int(json.loads(self.summary_path.read_text())["start_unix_ns"])
         self.requests = read_requests(self.requests_path)
+        if self.failures_path is not None and self.failures_path.exists():
+            self.failures = [json.loads(line) for line in self.failures_path.read_text().splitlines() if line]
         return self.requests
 
     def us(self, unix_ns: int) -> int:
@@ -140,12 +145,13 @@ class LoadGen:
     def drive(self, sessions: Sequence[dict[str, Any]], rate: float) -> Drive:
         """Start the signed-in sessions requesting their apps (``rate`` requests/s in all)."""
         req, summ, stop = self._file("requests.csv"), self._file("summary.json"), self._file("stop")
+        fails = self._file("failures.jsonl")
         cfg = self._config("drive", sessions=list(sessions), rate=rate, stop_file=str(stop),
-                           requests_out=str(req), summary_out=str(summ))
+                           requests_out=str(req), summary_out=str(summ), failures_out=str(fails))
         proc = subprocess.Popen([self.exe, "drive", str(cfg)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         self.drives.append(proc)
-        return Drive(proc, req, summ, stop, [s["id"] for s in sessions])
+        return Drive(proc, req, summ, stop, [s["id"] for s in sessions], fails)
 
     def close(self) -> None:
         """Stop every ``loadgen drive`` still running (a scenario that failed midway)."""

@@ -91,6 +91,9 @@ class Outcome:
     extra: dict[str, object] = field(default_factory=dict)
     load: tuple[float, float] = (0.0, 0.0)
     """Load average (1 min) at the start and the end."""
+    failures: list[dict[str, object]] = field(default_factory=list)
+    """The first failed requests (loadgen's failure records, ``t_s`` from the event's start), for
+    the run's JSON: who answered them and when."""
 
     @property
     def failed(self) -> int:
@@ -131,6 +134,26 @@ def outcome(name: str, requests: Sequence[Request], session_ids: Sequence[str], 
         name=name, requests=len(requests), failed_by_status=dict(failed),
         longest_outage_s=round(longest_outage_s(requests), 3), sessions=sessions, sessions_lost=lost,
         p99_ms=round(percentile(during, 99), 1), p50_ms=round(percentile(during, 50), 1))
+
+
+def failure_cause(f: Mapping[str, object]) -> str:
+    """Who answered a failed request and what, from loadgen's failure record: no response (the
+    transport error), the gateway's own reply (Envoy's ``server: istio-envoy`` without an upstream
+    service time: a check that failed or timed out has no body, a routing failure says why), or
+    an upstream's (oauth2-proxy, Keycloak or the app)."""
+    status = status_name(int(str(f.get("status", 0))))
+    if f.get("error"):
+        err = str(f["error"])
+        return f"{status}: no response ({err.rsplit(': ', 1)[-1][:60]})"
+    body = " ".join(str(f.get("body") or "").split())[:60]
+    if f.get("server") == "istio-envoy" and not f.get("upstream_ms"):
+        return f"{status}: the gateway ({body or 'no body: the check failed or timed out'})"
+    return f"{status}: upstream {f.get('server') or ''} ({body or 'no body'})".replace("  ", " ")
+
+
+def failure_causes(failures: Iterable[Mapping[str, object]]) -> dict[str, int]:
+    """Failed requests counted by :func:`failure_cause`, most frequent first."""
+    return dict(Counter(failure_cause(f) for f in failures).most_common())
 
 
 def total_line(outcomes: Sequence[Outcome]) -> str:

@@ -19,9 +19,11 @@ Imports: the standard library, psutil, :mod:`authproxy_local.harness`, :mod:`.lo
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,11 +33,24 @@ import psutil
 from authproxy_local.harness import DemoUser, Harness
 
 from .load import Drive, LoadGen, Signins, create_users
-from .measure import Outcome, outcome, percentile
+from .measure import Outcome, failure_causes, outcome, percentile
 
 
 def _load() -> float:
     return os.getloadavg()[0]
+
+
+def _gateway_counters(h: Harness) -> dict[str, int]:
+    """The gateway Envoy's counters of oauth2-proxy's cluster and of ext_authz (admin ``/stats``)."""
+    host, port = h.endpoints.envoy_admin
+    url = f"http://{host}:{port}/stats?filter=oauth2-proxy|ext_authz"
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            key, sep, value = line.rpartition(": ")
+            if sep and value.isdigit():
+                out[key] = int(value)
+    return out
 
 
 def _under_load(name: str, h: Harness, lg: LoadGen, sessions: Sequence[dict[str, Any]], rate: float,
@@ -46,14 +61,22 @@ def _under_load(name: str, h: Harness, lg: LoadGen, sessions: Sequence[dict[str,
     load0 = _load()
     d: Drive = lg.drive(sessions, rate)
     time.sleep(warmup)
+    before = _gateway_counters(h)
     t0 = time.time_ns()
     extra = event()
     t1 = time.time_ns()
     time.sleep(settle)
     requests = d.finish()
+    # what the gateway counted meanwhile (connection resets, retries, ejections of oauth2-proxy's
+    # endpoints; check errors), next to the run's logs
+    delta = {k: v - before.get(k, 0) for k, v in _gateway_counters(h).items() if v != before.get(k, 0)}
+    (h.run_dir / f"gateway-counters-{name.split()[0].lower()}.json").write_text(json.dumps(delta, indent=1))
     probe, settled = lg.probe_settled(sessions)
     o = outcome(name, requests, d.session_ids, probe=probe, event_us=(d.us(t0), d.us(t1)))
     o.extra.update(extra)
+    if d.failures:
+        o.extra["failed requests by who answered"] = failure_causes(d.failures)
+        o.failures = [{**f, "t_s": round((f["t_us"] - d.us(t0)) / 1e6, 3)} for f in d.failures[:500]]
     if settled >= 1:
         o.extra["every session answered (no 5xx) after"] = f"{settled:.0f} s"
     o.load = (load0, _load())

@@ -10,6 +10,8 @@ from authproxy_local.soak.measure import (
     SENT,
     Outcome,
     Request,
+    failure_cause,
+    failure_causes,
     longest_outage_s,
     lost_sessions,
     outcome,
@@ -101,3 +103,18 @@ def test_sessions_sign_in_spread_over_the_refresh_period() -> None:
     calls.clear()
     assert len(signin_spread(cast(Any, FakeLoadGen()), cast(Any, users), "https://x", spread=0)) == 16
     assert [len(names) for _, names in calls] == [16]
+
+
+def test_a_failed_request_is_told_by_who_answered_it():
+    gateway_check = {"status": 503, "server": "istio-envoy", "body": ""}
+    gateway_route = {"status": 503, "server": "istio-envoy", "body": "upstream connect error or disconnect/reset "
+                     "before headers. reset reason: connection termination"}
+    proxied = {"status": 503, "server": "istio-envoy", "upstream_ms": "12", "body": "<html>Service Unavailable"}
+    none = {"status": -1, "error": 'Get "https://wiki.example.com/soak": context deadline exceeded'}
+    assert failure_cause(gateway_check) == "503: the gateway (no body: the check failed or timed out)"
+    assert failure_cause(gateway_route).startswith("503: the gateway (upstream connect error")
+    assert failure_cause(proxied) == "503: upstream istio-envoy (<html>Service Unavailable)"
+    assert failure_cause(none) == "timeout: no response (context deadline exceeded)"
+    assert failure_causes([gateway_check, none, gateway_check]) == {
+        "503: the gateway (no body: the check failed or timed out)": 2,
+        "timeout: no response (context deadline exceeded)": 1}

@@ -21,7 +21,8 @@
 //   - drive: one CSV line per request "t_us,lat_us,status,session,flags" (no response: status -1
 //     timeout, -2 refused, -3 reset, -4 other; 299: a 200 that is not the app's answer; flags:
 //     1 the session cookie was sent, 2 this response cleared it, 4 replaced it; t_us counts from
-//     start_unix_ns) and a JSON summary: {"start_unix_ns", "sessions": [one per session]}.
+//     start_unix_ns) and a JSON summary: {"start_unix_ns", "sessions": [one per session]};
+//     with failures_out, one JSON line per failed request saying who answered it (see Failure).
 //
 // Secrets (passwords, cookies) come only from the config file, never the command line.
 package main
@@ -90,6 +91,7 @@ type Config struct {
 	DurationMS  int       `json:"duration_ms"`
 	StopFile    string    `json:"stop_file"`
 	RequestsOut string    `json:"requests_out"`
+	FailuresOut string    `json:"failures_out"`
 	SummaryOut  string    `json:"summary_out"`
 }
 
@@ -428,6 +430,32 @@ type Record struct {
 	Flags      int
 }
 
+// Failure: what a failed request got, enough to tell who answered it: the gateway's own reply
+// (server istio-envoy, no upstream service time: a refused check, no healthy upstream, a reset
+// upstream), the app's or oauth2-proxy's, or no response at all (the transport error).
+type Failure struct {
+	TUS          int64  `json:"t_us"`
+	LatUS        int64  `json:"lat_us"`
+	Status       int    `json:"status"`
+	Session      int    `json:"session"`
+	Server       string `json:"server,omitempty"`
+	UpstreamTime string `json:"upstream_ms,omitempty"`
+	Body         string `json:"body,omitempty"`
+	Error        string `json:"error,omitempty"`
+}
+
+func failureOf(r Record, resp *http.Response, body []byte, err error) Failure {
+	f := Failure{TUS: r.TUS, LatUS: r.LatUS, Status: r.Status, Session: r.Session}
+	if err != nil {
+		f.Error = err.Error()
+		return f
+	}
+	f.Server = resp.Header.Get("Server")
+	f.UpstreamTime = resp.Header.Get("X-Envoy-Upstream-Service-Time")
+	f.Body = strings.ToValidUTF8(string(body[:min(len(body), 200)]), "?")
+	return f
+}
+
 type SessionSummary struct {
 	ID        string `json:"id"`
 	Requests  int    `json:"requests"`
@@ -462,6 +490,7 @@ func drive(cfg *Config, pool *x509.CertPool) {
 	}
 	defer out.Close()
 	records := make(chan Record, 4096)
+	failures := make(chan Failure, 1024)
 	done := make(chan struct{})
 	go func() {
 		w := bufio.NewWriter(out)
@@ -470,6 +499,24 @@ func drive(cfg *Config, pool *x509.CertPool) {
 		}
 		w.Flush()
 		close(done)
+	}()
+	failDone := make(chan struct{})
+	go func() {
+		var enc *json.Encoder
+		if cfg.FailuresOut != "" {
+			f, err := os.OpenFile(cfg.FailuresOut, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+			if err != nil {
+				fail("%v", err)
+			}
+			defer f.Close()
+			enc = json.NewEncoder(f)
+		}
+		for f := range failures {
+			if enc != nil {
+				enc.Encode(f)
+			}
+		}
+		close(failDone)
 	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	sig := make(chan os.Signal, 1)
@@ -557,6 +604,7 @@ func drive(cfg *Config, pool *x509.CertPool) {
 				}
 				sum.Requests++
 				if r.Status != 200 {
+					failures <- failureOf(r, resp, body, err)
 					sum.Failed++
 				}
 				records <- r
@@ -574,7 +622,9 @@ func drive(cfg *Config, pool *x509.CertPool) {
 	}
 	wg.Wait()
 	close(records)
+	close(failures)
 	<-done
+	<-failDone
 	writeJSON(cfg.SummaryOut, map[string]any{"start_unix_ns": start.UnixNano(), "sessions": summaries})
 	total, failed := 0, 0
 	for _, s := range summaries {

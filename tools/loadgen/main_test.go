@@ -72,7 +72,9 @@ func TestDriveRecordsWhatEachSessionSaw(t *testing.T) {
 		case err != nil:
 			w.WriteHeader(302)
 		case k == 2:
+			w.Header().Set("Server", "istio-envoy")
 			w.WriteHeader(503)
+			_, _ = w.Write([]byte("no healthy upstream"))
 		case k == 3:
 			http.SetCookie(w, &http.Cookie{Name: "_s", Value: "", Path: "/", Domain: "example.com", MaxAge: -1})
 			w.WriteHeader(302)
@@ -90,6 +92,7 @@ func TestDriveRecordsWhatEachSessionSaw(t *testing.T) {
 		Sessions: []Session{{ID: "u1", URL: "https://example.com/", Cookies: []Cookie{{"_s", "v1"}}}},
 		Rate:     200, DurationMS: 400,
 		RequestsOut: filepath.Join(dir, "req.csv"), SummaryOut: filepath.Join(dir, "sum.json"),
+		FailuresOut: filepath.Join(dir, "failures.jsonl"),
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(srv.Certificate())
@@ -113,6 +116,20 @@ func TestDriveRecordsWhatEachSessionSaw(t *testing.T) {
 	sums := out.Sums
 	if out.Start == 0 || len(sums) != 1 || sums[0].Requests != 3 || sums[0].Failed != 2 || sums[0].ClearedUS == nil || sums[0].HasCookie {
 		t.Fatalf("summary %+v", sums)
+	}
+	// each failed request, with who answered it
+	raw, _ = os.ReadFile(cfg.FailuresOut)
+	var fails []Failure
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var f Failure
+		if err := json.Unmarshal([]byte(line), &f); err != nil {
+			t.Fatalf("failures line %q: %v", line, err)
+		}
+		fails = append(fails, f)
+	}
+	if len(fails) != 2 || fails[0].Status != 503 || fails[0].Server != "istio-envoy" ||
+		fails[0].Body != "no healthy upstream" || fails[1].Status != 302 {
+		t.Fatalf("failures %+v", fails)
 	}
 }
 
