@@ -559,7 +559,7 @@ def ext_authz_envoy_filter_spec(args: AuthzArgs) -> dict[str, Any]:
     typed = ext_authz_filter_config(
         extension_provider(p), outbound_cluster(p["service_host"], p["port"])
     )
-    retry = ext_authz_retry_policy(traffic_of(args)["check_retries"])
+    retry = ext_authz_retry_policy(traffic_of(args)["check_retries"], p["timeout_seconds"])
     if retry is not None:
         typed["http_service"]["retry_policy"] = retry
     patches: list[dict[str, Any]] = [
@@ -956,7 +956,7 @@ class Authz(pulumi.ComponentResource):
         cr("cookie-keep", net, "EnvoyFilter", f"{prefix}-session-cookie-keep", gns,
            session_keep_envoy_filter_spec(args))
         traffic = traffic_of(args)
-        retry_patch = ext_authz_retry_patch(traffic["check_retries"])
+        retry_patch = ext_authz_retry_patch(traffic["check_retries"], args["provider"]["timeout_seconds"])
         if args["mode"] == "extension-provider" and retry_patch is not None:
             cr("check-retry", net, "EnvoyFilter", f"{prefix}-check-retry", gns,
                {**envoy_filter_attachment(gw), "configPatches": [retry_patch]})

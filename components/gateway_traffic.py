@@ -44,7 +44,6 @@ PREVIOUS_HOSTS_TYPE = (
 RETRY_ON = "connect-failure,reset"
 """Only failures where oauth2-proxy cannot have answered."""
 RETRY_BASE_INTERVAL = "0.025s"
-RETRY_MAX_INTERVAL = "0.25s"
 """Envoy's default base interval is 1 s, longer than the whole check may take."""
 MAX_EJECTION_PERCENT = 50
 MIN_HEALTH_PERCENT = 50
@@ -66,14 +65,21 @@ DEFAULT_TRAFFIC = GatewayTraffic(
 )
 
 
-def ext_authz_retry_policy(retries: int) -> dict[str, Any] | None:
-    """Envoy ``config.core.v3.RetryPolicy`` for the ext_authz ``http_service``; None for 0."""
+def ext_authz_retry_policy(retries: int, check_timeout_seconds: int) -> dict[str, Any] | None:
+    """Envoy ``config.core.v3.RetryPolicy`` for the ext_authz ``http_service``; None for 0.
+
+    Envoy turns the back-off's ``max_interval`` into the per-try timeout of each attempt
+    (``Http::Utility::convertCoreToRouteRetryPolicy``), so it is the check's own timeout: a slow
+    check (a token refresh at Keycloak) is never cut short and sent again, which would leave
+    oauth2-proxy's refresh lock held and fail the retries too (docs/reliability.md). The waits
+    between attempts stay far below it (random, up to 50 and 100 ms for two retries)."""
     if retries <= 0:
         return None
     return {
         "retry_on": RETRY_ON,
         "num_retries": retries,
-        "retry_back_off": {"base_interval": RETRY_BASE_INTERVAL, "max_interval": RETRY_MAX_INTERVAL},
+        "retry_back_off": {"base_interval": RETRY_BASE_INTERVAL,
+                           "max_interval": f"{check_timeout_seconds}s"},  # protobuf Duration
         "retry_host_predicate": [
             {"name": PREVIOUS_HOSTS, "typed_config": {"@type": PREVIOUS_HOSTS_TYPE}}
         ],
@@ -81,10 +87,10 @@ def ext_authz_retry_policy(retries: int) -> dict[str, Any] | None:
     }
 
 
-def ext_authz_retry_patch(retries: int) -> dict[str, Any] | None:
+def ext_authz_retry_patch(retries: int, check_timeout_seconds: int) -> dict[str, Any] | None:
     """EnvoyFilter patch (extension-provider mode): MERGE the retry policy into the gateway's
     ext_authz HTTP filter on every listener; None when retries are off."""
-    policy = ext_authz_retry_policy(retries)
+    policy = ext_authz_retry_policy(retries, check_timeout_seconds)
     if policy is None:
         return None
     return {

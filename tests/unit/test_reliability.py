@@ -129,8 +129,8 @@ def test_bad_values_name_the_key_and_the_fix(overrides, key, says):
 
 
 def test_retry_policy_retries_only_what_oauth2_proxy_cannot_have_answered():
-    assert ext_authz_retry_policy(0) is None
-    p = ext_authz_retry_policy(2)
+    assert ext_authz_retry_policy(0, 2) is None
+    p = ext_authz_retry_policy(2, 2)
     assert p is not None
     assert p["retry_on"] == RETRY_ON == "connect-failure,reset"
     for never in ("5xx", "gateway-error", "retriable-status-codes", "retriable-4xx"):
@@ -139,6 +139,10 @@ def test_retry_policy_retries_only_what_oauth2_proxy_cannot_have_answered():
     assert [h["name"] for h in p["retry_host_predicate"]] == [PREVIOUS_HOSTS]  # another replica
     # a back-off far below the check's timeout (Envoy's default base is 1 s)
     assert p["retry_back_off"]["base_interval"] == "0.025s"
+    # Envoy makes max_interval each attempt's timeout: the check's own, so a slow check (a token
+    # refresh) is never cut off and repeated (tests/unit/test_check_retry_envoy.py, on Envoy)
+    assert p["retry_back_off"]["max_interval"] == "2s"
+    assert ext_authz_retry_policy(1, 4)["retry_back_off"]["max_interval"] == "4s"  # type: ignore[index]
 
 
 def _envoy_filter_ext_authz(run: Run) -> dict[str, Any]:
@@ -150,13 +154,13 @@ def _envoy_filter_ext_authz(run: Run) -> dict[str, Any]:
 
 def test_both_modes_retry_the_check_on_another_replica(runs):
     cfg = load_stack("prod")
-    want = ext_authz_retry_policy(cfg.istio.ext_authz_retries)
+    want = ext_authz_retry_policy(cfg.istio.ext_authz_retries, cfg.istio.ext_authz_timeout)
     # extension-provider: a MERGE into the ext_authz filter istiod makes for the CUSTOM policy
     (ef,) = [e for e in of(runs["prod"], EF) if e["metadata"]["name"] == "authproxy-check-retry"]
     assert ef["metadata"]["namespace"] == cfg.istio.gateway.namespace
     assert ef["spec"]["workloadSelector"] == {"labels": cfg.istio.gateway.selector}
     (patch,) = ef["spec"]["configPatches"]
-    assert patch == ext_authz_retry_patch(cfg.istio.ext_authz_retries)
+    assert patch == ext_authz_retry_patch(cfg.istio.ext_authz_retries, cfg.istio.ext_authz_timeout)
     assert patch["applyTo"] == "HTTP_FILTER" and patch["patch"]["operation"] == "MERGE"
     assert patch["match"]["context"] == "GATEWAY"
     assert patch["match"]["listener"]["filterChain"]["filter"]["subFilter"] == {"name": EXT_AUTHZ_FILTER}
