@@ -16,7 +16,12 @@ from typing import Any, ClassVar
 import pytest
 
 from authproxy_local.core.processes import free_port
-from components.authz import EXT_AUTHZ_FILTER, HCM_FILTER, ROUTER_FILTER, ext_authz_envoy_filter_spec
+from components.authz import (
+    EXT_AUTHZ_FILTER,
+    HCM_FILTER,
+    ROUTER_FILTER,
+    ext_authz_envoy_filter_spec,
+)
 from components.stack import authz_args
 from tests.envoy_proc import running_envoy
 from tests.unit.stacks import load_stack
