@@ -3,14 +3,20 @@ browsers under light load while every oauth2-proxy pod is replaced as the Deploy
 while the Redis master dies and the sentinels promote a replica. Runs after the other prod tests
 (it kills and replaces components). Last, with the prod stack's 2-minute cookieRefresh: a session
 whose Keycloak session an admin ended is refused for good once oauth2-proxy's refresh is refused,
-although the gateway keeps its cookie (components/session_keep.py), and a refreshed session cookie
-still reaches the browser past both of the gateway's cookie filters."""
+although the gateway keeps its cookie (components/session_keep.py), a refreshed session cookie
+still reaches the browser past both of the gateway's cookie filters, and a refresh that keeps
+Keycloak busy longer than usual completes inside the one check (components/gateway_traffic.py)."""
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 
 from authproxy_local.harness import Harness
@@ -66,21 +72,57 @@ def revoked(prod_live: Harness) -> dict:
     return {"browser": b, "url": url, "key": key, "cookie": b.cookie(name), "user": user, "t": signed_in}
 
 
-@pytest.fixture(scope="module")
-def refreshing(prod_live: Harness) -> dict:
-    """A user signed in at the group app who makes no request until the session is due for
-    refresh (requested first, with :func:`revoked`)."""
-    h = prod_live
+KEYCLOAK_FREEZE_SECONDS = 0.7
+"""How long Keycloak is frozen while it answers a token refresh: far above what Envoy's former
+per-attempt timeout of the check allowed (0.25 s), well inside the check's own 2 s."""
+
+
+def _signed_in_idle(h: Harness, n: int, path: str) -> dict:
+    """A user signed in at the group app who then makes no request until the test needs it."""
     app = next(a for a in h.config.apps if a.groups)
     name = h.config.session.cookie_name
-    [user] = create_users(h, 1, 530_000, app.groups[0])
+    [user] = create_users(h, 1, n, app.groups[0])
     b = Browser(h.ca_file)
-    url = h.app_url(app.name, "/refreshing")
+    url = h.app_url(app.name, path)
     assert echo_json(b.login(url, user.username, user.password)) is not None
     return {"browser": b, "url": url, "cookie": b.cookie(name), "t": time.monotonic()}
 
 
-def test_rolling_restart_fails_no_request(prod_live: Harness, browsing, revoked, refreshing, record) -> None:
+@pytest.fixture(scope="module")
+def slow_refresh(prod_live: Harness) -> dict:
+    """Signed in first, with :func:`refreshing`; its refresh is the one Keycloak answers slowly."""
+    return _signed_in_idle(prod_live, 540_000, "/slow-refresh")
+
+
+@contextmanager
+def frozen(pid: int, seconds: float) -> Iterator[None]:
+    """The process and its children stopped (SIGSTOP) from the start of the block for
+    ``seconds``, then continued, as a Keycloak stalled by a garbage collection or a busy host."""
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for p in procs:
+        p.send_signal(signal.SIGSTOP)
+
+    def cont() -> None:
+        for p in procs:
+            p.send_signal(signal.SIGCONT)
+
+    timer = threading.Timer(seconds, cont)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.join()
+
+
+@pytest.fixture(scope="module")
+def refreshing(prod_live: Harness) -> dict:
+    """A user who makes no request until the session is due for refresh (requested first, with
+    :func:`revoked`)."""
+    return _signed_in_idle(prod_live, 530_000, "/refreshing")
+
+
+def test_rolling_restart_fails_no_request(prod_live: Harness, browsing, revoked, refreshing, slow_refresh,
+                                         record) -> None:
     h = prod_live
     lg, sessions, _ = browsing
     before = {p.name for p in h.endpoints.proxy_pods}
@@ -171,3 +213,28 @@ def test_a_refreshed_session_cookie_reaches_the_browser_and_no_app(prod_live: Ha
     assert echo_json(b.get(refreshing["url"])) is not None
     record("refreshed_cookie", {"set_cookie_on_app_route": 1, "app_saw_session_cookie": False,
                                 "answered_503_before_refresh": unavailable})
+
+
+def test_a_refresh_keycloak_answers_slowly_completes_inside_the_check(prod_live: Harness, slow_refresh,
+                                                                     record) -> None:
+    """Keycloak frozen for 0.7 s while oauth2-proxy refreshes the session's token inside the
+    gateway's check: the one check waits for it and the request is served with the refreshed
+    cookie. Before, Envoy cut every attempt of the check at the retry back-off's 0.25 s and sent
+    it to the other replicas, which waited for the refresh lock the first one never released:
+    503 (docs/reliability.md)."""
+    h = prod_live
+    name = h.config.session.cookie_name
+    b: Browser = slow_refresh["browser"]
+    old = slow_refresh["cookie"]
+    time.sleep(max(0.0, slow_refresh["t"] + h.config.session.cookie_refresh + 3 - time.monotonic()))
+    pid = h.procs["keycloak"].pid
+    assert pid is not None
+    t0 = time.monotonic()
+    with frozen(pid, KEYCLOAK_FREEZE_SECONDS):
+        r = b.get(slow_refresh["url"])
+    took = time.monotonic() - t0
+    assert echo_json(r) is not None, (r.status_code, f"after {took:.2f} s")
+    assert took >= KEYCLOAK_FREEZE_SECONDS, f"answered in {took:.2f} s: the refresh did not wait for Keycloak"
+    new = b.cookie(name)
+    assert new and new != old and ticket(new) == ticket(old), "refreshed in place (same ticket)"
+    record("slow_refresh", {"keycloak_frozen_s": KEYCLOAK_FREEZE_SECONDS, "answered_in_s": round(took, 2)})
