@@ -1169,7 +1169,8 @@ class Istio(_Model):
     ext_authz_retries: int = Field(
         2, ge=0, le=5,
         description="Retries of an ext_authz check that did not reach oauth2-proxy (connection "
-        "refused or reset), each on another replica, within extAuthzTimeout; 0 = none.",
+        "refused or reset), each on another replica, within extAuthzTimeout; a slow answer is "
+        "waited for, never retried; 0 = none.",
     )
     outlier_detection: OutlierDetection = Field(
         default_factory=OutlierDetection,

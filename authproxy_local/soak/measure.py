@@ -136,18 +136,28 @@ def outcome(name: str, requests: Sequence[Request], session_ids: Sequence[str], 
         p99_ms=round(percentile(during, 99), 1), p50_ms=round(percentile(during, 50), 1))
 
 
+ENVOY_LOCAL_REPLIES = ("upstream connect error", "no healthy upstream", "upstream request timeout",
+                       "RBAC: access denied", "Jwt ", "Jwks ", "upstream_reset", "local_rate_limited")
+"""How the bodies of Envoy's own replies begin (routing failures, the gateway's policies)."""
+
+
 def failure_cause(f: Mapping[str, object]) -> str:
     """Who answered a failed request and what, from loadgen's failure record: no response (the
-    transport error), the gateway's own reply (Envoy's ``server: istio-envoy`` without an upstream
-    service time: a check that failed or timed out has no body, a routing failure says why), or
-    an upstream's (oauth2-proxy, Keycloak or the app)."""
+    transport error); the gateway itself (Envoy's ``server: istio-envoy`` without an upstream
+    service time: a check that failed or timed out has no body, a routing failure or a policy
+    says why); oauth2-proxy through the check (its denial, passed on by ext_authz: the same
+    server header, oauth2-proxy's body); or an upstream's own answer (the app, Keycloak)."""
     status = status_name(int(str(f.get("status", 0))))
     if f.get("error"):
         err = str(f["error"])
         return f"{status}: no response ({err.rsplit(': ', 1)[-1][:60]})"
     body = " ".join(str(f.get("body") or "").split())[:60]
     if f.get("server") == "istio-envoy" and not f.get("upstream_ms"):
-        return f"{status}: the gateway ({body or 'no body: the check failed or timed out'})"
+        if not body:
+            return f"{status}: the gateway (no body: the check failed or timed out)"
+        if body.startswith(ENVOY_LOCAL_REPLIES):
+            return f"{status}: the gateway ({body})"
+        return f"{status}: oauth2-proxy through the check ({body})"
     return f"{status}: upstream {f.get('server') or ''} ({body or 'no body'})".replace("  ", " ")
 
 

@@ -110,10 +110,12 @@ def test_a_failed_request_is_told_by_who_answered_it():
     gateway_route = {"status": 503, "server": "istio-envoy", "body": "upstream connect error or disconnect/reset "
                      "before headers. reset reason: connection termination"}
     proxied = {"status": 503, "server": "istio-envoy", "upstream_ms": "12", "body": "<html>Service Unavailable"}
+    denied = {"status": 302, "server": "istio-envoy", "body": '<a href="https://sso.example.com/realms/corp/x">Found</a>.'}
     none = {"status": -1, "error": 'Get "https://wiki.example.com/soak": context deadline exceeded'}
     assert failure_cause(gateway_check) == "503: the gateway (no body: the check failed or timed out)"
     assert failure_cause(gateway_route).startswith("503: the gateway (upstream connect error")
     assert failure_cause(proxied) == "503: upstream istio-envoy (<html>Service Unavailable)"
+    assert failure_cause(denied).startswith("302: oauth2-proxy through the check (<a href=")
     assert failure_cause(none) == "timeout: no response (context deadline exceeded)"
     assert failure_causes([gateway_check, none, gateway_check]) == {
         "503: the gateway (no body: the check failed or timed out)": 2,
