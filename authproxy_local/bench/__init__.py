@@ -85,7 +85,7 @@ from .stats import (
     summarize,
     whole_path_line,
 )
-from .system import cpu_layout, jwt_claims, parse_commandstats, parse_envoy_stats, parse_info_int
+from .system import cpu_layout, jwt_claims, parse_commandstats, parse_info_int
 from .wrk import WrkResult, latency_ms, parse_wrk, wrk_script
 
 __all__ = [
@@ -93,7 +93,7 @@ __all__ = [
     "UPSTREAM_BODY", "UPSTREAM_CLUSTER", "BenchError", "Row", "Sample", "Stat", "Tuning", "WrkResult",
     "anchor_ratios", "authz_cluster", "bench_bootstrap", "breakdown_table", "cpu_cost_ratios", "cpu_layout",
     "draw_plot", "jwt_claims", "labels_for", "latency_ms", "login_form", "markdown_table", "parse_commandstats",
-    "parse_envoy_stats", "parse_info_int", "parse_wrk", "plot_data", "ratio_rows", "replace_section",
+    "parse_info_int", "parse_wrk", "plot_data", "ratio_rows", "replace_section",
     "report_markdown", "samples_from_results", "schedule", "session_cookie_header", "set_flags",
     "sidecar_bootstrap", "sign_in", "summarize", "whole_path_line", "with_jwt_cache", "wrk_script",
 ]

@@ -44,7 +44,6 @@ from .system import (
     jwt_claims,
     machine_facts,
     parse_commandstats,
-    parse_envoy_stats,
     parse_info_int,
     pin,
     pin_self,
@@ -277,14 +276,7 @@ class Bench:
     # ---- measuring -----------------------------------------------------------------------
 
     def envoy_stats(self) -> dict[str, int]:
-        import urllib.request
-        from urllib.parse import quote
-
-        pattern = quote(r"^(http\.bench_|cluster\.(bench|outbound))")
-        url = f"http://{self.admin[0]}:{self.admin[1]}/stats?filter={pattern}"
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(url, timeout=10) as r:
-            return parse_envoy_stats(r.read().decode())
+        return envoy.admin_stats(self.admin, r"^(http\.bench_|cluster\.(bench|outbound))")
 
     def wrk(self, v: Variant, conns: int, seconds: float, script: Path) -> tuple[str, float]:
         cmd = ["taskset", "-c", str(self.load_cpu), str(install.ensure("wrk")), "-t1", f"-c{conns}",

@@ -1,5 +1,5 @@
 """The machine around a run: CPU layout and per-process / per-core CPU time (psutil), pinning,
-Redis and Envoy counters, versions and facts.
+Redis counters, versions and facts.
 
 Imports: the standard library, psutil, :mod:`authproxy_local.install`, :mod:`.model`.
 """
@@ -42,16 +42,6 @@ def parse_info_int(info: str, key: str) -> int:
     if not m:
         raise ValueError(f"no {key} in the INFO reply")
     return int(m.group(1))
-
-
-def parse_envoy_stats(text: str) -> dict[str, int]:
-    """Envoy admin ``/stats`` text (counters and gauges ``name: 123``); histograms skipped."""
-    out = {}
-    for line in text.splitlines():
-        name, sep, value = line.rpartition(": ")
-        if sep and value.strip().isdigit():
-            out[name.strip()] = int(value)
-    return out
 
 
 def jwt_claims(token: str) -> dict[str, Any]:

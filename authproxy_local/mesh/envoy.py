@@ -1,6 +1,7 @@
 """Envoy processes: a bootstrap written to the run directory, checked with ``envoy --mode
 validate`` (a field upstream Envoy rejects fails with Envoy's own message naming it, instead of a
-dead process), then started; and the readiness check (admin ``/ready`` and the listeners open).
+dead process), then started; the readiness check (admin ``/ready`` and the listeners open); and
+its counters (admin ``/stats``).
 
 Imports: :mod:`authproxy_local.core`, :mod:`authproxy_local.install`, PyYAML.
 """
@@ -8,6 +9,8 @@ Imports: :mod:`authproxy_local.core`, :mod:`authproxy_local.install`, PyYAML.
 from __future__ import annotations
 
 import subprocess
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,3 +58,22 @@ def start(name: str, boot: Mapping[str, Any], directory: Path, *, what: str = ""
 def ready(admin: Addr, listeners: Sequence[Addr]) -> bool:
     """Envoy's admin says ready and every given listener accepts connections."""
     return http_ok(f"http://{admin[0]}:{admin[1]}/ready") and all(tcp_open(a) for a in listeners)
+
+
+def parse_stats(text: str) -> dict[str, int]:
+    """Envoy admin ``/stats`` text (counters and gauges ``name: 123``); histograms skipped."""
+    out = {}
+    for line in text.splitlines():
+        name, sep, value = line.rpartition(": ")
+        if sep and value.strip().isdigit():
+            out[name.strip()] = int(value)
+    return out
+
+
+def admin_stats(admin: Addr, pattern: str, timeout: float = 10) -> dict[str, int]:
+    """The counters and gauges of the Envoy whose admin is at ``admin`` whose names match the
+    regex ``pattern`` (straight to loopback: no proxy from the environment)."""
+    url = f"http://{admin[0]}:{admin[1]}/stats?filter={urllib.parse.quote(pattern)}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=timeout) as r:
+        return parse_stats(r.read().decode())

@@ -12,8 +12,8 @@
 - :func:`session_store`: sessions written through oauth2-proxy up to the given counts, Redis
   memory per session, TTLs and their removal.
 
-Imports: the standard library, psutil, :mod:`authproxy_local.harness`, :mod:`.load`,
-:mod:`.measure`.
+Imports: the standard library, psutil, :mod:`authproxy_local.harness`,
+:mod:`authproxy_local.mesh.envoy` (the gateway's counters), :mod:`.load`, :mod:`.measure`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import json
 import os
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import psutil
 
 from authproxy_local.harness import DemoUser, Harness
+from authproxy_local.mesh import envoy
 
 from .load import Drive, LoadGen, Signins, create_users
 from .measure import Outcome, failure_causes, outcome, percentile
@@ -41,16 +41,12 @@ def _load() -> float:
 
 
 def _gateway_counters(h: Harness) -> dict[str, int]:
-    """The gateway Envoy's counters of oauth2-proxy's cluster and of ext_authz (admin ``/stats``)."""
-    host, port = h.endpoints.envoy_admin
-    url = f"http://{host}:{port}/stats?filter=oauth2-proxy|ext_authz"
-    out: dict[str, int] = {}
-    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as resp:
-        for line in resp.read().decode().splitlines():
-            key, sep, value = line.rpartition(": ")
-            if sep and value.isdigit():
-                out[key] = int(value)
-    return out
+    """The gateway Envoy's counters of oauth2-proxy's cluster and of ext_authz (none when its
+    admin does not answer: the figures are a diagnosis, not the scenario's result)."""
+    try:
+        return envoy.admin_stats(h.endpoints.envoy_admin, "oauth2-proxy|ext_authz", timeout=5)
+    except OSError:
+        return {}
 
 
 def _under_load(name: str, h: Harness, lg: LoadGen, sessions: Sequence[dict[str, Any]], rate: float,

@@ -20,6 +20,7 @@ from authproxy_local.bench import __main__ as bench_main
 from authproxy_local.bench import bootstraps as bb
 from authproxy_local.core import local_map
 from authproxy_local.mesh import adapter as xds_adapter
+from authproxy_local.mesh import envoy
 from authproxy_local.mesh.workloads import workloads
 from components.cookies import LUA_FILTER_NAME
 from tests.envoy_proc import offline_endpoints
@@ -206,7 +207,7 @@ def test_cpu_layout_and_counters():
     assert b.parse_commandstats(info) == {"get": 12001, "auth": 3}
     assert b.parse_info_int("# Stats\r\ntotal_connections_received:42\r\n", "total_connections_received") == 42
     stats = "http.bench_gateway.ext_authz.ok: 12\ncluster.x.upstream_rq_time: P0(nan,1) P25(nan,2)\n"
-    assert b.parse_envoy_stats(stats) == {"http.bench_gateway.ext_authz.ok": 12}
+    assert envoy.parse_stats(stats) == {"http.bench_gateway.ext_authz.ok": 12}
 
 
 def _cookie(name: str, value: str, domain: str) -> Cookie:
